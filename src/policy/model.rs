@@ -1,0 +1,403 @@
+//! Domain types of the policy core: what goes in, what comes out.
+//!
+//! These are deliberately *not* the Avro records. The codec maps between the wire (`schemas/*.avsc`)
+//! and these types, so the core can be tested, benchmarked and replayed without any I/O, and so a
+//! schema change is a codec change, not a policy change.
+
+/// Milliseconds since the Unix epoch. Every time in the core is one of these, passed in.
+pub type Millis = i64;
+
+/// The gateway's verdict on one sent message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerdictKind {
+    /// A clean message: never counts.
+    Clean,
+    /// Spam: counts toward a trip.
+    Spam,
+    /// A virus: counts toward a trip.
+    Virus,
+}
+
+impl VerdictKind {
+    /// Whether this verdict counts toward the threshold (SPEC §1: SPAM or VIRUS).
+    #[inline]
+    pub fn is_offending(self) -> bool {
+        matches!(self, VerdictKind::Spam | VerdictKind::Virus)
+    }
+
+    /// Upper-case wire name, also used as a metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Clean => "CLEAN",
+            VerdictKind::Spam => "SPAM",
+            VerdictKind::Virus => "VIRUS",
+        }
+    }
+}
+
+/// `OutboundVerdict` as the core sees it. `mailbox` is already lower-cased by the codec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Gateway message id; de-duplication key within a mailbox.
+    pub message_id: String,
+    /// Tenant of the mailbox.
+    pub tenant_id: String,
+    /// Sending mailbox, lower-cased.
+    pub mailbox: String,
+    /// Event time: when the gateway saw the message sent.
+    pub sent_at: Millis,
+    /// The verdict.
+    pub verdict: VerdictKind,
+}
+
+/// Role of the actor who issued an admin command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActorRole {
+    /// Vendor support: may lift a permanent block.
+    Support,
+    /// Tenant administrator.
+    Admin,
+    /// Read-only user.
+    Viewer,
+}
+
+impl ActorRole {
+    /// Upper-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorRole::Support => "SUPPORT",
+            ActorRole::Admin => "ADMIN",
+            ActorRole::Viewer => "VIEWER",
+        }
+    }
+}
+
+/// What an admin command asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    /// Lift a permanent block and reset the strike count (SPEC §4).
+    SupportUnblock,
+    /// Any other kind (e.g. `ADMIN_UNBLOCK`): always rejected, kept by name for the audit event.
+    Other(String),
+}
+
+impl CommandKind {
+    /// Upper-case wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CommandKind::SupportUnblock => "SUPPORT_UNBLOCK",
+            CommandKind::Other(s) => s,
+        }
+    }
+}
+
+/// `AdminCommand` as the core sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// Unique id of the command; the `COMMAND_REJECTED` / `SUPPORT_UNBLOCK` event id derives from it.
+    pub command_id: String,
+    /// Target mailbox, lower-cased.
+    pub mailbox: String,
+    /// Tenant of the mailbox.
+    pub tenant_id: String,
+    /// What is asked.
+    pub kind: CommandKind,
+    /// Who asked.
+    pub actor: String,
+    /// With which role.
+    pub actor_role: ActorRole,
+    /// Support ticket reference, for the audit trail.
+    pub ticket: String,
+    /// When the command was issued.
+    pub issued_at: Millis,
+}
+
+/// One input of the per-mailbox state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A verdict for this mailbox.
+    Verdict(Verdict),
+    /// An admin command for this mailbox.
+    Command(Command),
+    /// The passage of (wall-clock) time: expires a timed block whose `blocked_until` has passed.
+    /// `mailbox` identifies the state; the tick carries no other data.
+    Tick {
+        /// The mailbox whose timer fired.
+        mailbox: String,
+    },
+}
+
+/// `MailboxOwner` from the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Owner (user) id.
+    pub owner_id: String,
+    /// Tenant of the owner.
+    pub tenant_id: String,
+    /// Display name, if the directory has one.
+    pub owner_name: Option<String>,
+}
+
+/// Per-tenant overrides of the policy numbers (SPEC §1, last paragraph). `None` = use default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyOverrides {
+    /// Offending messages that trip.
+    pub threshold: Option<u32>,
+    /// Window span in ms.
+    pub window_ms: Option<Millis>,
+    /// Duration of the first block in ms (doubles per strike).
+    pub base_block_ms: Option<Millis>,
+    /// The strike that blocks permanently.
+    pub permanent_strike: Option<u32>,
+}
+
+/// Tenant settings as resolved for the core (table value, or configured defaults when unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSettings {
+    /// Synchronized Security on: scans are requested.
+    pub sync_security_enabled: bool,
+    /// The tenant has an endpoint licence.
+    pub endpoint_licence: bool,
+    /// Policy overrides for this tenant.
+    pub overrides: PolicyOverrides,
+}
+
+/// What the core may ask of the outside world, read-only. Implemented by the adapters
+/// (RocksDB / in-memory tables) and by plain maps in tests; consulted only on a trip or for the
+/// tenant's policy, so a CLEAN verdict never causes a lookup.
+pub trait Directory {
+    /// The owner of a (lower-cased) mailbox, if the directory knows it.
+    fn owner(&self, mailbox: &str) -> Option<Owner>;
+    /// The device ids of an owner, if the directory knows them.
+    fn devices(&self, owner_id: &str) -> Option<Vec<String>>;
+    /// The settings of a tenant; the adapter returns the configured defaults when unknown.
+    fn tenant(&self, tenant_id: &str) -> TenantSettings;
+}
+
+/// Block state as published on `mailguard.blocks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlockState {
+    /// Timed block in force.
+    Blocked,
+    /// Permanent block in force; only a support unblock ends it.
+    PermanentlyBlocked,
+    /// Not blocked (a block ended or was lifted).
+    Unblocked,
+}
+
+impl BlockState {
+    /// Upper-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockState::Blocked => "BLOCKED",
+            BlockState::PermanentlyBlocked => "PERMANENTLY_BLOCKED",
+            BlockState::Unblocked => "UNBLOCKED",
+        }
+    }
+}
+
+/// `MailboxBlock`: the latest block state of a mailbox (compacted topic, keyed by mailbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRecord {
+    /// Mailbox, lower-cased.
+    pub mailbox: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// State after this change.
+    pub state: BlockState,
+    /// Strike count after this change (0 after a support unblock).
+    pub strike: u32,
+    /// Largest `sent_at` of the evidence.
+    pub blocked_at: Millis,
+    /// End of a timed block; `None` when permanent.
+    pub blocked_until: Option<Millis>,
+    /// Incident this record belongs to.
+    pub incident_id: String,
+    /// The message ids that tripped it.
+    pub evidence_message_ids: Vec<String>,
+    /// Processor time of the change.
+    pub updated_at: Millis,
+}
+
+/// `ScanRequest`: one per device of the owner, keyed by device id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRequest {
+    /// Deterministic id from incident + device.
+    pub request_id: String,
+    /// Incident id.
+    pub incident_id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Device to scan.
+    pub device_id: String,
+    /// Owner of the device.
+    pub owner_id: String,
+    /// Mailbox that tripped.
+    pub mailbox: String,
+    /// Processor time of the request.
+    pub requested_at: Millis,
+}
+
+/// Why no scan was requested on a trip (SPEC §1 step 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScanSkipReason {
+    /// Tenant has Synchronized Security off.
+    SyncSecurityOff,
+    /// Tenant has no endpoint licence.
+    NoEndpointLicence,
+    /// The directory does not know the mailbox's owner.
+    OwnerUnknown,
+    /// The owner has no devices.
+    NoDevices,
+}
+
+impl ScanSkipReason {
+    /// Upper-case wire name, also a metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanSkipReason::SyncSecurityOff => "SYNC_SECURITY_OFF",
+            ScanSkipReason::NoEndpointLicence => "NO_ENDPOINT_LICENCE",
+            ScanSkipReason::OwnerUnknown => "OWNER_UNKNOWN",
+            ScanSkipReason::NoDevices => "NO_DEVICES",
+        }
+    }
+}
+
+/// `Alert` for the tenant administrator, keyed by tenant id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// Deterministic id from the incident.
+    pub alert_id: String,
+    /// Incident id.
+    pub incident_id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Mailbox that tripped.
+    pub mailbox: String,
+    /// Owner, when known.
+    pub owner_id: Option<String>,
+    /// Strike of this trip.
+    pub strike: u32,
+    /// Block state after the trip.
+    pub state: BlockState,
+    /// End of the block; `None` when permanent.
+    pub blocked_until: Option<Millis>,
+    /// Devices a scan was requested for.
+    pub devices_scanned: Vec<String>,
+    /// Why no scan was requested, if none was.
+    pub scan_skipped_reason: Option<ScanSkipReason>,
+    /// One human-readable line.
+    pub summary: String,
+}
+
+/// Kind of an event-log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A timed block started.
+    MailboxBlocked,
+    /// A permanent block started.
+    MailboxPermanentlyBlocked,
+    /// A scan was requested for a device.
+    ScanRequested,
+    /// No scan was requested; `detail` has the reason.
+    ScanSkipped,
+    /// The administrator was alerted.
+    AlertSent,
+    /// A timed block ended by itself.
+    MailboxUnblocked,
+    /// Support lifted a permanent block.
+    SupportUnblock,
+    /// A command was rejected; `detail` says why.
+    CommandRejected,
+}
+
+impl EventKind {
+    /// Upper-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::MailboxBlocked => "MAILBOX_BLOCKED",
+            EventKind::MailboxPermanentlyBlocked => "MAILBOX_PERMANENTLY_BLOCKED",
+            EventKind::ScanRequested => "SCAN_REQUESTED",
+            EventKind::ScanSkipped => "SCAN_SKIPPED",
+            EventKind::AlertSent => "ALERT_SENT",
+            EventKind::MailboxUnblocked => "MAILBOX_UNBLOCKED",
+            EventKind::SupportUnblock => "SUPPORT_UNBLOCK",
+            EventKind::CommandRejected => "COMMAND_REJECTED",
+        }
+    }
+}
+
+/// `EventLogEntry`, keyed by mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventLogEntry {
+    /// Deterministic id.
+    pub event_id: String,
+    /// Incident, when the event belongs to one.
+    pub incident_id: Option<String>,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Mailbox.
+    pub mailbox: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// When (processor time).
+    pub at: Millis,
+    /// Free-form detail (reason, actor and ticket, device id, ...).
+    pub detail: String,
+}
+
+/// A record the pipeline must publish, in order, in the same transaction as the state change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// To `mailguard.blocks`.
+    Block(BlockRecord),
+    /// To `mailguard.scan-requests`.
+    Scan(ScanRequest),
+    /// To `mailguard.alerts`.
+    Alert(Alert),
+    /// To `mailguard.events`.
+    Event(EventLogEntry),
+}
+
+/// What happened to one input, for metrics and logs (never published).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// CLEAN (never counts).
+    NotOffending,
+    /// Offending and counted into the window (no trip).
+    Counted,
+    /// Offending and counted, and it tripped a block with this strike (6 = permanent by default).
+    Tripped {
+        /// Strike number of the new block.
+        strike: u32,
+        /// Whether the new block is permanent.
+        permanent: bool,
+    },
+    /// Same `message_id` already counted for this mailbox.
+    Duplicate,
+    /// Older than the allowed lateness: dropped from counting.
+    Late,
+    /// Offending but the mailbox was blocked (or the verdict predates the end of the last block).
+    IgnoredWhileBlocked,
+    /// A timed block expired (tick or lazily on another input).
+    Unblocked,
+    /// A support unblock lifted a permanent block.
+    SupportUnblocked,
+    /// A command was rejected.
+    CommandRejected,
+    /// A tick that found nothing to do.
+    Idle,
+}
+
+/// Result of one step: the records to publish and what happened, plus whether `sent_at` was clamped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepResult {
+    /// Records to publish, in order.
+    pub effects: Vec<Effect>,
+    /// Outcomes, in order (a verdict may first expire a block, then count).
+    pub outcomes: Vec<Outcome>,
+    /// The verdict's `sent_at` lay too far in the future and was clamped to `now`.
+    pub clamped: bool,
+    /// The state changed and must be persisted (and written to the changelog).
+    pub state_changed: bool,
+}
