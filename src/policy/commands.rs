@@ -1,0 +1,83 @@
+//! Admin commands (SPEC §4): a `SUPPORT_UNBLOCK` from role `SUPPORT` lifts a permanent block;
+//! everything else is rejected with a `COMMAND_REJECTED` event and no state change.
+
+use super::ids;
+use super::model::{
+    ActorRole, BlockRecord, BlockState, Command, CommandKind, Effect, EventKind, EventLogEntry,
+    Millis, Outcome, StepResult,
+};
+use super::state::MailboxState;
+use super::text::{self, RejectReason};
+
+/// Why `cmd` must be rejected against `state`, or `None` if it may run. Checked in this order:
+/// unknown kind, role, then the target's block (none → not blocked; timed → cannot be ended early).
+pub fn rejection(state: &MailboxState, cmd: &Command) -> Option<RejectReason> {
+    if let CommandKind::Other(_) = cmd.kind {
+        return Some(RejectReason::UnknownKind);
+    }
+    if cmd.actor_role != ActorRole::Support {
+        return Some(RejectReason::RoleNotAllowed(cmd.actor_role));
+    }
+    match state.block() {
+        None => Some(RejectReason::NotBlocked),
+        Some(b) => b.blocked_until.map(RejectReason::TimedBlock),
+    }
+}
+
+/// Applies a command (after any lazy expiry).
+pub(crate) fn apply(state: &mut MailboxState, cmd: &Command, now: Millis, r: &mut StepResult) {
+    let mailbox = cmd.mailbox.as_str();
+    if let Some(reason) = rejection(state, cmd) {
+        let incident_id = state.incident_id();
+        r.effects.push(Effect::Event(EventLogEntry {
+            event_id: ids::event_id(mailbox, &cmd.command_id, EventKind::CommandRejected, "")
+                .to_string(),
+            incident_id,
+            tenant_id: cmd.tenant_id.clone(),
+            mailbox: mailbox.to_owned(),
+            kind: EventKind::CommandRejected,
+            at: now,
+            detail: text::rejected_detail(cmd, reason),
+        }));
+        r.outcomes.push(Outcome::CommandRejected);
+        return;
+    }
+    // Support unblock of a permanent block.
+    // rejection() lets only a permanent block through.
+    let Some(block) = state.block.take() else {
+        return;
+    };
+    let incident = block.incident_id.to_string();
+    let tenant_id = state
+        .tenant_id()
+        .unwrap_or(cmd.tenant_id.as_str())
+        .to_owned();
+    r.effects.push(Effect::Block(BlockRecord {
+        mailbox: mailbox.to_owned(),
+        tenant_id: tenant_id.clone(),
+        state: BlockState::Unblocked,
+        strike: 0,
+        blocked_at: block.blocked_at,
+        blocked_until: None,
+        incident_id: incident.clone(),
+        evidence_message_ids: block.evidence_message_ids,
+        updated_at: now,
+    }));
+    r.effects.push(Effect::Event(EventLogEntry {
+        event_id: ids::event_id(mailbox, &cmd.command_id, EventKind::SupportUnblock, "")
+            .to_string(),
+        incident_id: Some(incident),
+        tenant_id,
+        mailbox: mailbox.to_owned(),
+        kind: EventKind::SupportUnblock,
+        at: now,
+        detail: text::support_unblock_detail(cmd),
+    }));
+    state.strikes = 0;
+    state.window.clear();
+    state.counting_floor = Some(now);
+    state.last_block_end = Some(now);
+    state.touched_at = now;
+    r.state_changed = true;
+    r.outcomes.push(Outcome::SupportUnblocked);
+}

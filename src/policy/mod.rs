@@ -1,0 +1,109 @@
+//! The policy core: SPEC §1 and §4 as a pure, deterministic per-mailbox state machine.
+//!
+//! No I/O, no clock, no async: [`step`] takes a mailbox's [`MailboxState`], one [`Input`]
+//! (verdict, admin command or timer tick), the processor time `now`, a read-only [`Directory`]
+//! and the global [`Policy`], mutates the state and returns a [`StepResult`]: the records to
+//! publish in order ([`Effect`]), what happened ([`Outcome`], for metrics), whether `sent_at` was
+//! clamped and whether the state changed (must be persisted). The pipeline calls it per record in
+//! partition order and commits effects, state and offsets in one transaction.
+//!
+//! Modules: [`model`] (domain types, the contract with codec and pipeline), [`config`]
+//! ([`Policy`], validation, tenant overrides), [`window`] (exact sliding window, de-duplication,
+//! lateness), [`ladder`] (strike durations, permanent strike, decay), [`commands`] (support
+//! unblock / rejections), [`ids`] (deterministic UUID v5 ids), [`state`] ([`MailboxState`] and its
+//! compact versioned encoding), [`text`] (wording of event details and alert summaries),
+//! [`engine`] ([`step`]).
+//!
+//! # Rules, in the order `step` applies them
+//!
+//! 1. **Lazy expiry.** Any input first ends a timed block if `now >= blocked_until` (exactly at
+//!    `blocked_until` it ends; 1 ms before it does not): effects `Block(UNBLOCKED)` (same
+//!    incident, strike unchanged, `blocked_at`/`blocked_until` and evidence of the ended block,
+//!    `updated_at = now`) and `Event(MAILBOX_UNBLOCKED)`; outcome `Unblocked`. A `Tick` does only
+//!    this; with nothing due it is `Idle` with no effect and no state change.
+//! 2. **CLEAN** (any non-offending verdict): `NotOffending`, nothing else (no lookup, no state
+//!    change).
+//! 3. **Clamp.** `sent_at > now + max_future_skew_ms` → `sent_at := now`, `clamped = true`.
+//! 4. **Idle TTL.** A state with no strikes and no block whose last change (`touched_at`) is more
+//!    than `state_idle_ttl_ms` before `now` is reset to the initial state (window, support-unblock
+//!    floor). This makes [`MailboxState::is_forgettable`] exact: dropping a forgettable state never
+//!    changes behaviour. (Choice: the reset covers the whole state, not only the window, and is
+//!    applied before the floor check; the only visible difference is that a verdict sent before a
+//!    support unblock and delivered more than the TTL later counts.)
+//! 5. **Blocked.** While a permanent block is in force, or if `sent_at < counting_floor`, the
+//!    verdict is `IgnoredWhileBlocked`. The counting floor is `blocked_until` of the latest timed
+//!    block (set when it starts, so a verdict sent before `blocked_until` never counts, even when
+//!    it arrives after the expiry) or the processor time of a support unblock.
+//! 6. **Late.** With `W` the newest `sent_at` in the window (none if empty): `sent_at < W −
+//!    allowed_lateness_ms` → `Late` (dropped, not counted).
+//! 7. **Duplicate.** `message_id` already in the window → `Duplicate`.
+//! 8. **Count.** The tenant's policy is resolved (`dir.tenant`, then
+//!    [`Policy::with_overrides`]); the entry is inserted in `sent_at` order (ties in arrival
+//!    order). It trips iff some `threshold` entries including the new one span at most
+//!    `window_ms` (inclusive). The earliest such run (lowest start in `sent_at` order) is the
+//!    evidence; `blocked_at` is its largest `sent_at`. Without a trip the window is pruned of
+//!    entries older than `W' − lateness − window` (they can never trip again) → `Counted`.
+//! 9. **Trip.** With decay (`strike_decay_ms = Some(d)`) the strike count first drops by
+//!    `⌊(blocked_at − end of last block) / d⌋` (never below 0); then `strike = strikes + 1`.
+//!    `strike >= permanent_strike` → permanent, else `blocked_until = blocked_at + base ×
+//!    2^(strike−1)`. The window is emptied; for a timed block the counting floor (and the "end of
+//!    last block" for decay) becomes `blocked_until`. Effects, in order: `Block` (BLOCKED /
+//!    PERMANENTLY_BLOCKED, `updated_at = now`), one `Scan` per device (`requested_at = now`),
+//!    `Alert`, `Event` MAILBOX_BLOCKED / MAILBOX_PERMANENTLY_BLOCKED, then one `Event`
+//!    SCAN_REQUESTED per device (detail = device id) or one SCAN_SKIPPED (detail = reason), then
+//!    `Event` ALERT_SENT. Scan rule, first match: Synchronized Security off →
+//!    `SYNC_SECURITY_OFF`; no endpoint licence → `NO_ENDPOINT_LICENCE`; owner unknown →
+//!    `OWNER_UNKNOWN`; no or empty device list → `NO_DEVICES`; else one request per distinct
+//!    device id, in directory order. The owner is looked up on every trip (the alert carries it);
+//!    devices only when a scan is possible.
+//! 10. **Commands.** `SUPPORT_UNBLOCK` with role `SUPPORT` on a *permanent* block:
+//!     `Block(UNBLOCKED, strike 0)` + `Event(SUPPORT_UNBLOCK)` (actor, role, ticket, command id
+//!     in detail); strikes := 0, window emptied, counting floor := `now` → `SupportUnblocked`.
+//!     Anything else → only `Event(COMMAND_REJECTED)` with the reason, checked in this order:
+//!     unknown kind, role other than SUPPORT, mailbox not blocked, timed block (never ended
+//!     early). No state change → `CommandRejected`. A redelivered command is harmless: once the
+//!     block is lifted it is rejected, and its event ids derive from the command id.
+//!
+//! # Choices beyond the SPEC
+//!
+//! - Records about a block use the tenant stored in the state (tenant of the last counted
+//!   verdict), so tick-driven unblocks have one; trips and rejections use the input's tenant.
+//! - A verdict sent at or after `blocked_until` but processed while that timed block is still in
+//!   force (only possible within `max_future_skew_ms`) counts. If such verdicts trip before the
+//!   old block expired, the new block simply replaces it (no UNBLOCKED in between: the mailbox is
+//!   never unblocked, and the new block starts at `blocked_at >= blocked_until` in event time).
+//! - Tenant overrides that would make the policy invalid are ignored field by field.
+//! - The de-duplication memory is the window: ids are remembered while their `sent_at` lies
+//!   within `allowed_lateness_ms + window_ms` of the newest counted one. A redelivery older than
+//!   that is `Late` (its `sent_at` is below the lateness bound), so it never counts twice. Two
+//!   bounded-memory exceptions: a redelivery whose far-future `sent_at` is clamped again, to a
+//!   later clock, after the first copy left the window (> 15 min later by default); and a
+//!   redelivery arriving after the idle TTL (24 h without change) reset the state. Either counts
+//!   once more; neither can happen for an input redelivered by Kafka itself, since state and
+//!   offsets commit together.
+//! - Changing a tenant's window override mid-stream applies from the next verdict; entries
+//!   already pruned under a smaller window are not recovered.
+//! - Event `at` and record `updated_at` / `requested_at` are the processor time `now`.
+//!
+//! # Ids
+//!
+//! See [`ids`]: incident = f(mailbox, strike, blocked_at); request = f(incident, device);
+//! alert = f(incident); event = f(mailbox, incident or command id, kind, discriminator).
+
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod ids;
+pub mod ladder;
+pub mod model;
+pub mod state;
+pub mod text;
+pub mod window;
+
+pub use config::{Policy, PolicyError};
+pub use engine::step;
+pub use model::*;
+pub use state::{CurrentBlock, MailboxState, StateDecodeError};
+
+#[cfg(test)]
+mod tests;

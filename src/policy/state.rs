@@ -1,0 +1,553 @@
+//! Per-mailbox state and its compact, versioned binary encoding (the changelog / RocksDB value).
+//!
+//! Encoding, version 1 (all integers LEB128 varints; signed ones zig-zag encoded; strings are a
+//! varint byte length then UTF-8):
+//!
+//! ```text
+//! u8      version = 1
+//! varint  flags: 1 = block present, 2 = block permanent, 4 = counting floor, 8 = last block end
+//! varint  strikes
+//! zigzag  touched_at
+//! string  tenant_id
+//! zigzag  counting_floor            (flag 4)
+//! zigzag  last_block_end            (flag 8)
+//! block   (flag 1): varint strike, zigzag blocked_at, zigzag blocked_until (unless flag 2),
+//!         16 bytes incident uuid, varint n, n × string evidence message id
+//! varint  n window entries, then per entry: sent_at (first: zigzag; then varint delta to the
+//!         previous one, entries being sorted), string message id
+//! ```
+//!
+//! A typical idle mailbox with a couple of counted messages is ~60–100 bytes; a blocked one adds
+//! ~16 bytes + its evidence ids. Decoding never panics and never allocates more than the input
+//! could describe: every length is checked against the bytes left.
+
+use super::config::Policy;
+use super::model::{BlockState, Millis};
+use super::window::{Entry, Window};
+use uuid::Uuid;
+
+/// Current encoding version (leading byte).
+pub const STATE_VERSION: u8 = 1;
+
+/// Why bytes could not be decoded into a [`MailboxState`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateDecodeError {
+    /// No bytes at all.
+    #[error("empty state value")]
+    Empty,
+    /// Leading byte is not a known version.
+    #[error("unknown state encoding version {0}")]
+    UnknownVersion(u8),
+    /// The value ended in the middle of a field.
+    #[error("state value truncated")]
+    Truncated,
+    /// A varint longer than 10 bytes or above its type's range.
+    #[error("malformed varint in state value")]
+    BadVarint,
+    /// A string is not UTF-8.
+    #[error("invalid UTF-8 in state value")]
+    BadUtf8,
+    /// Bytes decode but describe an impossible state.
+    #[error("invalid state value: {0}")]
+    Invalid(&'static str),
+    /// Bytes left after the last field.
+    #[error("{0} trailing bytes after state value")]
+    TrailingBytes(usize),
+}
+
+/// The block currently in force (timed blocks stay here until expired by a tick or lazily).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentBlock {
+    /// Strike of this block.
+    pub strike: u32,
+    /// Largest `sent_at` of the evidence.
+    pub blocked_at: Millis,
+    /// End of a timed block; `None` when permanent.
+    pub blocked_until: Option<Millis>,
+    /// Incident id.
+    pub incident_id: Uuid,
+    /// Message ids that tripped it.
+    pub evidence_message_ids: Vec<String>,
+}
+
+impl CurrentBlock {
+    /// Whether the block is permanent.
+    pub fn is_permanent(&self) -> bool {
+        self.blocked_until.is_none()
+    }
+
+    /// `BLOCKED` or `PERMANENTLY_BLOCKED`.
+    pub fn state(&self) -> BlockState {
+        if self.is_permanent() {
+            BlockState::PermanentlyBlocked
+        } else {
+            BlockState::Blocked
+        }
+    }
+}
+
+/// Everything the core remembers about one mailbox. `Default` is the initial state (equivalent to
+/// a forgotten one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxState {
+    pub(crate) window: Window,
+    pub(crate) strikes: u32,
+    pub(crate) block: Option<CurrentBlock>,
+    /// Verdicts sent before this never count: `blocked_until` of the latest timed block, or the
+    /// processor time of a support unblock.
+    pub(crate) counting_floor: Option<Millis>,
+    /// End of the last block (`blocked_until`, or the support unblock time), for strike decay.
+    pub(crate) last_block_end: Option<Millis>,
+    /// Processor time of the last state change.
+    pub(crate) touched_at: Millis,
+    /// Tenant of the mailbox, as of the last counted verdict (empty = never seen).
+    pub(crate) tenant_id: String,
+}
+
+impl MailboxState {
+    /// Strike count (trips so far, after any decay applied at the last trip; 0 after a support
+    /// unblock).
+    pub fn strikes(&self) -> u32 {
+        self.strikes
+    }
+
+    /// The block in force as of the last processed input, if any. A timed block whose
+    /// `blocked_until` has passed stays here until the next tick or input expires it.
+    pub fn block(&self) -> Option<&CurrentBlock> {
+        self.block.as_ref()
+    }
+
+    /// Block state as of the last processed input.
+    pub fn block_state(&self) -> BlockState {
+        self.block
+            .as_ref()
+            .map_or(BlockState::Unblocked, CurrentBlock::state)
+    }
+
+    /// Block state at `now` (a timed block whose end has passed counts as ended).
+    pub fn block_state_at(&self, now: Millis) -> BlockState {
+        match &self.block {
+            Some(b) if b.blocked_until.is_some_and(|u| now >= u) => BlockState::Unblocked,
+            Some(b) => b.state(),
+            None => BlockState::Unblocked,
+        }
+    }
+
+    /// `blocked_at` of the block in force.
+    pub fn blocked_at(&self) -> Option<Millis> {
+        self.block.as_ref().map(|b| b.blocked_at)
+    }
+
+    /// `blocked_until` of a timed block in force (`None` when permanent or not blocked).
+    pub fn blocked_until(&self) -> Option<Millis> {
+        self.block.as_ref().and_then(|b| b.blocked_until)
+    }
+
+    /// Incident id of the block in force.
+    pub fn incident_id(&self) -> Option<String> {
+        self.block.as_ref().map(|b| b.incident_id.to_string())
+    }
+
+    /// Tenant of the mailbox as last seen (`None` if no verdict was ever counted).
+    pub fn tenant_id(&self) -> Option<&str> {
+        (!self.tenant_id.is_empty()).then_some(self.tenant_id.as_str())
+    }
+
+    /// The counting window (counted offending messages not yet pruned).
+    pub fn window(&self) -> &Window {
+        &self.window
+    }
+
+    /// Verdicts sent before this never count.
+    pub fn counting_floor(&self) -> Option<Millis> {
+        self.counting_floor
+    }
+
+    /// Processor time of the last state change.
+    pub fn touched_at(&self) -> Millis {
+        self.touched_at
+    }
+
+    /// When a timer must fire for this mailbox: `blocked_until` of a timed block in force.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.blocked_until()
+    }
+
+    /// Whether the state may be dropped (deleted from the store) at `now` without changing any
+    /// future behaviour: no strikes and no block, and either nothing else is remembered (empty
+    /// window, no support-unblock floor) or the state has been idle for longer than
+    /// `policy.state_idle_ttl_ms` (the next offending verdict would reset it anyway). States
+    /// with strikes are kept (they are the ~1 % of compromised mailboxes, and the ladder never
+    /// forgets without decay).
+    pub fn is_forgettable(&self, now: Millis, policy: &Policy) -> bool {
+        self.strikes == 0
+            && self.block.is_none()
+            && ((self.window.is_empty() && self.counting_floor.is_none())
+                || self.is_idle_expired(now, policy))
+    }
+
+    /// No strikes, no block, and untouched for longer than the idle TTL.
+    pub(crate) fn is_idle_expired(&self, now: Millis, policy: &Policy) -> bool {
+        self.strikes == 0
+            && self.block.is_none()
+            && now.saturating_sub(self.touched_at) > policy.state_idle_ttl_ms
+    }
+
+    /// Appends the encoding (see the module docs) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(STATE_VERSION);
+        let mut flags = 0u64;
+        if let Some(b) = &self.block {
+            flags |= 1;
+            if b.is_permanent() {
+                flags |= 2;
+            }
+        }
+        if self.counting_floor.is_some() {
+            flags |= 4;
+        }
+        if self.last_block_end.is_some() {
+            flags |= 8;
+        }
+        put_u(out, flags);
+        put_u(out, u64::from(self.strikes));
+        put_i(out, self.touched_at);
+        put_str(out, &self.tenant_id);
+        if let Some(f) = self.counting_floor {
+            put_i(out, f);
+        }
+        if let Some(e) = self.last_block_end {
+            put_i(out, e);
+        }
+        if let Some(b) = &self.block {
+            put_u(out, u64::from(b.strike));
+            put_i(out, b.blocked_at);
+            if let Some(u) = b.blocked_until {
+                put_i(out, u);
+            }
+            out.extend_from_slice(b.incident_id.as_bytes());
+            put_u(out, b.evidence_message_ids.len() as u64);
+            for id in &b.evidence_message_ids {
+                put_str(out, id);
+            }
+        }
+        let entries = self.window.entries();
+        put_u(out, entries.len() as u64);
+        let mut prev: Option<Millis> = None;
+        for e in entries {
+            match prev {
+                None => put_i(out, e.sent_at),
+                // Sorted, so the difference is >= 0; as u64 it cannot overflow.
+                Some(p) => put_u(out, (e.sent_at as i128 - p as i128) as u64),
+            }
+            prev = Some(e.sent_at);
+            put_str(out, &e.message_id);
+        }
+    }
+
+    /// The encoding as a new vector.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64);
+        self.encode(&mut v);
+        v
+    }
+
+    /// Decodes an [`encode`](Self::encode)d state. Never panics; garbage gives an error.
+    pub fn decode(bytes: &[u8]) -> Result<MailboxState, StateDecodeError> {
+        let (&version, rest) = bytes.split_first().ok_or(StateDecodeError::Empty)?;
+        if version != STATE_VERSION {
+            return Err(StateDecodeError::UnknownVersion(version));
+        }
+        let mut r = Reader(rest);
+        let flags = r.u()?;
+        if flags & !0xF != 0 {
+            return Err(StateDecodeError::Invalid("unknown flags"));
+        }
+        if flags & 2 != 0 && flags & 1 == 0 {
+            return Err(StateDecodeError::Invalid("permanent flag without block"));
+        }
+        let strikes = r.u32()?;
+        let touched_at = r.i()?;
+        let tenant_id = r.string()?;
+        let counting_floor = if flags & 4 != 0 { Some(r.i()?) } else { None };
+        let last_block_end = if flags & 8 != 0 { Some(r.i()?) } else { None };
+        let block = if flags & 1 != 0 {
+            let strike = r.u32()?;
+            let blocked_at = r.i()?;
+            let blocked_until = if flags & 2 == 0 { Some(r.i()?) } else { None };
+            let incident_id = Uuid::from_bytes(r.array16()?);
+            let n = r.count()?;
+            let mut evidence_message_ids = Vec::with_capacity(n);
+            for _ in 0..n {
+                evidence_message_ids.push(r.string()?);
+            }
+            Some(CurrentBlock {
+                strike,
+                blocked_at,
+                blocked_until,
+                incident_id,
+                evidence_message_ids,
+            })
+        } else {
+            None
+        };
+        let n = r.count()?;
+        let mut entries = Vec::with_capacity(n);
+        let mut prev: Option<Millis> = None;
+        for _ in 0..n {
+            let sent_at = match prev {
+                None => r.i()?,
+                Some(p) => p
+                    .checked_add_unsigned(r.u()?)
+                    .ok_or(StateDecodeError::Invalid("window time overflows"))?,
+            };
+            prev = Some(sent_at);
+            let message_id = r.string()?.into_boxed_str();
+            entries.push(Entry {
+                sent_at,
+                message_id,
+            });
+        }
+        if !r.0.is_empty() {
+            return Err(StateDecodeError::TrailingBytes(r.0.len()));
+        }
+        let window =
+            Window::from_sorted(entries).ok_or(StateDecodeError::Invalid("window not sorted"))?;
+        Ok(MailboxState {
+            window,
+            strikes,
+            block,
+            counting_floor,
+            last_block_end,
+            touched_at,
+            tenant_id,
+        })
+    }
+}
+
+fn put_u(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_i(out: &mut Vec<u8>, v: i64) {
+    put_u(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_u(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn u(&mut self) -> Result<u64, StateDecodeError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let (&b, rest) = self.0.split_first().ok_or(StateDecodeError::Truncated)?;
+            self.0 = rest;
+            if i == 9 && b > 1 {
+                return Err(StateDecodeError::BadVarint);
+            }
+            v |= u64::from(b & 0x7F) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(StateDecodeError::BadVarint)
+    }
+
+    fn u32(&mut self) -> Result<u32, StateDecodeError> {
+        u32::try_from(self.u()?).map_err(|_| StateDecodeError::BadVarint)
+    }
+
+    fn i(&mut self) -> Result<i64, StateDecodeError> {
+        let u = self.u()?;
+        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+    }
+
+    /// An element count: each element takes at least one byte, so more than the bytes left is
+    /// garbage (and would be an allocation bomb).
+    fn count(&mut self) -> Result<usize, StateDecodeError> {
+        let n = self.u()?;
+        if n > self.0.len() as u64 {
+            return Err(StateDecodeError::Truncated);
+        }
+        Ok(n as usize)
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&[u8], StateDecodeError> {
+        if n > self.0.len() {
+            return Err(StateDecodeError::Truncated);
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+
+    fn string(&mut self) -> Result<String, StateDecodeError> {
+        let n = self.u()?;
+        let n = usize::try_from(n).map_err(|_| StateDecodeError::Truncated)?;
+        let b = self.bytes(n)?;
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| StateDecodeError::BadUtf8)
+    }
+
+    fn array16(&mut self) -> Result<[u8; 16], StateDecodeError> {
+        let b = self.bytes(16)?;
+        let mut a = [0u8; 16];
+        a.copy_from_slice(b);
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> MailboxState {
+        let mut window = Window::default();
+        window.insert(1_700_000_000_000, "m-1");
+        window.insert(1_700_000_000_500, "m-2");
+        window.insert(1_699_999_999_000, "m-0");
+        MailboxState {
+            window,
+            strikes: 3,
+            block: Some(CurrentBlock {
+                strike: 3,
+                blocked_at: 1_700_000_000_000,
+                blocked_until: Some(1_700_014_400_000),
+                incident_id: Uuid::from_u128(42),
+                evidence_message_ids: vec!["a".into(), "b".into()],
+            }),
+            counting_floor: Some(1_700_014_400_000),
+            last_block_end: Some(-5),
+            touched_at: 1_700_000_000_123,
+            tenant_id: "tenant-é".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let mut perm = sample();
+        perm.block.as_mut().unwrap().blocked_until = None;
+        let mut extreme = MailboxState::default();
+        extreme.window.insert(i64::MIN, "lo");
+        extreme.window.insert(i64::MAX, "hi");
+        extreme.touched_at = i64::MIN;
+        extreme.strikes = u32::MAX;
+        for s in [MailboxState::default(), sample(), perm, extreme] {
+            let bytes = s.to_bytes();
+            assert_eq!(bytes[0], STATE_VERSION);
+            assert_eq!(MailboxState::decode(&bytes).unwrap(), s);
+        }
+        assert_eq!(MailboxState::default().to_bytes(), vec![1, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn compact() {
+        let mut s = MailboxState {
+            tenant_id: "t-000001".into(),
+            touched_at: 1_700_000_000_000,
+            ..MailboxState::default()
+        };
+        s.window
+            .insert(1_700_000_000_000, "0123456789abcdef0123456789abcdef");
+        s.window
+            .insert(1_700_000_060_000, "0123456789abcdef0123456789abcdee");
+        assert!(s.to_bytes().len() < 100, "{}", s.to_bytes().len());
+    }
+
+    #[test]
+    fn garbage_is_an_error_never_a_panic() {
+        assert_eq!(MailboxState::decode(&[]), Err(StateDecodeError::Empty));
+        assert_eq!(
+            MailboxState::decode(&[9, 0]),
+            Err(StateDecodeError::UnknownVersion(9))
+        );
+        let good = sample().to_bytes();
+        // Every truncation fails.
+        for n in 0..good.len() {
+            assert!(MailboxState::decode(&good[..n]).is_err(), "prefix {n}");
+        }
+        // Trailing bytes fail.
+        let mut long = good.clone();
+        long.push(0);
+        assert_eq!(
+            MailboxState::decode(&long),
+            Err(StateDecodeError::TrailingBytes(1))
+        );
+        // Huge counts / lengths fail without allocating.
+        assert!(MailboxState::decode(&[1, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]).is_err());
+        assert!(MailboxState::decode(&[1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]).is_err());
+        // Overlong varint.
+        assert_eq!(
+            MailboxState::decode(&[
+                1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0
+            ]),
+            Err(StateDecodeError::BadVarint)
+        );
+        // Every single-byte corruption and a pseudo-random corpus: no panic.
+        for i in 0..good.len() {
+            for b in [0u8, 1, 0x7F, 0x80, 0xFF] {
+                let mut g = good.clone();
+                g[i] = b;
+                let _ = MailboxState::decode(&g);
+            }
+        }
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for len in 0..2_000usize {
+            let mut g = Vec::with_capacity(len % 64);
+            g.push(1);
+            for _ in 0..len % 64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                g.push(x as u8);
+            }
+            if let Ok(s) = MailboxState::decode(&g) {
+                // Whatever decodes re-encodes to the same bytes' meaning.
+                assert_eq!(MailboxState::decode(&s.to_bytes()).unwrap(), s);
+            }
+        }
+    }
+
+    #[test]
+    fn accessors_and_deadline() {
+        let s = sample();
+        assert_eq!(s.strikes(), 3);
+        assert_eq!(s.block_state(), BlockState::Blocked);
+        assert_eq!(s.block_state_at(1_700_014_399_999), BlockState::Blocked);
+        assert_eq!(s.block_state_at(1_700_014_400_000), BlockState::Unblocked);
+        assert_eq!(s.next_deadline(), Some(1_700_014_400_000));
+        assert_eq!(s.blocked_at(), Some(1_700_000_000_000));
+        assert_eq!(s.tenant_id(), Some("tenant-é"));
+        assert_eq!(s.incident_id(), Some(Uuid::from_u128(42).to_string()));
+        assert_eq!(MailboxState::default().tenant_id(), None);
+        assert_eq!(MailboxState::default().next_deadline(), None);
+    }
+
+    #[test]
+    fn forgettable() {
+        let p = Policy::default();
+        let ttl = p.state_idle_ttl_ms;
+        assert!(MailboxState::default().is_forgettable(0, &p));
+        assert!(!sample().is_forgettable(i64::MAX, &p));
+        let mut s = MailboxState {
+            touched_at: 1_000,
+            ..MailboxState::default()
+        };
+        s.window.insert(900, "m");
+        assert!(!s.is_forgettable(1_000 + ttl, &p));
+        assert!(s.is_forgettable(1_000 + ttl + 1, &p));
+        s.window.clear();
+        s.counting_floor = Some(1_000);
+        assert!(!s.is_forgettable(1_000 + ttl, &p));
+        assert!(s.is_forgettable(1_000 + ttl + 1, &p));
+    }
+}

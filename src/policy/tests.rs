@@ -1,0 +1,849 @@
+//! The rule table: every rule of SPEC §1 / §4 and every boundary, against `step`.
+
+use super::*;
+use std::cell::Cell;
+use std::collections::HashMap;
+
+const T0: Millis = 1_700_000_000_000;
+const H: Millis = 3_600_000;
+const MB: &str = "alice@example.test";
+const TENANT: &str = "t1";
+
+#[derive(Default)]
+struct Dir {
+    owners: HashMap<String, Owner>,
+    devices: HashMap<String, Vec<String>>,
+    tenants: HashMap<String, TenantSettings>,
+    lookups: Cell<u32>,
+}
+
+impl Dir {
+    fn standard() -> Dir {
+        let mut d = Dir::default();
+        d.owners.insert(
+            MB.into(),
+            Owner {
+                owner_id: "u1".into(),
+                tenant_id: TENANT.into(),
+                owner_name: Some("Alice".into()),
+            },
+        );
+        d.devices
+            .insert("u1".into(), vec!["d1".into(), "d2".into(), "d1".into()]);
+        d
+    }
+    fn tenant_with(mut self, f: impl FnOnce(&mut TenantSettings)) -> Dir {
+        let mut t = default_tenant();
+        f(&mut t);
+        self.tenants.insert(TENANT.into(), t);
+        self
+    }
+}
+
+fn default_tenant() -> TenantSettings {
+    TenantSettings {
+        sync_security_enabled: true,
+        endpoint_licence: true,
+        overrides: PolicyOverrides::default(),
+    }
+}
+
+impl Directory for Dir {
+    fn owner(&self, mailbox: &str) -> Option<Owner> {
+        self.lookups.set(self.lookups.get() + 1);
+        self.owners.get(mailbox).cloned()
+    }
+    fn devices(&self, owner_id: &str) -> Option<Vec<String>> {
+        self.lookups.set(self.lookups.get() + 1);
+        self.devices.get(owner_id).cloned()
+    }
+    fn tenant(&self, tenant_id: &str) -> TenantSettings {
+        self.lookups.set(self.lookups.get() + 1);
+        self.tenants
+            .get(tenant_id)
+            .cloned()
+            .unwrap_or_else(default_tenant)
+    }
+}
+
+fn verdict(id: &str, sent_at: Millis, kind: VerdictKind) -> Input {
+    Input::Verdict(Verdict {
+        message_id: id.into(),
+        tenant_id: TENANT.into(),
+        mailbox: MB.into(),
+        sent_at,
+        verdict: kind,
+    })
+}
+
+fn spam(id: &str, sent_at: Millis) -> Input {
+    verdict(id, sent_at, VerdictKind::Spam)
+}
+
+fn tick() -> Input {
+    Input::Tick { mailbox: MB.into() }
+}
+
+fn command(id: &str, kind: CommandKind, role: ActorRole) -> Input {
+    Input::Command(Command {
+        command_id: id.into(),
+        mailbox: MB.into(),
+        tenant_id: TENANT.into(),
+        kind,
+        actor: "bob".into(),
+        actor_role: role,
+        ticket: "TCK-1".into(),
+        issued_at: T0,
+    })
+}
+
+struct Rig {
+    state: MailboxState,
+    dir: Dir,
+    policy: Policy,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig::with(Dir::standard(), Policy::default())
+    }
+    fn with(dir: Dir, policy: Policy) -> Rig {
+        Rig {
+            state: MailboxState::default(),
+            dir,
+            policy,
+        }
+    }
+    fn at(&mut self, now: Millis, input: Input) -> StepResult {
+        let r = step(&mut self.state, &input, now, &self.dir, &self.policy);
+        // Every state survives its encoding.
+        assert_eq!(
+            MailboxState::decode(&self.state.to_bytes()).as_ref(),
+            Ok(&self.state)
+        );
+        r
+    }
+    /// Offending verdicts at the given times, processed at the time they were sent.
+    fn burst(&mut self, prefix: &str, times: &[Millis]) -> Vec<Outcome> {
+        times
+            .iter()
+            .enumerate()
+            .flat_map(|(n, &t)| self.at(t, spam(&format!("{prefix}{n}"), t)).outcomes)
+            .collect()
+    }
+    /// Five messages sent from `t` on, one second apart; returns the last result.
+    fn trip_at(&mut self, prefix: &str, t: Millis) -> StepResult {
+        for n in 0..4 {
+            let s = t + n * 1_000;
+            let r = self.at(s, spam(&format!("{prefix}{n}"), s));
+            assert_eq!(r.outcomes.last(), Some(&Outcome::Counted), "{r:?}");
+        }
+        self.at(t + 4_000, spam(&format!("{prefix}4"), t + 4_000))
+    }
+}
+
+fn tripped(strike: u32, permanent: bool) -> Outcome {
+    Outcome::Tripped { strike, permanent }
+}
+
+fn blocks(r: &StepResult) -> Vec<&BlockRecord> {
+    r.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Block(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(r: &StepResult) -> Vec<(EventKind, &str)> {
+    r.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Event(e) => Some((e.kind, e.detail.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn alert(r: &StepResult) -> &Alert {
+    r.effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Alert(a) => Some(a),
+            _ => None,
+        })
+        .expect("an alert")
+}
+
+use Outcome::{Counted, Duplicate, IgnoredWhileBlocked, Late, NotOffending};
+
+#[test]
+fn four_offending_never_trip() {
+    let mut rig = Rig::new();
+    assert_eq!(rig.burst("m", &[T0, T0 + 1, T0 + 2, T0 + 3]), [Counted; 4]);
+    assert_eq!(rig.state.strikes(), 0);
+    assert_eq!(rig.state.window().len(), 4);
+}
+
+#[test]
+fn five_within_600_000_ms_trip() {
+    let mut rig = Rig::new();
+    let out = rig.burst("m", &[T0, T0 + 10, T0 + 20, T0 + 30, T0 + 600_000]);
+    assert_eq!(out[..4], [Counted; 4]);
+    assert_eq!(out[4], tripped(1, false));
+    let b = rig.state.block().unwrap();
+    assert_eq!(b.blocked_at, T0 + 600_000);
+    assert_eq!(b.blocked_until, Some(T0 + 600_000 + H));
+    assert_eq!(b.evidence_message_ids, ["m0", "m1", "m2", "m3", "m4"]);
+    assert!(rig.state.window().is_empty());
+    assert_eq!(rig.state.next_deadline(), Some(T0 + 600_000 + H));
+}
+
+#[test]
+fn five_over_600_001_ms_do_not_trip() {
+    let mut rig = Rig::new();
+    let out = rig.burst("m", &[T0, T0 + 10, T0 + 20, T0 + 30, T0 + 600_001]);
+    assert_eq!(out, [Counted; 5]);
+    assert_eq!(rig.state.block(), None);
+    // The sliding window moves on: one more within 600 000 of the second trips.
+    let out = rig.burst("n", &[T0 + 600_010]);
+    assert_eq!(out, [tripped(1, false)]);
+    assert_eq!(
+        rig.state.block().unwrap().evidence_message_ids,
+        ["m1", "m2", "m3", "m4", "n0"]
+    );
+}
+
+#[test]
+fn clean_never_counts_and_costs_nothing() {
+    let mut rig = Rig::new();
+    for n in 0..20 {
+        let r = rig.at(
+            T0 + n,
+            verdict(&format!("c{n}"), T0 + n, VerdictKind::Clean),
+        );
+        assert_eq!(r.outcomes, [NotOffending]);
+        assert!(r.effects.is_empty() && !r.state_changed && !r.clamped);
+    }
+    assert_eq!(rig.state, MailboxState::default());
+    assert_eq!(rig.dir.lookups.get(), 0);
+    // CLEAN interleaved with offending does not help them trip.
+    let out = rig.burst("m", &[T0, T0 + 1, T0 + 2, T0 + 3]);
+    assert_eq!(out, [Counted; 4]);
+    let r = rig.at(T0 + 5, verdict("c", T0 + 5, VerdictKind::Clean));
+    assert_eq!(r.outcomes, [NotOffending]);
+    assert_eq!(rig.state.block(), None);
+}
+
+#[test]
+fn virus_counts() {
+    let mut rig = Rig::new();
+    let out: Vec<Outcome> = (0..5)
+        .flat_map(|n| {
+            rig.at(
+                T0 + n,
+                verdict(&format!("v{n}"), T0 + n, VerdictKind::Virus),
+            )
+            .outcomes
+        })
+        .collect();
+    assert_eq!(out.last(), Some(&tripped(1, false)));
+}
+
+#[test]
+fn duplicate_id_does_not_count() {
+    let mut rig = Rig::new();
+    rig.burst("m", &[T0, T0 + 1, T0 + 2, T0 + 3]);
+    let r = rig.at(T0 + 4, spam("m1", T0 + 1));
+    assert_eq!(r.outcomes, [Duplicate]);
+    assert!(!r.state_changed);
+    // Same id with another sent_at is still a duplicate.
+    assert_eq!(rig.at(T0 + 5, spam("m2", T0 + 5)).outcomes, [Duplicate]);
+    assert_eq!(rig.state.block(), None);
+    assert_eq!(
+        rig.at(T0 + 6, spam("new", T0 + 6)).outcomes,
+        [tripped(1, false)]
+    );
+}
+
+#[test]
+fn offending_during_a_block_never_counts() {
+    let mut rig = Rig::new();
+    rig.trip_at("a", T0);
+    let until = T0 + 4_000 + H;
+    // Plenty of spam during the block, sent before blocked_until.
+    for n in 0..10 {
+        let t = T0 + 10_000 + n * 60_000;
+        let r = rig.at(t, spam(&format!("b{n}"), t));
+        assert_eq!(r.outcomes, [IgnoredWhileBlocked]);
+        assert!(r.effects.is_empty() && !r.state_changed);
+    }
+    // After expiry, a late arrival sent before blocked_until still does not count.
+    let r = rig.at(until + 10, spam("late", until - 1));
+    assert_eq!(r.outcomes, [Outcome::Unblocked, IgnoredWhileBlocked]);
+    assert!(rig.state.window().is_empty());
+    // Sent at blocked_until counts afresh.
+    assert_eq!(rig.at(until + 20, spam("c0", until)).outcomes, [Counted]);
+    assert_eq!(rig.state.strikes(), 1);
+}
+
+#[test]
+fn ladder_1_2_4_8_16_hours_then_permanent_at_6() {
+    let mut rig = Rig::new();
+    let mut t = T0;
+    for k in 1..=5u32 {
+        let r = rig.trip_at(&format!("k{k}-"), t);
+        assert_eq!(r.outcomes, [tripped(k, false)]);
+        let b = blocks(&r)[0];
+        assert_eq!(b.state, BlockState::Blocked);
+        assert_eq!(b.strike, k);
+        let until = t + 4_000 + H * (1 << (k - 1));
+        assert_eq!(b.blocked_until, Some(until));
+        assert_eq!(alert(&r).blocked_until, Some(until));
+        // Expire by tick.
+        let r = rig.at(until, tick());
+        assert_eq!(r.outcomes, [Outcome::Unblocked]);
+        t = until;
+    }
+    let r = rig.trip_at("k6-", t);
+    assert_eq!(r.outcomes, [tripped(6, true)]);
+    let b = blocks(&r)[0];
+    assert_eq!(
+        (b.state, b.blocked_until),
+        (BlockState::PermanentlyBlocked, None)
+    );
+    assert_eq!(events(&r)[0].0, EventKind::MailboxPermanentlyBlocked);
+    assert_eq!(rig.state.next_deadline(), None);
+    // Permanent: nothing counts, ticks are idle, forever.
+    let far = t + 1_000 * H;
+    assert_eq!(rig.at(far, spam("x", far)).outcomes, [IgnoredWhileBlocked]);
+    assert_eq!(rig.at(far, tick()).outcomes, [Outcome::Idle]);
+}
+
+#[test]
+fn expiry_exactly_at_blocked_until_not_one_ms_before() {
+    let mut rig = Rig::new();
+    let r = rig.trip_at("a", T0);
+    let b = blocks(&r)[0].clone();
+    let until = b.blocked_until.unwrap();
+    let before = rig.state.clone();
+    let r = rig.at(until - 1, tick());
+    assert_eq!(r.outcomes, [Outcome::Idle]);
+    assert!(r.effects.is_empty() && !r.state_changed);
+    assert_eq!(rig.state, before);
+    let r = rig.at(until, tick());
+    assert_eq!(r.outcomes, [Outcome::Unblocked]);
+    assert!(r.state_changed);
+    let inc = b.incident_id.clone();
+    assert_eq!(
+        r.effects,
+        vec![
+            Effect::Block(BlockRecord {
+                state: BlockState::Unblocked,
+                updated_at: until,
+                ..b
+            }),
+            Effect::Event(EventLogEntry {
+                event_id: ids::event_id(MB, &inc, EventKind::MailboxUnblocked, "").to_string(),
+                incident_id: Some(inc),
+                tenant_id: TENANT.into(),
+                mailbox: MB.into(),
+                kind: EventKind::MailboxUnblocked,
+                at: until,
+                detail: text::unblocked_detail(1, until),
+            }),
+        ]
+    );
+    // A second tick is idle.
+    assert_eq!(rig.at(until + 1, tick()).outcomes, [Outcome::Idle]);
+}
+
+#[test]
+fn lazy_expiry_by_any_input() {
+    let mut rig = Rig::new();
+    rig.trip_at("a", T0);
+    let until = rig.state.blocked_until().unwrap();
+    let r = rig.at(until, verdict("c", until, VerdictKind::Clean));
+    assert_eq!(r.outcomes, [Outcome::Unblocked, NotOffending]);
+    assert_eq!(r.effects.len(), 2);
+    assert_eq!(rig.state.block(), None);
+}
+
+#[test]
+fn late_but_allowed_counts_too_late_dropped() {
+    let mut rig = Rig::new();
+    let w = T0 + 1_000_000;
+    assert_eq!(rig.at(w, spam("newest", w)).outcomes, [Counted]);
+    // Exactly at the lateness bound: counted.
+    assert_eq!(rig.at(w + 1, spam("ok", w - 300_000)).outcomes, [Counted]);
+    // One ms older: late.
+    let r = rig.at(w + 2, spam("late", w - 300_001));
+    assert_eq!(r.outcomes, [Late]);
+    assert!(!r.state_changed);
+    // Out-of-order arrival trips as if in order; blocked_at is the largest sent_at.
+    let mut rig = Rig::new();
+    let times = [T0 + 50, T0 + 10, T0 + 40, T0 + 20, T0 + 30];
+    let out: Vec<Outcome> = times
+        .iter()
+        .enumerate()
+        .flat_map(|(n, &t)| rig.at(T0 + 100, spam(&format!("m{n}"), t)).outcomes)
+        .collect();
+    assert_eq!(out.last(), Some(&tripped(1, false)));
+    let b = rig.state.block().unwrap();
+    assert_eq!(b.blocked_at, T0 + 50);
+    assert_eq!(b.evidence_message_ids, ["m1", "m3", "m4", "m2", "m0"]);
+}
+
+#[test]
+fn future_sent_at_is_clamped() {
+    let mut rig = Rig::new();
+    let r = rig.at(T0, spam("ok", T0 + 300_000));
+    assert!(!r.clamped);
+    assert_eq!(rig.state.window().newest(), Some(T0 + 300_000));
+    let mut rig = Rig::new();
+    let r = rig.at(T0, spam("far", T0 + 300_001));
+    assert!(r.clamped);
+    assert_eq!(r.outcomes, [Counted]);
+    assert_eq!(rig.state.window().newest(), Some(T0));
+    // A far-future trip cannot push the block into the future.
+    for n in 1..5 {
+        rig.at(T0 + n, spam(&format!("f{n}"), i64::MAX));
+    }
+    let b = rig.state.block().unwrap();
+    assert_eq!(b.blocked_at, T0 + 4);
+    assert_eq!(b.blocked_until, Some(T0 + 4 + H));
+}
+
+fn permanent_rig() -> Rig {
+    let mut rig = Rig::with(
+        Dir::standard(),
+        Policy {
+            permanent_strike: 1,
+            ..Policy::default()
+        },
+    );
+    let r = rig.trip_at("p", T0);
+    assert_eq!(r.outcomes, [tripped(1, true)]);
+    rig
+}
+
+#[test]
+fn support_unblock_lifts_a_permanent_block() {
+    let mut rig = permanent_rig();
+    let inc = rig.state.incident_id().unwrap();
+    let now = T0 + 10 * H;
+    let cmd = command("cmd-1", CommandKind::SupportUnblock, ActorRole::Support);
+    let r = rig.at(now, cmd.clone());
+    assert_eq!(r.outcomes, [Outcome::SupportUnblocked]);
+    assert!(r.state_changed);
+    let Input::Command(c) = &cmd else {
+        unreachable!()
+    };
+    assert_eq!(
+        r.effects,
+        vec![
+            Effect::Block(BlockRecord {
+                mailbox: MB.into(),
+                tenant_id: TENANT.into(),
+                state: BlockState::Unblocked,
+                strike: 0,
+                blocked_at: T0 + 4_000,
+                blocked_until: None,
+                incident_id: inc.clone(),
+                evidence_message_ids: vec![
+                    "p0".into(),
+                    "p1".into(),
+                    "p2".into(),
+                    "p3".into(),
+                    "p4".into()
+                ],
+                updated_at: now,
+            }),
+            Effect::Event(EventLogEntry {
+                event_id: ids::event_id(MB, "cmd-1", EventKind::SupportUnblock, "").to_string(),
+                incident_id: Some(inc.clone()),
+                tenant_id: TENANT.into(),
+                mailbox: MB.into(),
+                kind: EventKind::SupportUnblock,
+                at: now,
+                detail: text::support_unblock_detail(c),
+            }),
+        ]
+    );
+    let detail = events(&r)[0].1.to_owned();
+    assert!(
+        detail.contains("bob") && detail.contains("TCK-1"),
+        "{detail}"
+    );
+    assert_eq!(rig.state.strikes(), 0);
+    assert_eq!(rig.state.block(), None);
+    // Verdicts sent before the unblock never count; after it, counting starts afresh.
+    assert_eq!(
+        rig.at(now + 1, spam("old", now - 1)).outcomes,
+        [IgnoredWhileBlocked]
+    );
+    // Redelivery of the command: rejected, harmless.
+    let r = rig.at(now + 2, cmd);
+    assert_eq!(r.outcomes, [Outcome::CommandRejected]);
+    assert!(!r.state_changed);
+    // Strike 1 again, with a new incident id.
+    let r = rig.trip_at("q", now + 10);
+    assert_eq!(r.outcomes, [tripped(1, true)]);
+    assert_ne!(rig.state.incident_id().unwrap(), inc);
+}
+
+#[test]
+fn command_rejections() {
+    type Setup = fn() -> Rig;
+    let timed: Setup = || {
+        let mut rig = Rig::new();
+        rig.trip_at("a", T0);
+        rig
+    };
+    let cases: Vec<(&str, Setup, CommandKind, ActorRole, &str)> = vec![
+        (
+            "admin role",
+            permanent_rig,
+            CommandKind::SupportUnblock,
+            ActorRole::Admin,
+            "role ADMIN may not SUPPORT_UNBLOCK",
+        ),
+        (
+            "viewer role",
+            permanent_rig,
+            CommandKind::SupportUnblock,
+            ActorRole::Viewer,
+            "role VIEWER may not SUPPORT_UNBLOCK",
+        ),
+        (
+            "support on a timed block",
+            timed,
+            CommandKind::SupportUnblock,
+            ActorRole::Support,
+            "a timed block cannot be ended early",
+        ),
+        (
+            "support on an unblocked mailbox",
+            Rig::new,
+            CommandKind::SupportUnblock,
+            ActorRole::Support,
+            "mailbox is not permanently blocked",
+        ),
+        (
+            "unknown kind",
+            permanent_rig,
+            CommandKind::Other("ADMIN_UNBLOCK".into()),
+            ActorRole::Support,
+            "unknown command kind ADMIN_UNBLOCK",
+        ),
+    ];
+    for (name, setup, kind, role, reason) in cases {
+        let mut rig = setup();
+        let before = rig.state.clone();
+        let now = T0 + 10_000;
+        let r = rig.at(now, command("cmd-9", kind, role));
+        assert_eq!(r.outcomes, [Outcome::CommandRejected], "{name}");
+        assert!(!r.state_changed, "{name}");
+        assert_eq!(rig.state, before, "{name}");
+        assert_eq!(r.effects.len(), 1, "{name}");
+        let Effect::Event(e) = &r.effects[0] else {
+            panic!("{name}: {r:?}")
+        };
+        assert_eq!(e.kind, EventKind::CommandRejected, "{name}");
+        assert_eq!(
+            e.event_id,
+            ids::event_id(MB, "cmd-9", EventKind::CommandRejected, "").to_string()
+        );
+        assert_eq!(e.incident_id, before.incident_id(), "{name}");
+        assert!(e.detail.contains(reason), "{name}: {}", e.detail);
+        assert!(e.detail.contains("bob") && e.detail.contains("TCK-1"));
+    }
+}
+
+#[test]
+fn trip_effects_in_order_one_scan_per_distinct_device() {
+    let mut rig = Rig::new();
+    let r = rig.trip_at("m", T0);
+    let now = T0 + 4_000;
+    let inc = ids::incident_id(MB, 1, now);
+    let incs = inc.to_string();
+    let ev = |kind: EventKind, disc: &str, detail: String| {
+        Effect::Event(EventLogEntry {
+            event_id: ids::event_id(MB, &incs, kind, disc).to_string(),
+            incident_id: Some(incs.clone()),
+            tenant_id: TENANT.into(),
+            mailbox: MB.into(),
+            kind,
+            at: now,
+            detail,
+        })
+    };
+    let scan = |d: &str| {
+        Effect::Scan(ScanRequest {
+            request_id: ids::request_id(&inc, d).to_string(),
+            incident_id: incs.clone(),
+            tenant_id: TENANT.into(),
+            device_id: d.into(),
+            owner_id: "u1".into(),
+            mailbox: MB.into(),
+            requested_at: now,
+        })
+    };
+    let evidence: Vec<String> = (0..5).map(|n| format!("m{n}")).collect();
+    let until = now + H;
+    let expected = vec![
+        Effect::Block(BlockRecord {
+            mailbox: MB.into(),
+            tenant_id: TENANT.into(),
+            state: BlockState::Blocked,
+            strike: 1,
+            blocked_at: now,
+            blocked_until: Some(until),
+            incident_id: incs.clone(),
+            evidence_message_ids: evidence,
+            updated_at: now,
+        }),
+        scan("d1"),
+        scan("d2"),
+        Effect::Alert(Alert {
+            alert_id: ids::alert_id(&inc).to_string(),
+            incident_id: incs.clone(),
+            tenant_id: TENANT.into(),
+            mailbox: MB.into(),
+            owner_id: Some("u1".into()),
+            strike: 1,
+            state: BlockState::Blocked,
+            blocked_until: Some(until),
+            devices_scanned: vec!["d1".into(), "d2".into()],
+            scan_skipped_reason: None,
+            summary: text::alert_summary(MB, 1, Some(until), 5, 2, None),
+        }),
+        ev(
+            EventKind::MailboxBlocked,
+            "",
+            text::blocked_detail(1, now, Some(until), 5),
+        ),
+        ev(EventKind::ScanRequested, "d1", "d1".into()),
+        ev(EventKind::ScanRequested, "d2", "d2".into()),
+        ev(
+            EventKind::AlertSent,
+            "",
+            text::alert_sent_detail(&ids::alert_id(&inc).to_string()),
+        ),
+    ];
+    assert_eq!(r.effects, expected);
+    assert_eq!(r.outcomes, [tripped(1, false)]);
+}
+
+#[test]
+fn each_scan_skip_reason() {
+    type Case = (
+        &'static str,
+        Dir,
+        Option<ScanSkipReason>,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "sync off",
+            Dir::standard().tenant_with(|t| t.sync_security_enabled = false),
+            Some(ScanSkipReason::SyncSecurityOff),
+            Some("u1"),
+        ),
+        (
+            "sync off wins over no licence",
+            Dir::standard().tenant_with(|t| {
+                t.sync_security_enabled = false;
+                t.endpoint_licence = false
+            }),
+            Some(ScanSkipReason::SyncSecurityOff),
+            Some("u1"),
+        ),
+        (
+            "no licence",
+            Dir::standard().tenant_with(|t| t.endpoint_licence = false),
+            Some(ScanSkipReason::NoEndpointLicence),
+            Some("u1"),
+        ),
+        (
+            "owner unknown",
+            Dir::default(),
+            Some(ScanSkipReason::OwnerUnknown),
+            None,
+        ),
+        (
+            "no devices known",
+            {
+                let mut d = Dir::standard();
+                d.devices.clear();
+                d
+            },
+            Some(ScanSkipReason::NoDevices),
+            Some("u1"),
+        ),
+        (
+            "empty device list",
+            {
+                let mut d = Dir::standard();
+                d.devices.insert("u1".into(), vec![]);
+                d
+            },
+            Some(ScanSkipReason::NoDevices),
+            Some("u1"),
+        ),
+        ("scan", Dir::standard(), None, Some("u1")),
+    ];
+    for (name, dir, reason, owner) in cases {
+        let mut rig = Rig::with(dir, Policy::default());
+        let r = rig.trip_at("m", T0);
+        let scans = r
+            .effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Scan(_)))
+            .count();
+        let a = alert(&r);
+        assert_eq!(a.scan_skipped_reason, reason, "{name}");
+        assert_eq!(a.owner_id.as_deref(), owner, "{name}");
+        let kinds: Vec<EventKind> = events(&r).iter().map(|e| e.0).collect();
+        match reason {
+            Some(why) => {
+                assert_eq!(scans, 0, "{name}");
+                assert!(a.devices_scanned.is_empty());
+                assert_eq!(
+                    events(&r)[1],
+                    (EventKind::ScanSkipped, why.as_str()),
+                    "{name}"
+                );
+                assert_eq!(
+                    kinds,
+                    [
+                        EventKind::MailboxBlocked,
+                        EventKind::ScanSkipped,
+                        EventKind::AlertSent
+                    ]
+                );
+            }
+            None => {
+                assert_eq!(scans, 2, "{name}");
+                assert_eq!(a.devices_scanned, ["d1", "d2"]);
+            }
+        }
+        // Blocking goes on either way.
+        assert_eq!(blocks(&r).len(), 1, "{name}");
+        assert_eq!(rig.state.block_state(), BlockState::Blocked);
+    }
+}
+
+#[test]
+fn tenant_override_threshold_3() {
+    let dir = Dir::standard().tenant_with(|t| {
+        t.overrides = PolicyOverrides {
+            threshold: Some(3),
+            base_block_ms: Some(60_000),
+            ..PolicyOverrides::default()
+        }
+    });
+    let mut rig = Rig::with(dir, Policy::default());
+    let out = rig.burst("m", &[T0, T0 + 1, T0 + 2]);
+    assert_eq!(out, [Counted, Counted, tripped(1, false)]);
+    assert_eq!(rig.state.blocked_until(), Some(T0 + 2 + 60_000));
+    // Other tenants keep the default.
+    let mut rig = Rig::new();
+    assert_eq!(rig.burst("m", &[T0, T0 + 1, T0 + 2]), [Counted; 3]);
+}
+
+#[test]
+fn strike_decay() {
+    let policy = Policy {
+        strike_decay_ms: Some(10 * H),
+        ..Policy::default()
+    };
+    let mut rig = Rig::with(Dir::standard(), policy);
+    rig.trip_at("a", T0);
+    let end1 = rig.state.blocked_until().unwrap();
+    rig.at(end1, tick());
+    // Less than one decay period later: strike 2.
+    let r = rig.trip_at("b", end1 + 10 * H - 10_000);
+    assert_eq!(r.outcomes, [tripped(2, false)]);
+    let end2 = rig.state.blocked_until().unwrap();
+    rig.at(end2, tick());
+    // 2 full periods after the end of the last block: 2 − 2 + 1 = strike 1.
+    let r = rig.trip_at("c", end2 + 20 * H);
+    assert_eq!(r.outcomes, [tripped(1, false)]);
+    // Without decay it would have been 3.
+    let mut rig = Rig::new();
+    let mut t = T0;
+    for (k, p) in [(1, "a"), (2, "b"), (3, "c")] {
+        let r = rig.trip_at(p, t);
+        assert_eq!(r.outcomes, [tripped(k, false)]);
+        t = rig.state.blocked_until().unwrap() + 100 * H;
+    }
+}
+
+#[test]
+fn idle_ttl_resets_an_idle_window() {
+    let mut rig = Rig::new();
+    let ttl = rig.policy.state_idle_ttl_ms;
+    rig.burst("m", &[T0, T0 + 1, T0 + 2, T0 + 3]);
+    assert!(!rig.state.is_forgettable(T0 + 3 + ttl, &rig.policy));
+    assert!(rig.state.is_forgettable(T0 + 4 + ttl, &rig.policy));
+    // A stray verdict sent long ago, delivered after the TTL, does not combine with the old
+    // window.
+    let now = T0 + 4 + ttl;
+    assert_eq!(rig.at(now, spam("x", T0 + 4)).outcomes, [Counted]);
+    assert_eq!(rig.state.window().len(), 1);
+}
+
+#[test]
+fn window_stays_bounded() {
+    let mut rig = Rig::new();
+    // A slow spammer: 4 per 10 minutes + 1 ms, for a day.
+    let mut t = T0;
+    for n in 0..600 {
+        let r = rig.at(t, spam(&format!("s{n}"), t));
+        assert_eq!(r.outcomes, [Counted]);
+        t += 150_001;
+    }
+    assert!(
+        rig.state.window().len() <= 8,
+        "{}",
+        rig.state.window().len()
+    );
+}
+
+#[test]
+fn unknown_mailbox_tick_and_command() {
+    let mut rig = Rig::new();
+    let r = rig.at(T0, tick());
+    assert_eq!(r.outcomes, [Outcome::Idle]);
+    assert!(r.effects.is_empty() && !r.state_changed);
+    assert_eq!(rig.state, MailboxState::default());
+}
+
+#[test]
+fn threshold_one_and_extreme_times_do_not_panic() {
+    let dir = Dir::standard().tenant_with(|t| t.overrides.threshold = Some(1));
+    let mut rig = Rig::with(dir, Policy::default());
+    for (n, (now, sent)) in [
+        (i64::MIN, i64::MIN),
+        (i64::MAX, i64::MIN),
+        (i64::MAX, i64::MAX),
+        (0, i64::MAX),
+        (i64::MIN, 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        rig.at(now, spam(&format!("e{n}"), sent));
+        rig.at(now, tick());
+        rig.at(
+            now,
+            command(
+                &format!("c{n}"),
+                CommandKind::SupportUnblock,
+                ActorRole::Support,
+            ),
+        );
+    }
+}

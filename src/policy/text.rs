@@ -1,0 +1,142 @@
+//! The human-readable strings of the effects (`detail` of events, `summary` of alerts). Kept in
+//! one place so their wording can change without touching the rules, and so tests can build the
+//! expected records.
+
+use super::model::{ActorRole, Command, Millis, ScanSkipReason};
+
+/// `2023-11-14T22:13:20.000Z` (proleptic Gregorian, UTC) for a millisecond timestamp.
+pub fn iso8601(ms: Millis) -> String {
+    let secs = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days, in i128 so no input overflows.
+    let z = i128::from(days) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i128::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+fn until_text(until: Option<Millis>) -> String {
+    match until {
+        Some(u) => format!("until {}", iso8601(u)),
+        None => "permanently".to_owned(),
+    }
+}
+
+/// Detail of `MAILBOX_BLOCKED` / `MAILBOX_PERMANENTLY_BLOCKED`.
+pub fn blocked_detail(
+    strike: u32,
+    blocked_at: Millis,
+    until: Option<Millis>,
+    evidence: usize,
+) -> String {
+    format!(
+        "strike {strike}: blocked {} after {evidence} offending messages, the last sent at {}",
+        until_text(until),
+        iso8601(blocked_at)
+    )
+}
+
+/// `summary` of an alert.
+pub fn alert_summary(
+    mailbox: &str,
+    strike: u32,
+    until: Option<Millis>,
+    evidence: usize,
+    devices_scanned: usize,
+    skipped: Option<ScanSkipReason>,
+) -> String {
+    let scan = match skipped {
+        Some(r) => format!("no scan requested ({})", r.as_str()),
+        None => format!("scan requested on {devices_scanned} device(s)"),
+    };
+    format!(
+        "Mailbox {mailbox} sent {evidence} spam/virus messages within the window and is blocked {} (strike {strike}); {scan}.",
+        until_text(until)
+    )
+}
+
+/// Detail of `ALERT_SENT`.
+pub fn alert_sent_detail(alert_id: &str) -> String {
+    format!("alert {alert_id} sent to the tenant administrator")
+}
+
+/// Detail of `MAILBOX_UNBLOCKED` (a timed block ended by itself).
+pub fn unblocked_detail(strike: u32, until: Millis) -> String {
+    format!("strike {strike}: timed block ended at {}", iso8601(until))
+}
+
+/// Detail of `SUPPORT_UNBLOCK`.
+pub fn support_unblock_detail(cmd: &Command) -> String {
+    format!(
+        "permanent block lifted by {} (role {}), ticket {}; strikes reset to 0 (command {})",
+        cmd.actor,
+        cmd.actor_role.as_str(),
+        cmd.ticket,
+        cmd.command_id
+    )
+}
+
+/// Why a command was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Kind other than `SUPPORT_UNBLOCK`.
+    UnknownKind,
+    /// The actor's role may not do this.
+    RoleNotAllowed(ActorRole),
+    /// A timed block is in force: nothing can end it early.
+    TimedBlock(Millis),
+    /// The mailbox is not blocked.
+    NotBlocked,
+}
+
+/// Detail of `COMMAND_REJECTED`.
+pub fn rejected_detail(cmd: &Command, reason: RejectReason) -> String {
+    let why = match reason {
+        RejectReason::UnknownKind => format!("unknown command kind {}", cmd.kind.as_str()),
+        RejectReason::RoleNotAllowed(r) => {
+            format!("role {} may not {}", r.as_str(), cmd.kind.as_str())
+        }
+        RejectReason::TimedBlock(u) => format!(
+            "a timed block cannot be ended early (it ends by itself at {})",
+            iso8601(u)
+        ),
+        RejectReason::NotBlocked => "mailbox is not permanently blocked".to_owned(),
+    };
+    format!(
+        "{} by {} (role {}), ticket {} rejected: {why} (command {})",
+        cmd.kind.as_str(),
+        cmd.actor,
+        cmd.actor_role.as_str(),
+        cmd.ticket,
+        cmd.command_id
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601(-1), "1969-12-31T23:59:59.999Z");
+        // Extremes do not panic.
+        let _ = iso8601(i64::MIN);
+        let _ = iso8601(i64::MAX);
+    }
+}

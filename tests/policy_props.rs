@@ -1,0 +1,666 @@
+//! Property tests of the policy core against a naive reference model.
+//!
+//! The reference below is written independently of `src/policy`: it keeps the *full* history of
+//! counted messages since the last reset (no pruning), recomputes the newest `sent_at`, the
+//! duplicates and the trips by brute force over the sorted history on every verdict, and builds
+//! the expected records by hand. Only the deterministic ids (`policy::ids`) and the wording of
+//! the free-text fields (`policy::text`) are shared.
+//!
+//! Random interleavings of a few mailboxes (tenants with different settings and overrides),
+//! offending and clean verdicts, redeliveries (same id and `sent_at`), out-of-order arrival
+//! within and beyond the allowed lateness, far-future `sent_at`, ticks, commands of every role
+//! and kind, and - on the implementation side only - mid-stream encode/decode of the state and
+//! dropping of forgettable states. Effects, outcomes, `clamped` and `state_changed` must match
+//! exactly.
+//!
+//! Failures persist in `tests/policy_props.proptest-regressions` (commit it).
+
+use mailguard::policy::text::{self, RejectReason};
+use mailguard::policy::{
+    ids, step, ActorRole, Alert, BlockRecord, BlockState, Command, CommandKind, Directory, Effect,
+    EventKind, EventLogEntry, Input, MailboxState, Millis, Outcome, Owner, Policy, PolicyOverrides,
+    ScanRequest, ScanSkipReason, StepResult, TenantSettings, Verdict, VerdictKind,
+};
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use std::collections::HashMap;
+
+// ---------------------------------------------------------------- world
+
+const MAILBOXES: [&str; 3] = ["m0@a.test", "m1@b.test", "m2@c.test"];
+const TENANTS: [&str; 3] = ["tA", "tB", "tC"];
+
+struct World {
+    tenants: HashMap<&'static str, TenantSettings>,
+}
+
+impl World {
+    fn new(b_threshold: u32, b_base: Millis) -> World {
+        let mut tenants = HashMap::new();
+        // tA: unknown to the directory → defaults (sync on, licence on).
+        // tB: overrides, sync off.
+        tenants.insert(
+            "tB",
+            TenantSettings {
+                sync_security_enabled: false,
+                endpoint_licence: true,
+                overrides: PolicyOverrides {
+                    threshold: Some(b_threshold),
+                    window_ms: None,
+                    base_block_ms: Some(b_base),
+                    permanent_strike: None,
+                },
+            },
+        );
+        // tC: no endpoint licence... except the owner is unknown anyway for m2; keep licence on
+        // so OWNER_UNKNOWN is exercised.
+        tenants.insert(
+            "tC",
+            TenantSettings {
+                sync_security_enabled: true,
+                endpoint_licence: true,
+                overrides: PolicyOverrides::default(),
+            },
+        );
+        World { tenants }
+    }
+}
+
+impl Directory for World {
+    fn owner(&self, mailbox: &str) -> Option<Owner> {
+        let (id, t) = match mailbox {
+            "m0@a.test" => ("u0", "tA"),
+            "m1@b.test" => ("u1", "tB"),
+            _ => return None,
+        };
+        Some(Owner {
+            owner_id: id.into(),
+            tenant_id: t.into(),
+            owner_name: None,
+        })
+    }
+    fn devices(&self, owner_id: &str) -> Option<Vec<String>> {
+        (owner_id == "u0").then(|| vec!["d1".into(), "d2".into(), "d1".into(), "d3".into()])
+    }
+    fn tenant(&self, tenant_id: &str) -> TenantSettings {
+        self.tenants
+            .get(tenant_id)
+            .cloned()
+            .unwrap_or(TenantSettings {
+                sync_security_enabled: true,
+                endpoint_licence: true,
+                overrides: PolicyOverrides::default(),
+            })
+    }
+}
+
+// ---------------------------------------------------------------- reference model
+
+#[derive(Clone)]
+struct RefBlock {
+    strike: u32,
+    at: Millis,
+    until: Option<Millis>,
+    incident: String,
+    evidence: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct RefMailbox {
+    /// (sent_at, message_id, arrival sequence) of every counted message since the last reset.
+    history: Vec<(Millis, String, u64)>,
+    strikes: u32,
+    block: Option<RefBlock>,
+    floor: Option<Millis>,
+    last_end: Option<Millis>,
+    touched: Millis,
+    tenant: String,
+}
+
+struct Reference<'a> {
+    policy: Policy,
+    world: &'a World,
+    boxes: HashMap<String, RefMailbox>,
+    seq: u64,
+}
+
+fn tenant_policy(p: &Policy, t: &TenantSettings) -> (u32, Millis, Millis, u32) {
+    // The generated overrides are always valid, so they simply apply.
+    (
+        t.overrides.threshold.unwrap_or(p.threshold),
+        t.overrides.window_ms.unwrap_or(p.window_ms),
+        t.overrides.base_block_ms.unwrap_or(p.base_block_ms),
+        t.overrides.permanent_strike.unwrap_or(p.permanent_strike),
+    )
+}
+
+impl Reference<'_> {
+    fn step(&mut self, input: &Input, now: Millis) -> StepResult {
+        let mut r = StepResult::default();
+        let mailbox = match input {
+            Input::Verdict(v) => v.mailbox.clone(),
+            Input::Command(c) => c.mailbox.clone(),
+            Input::Tick { mailbox } => mailbox.clone(),
+        };
+        let mut mb = self.boxes.remove(&mailbox).unwrap_or_default();
+        let expired = Self::expire(&mut mb, &mailbox, now, &mut r);
+        match input {
+            Input::Tick { .. } => {
+                if !expired {
+                    r.outcomes.push(Outcome::Idle);
+                }
+            }
+            Input::Verdict(v) => self.verdict(&mut mb, v, now, &mut r),
+            Input::Command(c) => Self::command(&mut mb, c, now, &mut r),
+        }
+        r.state_changed = r.outcomes.iter().any(|o| {
+            matches!(
+                o,
+                Outcome::Counted
+                    | Outcome::Tripped { .. }
+                    | Outcome::Unblocked
+                    | Outcome::SupportUnblocked
+            )
+        });
+        self.boxes.insert(mailbox, mb);
+        r
+    }
+
+    fn expire(mb: &mut RefMailbox, mailbox: &str, now: Millis, r: &mut StepResult) -> bool {
+        let Some(b) = mb.block.clone() else {
+            return false;
+        };
+        let Some(until) = b.until else { return false };
+        if now < until {
+            return false;
+        }
+        r.effects.push(Effect::Block(BlockRecord {
+            mailbox: mailbox.into(),
+            tenant_id: mb.tenant.clone(),
+            state: BlockState::Unblocked,
+            strike: b.strike,
+            blocked_at: b.at,
+            blocked_until: Some(until),
+            incident_id: b.incident.clone(),
+            evidence_message_ids: b.evidence.clone(),
+            updated_at: now,
+        }));
+        r.effects.push(Effect::Event(EventLogEntry {
+            event_id: ids::event_id(mailbox, &b.incident, EventKind::MailboxUnblocked, "")
+                .to_string(),
+            incident_id: Some(b.incident.clone()),
+            tenant_id: mb.tenant.clone(),
+            mailbox: mailbox.into(),
+            kind: EventKind::MailboxUnblocked,
+            at: now,
+            detail: text::unblocked_detail(b.strike, until),
+        }));
+        r.outcomes.push(Outcome::Unblocked);
+        mb.block = None;
+        mb.touched = now;
+        true
+    }
+
+    fn command(mb: &mut RefMailbox, c: &Command, now: Millis, r: &mut StepResult) {
+        let reason = if c.kind != CommandKind::SupportUnblock {
+            Some(RejectReason::UnknownKind)
+        } else if c.actor_role != ActorRole::Support {
+            Some(RejectReason::RoleNotAllowed(c.actor_role))
+        } else {
+            match &mb.block {
+                None => Some(RejectReason::NotBlocked),
+                Some(RefBlock { until: Some(u), .. }) => Some(RejectReason::TimedBlock(*u)),
+                Some(_) => None,
+            }
+        };
+        if let Some(reason) = reason {
+            r.effects.push(Effect::Event(EventLogEntry {
+                event_id: ids::event_id(&c.mailbox, &c.command_id, EventKind::CommandRejected, "")
+                    .to_string(),
+                incident_id: mb.block.as_ref().map(|b| b.incident.clone()),
+                tenant_id: c.tenant_id.clone(),
+                mailbox: c.mailbox.clone(),
+                kind: EventKind::CommandRejected,
+                at: now,
+                detail: text::rejected_detail(c, reason),
+            }));
+            r.outcomes.push(Outcome::CommandRejected);
+            return;
+        }
+        let b = mb.block.take().unwrap();
+        r.effects.push(Effect::Block(BlockRecord {
+            mailbox: c.mailbox.clone(),
+            tenant_id: mb.tenant.clone(),
+            state: BlockState::Unblocked,
+            strike: 0,
+            blocked_at: b.at,
+            blocked_until: None,
+            incident_id: b.incident.clone(),
+            evidence_message_ids: b.evidence,
+            updated_at: now,
+        }));
+        r.effects.push(Effect::Event(EventLogEntry {
+            event_id: ids::event_id(&c.mailbox, &c.command_id, EventKind::SupportUnblock, "")
+                .to_string(),
+            incident_id: Some(b.incident),
+            tenant_id: mb.tenant.clone(),
+            mailbox: c.mailbox.clone(),
+            kind: EventKind::SupportUnblock,
+            at: now,
+            detail: text::support_unblock_detail(c),
+        }));
+        r.outcomes.push(Outcome::SupportUnblocked);
+        mb.strikes = 0;
+        mb.history.clear();
+        mb.floor = Some(now);
+        mb.last_end = Some(now);
+        mb.touched = now;
+    }
+
+    fn verdict(&mut self, mb: &mut RefMailbox, v: &Verdict, now: Millis, r: &mut StepResult) {
+        if !matches!(v.verdict, VerdictKind::Spam | VerdictKind::Virus) {
+            r.outcomes.push(Outcome::NotOffending);
+            return;
+        }
+        let p = &self.policy;
+        let mut sent = v.sent_at;
+        if sent > now + p.max_future_skew_ms {
+            sent = now;
+            r.clamped = true;
+        }
+        if mb.strikes == 0 && mb.block.is_none() && now - mb.touched > p.state_idle_ttl_ms {
+            mb.history.clear();
+            mb.floor = None;
+            mb.last_end = None;
+        }
+        let permanent = mb.block.as_ref().is_some_and(|b| b.until.is_none());
+        if permanent || mb.floor.is_some_and(|f| sent < f) {
+            r.outcomes.push(Outcome::IgnoredWhileBlocked);
+            return;
+        }
+        if let Some(newest) = mb.history.iter().map(|h| h.0).max() {
+            if sent < newest - p.allowed_lateness_ms {
+                r.outcomes.push(Outcome::Late);
+                return;
+            }
+        }
+        // De-duplication horizon: ids are remembered while their sent_at is within
+        // lateness + window of the newest (older ones can only come back as Late, except a
+        // redelivery whose far-future sent_at is clamped again to a later clock).
+        let (_, window_now, _, _) = tenant_policy(p, &self.world.tenant(&v.tenant_id));
+        let newest = mb.history.iter().map(|h| h.0).max().unwrap_or(Millis::MIN);
+        let horizon = newest.saturating_sub(p.allowed_lateness_ms + window_now);
+        if mb
+            .history
+            .iter()
+            .any(|h| h.1 == v.message_id && h.0 >= horizon)
+        {
+            r.outcomes.push(Outcome::Duplicate);
+            return;
+        }
+        let tenant = self.world.tenant(&v.tenant_id);
+        let (threshold, window, base, perm) = tenant_policy(p, &tenant);
+        self.seq += 1;
+        let me = self.seq;
+        mb.history.push((sent, v.message_id.clone(), me));
+        mb.touched = now;
+        mb.tenant = v.tenant_id.clone();
+
+        // Brute force: every run of `threshold` consecutive messages of the sorted history,
+        // earliest first; the first that contains the new message and spans <= window trips.
+        let mut sorted = mb.history.clone();
+        sorted.sort_by_key(|h| (h.0, h.2));
+        let k = threshold as usize;
+        let mut group = None;
+        if sorted.len() >= k {
+            for start in 0..=sorted.len() - k {
+                let g = &sorted[start..start + k];
+                let span =
+                    g.iter().map(|h| h.0).max().unwrap() - g.iter().map(|h| h.0).min().unwrap();
+                if span <= window && g.iter().any(|h| h.2 == me) {
+                    group = Some(g.to_vec());
+                    break;
+                }
+            }
+        }
+        let Some(group) = group else {
+            r.outcomes.push(Outcome::Counted);
+            return;
+        };
+        let blocked_at = group.iter().map(|h| h.0).max().unwrap();
+        let evidence: Vec<String> = group.iter().map(|h| h.1.clone()).collect();
+        mb.history.clear();
+        let mut strikes = mb.strikes;
+        if let (Some(d), Some(end)) = (p.strike_decay_ms, mb.last_end) {
+            let mut t = end;
+            while strikes > 0 && t + d <= blocked_at {
+                strikes -= 1;
+                t += d;
+            }
+        }
+        let strike = strikes + 1;
+        let until = if strike >= perm {
+            None
+        } else {
+            let d = i128::from(base) * (1i128 << (strike - 1));
+            Some((i128::from(blocked_at) + d).min(i128::from(i64::MAX)) as i64)
+        };
+        mb.strikes = strike;
+        if let Some(u) = until {
+            mb.floor = Some(u);
+            mb.last_end = Some(u);
+        }
+        let incident_u = ids::incident_id(&v.mailbox, strike, blocked_at);
+        let incident = incident_u.to_string();
+        mb.block = Some(RefBlock {
+            strike,
+            at: blocked_at,
+            until,
+            incident: incident.clone(),
+            evidence: evidence.clone(),
+        });
+        let owner = self.world.owner(&v.mailbox);
+        let mut devices: Vec<String> = vec![];
+        let skipped = if !tenant.sync_security_enabled {
+            Some(ScanSkipReason::SyncSecurityOff)
+        } else if !tenant.endpoint_licence {
+            Some(ScanSkipReason::NoEndpointLicence)
+        } else if let Some(o) = &owner {
+            for d in self.world.devices(&o.owner_id).unwrap_or_default() {
+                if !devices.contains(&d) {
+                    devices.push(d);
+                }
+            }
+            if devices.is_empty() {
+                Some(ScanSkipReason::NoDevices)
+            } else {
+                None
+            }
+        } else {
+            Some(ScanSkipReason::OwnerUnknown)
+        };
+        let state = if until.is_some() {
+            BlockState::Blocked
+        } else {
+            BlockState::PermanentlyBlocked
+        };
+        let ev = |kind: EventKind, disc: &str, detail: String| {
+            Effect::Event(EventLogEntry {
+                event_id: ids::event_id(&v.mailbox, &incident, kind, disc).to_string(),
+                incident_id: Some(incident.clone()),
+                tenant_id: v.tenant_id.clone(),
+                mailbox: v.mailbox.clone(),
+                kind,
+                at: now,
+                detail,
+            })
+        };
+        r.effects.push(Effect::Block(BlockRecord {
+            mailbox: v.mailbox.clone(),
+            tenant_id: v.tenant_id.clone(),
+            state,
+            strike,
+            blocked_at,
+            blocked_until: until,
+            incident_id: incident.clone(),
+            evidence_message_ids: evidence.clone(),
+            updated_at: now,
+        }));
+        for d in &devices {
+            r.effects.push(Effect::Scan(ScanRequest {
+                request_id: ids::request_id(&incident_u, d).to_string(),
+                incident_id: incident.clone(),
+                tenant_id: v.tenant_id.clone(),
+                device_id: d.clone(),
+                owner_id: owner.as_ref().unwrap().owner_id.clone(),
+                mailbox: v.mailbox.clone(),
+                requested_at: now,
+            }));
+        }
+        let alert_id = ids::alert_id(&incident_u).to_string();
+        r.effects.push(Effect::Alert(Alert {
+            alert_id: alert_id.clone(),
+            incident_id: incident.clone(),
+            tenant_id: v.tenant_id.clone(),
+            mailbox: v.mailbox.clone(),
+            owner_id: owner.as_ref().map(|o| o.owner_id.clone()),
+            strike,
+            state,
+            blocked_until: until,
+            devices_scanned: devices.clone(),
+            scan_skipped_reason: skipped,
+            summary: text::alert_summary(
+                &v.mailbox,
+                strike,
+                until,
+                evidence.len(),
+                devices.len(),
+                skipped,
+            ),
+        }));
+        r.effects.push(ev(
+            if until.is_some() {
+                EventKind::MailboxBlocked
+            } else {
+                EventKind::MailboxPermanentlyBlocked
+            },
+            "",
+            text::blocked_detail(strike, blocked_at, until, evidence.len()),
+        ));
+        if let Some(s) = skipped {
+            r.effects
+                .push(ev(EventKind::ScanSkipped, "", s.as_str().to_string()));
+        }
+        for d in &devices {
+            r.effects.push(ev(EventKind::ScanRequested, d, d.clone()));
+        }
+        r.effects.push(ev(
+            EventKind::AlertSent,
+            "",
+            text::alert_sent_detail(&alert_id),
+        ));
+        r.outcomes.push(Outcome::Tripped {
+            strike,
+            permanent: until.is_none(),
+        });
+    }
+}
+
+// ---------------------------------------------------------------- generators
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A new verdict: mailbox, sent_at offset from now, kind (0 = clean).
+    New(usize, Millis, u8),
+    /// Redeliver an earlier verdict (index modulo the number so far).
+    Redeliver(usize),
+    Tick(usize),
+    Command(usize, u8, u8),
+    /// Let processor time pass.
+    Advance(Millis),
+    /// Implementation only: encode → decode the state.
+    Roundtrip(usize),
+    /// Implementation only: drop the state if it is forgettable.
+    Forget(usize),
+}
+
+fn op(lateness: Millis) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        12 => (0..3usize, -(lateness + 100)..400i64, 0..5u8).prop_map(|(m, o, k)| Op::New(m, o, k)),
+        2 => (0..3usize, 1_000..5_000i64).prop_map(|(m, o)| Op::New(m, o, 1)),
+        3 => any::<usize>().prop_map(Op::Redeliver),
+        2 => (0..3usize).prop_map(Op::Tick),
+        1 => (0..3usize, 0..4u8, 0..3u8).prop_map(|(m, k, r)| Op::Command(m, k, r)),
+        3 => prop_oneof![0..100i64, 0..5_000i64, 0..40_000i64].prop_map(Op::Advance),
+        2 => (0..3usize).prop_map(Op::Roundtrip),
+        1 => (0..3usize).prop_map(Op::Forget),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    (
+        2..6u32,
+        200..2_000i64,
+        0..600i64,
+        300..3_000i64,
+        1..6u32,
+        0..300i64,
+        prop::option::of(1_000..20_000i64),
+        0..20_000i64,
+    )
+        .prop_map(
+            |(threshold, window_ms, lateness, base, perm, skew, decay, ttl)| Policy {
+                threshold,
+                window_ms,
+                allowed_lateness_ms: lateness,
+                base_block_ms: base,
+                permanent_strike: perm,
+                max_future_skew_ms: skew,
+                strike_decay_ms: decay,
+                state_idle_ttl_ms: window_ms + lateness + ttl,
+            },
+        )
+}
+
+fn scenario() -> impl Strategy<Value = (Policy, u32, Millis, Vec<Op>)> {
+    policy().prop_flat_map(|p| {
+        let lateness = p.allowed_lateness_ms;
+        (
+            Just(p),
+            1..5u32,
+            100..5_000i64,
+            prop::collection::vec(op(lateness), 1..250),
+        )
+    })
+}
+
+// ---------------------------------------------------------------- the property
+
+fn run(
+    policy: Policy,
+    b_threshold: u32,
+    b_base: Millis,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    policy.validate().unwrap();
+    let world = World::new(b_threshold, b_base);
+    let mut reference = Reference {
+        policy: policy.clone(),
+        world: &world,
+        boxes: HashMap::new(),
+        seq: 0,
+    };
+    let mut states: HashMap<String, MailboxState> = HashMap::new();
+    let mut sent: Vec<Verdict> = Vec::new();
+    let mut now: Millis = 1_700_000_000_000;
+    let mut n_new = 0u32;
+    let mut n_cmd = 0u32;
+    let roles = [ActorRole::Support, ActorRole::Admin, ActorRole::Viewer];
+    for (i, op) in ops.into_iter().enumerate() {
+        now += (i % 7) as i64 * 3; // a little time passes between records
+        let input = match op {
+            Op::Advance(d) => {
+                now += d;
+                continue;
+            }
+            Op::Roundtrip(m) => {
+                if let Some(s) = states.get_mut(MAILBOXES[m]) {
+                    let bytes = s.to_bytes();
+                    let back = MailboxState::decode(&bytes).unwrap();
+                    prop_assert_eq!(&back, &*s);
+                    *s = back;
+                }
+                continue;
+            }
+            Op::Forget(m) => {
+                if states
+                    .get(MAILBOXES[m])
+                    .is_some_and(|s| s.is_forgettable(now, &policy))
+                {
+                    states.remove(MAILBOXES[m]);
+                }
+                continue;
+            }
+            Op::New(m, offset, k) => {
+                n_new += 1;
+                let v = Verdict {
+                    message_id: format!("msg-{n_new}"),
+                    tenant_id: TENANTS[m].into(),
+                    mailbox: MAILBOXES[m].into(),
+                    sent_at: now + offset,
+                    verdict: match k {
+                        0 => VerdictKind::Clean,
+                        1 | 2 => VerdictKind::Spam,
+                        _ => VerdictKind::Virus,
+                    },
+                };
+                sent.push(v.clone());
+                Input::Verdict(v)
+            }
+            Op::Redeliver(j) => {
+                if sent.is_empty() {
+                    continue;
+                }
+                Input::Verdict(sent[j % sent.len()].clone())
+            }
+            Op::Tick(m) => Input::Tick {
+                mailbox: MAILBOXES[m].into(),
+            },
+            Op::Command(m, k, role) => {
+                n_cmd += 1;
+                Input::Command(Command {
+                    command_id: format!("cmd-{n_cmd}"),
+                    mailbox: MAILBOXES[m].into(),
+                    tenant_id: TENANTS[m].into(),
+                    kind: if k == 0 {
+                        CommandKind::Other("ADMIN_UNBLOCK".into())
+                    } else {
+                        CommandKind::SupportUnblock
+                    },
+                    actor: "ops".into(),
+                    actor_role: roles[role as usize % 3],
+                    ticket: format!("T-{n_cmd}"),
+                    issued_at: now,
+                })
+            }
+        };
+        let key = match &input {
+            Input::Verdict(v) => v.mailbox.clone(),
+            Input::Command(c) => c.mailbox.clone(),
+            Input::Tick { mailbox } => mailbox.clone(),
+        };
+        let state = states.entry(key).or_default();
+        let got = step(state, &input, now, &world, &policy);
+        let want = reference.step(&input, now);
+        prop_assert_eq!(&got, &want, "step {} input {:?} at {}", i, input, now);
+        if let Input::Verdict(v) = &input {
+            // CLEAN never changes anything.
+            if v.verdict == VerdictKind::Clean && !got.outcomes.contains(&Outcome::Unblocked) {
+                prop_assert!(!got.state_changed);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES=20000 for a longer soak.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(400),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn core_matches_the_naive_reference((policy, b_threshold, b_base, ops) in scenario()) {
+        run(policy, b_threshold, b_base, ops)?;
+    }
+}
+
+/// The reference and the core agree on a scripted burst too (guards the reference itself).
+#[test]
+fn reference_trips_on_a_plain_burst() {
+    let policy = Policy::default();
+    let ops: Vec<Op> = (0..5).map(|_| Op::New(0, 0, 1)).collect();
+    run(policy, 3, 1_000, ops).unwrap();
+}
