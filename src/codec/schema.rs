@@ -1,0 +1,165 @@
+//! The record types and their schemas, parsed once from `schemas/*.avsc` (the source of truth).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use apache_avro::rabin::Rabin;
+use apache_avro::Schema;
+
+/// One record type of SPEC §3. The schema of each is `schemas/<Name>.avsc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordType {
+    /// `mail.outbound.verdicts` (gateway → mailguard).
+    OutboundVerdict,
+    /// `directory.mailboxes`.
+    MailboxOwner,
+    /// `directory.devices`.
+    OwnerDevices,
+    /// `tenant.settings`.
+    TenantSettings,
+    /// `mailguard.commands`.
+    AdminCommand,
+    /// `mailguard.blocks`.
+    MailboxBlock,
+    /// `mailguard.scan-requests`.
+    ScanRequest,
+    /// `mailguard.alerts`.
+    Alert,
+    /// `mailguard.events`.
+    EventLogEntry,
+}
+
+/// Namespace of every record.
+pub const NAMESPACE: &str = "mailguard.v1";
+
+const COUNT: usize = 9;
+
+const SOURCES: [&str; COUNT] = [
+    include_str!("../../schemas/OutboundVerdict.avsc"),
+    include_str!("../../schemas/MailboxOwner.avsc"),
+    include_str!("../../schemas/OwnerDevices.avsc"),
+    include_str!("../../schemas/TenantSettings.avsc"),
+    include_str!("../../schemas/AdminCommand.avsc"),
+    include_str!("../../schemas/MailboxBlock.avsc"),
+    include_str!("../../schemas/ScanRequest.avsc"),
+    include_str!("../../schemas/Alert.avsc"),
+    include_str!("../../schemas/EventLogEntry.avsc"),
+];
+
+/// A parsed schema with its single-object fingerprint.
+pub(crate) struct Parsed {
+    pub(crate) schema: Schema,
+    /// CRC-64-AVRO (Rabin) fingerprint of the Parsing Canonical Form, as the little-endian u64
+    /// that the 8 header bytes spell.
+    pub(crate) fingerprint: u64,
+}
+
+static PARSED: LazyLock<[Parsed; COUNT]> = LazyLock::new(|| {
+    RecordType::ALL.map(|rt| {
+        let schema = Schema::parse_str(SOURCES[rt as usize])
+            .unwrap_or_else(|e| panic!("schemas/{}.avsc does not parse: {e}", rt.name()));
+        let fp = schema.fingerprint::<Rabin>();
+        let bytes: [u8; 8] = fp.bytes[..]
+            .try_into()
+            .expect("a Rabin fingerprint has 8 bytes");
+        Parsed {
+            schema,
+            fingerprint: u64::from_le_bytes(bytes),
+        }
+    })
+});
+
+impl RecordType {
+    /// Every record type, in SPEC order.
+    pub const ALL: [RecordType; COUNT] = [
+        RecordType::OutboundVerdict,
+        RecordType::MailboxOwner,
+        RecordType::OwnerDevices,
+        RecordType::TenantSettings,
+        RecordType::AdminCommand,
+        RecordType::MailboxBlock,
+        RecordType::ScanRequest,
+        RecordType::Alert,
+        RecordType::EventLogEntry,
+    ];
+
+    /// Every record type, in SPEC order.
+    pub fn all() -> &'static [RecordType] {
+        &Self::ALL
+    }
+
+    /// The record's short name (= schema name = file stem of its `.avsc`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            RecordType::OutboundVerdict => "OutboundVerdict",
+            RecordType::MailboxOwner => "MailboxOwner",
+            RecordType::OwnerDevices => "OwnerDevices",
+            RecordType::TenantSettings => "TenantSettings",
+            RecordType::AdminCommand => "AdminCommand",
+            RecordType::MailboxBlock => "MailboxBlock",
+            RecordType::ScanRequest => "ScanRequest",
+            RecordType::Alert => "Alert",
+            RecordType::EventLogEntry => "EventLogEntry",
+        }
+    }
+
+    /// Fully qualified schema name, e.g. `mailguard.v1.OutboundVerdict`.
+    pub fn full_name(&self) -> String {
+        format!("{NAMESPACE}.{}", self.name())
+    }
+
+    /// The parsed schema (parsed once, on first use, from the embedded `.avsc`).
+    pub fn schema(&self) -> &'static Schema {
+        &PARSED[*self as usize].schema
+    }
+
+    /// The `.avsc` text as embedded at build time (e.g. to register it with a schema registry).
+    pub fn schema_json(&self) -> &'static str {
+        SOURCES[*self as usize]
+    }
+
+    /// The Parsing Canonical Form of the schema.
+    pub fn canonical_form(&self) -> String {
+        self.schema().canonical_form()
+    }
+
+    /// CRC-64-AVRO fingerprint of the canonical form, as the little-endian u64 of the 8 bytes in
+    /// the single-object header.
+    pub fn fingerprint(&self) -> u64 {
+        PARSED[*self as usize].fingerprint
+    }
+
+    /// The record type whose single-object fingerprint this is.
+    pub fn from_fingerprint(fp: u64) -> Option<RecordType> {
+        Self::ALL.into_iter().find(|rt| rt.fingerprint() == fp)
+    }
+}
+
+impl fmt::Display for RecordType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Error of [`RecordType::from_str`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown record type {0:?} (expected one of OutboundVerdict, MailboxOwner, OwnerDevices, TenantSettings, AdminCommand, MailboxBlock, ScanRequest, Alert, EventLogEntry)")]
+pub struct UnknownRecordType(pub String);
+
+impl FromStr for RecordType {
+    type Err = UnknownRecordType;
+
+    /// Accepts the short name (`OutboundVerdict`) or the full name (`mailguard.v1.OutboundVerdict`),
+    /// case-sensitively, like Avro names.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let short = s
+            .strip_prefix(NAMESPACE)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(s);
+        Self::ALL
+            .into_iter()
+            .find(|rt| rt.name() == short)
+            .ok_or_else(|| UnknownRecordType(s.to_string()))
+    }
+}
