@@ -1,1 +1,31 @@
+//! mailguard: finds compromised mailboxes by the spam and viruses they send, and locks them out.
+//!
+//! An outbound mail gateway publishes a verdict for every sent message; mailguard keeps, per
+//! mailbox, an exact sliding window of offending messages and a lockout ladder, and on a trip
+//! publishes a block, scan requests for the owner's devices, an alert and event-log records —
+//! exactly once, across crashes, restarts and rebalances.
+//!
+//! # Layout
+//!
+//! - [`policy`] — the pure core: window, de-duplication, lateness, lockout ladder, commands.
+//!   Deterministic; takes time as an argument; no I/O of any kind.
+//! - [`codec`] — Avro records of `schemas/` ⇄ policy types; single-object and Confluent framing.
+//! - [`store`] — RocksDB cache of state and tables (never ahead of Kafka).
+//! - [`kafka`] — client configurations, topic admin, the Java-compatible partitioner.
+//! - [`pipeline`] — where the adapters meet: tables, restore, the exactly-once session.
+//! - [`timers`] — the wall clock and the index of blocks waiting to expire.
+//! - [`http`] — `/metrics`, `/healthz`, `/readyz`.
+//! - [`telemetry`] — every metric name, and logging set-up.
+//! - [`config`] — the one validated configuration.
+//! - [`cli`] — `mailguard produce` / `tail`: the codec for people.
 
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod http;
+pub mod kafka;
+pub mod pipeline;
+pub mod policy;
+pub mod store;
+pub mod telemetry;
+pub mod timers;

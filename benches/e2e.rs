@@ -1,0 +1,678 @@
+//! End-to-end bench against the real local broker (`scripts/bench-e2e` starts one and runs
+//! `cargo bench --bench e2e`). Every figure is reported next to a baseline measured in the same
+//! run: a raw rdkafka consumer reading the same topic to its end.
+//!
+//! Phases:
+//! 1. generate a realistic verdict stream onto a fresh topic (default 2 M verdicts, 200 000
+//!    mailboxes, 1 % compromised and bursting, the rest mostly CLEAN, 4 partitions);
+//! 2. baseline: a raw read_committed consumer reads it to the end;
+//! 3. mailguard (the release binary, exactly-once) from the first offset until its committed
+//!    offsets reach the end; peak RSS; the block count is checked against the policy core run
+//!    over the same stream in-process, so a fast wrong run cannot look good;
+//! 4. trip-to-block latency under a steady load at half the measured rate;
+//! 5. recovery: a fresh group over the same input, `kill -9` at the half-way mark, restart, time
+//!    to the first new commit;
+//! 6. state scale: 1 M mailboxes with state, peak RSS.
+//!
+//! Sizes are environment variables (`E2E_VERDICTS`, `E2E_MAILBOXES`, `E2E_STATE_MAILBOXES`),
+//! so a quick run is possible. Under `cargo test` (no `--bench` argument) it does nothing.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use mailguard::codec::Codec;
+use mailguard::config::Config;
+use mailguard::policy::{
+    self, Directory, Input, MailboxState, Owner, Policy, TenantSettings, Verdict, VerdictKind,
+};
+
+const PARTITIONS: i32 = 4;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+struct NoDirectory;
+impl Directory for NoDirectory {
+    fn owner(&self, _: &str) -> Option<Owner> {
+        None
+    }
+    fn devices(&self, _: &str) -> Option<Vec<String>> {
+        None
+    }
+    fn tenant(&self, _: &str) -> TenantSettings {
+        TenantSettings {
+            sync_security_enabled: true,
+            endpoint_licence: true,
+            overrides: Default::default(),
+        }
+    }
+}
+
+/// The verdict stream in time order: (mailbox, encoded verdict).
+fn generate(n: usize, mailboxes: usize, t0: i64, seed: u64) -> (Vec<(String, Vec<u8>)>, usize) {
+    let codec = Codec::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let compromised = (mailboxes / 100).max(1);
+    // Event time spans 20 minutes; each compromised mailbox bursts 8 offending messages within
+    // 2 minutes at a random point; every other record is CLEAN, with 0.5 % SPAM noise.
+    let span = 20 * 60 * 1000i64;
+    let mut bursts: Vec<(i64, usize)> = Vec::new();
+    for c in 0..compromised {
+        let start = rng.random_range(0..span - 120_000);
+        for k in 0..8 {
+            bursts.push((start + k * 15_000, c));
+        }
+    }
+    bursts.sort();
+    let clean_n = n.saturating_sub(bursts.len());
+    let mut out = Vec::with_capacity(n);
+    let mut bi = 0;
+    let mut buf = Vec::new();
+    for i in 0..clean_n {
+        let t = (i as i64 * span) / clean_n as i64;
+        while bi < bursts.len() && bursts[bi].0 <= t {
+            let (bt, c) = bursts[bi];
+            let mb = format!("user{c}@t{}.example", c % 97);
+            let v = Verdict {
+                message_id: format!("b{bi}"),
+                tenant_id: format!("t{}", c % 97),
+                mailbox: mb.clone(),
+                sent_at: t0 + bt,
+                verdict: VerdictKind::Spam,
+            };
+            buf.clear();
+            codec.encode_verdict(&v, &mut buf).unwrap();
+            out.push((mb, buf.clone()));
+            bi += 1;
+        }
+        let m = rng.random_range(compromised..mailboxes);
+        let mb = format!("user{m}@t{}.example", m % 97);
+        let kind = if rng.random_ratio(1, 200) {
+            VerdictKind::Spam
+        } else {
+            VerdictKind::Clean
+        };
+        let v = Verdict {
+            message_id: format!("m{i}"),
+            tenant_id: format!("t{}", m % 97),
+            mailbox: mb.clone(),
+            sent_at: t0 + t,
+            verdict: kind,
+        };
+        buf.clear();
+        codec.encode_verdict(&v, &mut buf).unwrap();
+        out.push((mb, buf.clone()));
+    }
+    while bi < bursts.len() {
+        let (bt, c) = bursts[bi];
+        let mb = format!("user{c}@t{}.example", c % 97);
+        let v = Verdict {
+            message_id: format!("b{bi}"),
+            tenant_id: format!("t{}", c % 97),
+            mailbox: mb.clone(),
+            sent_at: t0 + bt,
+            verdict: VerdictKind::Spam,
+        };
+        buf.clear();
+        codec.encode_verdict(&v, &mut buf).unwrap();
+        out.push((mb, buf.clone()));
+        bi += 1;
+    }
+    // The reference: the core itself over the same stream, per mailbox in order.
+    let policy = Policy::default();
+    let mut states: HashMap<String, MailboxState> = HashMap::new();
+    let mut trips = 0;
+    for (mb, bytes) in &out {
+        let v = codec.decode_verdict(bytes).unwrap();
+        let s = states.entry(mb.clone()).or_default();
+        let r = policy::step(s, &Input::Verdict(v), t0 + span, &NoDirectory, &policy);
+        trips += r
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o, policy::Outcome::Tripped { .. }))
+            .count();
+    }
+    (out, trips)
+}
+
+fn producer(bootstrap: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "2000000")
+        .create()
+        .unwrap()
+}
+
+fn produce_all(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]) {
+    let p = producer(bootstrap);
+    for (k, v) in records {
+        let mut rec = BaseRecord::<str, [u8]>::to(topic)
+            .key(k.as_str())
+            .payload(v.as_slice());
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+}
+
+fn end_offsets(bootstrap: &str, topic: &str) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "e2e-meta")
+        .create()
+        .unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+/// Baseline: read every partition to its end with a raw consumer; returns seconds.
+fn raw_consumer(bootstrap: &str, topic: &str, total: usize) -> f64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("e2e-raw-{}", rand::random::<u32>()))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let mut n = 0usize;
+    let mut bytes = 0usize;
+    while n < total {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            bytes += m.payload().map_or(0, <[u8]>::len);
+            n += 1;
+        }
+    }
+    std::hint::black_box(bytes);
+    start.elapsed().as_secs_f64()
+}
+
+fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    (0..PARTITIONS)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => 0,
+        })
+        .collect()
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+struct Instance {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+fn write_config(cfg: &Config, dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("mailguard.toml");
+    std::fs::write(&path, toml::to_string(cfg).unwrap()).unwrap();
+    path
+}
+
+fn spawn(cfg: &Config, dir: &std::path::Path) -> Child {
+    let path = write_config(cfg, dir);
+    Command::new(env!("CARGO_BIN_EXE_mailguard"))
+        .args(["--config", path.to_str().unwrap(), "run"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn config(bootstrap: &str, id: &str, input: &str, state: &std::path::Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.kafka.bootstrap_servers = bootstrap.into();
+    cfg.kafka.group_id = format!("{id}-group");
+    cfg.kafka.transactional_id_prefix = format!("{id}-tx");
+    cfg.topics.verdicts = input.into();
+    for (field, name) in [
+        (&mut cfg.topics.mailboxes, "mailboxes"),
+        (&mut cfg.topics.devices, "devices"),
+        (&mut cfg.topics.tenants, "tenants"),
+        (&mut cfg.topics.commands, "commands"),
+        (&mut cfg.topics.blocks, "blocks"),
+        (&mut cfg.topics.scan_requests, "scans"),
+        (&mut cfg.topics.alerts, "alerts"),
+        (&mut cfg.topics.events, "events"),
+        (&mut cfg.topics.dlq, "dlq"),
+        (&mut cfg.topics.changelog, "changelog"),
+    ] {
+        *field = format!("{id}.{name}");
+    }
+    cfg.topics.partitions = PARTITIONS;
+    cfg.topics.create_missing = true;
+    cfg.state.dir = state.to_path_buf();
+    cfg.http.listen = "127.0.0.1:0".into();
+    cfg.log.filter = "warn".into();
+    cfg
+}
+
+fn create_input(bootstrap: &str, topic: &str) {
+    let mut cfg = Config::default();
+    cfg.kafka.bootstrap_servers = bootstrap.into();
+    cfg.topics.verdicts = topic.into();
+    let id = topic.to_string();
+    cfg.topics.mailboxes = format!("{id}.x-mailboxes");
+    cfg.topics.devices = format!("{id}.x-devices");
+    cfg.topics.tenants = format!("{id}.x-tenants");
+    cfg.topics.commands = format!("{id}.x-commands");
+    cfg.topics.blocks = format!("{id}.x-blocks");
+    cfg.topics.scan_requests = format!("{id}.x-scans");
+    cfg.topics.alerts = format!("{id}.x-alerts");
+    cfg.topics.events = format!("{id}.x-events");
+    cfg.topics.dlq = format!("{id}.x-dlq");
+    cfg.topics.changelog = format!("{id}.x-changelog");
+    cfg.topics.partitions = PARTITIONS;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(mailguard::kafka::admin::ensure_topics(&cfg))
+        .unwrap();
+}
+
+/// Run mailguard over `input` until its committed offsets reach `ends`; returns (seconds, peak
+/// RSS MB, the running instance).
+fn run_to_end(cfg: &Config, dir: tempfile::TempDir, ends: &[i64]) -> (f64, f64, Instance) {
+    let start = Instant::now();
+    let child = spawn(cfg, dir.path());
+    let mut rss = 0.0f64;
+    loop {
+        rss = rss.max(peak_rss_mb(child.id()));
+        let c = committed(
+            &cfg.kafka.bootstrap_servers,
+            &cfg.kafka.group_id,
+            &cfg.topics.verdicts,
+        );
+        if c.iter().zip(ends).all(|(c, e)| c >= e) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            start.elapsed() < Duration::from_secs(1800),
+            "mailguard did not finish"
+        );
+    }
+    let secs = start.elapsed().as_secs_f64();
+    rss = rss.max(peak_rss_mb(child.id()));
+    (secs, rss, Instance { child, _dir: dir })
+}
+
+fn count(bootstrap: &str, topic: &str, expect_at_least: usize, timeout: Duration) -> usize {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("e2e-count-{}", rand::random::<u32>()))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let mut n = 0;
+    let mut eof = std::collections::HashSet::new();
+    while start.elapsed() < timeout && (n < expect_at_least || eof.len() < PARTITIONS as usize) {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => n += 1,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("e2e bench: run with `make bench` (needs the local broker)");
+        return;
+    }
+    let bootstrap = std::env::var("MAILGUARD_BENCH_BOOTSTRAP")
+        .expect("MAILGUARD_BENCH_BOOTSTRAP (scripts/bench-e2e sets it)");
+    let n = env_usize("E2E_VERDICTS", 2_000_000);
+    let mailboxes = env_usize("E2E_MAILBOXES", 200_000);
+    let state_mailboxes = env_usize("E2E_STATE_MAILBOXES", 1_000_000);
+    let run_id = format!("e2e{:08x}", rand::random::<u32>());
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+
+    // 1. The stream.
+    let t0 = now_ms() - 3_600_000;
+    let gen_start = Instant::now();
+    let (stream, expected_trips) = generate(n, mailboxes, t0, 42);
+    let input = format!("{run_id}.verdicts");
+    create_input(&bootstrap, &input);
+    produce_all(&bootstrap, &input, &stream);
+    let ends = end_offsets(&bootstrap, &input);
+    println!(
+        "input: {} verdicts, {mailboxes} mailboxes, {} partitions, {expected_trips} expected trips (generated+produced in {:.1} s)",
+        stream.len(),
+        PARTITIONS,
+        gen_start.elapsed().as_secs_f64()
+    );
+
+    // 2. Baseline.
+    let raw_s = raw_consumer(&bootstrap, &input, stream.len());
+    let raw_rate = stream.len() as f64 / raw_s;
+    println!(
+        "baseline raw consumer: {:.2} s, {:.0} verdicts/s",
+        raw_s, raw_rate
+    );
+
+    // 3. mailguard, exactly once.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &bootstrap,
+        &format!("{run_id}-a"),
+        &input,
+        &dir.path().join("state"),
+    );
+    let (mg_s, rss, mut inst) = run_to_end(&cfg, dir, &ends);
+    let mg_rate = stream.len() as f64 / mg_s;
+    let blocks = count(
+        &bootstrap,
+        &cfg.topics.blocks,
+        expected_trips,
+        Duration::from_secs(60),
+    );
+    println!(
+        "mailguard exactly-once: {:.2} s (incl. start-up), {:.0} verdicts/s, ratio to raw consumer {:.2}, peak RSS {:.0} MB",
+        mg_s, mg_rate, mg_rate / raw_rate, rss
+    );
+    println!(
+        "check: {blocks} block records, expected {expected_trips} → {}",
+        if blocks == expected_trips {
+            "OK"
+        } else {
+            "MISMATCH"
+        }
+    );
+
+    // 4. Trip-to-block latency at half the measured rate, on the running instance.
+    let rate = (mg_rate / 2.0).max(1_000.0);
+    let lat = latency(
+        &bootstrap,
+        &cfg,
+        rate,
+        Duration::from_secs(env_usize("E2E_LATENCY_SECS", 20) as u64),
+    );
+    let _ = inst.child.kill();
+    let _ = inst.child.wait();
+    println!(
+        "trip-to-block latency at {:.0} verdicts/s ({} trips): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        rate,
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+
+    // 5. Recovery after kill -9 at the half-way mark.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &bootstrap,
+        &format!("{run_id}-b"),
+        &input,
+        &dir.path().join("state"),
+    );
+    let mut child = spawn(&cfg, dir.path());
+    let half: i64 = ends.iter().sum::<i64>() / 2;
+    loop {
+        let c: i64 = committed(&bootstrap, &cfg.kafka.group_id, &input)
+            .iter()
+            .sum();
+        if c >= half {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before: i64 = committed(&bootstrap, &cfg.kafka.group_id, &input)
+        .iter()
+        .sum();
+    let restart = Instant::now();
+    let mut child = spawn(&cfg, dir.path());
+    loop {
+        let c: i64 = committed(&bootstrap, &cfg.kafka.group_id, &input)
+            .iter()
+            .sum();
+        if c > before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            restart.elapsed() < Duration::from_secs(300),
+            "no commit after restart"
+        );
+    }
+    let recovery = restart.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "recovery after kill -9 at half-way: first new commit {:.2} s after restart",
+        recovery
+    );
+
+    // 6. State scale: one offending verdict from each of `state_mailboxes` mailboxes.
+    if state_mailboxes > 0 {
+        let codec = Codec::default();
+        let input2 = format!("{run_id}.state-verdicts");
+        create_input(&bootstrap, &input2);
+        let mut recs = Vec::with_capacity(state_mailboxes);
+        let mut buf = Vec::new();
+        let t = now_ms();
+        for i in 0..state_mailboxes {
+            let mb = format!("s{i}@scale.example");
+            let v = Verdict {
+                message_id: format!("s{i}"),
+                tenant_id: "t".into(),
+                mailbox: mb.clone(),
+                sent_at: t,
+                verdict: VerdictKind::Spam,
+            };
+            buf.clear();
+            codec.encode_verdict(&v, &mut buf).unwrap();
+            recs.push((mb, buf.clone()));
+        }
+        produce_all(&bootstrap, &input2, &recs);
+        let ends2 = end_offsets(&bootstrap, &input2);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            &bootstrap,
+            &format!("{run_id}-c"),
+            &input2,
+            &dir.path().join("state"),
+        );
+        let (s, rss, mut inst) = run_to_end(&cfg, dir, &ends2);
+        let _ = inst.child.kill();
+        let _ = inst.child.wait();
+        println!(
+            "state scale: {state_mailboxes} mailboxes with state in {:.1} s ({:.0} offending verdicts/s), peak RSS {:.0} MB",
+            s,
+            state_mailboxes as f64 / s,
+            rss
+        );
+    }
+}
+
+/// Steady load at `rate` for `duration`: CLEAN background plus a burst of five SPAM for a new
+/// mailbox every 200 ms. Latency = produce time of the fifth (tripping) verdict → the block
+/// record visible to a read_committed consumer.
+fn latency(bootstrap: &str, cfg: &Config, rate: f64, duration: Duration) -> Vec<f64> {
+    let codec = Codec::default();
+    let p = producer(bootstrap);
+    let blocks_reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("e2e-lat-{}", rand::random::<u32>()))
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(&cfg.topics.blocks, p, Offset::End)
+            .unwrap();
+    }
+    blocks_reader.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut tripped_at: HashMap<String, Instant> = HashMap::new();
+    let mut latencies = Vec::new();
+    let mut next_burst = Instant::now();
+    let mut burst_no = 0;
+    let mut buf = Vec::new();
+    let send = |mb: &str, id: String, kind: VerdictKind, buf: &mut Vec<u8>| {
+        let v = Verdict {
+            message_id: id,
+            tenant_id: "lat".into(),
+            mailbox: mb.to_string(),
+            sent_at: now_ms(),
+            verdict: kind,
+        };
+        buf.clear();
+        codec.encode_verdict(&v, buf).unwrap();
+        let mut rec = BaseRecord::<str, [u8]>::to(&cfg.topics.verdicts)
+            .key(mb)
+            .payload(buf.as_slice());
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(1));
+                }
+            }
+        }
+    };
+    while start.elapsed() < duration {
+        // Pace the background to `rate`.
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            let mb = format!("lat-clean{}@x.example", sent % 10_000);
+            send(&mb, format!("lc{sent}"), VerdictKind::Clean, &mut buf);
+            sent += 1;
+        }
+        if Instant::now() >= next_burst {
+            let mb = format!("lat-burst{burst_no}@x.example");
+            tripped_at.insert(mb.clone(), Instant::now());
+            for k in 0..5 {
+                send(
+                    &mb,
+                    format!("lb{burst_no}-{k}"),
+                    VerdictKind::Spam,
+                    &mut buf,
+                );
+            }
+            p.flush(Duration::from_secs(5)).unwrap();
+            burst_no += 1;
+            next_burst += Duration::from_millis(200);
+        }
+        p.poll(Duration::ZERO);
+        while let Some(Ok(m)) = blocks_reader.poll(Duration::ZERO) {
+            if let Some(k) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) {
+                if let Some(t) = tripped_at.remove(&k) {
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let drain = Instant::now();
+    while !tripped_at.is_empty() && drain.elapsed() < Duration::from_secs(10) {
+        if let Some(Ok(m)) = blocks_reader.poll(Duration::from_millis(50)) {
+            if let Some(k) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) {
+                if let Some(t) = tripped_at.remove(&k) {
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+        }
+    }
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    latencies
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}

@@ -1,0 +1,104 @@
+//! RocksDB state read-modify-write, as the pipeline does it for an offending verdict: point get
+//! of the encoded state, decode, step, encode, batched write after commit.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use mailguard::policy::{
+    self, Directory, Input, MailboxState, Owner, Policy, TenantSettings, Verdict, VerdictKind,
+};
+use mailguard::store::{Batch, Store};
+
+struct NoDirectory;
+
+impl Directory for NoDirectory {
+    fn owner(&self, _: &str) -> Option<Owner> {
+        None
+    }
+    fn devices(&self, _: &str) -> Option<Vec<String>> {
+        None
+    }
+    fn tenant(&self, _: &str) -> TenantSettings {
+        TenantSettings {
+            sync_security_enabled: true,
+            endpoint_licence: true,
+            overrides: Default::default(),
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let policy = Policy::default();
+    let mailboxes: Vec<String> = (0..100_000)
+        .map(|i| format!("user{i}@tenant{}.example", i % 50))
+        .collect();
+    // Pre-populate: every mailbox has one offending message in its window.
+    let mut batch = Batch::new();
+    let mut buf = Vec::new();
+    for (i, m) in mailboxes.iter().enumerate() {
+        let mut s = MailboxState::default();
+        let v = Verdict {
+            message_id: format!("seed{i}"),
+            tenant_id: "t".into(),
+            mailbox: m.clone(),
+            sent_at: 1_000,
+            verdict: VerdictKind::Spam,
+        };
+        policy::step(&mut s, &Input::Verdict(v), 1_000, &NoDirectory, &policy);
+        buf.clear();
+        s.encode(&mut buf);
+        store.stage_state(&mut batch, (i % 8) as i32, m, Some(&buf));
+    }
+    store.write(batch).unwrap();
+
+    let mut group = c.benchmark_group("store");
+    const N: usize = 1_000;
+    group.throughput(Throughput::Elements(N as u64));
+    let mut round = 0u64;
+    group.bench_function("read_modify_write_1000_offending", |b| {
+        b.iter_batched(
+            || {
+                round += 1;
+                round
+            },
+            |round| {
+                let mut batch = Batch::new();
+                let mut buf = Vec::with_capacity(256);
+                for k in 0..N {
+                    let i = (k * 97 + round as usize * 1_009) % mailboxes.len();
+                    let m = &mailboxes[i];
+                    let p = (i % 8) as i32;
+                    let mut s = match store.get_state(p, m).unwrap() {
+                        Some(bytes) => MailboxState::decode(&bytes).unwrap(),
+                        None => MailboxState::default(),
+                    };
+                    let v = Verdict {
+                        message_id: format!("r{round}-{k}"),
+                        tenant_id: "t".into(),
+                        mailbox: m.clone(),
+                        sent_at: 1_000 + round as i64 * 700_000,
+                        verdict: VerdictKind::Spam,
+                    };
+                    black_box(policy::step(
+                        &mut s,
+                        &Input::Verdict(v),
+                        1_000 + round as i64 * 700_000,
+                        &NoDirectory,
+                        &policy,
+                    ));
+                    buf.clear();
+                    s.encode(&mut buf);
+                    store.stage_state(&mut batch, p, m, Some(&buf));
+                }
+                store.write(batch).unwrap();
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

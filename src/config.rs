@@ -1,0 +1,629 @@
+//! The one typed configuration of mailguard.
+//!
+//! Loaded from a TOML file, then overridden by `MAILGUARD_<SECTION>__<FIELD>` environment
+//! variables (double underscore between section and field, because field names contain single
+//! underscores), then validated. Every error names the offending field (`policy.threshold: ...`),
+//! because a platform team reads these in a crash-looping pod's log, not in a debugger.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Policy, PolicyOverrides, TenantSettings};
+
+/// Configuration errors; Display always names the field or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// Path as given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error.
+    #[error("config file {path}: {message}")]
+    Syntax {
+        /// Path as given.
+        path: PathBuf,
+        /// Parser message with line and column.
+        message: String,
+    },
+    /// Unknown field, wrong type, missing field.
+    #[error("config field `{field}`: {message}")]
+    Field {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value that parses but is not allowed.
+    #[error("config field `{field}`: {message}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Top-level configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Kafka connection, group and transactions.
+    pub kafka: KafkaConfig,
+    /// Topic names and how to create them.
+    pub topics: TopicsConfig,
+    /// Local state (RocksDB).
+    pub state: StateConfig,
+    /// Policy numbers (SPEC §1 defaults).
+    pub policy: Policy,
+    /// Settings used for tenants absent from `tenant.settings`.
+    pub tenant_defaults: TenantDefaults,
+    /// HTTP endpoints (/metrics, /healthz, /readyz).
+    pub http: HttpConfig,
+    /// Wire format.
+    pub codec: CodecConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Kafka client settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Consumer group of all mailguard instances.
+    pub group_id: String,
+    /// Stable id of this instance; the transactional id is `<transactional_id_prefix>-<instance_id>`.
+    /// Must be unique per running instance and stable across its restarts (a StatefulSet ordinal).
+    pub instance_id: String,
+    /// Prefix of the transactional id.
+    pub transactional_id_prefix: String,
+    /// How often the open transaction is committed (outputs + state + offsets), in ms.
+    pub commit_interval_ms: u64,
+    /// Upper bound of records per transaction, so a backlog does not make one huge transaction.
+    pub max_batch_records: usize,
+    /// `transaction.timeout.ms` of the producer.
+    pub transaction_timeout_ms: u64,
+    /// `session.timeout.ms` of the consumer.
+    pub session_timeout_ms: u64,
+    /// Extra librdkafka properties for every client (e.g. security settings).
+    pub client_properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            group_id: "mailguard".into(),
+            instance_id: "0".into(),
+            transactional_id_prefix: "mailguard".into(),
+            commit_interval_ms: 100,
+            max_batch_records: 20_000,
+            transaction_timeout_ms: 60_000,
+            session_timeout_ms: 10_000,
+            client_properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Topic names (SPEC §2) and creation settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Gateway verdicts (input, keyed by mailbox).
+    pub verdicts: String,
+    /// Directory: mailbox → owner (compacted table).
+    pub mailboxes: String,
+    /// Directory: owner → devices (compacted table).
+    pub devices: String,
+    /// Tenant settings (compacted table).
+    pub tenants: String,
+    /// Admin commands (input, keyed by mailbox, co-partitioned with verdicts).
+    pub commands: String,
+    /// Block state (output, compacted).
+    pub blocks: String,
+    /// Scan requests (output, keyed by device id).
+    pub scan_requests: String,
+    /// Alerts (output, keyed by tenant id).
+    pub alerts: String,
+    /// Event log (output, keyed by mailbox).
+    pub events: String,
+    /// Dead letters (original key and bytes, reason in headers).
+    pub dlq: String,
+    /// State changelog (compacted, keyed by mailbox, partition = input partition).
+    pub changelog: String,
+    /// Partitions of topics that `mailguard topics` creates.
+    pub partitions: i32,
+    /// Replication factor of topics that `mailguard topics` creates.
+    pub replication_factor: i32,
+    /// Create missing topics at start-up (local and test setups; production uses `mailguard topics`).
+    pub create_missing: bool,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            verdicts: "mail.outbound.verdicts".into(),
+            mailboxes: "directory.mailboxes".into(),
+            devices: "directory.devices".into(),
+            tenants: "tenant.settings".into(),
+            commands: "mailguard.commands".into(),
+            blocks: "mailguard.blocks".into(),
+            scan_requests: "mailguard.scan-requests".into(),
+            alerts: "mailguard.alerts".into(),
+            events: "mailguard.events".into(),
+            dlq: "mailguard.dlq".into(),
+            changelog: "mailguard.state-changelog".into(),
+            partitions: 4,
+            replication_factor: 1,
+            create_missing: false,
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// Every topic with its cleanup policy, in SPEC §2 order plus the changelog.
+    pub fn all(&self) -> Vec<(&str, Cleanup)> {
+        vec![
+            (&self.verdicts, Cleanup::Delete),
+            (&self.mailboxes, Cleanup::Compact),
+            (&self.devices, Cleanup::Compact),
+            (&self.tenants, Cleanup::Compact),
+            (&self.commands, Cleanup::Delete),
+            (&self.blocks, Cleanup::Compact),
+            (&self.scan_requests, Cleanup::Delete),
+            (&self.alerts, Cleanup::Delete),
+            (&self.events, Cleanup::Delete),
+            (&self.dlq, Cleanup::Delete),
+            (&self.changelog, Cleanup::Compact),
+        ]
+        .into_iter()
+        .map(|(t, c)| (t.as_str(), c))
+        .collect()
+    }
+}
+
+/// `cleanup.policy` of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Time/size retention.
+    Delete,
+    /// Log compaction (latest value per key).
+    Compact,
+}
+
+impl Cleanup {
+    /// The Kafka config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cleanup::Delete => "delete",
+            Cleanup::Compact => "compact",
+        }
+    }
+}
+
+/// Local state settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// RocksDB directory. It is a cache of the changelog: deleting it costs a restore, nothing else.
+    pub dir: PathBuf,
+    /// Wall-clock timer resolution for block expiry, in ms (SPEC §5: unblock within 2 s).
+    pub tick_interval_ms: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from("data/state"),
+            tick_interval_ms: 250,
+        }
+    }
+}
+
+/// Defaults for tenants that `tenant.settings` does not (yet) know.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantDefaults {
+    /// Synchronized Security on.
+    pub sync_security_enabled: bool,
+    /// Endpoint licence present.
+    pub endpoint_licence: bool,
+}
+
+impl Default for TenantDefaults {
+    fn default() -> Self {
+        TenantDefaults {
+            sync_security_enabled: true,
+            endpoint_licence: true,
+        }
+    }
+}
+
+impl TenantDefaults {
+    /// As the core's tenant settings, without overrides.
+    pub fn to_settings(&self) -> TenantSettings {
+        TenantSettings {
+            sync_security_enabled: self.sync_security_enabled,
+            endpoint_licence: self.endpoint_licence,
+            overrides: PolicyOverrides::default(),
+        }
+    }
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address of /metrics, /healthz, /readyz.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// Wire-format settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodecConfig {
+    /// Schema-registry ids by record name (e.g. `MailboxBlock = 17`). A record type listed here
+    /// is written with the Confluent framing; all others with Avro single-object encoding.
+    pub confluent_schema_ids: BTreeMap<String, u32>,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// Default filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "MAILGUARD_";
+
+impl Config {
+    /// Load `path` (if given), apply `MAILGUARD_…` overrides from the process environment, validate.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let origin = path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("<defaults>"));
+        Self::from_sources(&text, &origin, std::env::vars())
+    }
+
+    /// Parse TOML `text`, apply the given environment overrides, validate. Pure, for tests.
+    pub fn from_sources(
+        text: &str,
+        origin: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut root: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: origin.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        apply_env(&mut root, env)?;
+        let de = toml::Value::Table(root);
+        let config: Config =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Field {
+                field: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.bootstrap_servers.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "kafka.bootstrap_servers",
+                "must not be empty",
+            ));
+        }
+        if k.group_id.trim().is_empty() {
+            return Err(ConfigError::invalid("kafka.group_id", "must not be empty"));
+        }
+        if k.instance_id.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "kafka.instance_id",
+                "must not be empty",
+            ));
+        }
+        if k.commit_interval_ms == 0 || k.commit_interval_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "kafka.commit_interval_ms",
+                "must be in 1..=60000",
+            ));
+        }
+        if k.max_batch_records == 0 {
+            return Err(ConfigError::invalid(
+                "kafka.max_batch_records",
+                "must be >= 1",
+            ));
+        }
+        if k.transaction_timeout_ms < k.commit_interval_ms * 10 {
+            return Err(ConfigError::invalid(
+                "kafka.transaction_timeout_ms",
+                "must be at least 10 x kafka.commit_interval_ms",
+            ));
+        }
+        let t = &self.topics;
+        let mut seen = std::collections::HashSet::new();
+        for (name, field) in [
+            (&t.verdicts, "topics.verdicts"),
+            (&t.mailboxes, "topics.mailboxes"),
+            (&t.devices, "topics.devices"),
+            (&t.tenants, "topics.tenants"),
+            (&t.commands, "topics.commands"),
+            (&t.blocks, "topics.blocks"),
+            (&t.scan_requests, "topics.scan_requests"),
+            (&t.alerts, "topics.alerts"),
+            (&t.events, "topics.events"),
+            (&t.dlq, "topics.dlq"),
+            (&t.changelog, "topics.changelog"),
+        ] {
+            if name.is_empty()
+                || name.len() > 249
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("`{name}` is not a valid Kafka topic name"),
+                ));
+            }
+            if !seen.insert(name.as_str()) {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("topic `{name}` is used twice"),
+                ));
+            }
+        }
+        if t.partitions < 1 {
+            return Err(ConfigError::invalid("topics.partitions", "must be >= 1"));
+        }
+        if t.replication_factor < 1 {
+            return Err(ConfigError::invalid(
+                "topics.replication_factor",
+                "must be >= 1",
+            ));
+        }
+        if self.state.tick_interval_ms == 0 || self.state.tick_interval_ms > 1_000 {
+            return Err(ConfigError::invalid(
+                "state.tick_interval_ms",
+                "must be in 1..=1000 (unblocks are due within 2 s)",
+            ));
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "http.listen",
+                format!("`{}` is not host:port", self.http.listen),
+            ));
+        }
+        for name in self.codec.confluent_schema_ids.keys() {
+            if name.parse::<crate::codec::RecordType>().is_err() {
+                return Err(ConfigError::invalid(
+                    &format!("codec.confluent_schema_ids.{name}"),
+                    "not a record name of schemas/ (e.g. OutboundVerdict, MailboxBlock)",
+                ));
+            }
+        }
+        // The policy's own error names the field (`policy.threshold must be >= 1`).
+        self.policy
+            .validate()
+            .map_err(|e| ConfigError::invalid("policy", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The transactional id of this instance.
+    pub fn transactional_id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.kafka.transactional_id_prefix, self.kafka.instance_id
+        )
+    }
+}
+
+/// Apply `MAILGUARD_<SECTION>__<FIELD>=value` overrides. The value is read as a TOML value when it
+/// parses as one (numbers, booleans, inline tables), else as a plain string.
+fn apply_env(
+    root: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (key, value) in env {
+        let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.len() < 2 || path.iter().any(String::is_empty) {
+            // MAILGUARD_CONFIG and friends are CLI settings, not config fields.
+            continue;
+        }
+        let parsed = parse_env_value(&value);
+        let mut table = &mut *root;
+        for section in &path[..path.len() - 1] {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::Field {
+                        field: path.join("."),
+                        message: format!(
+                            "environment variable {key}: `{section}` is not a section"
+                        ),
+                    })
+                }
+            };
+        }
+        table.insert(path[path.len() - 1].clone(), parsed);
+    }
+    Ok(())
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    // `x = <value>` parses numbers, booleans, arrays and inline tables; anything else is a string.
+    match format!("x = {value}").parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("x")
+            .unwrap_or_else(|| toml::Value::String(value.to_string())),
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_sources(
+            text,
+            Path::new("test.toml"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn empty_file_gives_spec_defaults() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.topics.verdicts, "mail.outbound.verdicts");
+        assert_eq!(c.policy.threshold, 5);
+        assert_eq!(c.policy.window_ms, 600_000);
+        assert_eq!(c.kafka.commit_interval_ms, 100);
+        assert!(c.tenant_defaults.sync_security_enabled && c.tenant_defaults.endpoint_licence);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = load("[policy]\ntreshold = 3\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("policy") && err.contains("treshold"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = load("[policy]\nthreshold = \"five\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("policy.threshold"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_is_named() {
+        let err = load("[policy]\nthreshold = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("policy.threshold"), "{err}");
+        let err = load("[kafka]\ncommit_interval_ms = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.commit_interval_ms"), "{err}");
+        let err = load("[http]\nlisten = \"nope\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.listen"), "{err}");
+        let err = load("[topics]\nalerts = \"mailguard.events\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("topics.events") || err.contains("topics.alerts"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let err = load("[policy\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("test.toml") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = load(
+            "[kafka]\nbootstrap_servers = \"a:1\"\n",
+            &[
+                ("MAILGUARD_KAFKA__BOOTSTRAP_SERVERS", "b:2"),
+                ("MAILGUARD_POLICY__THRESHOLD", "7"),
+                ("MAILGUARD_TOPICS__SCAN_REQUESTS", "scans"),
+                ("MAILGUARD_CONFIG", "ignored.toml"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "b:2");
+        assert_eq!(c.policy.threshold, 7);
+        assert_eq!(c.topics.scan_requests, "scans");
+    }
+
+    #[test]
+    fn env_wrong_type_is_named() {
+        let err = load("", &[("MAILGUARD_POLICY__WINDOW_MS", "ten minutes")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("policy.window_ms"), "{err}");
+        let err = load("", &[("MAILGUARD_KAFKA__NOPE", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn shipped_local_config_is_valid() {
+        let text = include_str!("../config/local.toml");
+        load(text, &[]).unwrap();
+    }
+}

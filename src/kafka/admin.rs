@@ -1,0 +1,78 @@
+//! Topic creation and metadata checks.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::info;
+
+use crate::config::Config;
+use crate::kafka::{client, KafkaError};
+
+/// Create every topic of the configuration that does not exist yet (SPEC §2 cleanup policies).
+/// Existing topics are left alone. Returns the names created.
+pub async fn ensure_topics(cfg: &Config) -> Result<Vec<String>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client::admin(&cfg.kafka).create()?;
+    let topics = cfg.topics.all();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, cleanup)| {
+            NewTopic::new(
+                name,
+                cfg.topics.partitions,
+                TopicReplication::Fixed(cfg.topics.replication_factor),
+            )
+            .set("cleanup.policy", cleanup.as_str())
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(new.iter(), &opts).await?;
+    let mut created = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => {
+                info!(topic = %name, "created topic");
+                created.push(name);
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(KafkaError::Topic {
+                    topic: name,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// Partition count of `topic`, or an error naming the topic when it does not exist.
+pub fn partition_count(
+    consumer: &BaseConsumer<impl rdkafka::consumer::ConsumerContext>,
+    topic: &str,
+) -> Result<i32, KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| KafkaError::Topic {
+            topic: topic.into(),
+            reason: "not in metadata".into(),
+        })?;
+    if let Some(err) = t.error() {
+        return Err(KafkaError::Topic {
+            topic: topic.into(),
+            reason: format!("{err:?}"),
+        });
+    }
+    if t.partitions().is_empty() {
+        return Err(KafkaError::Topic {
+            topic: topic.into(),
+            reason: "does not exist".into(),
+        });
+    }
+    Ok(t.partitions().len() as i32)
+}

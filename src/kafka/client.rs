@@ -1,0 +1,93 @@
+//! librdkafka client configurations, in one place so every client agrees on the essentials.
+
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+
+fn base(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers)
+        .set("client.id", client_id)
+        // Fail a dead broker fast in logs, but keep retrying: Kafka outages are expected.
+        .set("socket.keepalive.enable", "true");
+    for (k, v) in &cfg.client_properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The group consumer of the input topics. Offsets are never auto-committed: they travel inside
+/// the producer's transaction (`send_offsets_to_transaction`). `range` assignment gives partition
+/// p of verdicts and of commands to the same member, which co-partitioning relies on.
+pub fn group_consumer(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = base(cfg, &format!("mailguard-{}", cfg.instance_id));
+    c.set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "range")
+        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+        .set("enable.partition.eof", "false");
+    for (k, v) in &cfg.client_properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The transactional producer of all outputs, the changelog and the DLQ. `murmur2_random` is the
+/// Java client's partitioner, so any producer in any language agrees on where a key lives.
+pub fn transactional_producer(cfg: &KafkaConfig, transactional_id: &str) -> ClientConfig {
+    let mut c = base(cfg, &format!("mailguard-{}-tx", cfg.instance_id));
+    c.set("transactional.id", transactional_id)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .set(
+            "transaction.timeout.ms",
+            cfg.transaction_timeout_ms.to_string(),
+        )
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000");
+    for (k, v) in &cfg.client_properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A consumer without a group, reading assigned partitions to their end: state restore and
+/// tables. read_committed, so an aborted write is never restored.
+pub fn reader(cfg: &KafkaConfig, purpose: &str) -> ClientConfig {
+    let mut c = base(cfg, &format!("mailguard-{}-{purpose}", cfg.instance_id));
+    // A group id is required by librdkafka even for assign(); nothing is committed under it.
+    c.set(
+        "group.id",
+        format!("mailguard-{}-{purpose}-unused", cfg.instance_id),
+    )
+    .set("enable.auto.commit", "false")
+    .set("enable.auto.offset.store", "false")
+    .set("auto.offset.reset", "earliest")
+    .set("isolation.level", "read_committed")
+    .set("enable.partition.eof", "true");
+    for (k, v) in &cfg.client_properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A plain idempotent producer (CLI `produce`, table DLQ).
+pub fn plain_producer(cfg: &KafkaConfig, purpose: &str) -> ClientConfig {
+    let mut c = base(cfg, &format!("mailguard-{purpose}"));
+    c.set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
+    for (k, v) in &cfg.client_properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The admin client.
+pub fn admin(cfg: &KafkaConfig) -> ClientConfig {
+    base(cfg, "mailguard-admin")
+}

@@ -1,0 +1,217 @@
+//! The only place where the adapters meet: Kafka in, policy core, Kafka and RocksDB out.
+//!
+//! - [`tables`] loads the directory and tenant tables into the local cache and follows them.
+//! - [`session`] drives one exactly-once consumer/producer session; [`restore`] brings a
+//!   partition's state up to date before it is processed.
+//! - [`processor`] decodes one record, steps the policy core and stages its effects.
+//! - [`sink`] is where records go (the transactional producer, or a vector in tests).
+//! - [`directory`] is the core's read-only view of the tables.
+
+pub mod directory;
+pub mod processor;
+pub mod restore;
+pub mod session;
+pub mod sink;
+pub mod tables;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rdkafka::consumer::BaseConsumer;
+use tracing::{error, info, warn};
+
+use crate::codec::{Codec, RecordType};
+use crate::config::Config;
+use crate::kafka::{admin, client, KafkaError};
+use crate::store::{Store, StoreError};
+use crate::telemetry::{Health, Metrics};
+use crate::timers::Clock;
+
+use self::directory::TableDirectory;
+use self::processor::Processor;
+use self::session::{run_session, SessionDeps, SessionError};
+use self::tables::TableError;
+
+/// Why the pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Kafka set-up failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The local store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The table loader failed.
+    #[error(transparent)]
+    Tables(#[from] TableError),
+    /// A session failed in a way a new session cannot fix, or too often in a row.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// Build the codec from the configured schema-registry ids.
+pub fn codec_from_config(cfg: &Config) -> Codec {
+    let ids: HashMap<RecordType, u32> = cfg
+        .codec
+        .confluent_schema_ids
+        .iter()
+        .filter_map(|(name, id)| name.parse::<RecordType>().ok().map(|rt| (rt, *id)))
+        .collect();
+    Codec::new(ids)
+}
+
+/// Check that the input topics and the changelog are co-partitioned.
+fn check_partitioning(cfg: &Config) -> Result<i32, KafkaError> {
+    let consumer: BaseConsumer = client::reader(&cfg.kafka, "metadata").create()?;
+    let t = &cfg.topics;
+    let pv = admin::partition_count(&consumer, &t.verdicts)?;
+    for other in [&t.commands, &t.changelog] {
+        let po = admin::partition_count(&consumer, other)?;
+        if po != pv {
+            return Err(KafkaError::NotCoPartitioned {
+                a: t.verdicts.clone(),
+                pa: pv,
+                b: other.clone(),
+                pb: po,
+            });
+        }
+    }
+    Ok(pv)
+}
+
+/// Run mailguard until `shutdown` completes: create topics if configured, load the tables, then
+/// process exactly once, rebuilding the session after recoverable failures.
+pub async fn run(
+    cfg: Config,
+    metrics: Metrics,
+    health: Health,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PipelineError> {
+    if cfg.topics.create_missing {
+        admin::ensure_topics(&cfg).await?;
+    }
+    let partitions = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || check_partitioning(&cfg))
+            .await
+            .expect("metadata task")?
+    };
+    info!(partitions, "input topics co-partitioned");
+    std::fs::create_dir_all(&cfg.state.dir).map_err(|e| StoreError::Corrupt {
+        what: "state directory",
+        reason: format!("{}: {e}", cfg.state.dir.display()),
+    })?;
+    let store = Store::open(&cfg.state.dir)?;
+    let codec = codec_from_config(&cfg);
+    let tenants = Arc::new(RwLock::new(HashMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = tables::spawn(
+        &cfg,
+        store.clone(),
+        codec.clone(),
+        tenants.clone(),
+        metrics.clone(),
+        stop.clone(),
+    )?;
+
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let worker = {
+        let stop = stop.clone();
+        let deps = SessionDeps {
+            cfg: cfg.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            clock,
+        };
+        let directory = TableDirectory::new(
+            store.clone(),
+            codec.clone(),
+            tenants,
+            cfg.tenant_defaults.to_settings(),
+        );
+        std::thread::Builder::new()
+            .name("mailguard-pipeline".into())
+            .spawn(move || {
+                let result = pipeline_thread(
+                    &deps,
+                    &loader.loaded,
+                    || {
+                        Processor::new(
+                            codec.clone(),
+                            deps.cfg.policy.clone(),
+                            directory.clone(),
+                            store.clone(),
+                            deps.metrics.clone(),
+                            deps.cfg.topics.clone(),
+                        )
+                    },
+                    &stop,
+                );
+                stop.store(true, Ordering::Relaxed);
+                let tables = loader.thread.join().expect("table loader thread");
+                let _ = done_tx.send(());
+                result.and(tables.map_err(PipelineError::from))
+            })
+            .expect("spawn pipeline thread")
+    };
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => info!("shutting down"),
+        _ = done_rx => {}
+    }
+    stop.store(true, Ordering::Relaxed);
+    let result = tokio::task::spawn_blocking(move || worker.join().expect("pipeline thread"))
+        .await
+        .expect("join");
+    if let Err(e) = &result {
+        error!(error = %e, "pipeline stopped");
+        health.set_failed();
+    }
+    result
+}
+
+fn pipeline_thread(
+    deps: &SessionDeps,
+    loaded: &std::sync::mpsc::Receiver<()>,
+    mut new_processor: impl FnMut() -> Processor,
+    stop: &AtomicBool,
+) -> Result<(), PipelineError> {
+    // Tables first: a trip needs the directory, and a trip computed against a half-loaded
+    // directory would report OWNER_UNKNOWN for an owner that exists.
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match loaded.recv_timeout(Duration::from_millis(100)) {
+            Ok(()) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // The loader ended early; its error is reported by the caller.
+                return Ok(());
+            }
+        }
+    }
+    let mut failures = 0u32;
+    loop {
+        match run_session(deps, new_processor(), stop) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retriable() && failures < 10 => {
+                failures += 1;
+                let backoff = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
+                warn!(error = %e, failures, backoff_ms = backoff.as_millis() as u64, "session failed; starting a new one");
+                let until = std::time::Instant::now() + backoff;
+                while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! Decode → step → stage: what happens to one input record, independent of how records arrive
+//! and how the transaction is driven.
+//!
+//! The processor owns the *uncommitted* view of state: states changed in the open transaction
+//! live in `dirty` (an overlay over RocksDB) until [`Processor::prepare_commit`] turns them into
+//! changelog records and a RocksDB batch, which the session writes only after Kafka committed.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tracing::{debug, info, warn};
+
+use crate::codec::Codec;
+use crate::config::TopicsConfig;
+use crate::pipeline::directory::TableDirectory;
+use crate::pipeline::sink::{Header, Sink, SinkError};
+use crate::policy::{self, Effect, Input, MailboxState, Millis, Outcome, Policy};
+use crate::store::{Batch, Store, StoreError};
+use crate::telemetry::Metrics;
+use crate::timers::Timers;
+
+/// One consumed record, borrowed from the consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct InRecord<'a> {
+    /// Source topic.
+    pub topic: &'a str,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Key bytes (the mailbox).
+    pub key: Option<&'a [u8]>,
+    /// Value bytes.
+    pub payload: Option<&'a [u8]>,
+    /// Record timestamp, epoch ms.
+    pub timestamp: Option<Millis>,
+}
+
+/// Errors that end the session (the transaction is aborted and the session rebuilt).
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// Local state failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The producer refused a record.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A state value in RocksDB could not be decoded: the local copy is corrupt.
+    #[error("corrupt local state for partition {partition}: {reason}")]
+    CorruptState {
+        /// Partition.
+        partition: i32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The per-session processing state.
+pub struct Processor {
+    codec: Codec,
+    policy: Policy,
+    directory: TableDirectory,
+    store: Store,
+    metrics: Metrics,
+    topics: TopicsConfig,
+    dirty: HashMap<(i32, String), MailboxState>,
+    timers: Timers,
+    owned: BTreeSet<i32>,
+    buf: Vec<u8>,
+}
+
+impl Processor {
+    /// A processor owning no partition yet.
+    pub fn new(
+        codec: Codec,
+        policy: Policy,
+        directory: TableDirectory,
+        store: Store,
+        metrics: Metrics,
+        topics: TopicsConfig,
+    ) -> Self {
+        Processor {
+            codec,
+            policy,
+            directory,
+            store,
+            metrics,
+            topics,
+            dirty: HashMap::new(),
+            timers: Timers::new(),
+            owned: BTreeSet::new(),
+            buf: Vec::with_capacity(512),
+        }
+    }
+
+    /// Partitions currently owned.
+    pub fn owned(&self) -> &BTreeSet<i32> {
+        &self.owned
+    }
+
+    /// Take ownership of a restored partition: index its timed blocks.
+    pub fn assign(&mut self, partition: i32) -> Result<(), ProcessError> {
+        let timers = &mut self.timers;
+        let mut corrupt = None;
+        self.store.for_each_state(partition, |mailbox, bytes| {
+            match MailboxState::decode(bytes) {
+                Ok(s) => timers.set(partition, mailbox, s.next_deadline()),
+                Err(e) => corrupt = Some(format!("{mailbox}: {e}")),
+            }
+            Ok(())
+        })?;
+        if let Some(reason) = corrupt {
+            return Err(ProcessError::CorruptState { partition, reason });
+        }
+        self.owned.insert(partition);
+        self.metrics.set_assigned_partitions(self.owned.len());
+        self.metrics.set_pending_timers(self.timers.len());
+        Ok(())
+    }
+
+    /// Give up a partition (after its transaction committed).
+    pub fn revoke(&mut self, partition: i32) {
+        self.owned.remove(&partition);
+        self.timers.drop_partition(partition);
+        self.dirty.retain(|(p, _), _| *p != partition);
+        self.metrics.set_assigned_partitions(self.owned.len());
+        self.metrics.set_pending_timers(self.timers.len());
+    }
+
+    /// The earliest pending block expiry on owned partitions.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.timers.next_deadline()
+    }
+
+    /// Whether uncommitted state changes exist.
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Drop every uncommitted change (the transaction was aborted).
+    pub fn discard_uncommitted(&mut self) {
+        self.dirty.clear();
+    }
+
+    fn load(&mut self, partition: i32, mailbox: &str) -> Result<MailboxState, ProcessError> {
+        if let Some(s) = self.dirty.get(&(partition, mailbox.to_string())) {
+            return Ok(s.clone());
+        }
+        match self.store.get_state(partition, mailbox)? {
+            Some(bytes) => MailboxState::decode(&bytes).map_err(|e| ProcessError::CorruptState {
+                partition,
+                reason: format!("{mailbox}: {e}"),
+            }),
+            None => Ok(MailboxState::default()),
+        }
+    }
+
+    /// Handle one input record: decode, run the policy, send its effects. Bad input goes to the
+    /// DLQ and is otherwise skipped; only infrastructure failures are errors.
+    pub fn handle(
+        &mut self,
+        rec: InRecord<'_>,
+        now: Millis,
+        sink: &mut impl Sink,
+    ) -> Result<(), ProcessError> {
+        let is_verdicts = rec.topic == self.topics.verdicts;
+        let source = if is_verdicts { "verdicts" } else { "commands" };
+        let Some(key) = rec.key else {
+            return self.dead_letter(rec, source, "missing key", sink);
+        };
+        let Ok(key) = std::str::from_utf8(key) else {
+            return self.dead_letter(rec, source, "key is not UTF-8", sink);
+        };
+        let Some(payload) = rec.payload else {
+            return self.dead_letter(
+                rec,
+                source,
+                "missing value (tombstone on an input topic)",
+                sink,
+            );
+        };
+        let input = if is_verdicts {
+            match self.codec.decode_verdict(payload) {
+                Ok(v) => {
+                    self.metrics.verdict(v.verdict);
+                    Input::Verdict(v)
+                }
+                Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
+            }
+        } else {
+            match self.codec.decode_command(payload) {
+                Ok(c) => Input::Command(c),
+                Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
+            }
+        };
+        let mailbox = match &input {
+            Input::Verdict(v) => &v.mailbox,
+            Input::Command(c) => &c.mailbox,
+            Input::Tick { mailbox } => mailbox,
+        };
+        // The key decides the partition and so which state the record may touch; a record whose
+        // key disagrees with its body would corrupt another partition's state.
+        if !key.eq_ignore_ascii_case(mailbox) {
+            let reason = format!("key `{key}` does not match mailbox `{mailbox}`");
+            return self.dead_letter(rec, source, &reason, sink);
+        }
+        // A CLEAN verdict never changes state: skip the state read entirely (the hot path).
+        if let Input::Verdict(v) = &input {
+            if !v.verdict.is_offending() {
+                return Ok(());
+            }
+        }
+        let mailbox = mailbox.clone();
+        self.apply(rec.partition, &mailbox, &input, now, sink)
+    }
+
+    /// Fire every timer due at `now` on owned partitions.
+    pub fn tick(&mut self, now: Millis, sink: &mut impl Sink) -> Result<usize, ProcessError> {
+        let due = self.timers.take_due(now);
+        let n = due.len();
+        for (partition, mailbox) in due {
+            if !self.owned.contains(&partition) {
+                continue;
+            }
+            let input = Input::Tick {
+                mailbox: mailbox.clone(),
+            };
+            self.apply(partition, &mailbox, &input, now, sink)?;
+        }
+        if n > 0 {
+            self.metrics.set_pending_timers(self.timers.len());
+        }
+        Ok(n)
+    }
+
+    fn apply(
+        &mut self,
+        partition: i32,
+        mailbox: &str,
+        input: &Input,
+        now: Millis,
+        sink: &mut impl Sink,
+    ) -> Result<(), ProcessError> {
+        let mut state = self.load(partition, mailbox)?;
+        let result = policy::step(&mut state, input, now, &self.directory, &self.policy);
+        if result.clamped {
+            self.metrics.clamped();
+        }
+        for outcome in &result.outcomes {
+            self.metrics.outcome(outcome);
+            match outcome {
+                Outcome::Tripped { strike, permanent } => {
+                    info!(%mailbox, strike, permanent, "mailbox blocked")
+                }
+                Outcome::Unblocked => info!(%mailbox, "block expired"),
+                Outcome::SupportUnblocked => info!(%mailbox, "support unblock"),
+                Outcome::CommandRejected => info!(%mailbox, "command rejected"),
+                _ => {}
+            }
+        }
+        for effect in &result.effects {
+            self.send_effect(effect, sink)?;
+        }
+        if result.state_changed {
+            self.timers.set(partition, mailbox, state.next_deadline());
+            self.dirty.insert((partition, mailbox.to_string()), state);
+        }
+        Ok(())
+    }
+
+    fn send_effect(&mut self, effect: &Effect, sink: &mut impl Sink) -> Result<(), ProcessError> {
+        self.buf.clear();
+        if let Err(e) = self.codec.encode_effect(effect, &mut self.buf) {
+            // Our own records failing our own schema is a bug; losing the effect silently would
+            // be worse than stopping, so it is an error that aborts the transaction.
+            return Err(ProcessError::Sink(SinkError::Encode(e.to_string())));
+        }
+        let (topic, key): (&str, &str) = match effect {
+            Effect::Block(b) => (&self.topics.blocks, &b.mailbox),
+            Effect::Scan(s) => {
+                self.metrics.scan_request();
+                (&self.topics.scan_requests, &s.device_id)
+            }
+            Effect::Alert(a) => {
+                self.metrics.alert();
+                if let Some(reason) = a.scan_skipped_reason {
+                    self.metrics.scan_skipped(reason);
+                }
+                (&self.topics.alerts, &a.tenant_id)
+            }
+            Effect::Event(e) => {
+                self.metrics.event();
+                (&self.topics.events, &e.mailbox)
+            }
+        };
+        sink.send(topic, key.as_bytes(), Some(&self.buf), None, &[])?;
+        Ok(())
+    }
+
+    fn dead_letter(
+        &mut self,
+        rec: InRecord<'_>,
+        source: &str,
+        reason: &str,
+        sink: &mut impl Sink,
+    ) -> Result<(), ProcessError> {
+        warn!(topic = rec.topic, partition = rec.partition, offset = rec.offset, %reason, "record sent to DLQ");
+        self.metrics.dlq(source);
+        let partition = rec.partition.to_string();
+        let offset = rec.offset.to_string();
+        let headers = [
+            Header {
+                key: "mailguard.error.reason",
+                value: reason.as_bytes(),
+            },
+            Header {
+                key: "mailguard.source.topic",
+                value: rec.topic.as_bytes(),
+            },
+            Header {
+                key: "mailguard.source.partition",
+                value: partition.as_bytes(),
+            },
+            Header {
+                key: "mailguard.source.offset",
+                value: offset.as_bytes(),
+            },
+        ];
+        let dlq = self.topics.dlq.clone();
+        sink.send(
+            &dlq,
+            rec.key.unwrap_or_default(),
+            rec.payload,
+            None,
+            &headers,
+        )?;
+        Ok(())
+    }
+
+    /// Send the changelog records of every state changed in this transaction and return the
+    /// RocksDB batch to write once Kafka has committed. Forgettable states become tombstones.
+    pub fn prepare_commit(
+        &mut self,
+        now: Millis,
+        sink: &mut impl Sink,
+    ) -> Result<Batch, ProcessError> {
+        let mut batch = Batch::new();
+        let changelog = self.topics.changelog.clone();
+        for ((partition, mailbox), state) in self.dirty.drain() {
+            if state.is_forgettable(now, &self.policy) {
+                sink.send(&changelog, mailbox.as_bytes(), None, Some(partition), &[])?;
+                self.store
+                    .stage_state(&mut batch, partition, &mailbox, None);
+            } else {
+                self.buf.clear();
+                state.encode(&mut self.buf);
+                sink.send(
+                    &changelog,
+                    mailbox.as_bytes(),
+                    Some(&self.buf),
+                    Some(partition),
+                    &[],
+                )?;
+                self.store
+                    .stage_state(&mut batch, partition, &mailbox, Some(&self.buf));
+            }
+        }
+        debug!(ops = batch.len(), "changelog staged");
+        Ok(batch)
+    }
+
+    /// Stage the restore positions reported by the producer (next offset per changelog
+    /// partition) into the batch written after commit.
+    pub fn stage_positions(&self, batch: &mut Batch, positions: &HashMap<i32, i64>) {
+        for (p, next) in positions {
+            self.store.stage_changelog_position(batch, *p, *next);
+        }
+    }
+
+    /// The local store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, RwLock};
+
+    use super::*;
+    use crate::codec::OwnerDevices;
+    use crate::pipeline::sink::VecSink;
+    use crate::policy::{Owner, Verdict, VerdictKind};
+
+    struct Fixture {
+        processor: Processor,
+        codec: Codec,
+        topics: TopicsConfig,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let codec = Codec::default();
+        // Directory: owner with two devices.
+        let mut batch = Batch::new();
+        let mut buf = Vec::new();
+        let owner = Owner {
+            owner_id: "o1".into(),
+            tenant_id: "t".into(),
+            owner_name: None,
+        };
+        codec.encode_owner("a@x.com", &owner, &mut buf).unwrap();
+        store.stage_table(
+            &mut batch,
+            crate::store::Table::Owners,
+            "a@x.com",
+            Some(&buf),
+        );
+        let mut buf = Vec::new();
+        let d = OwnerDevices {
+            owner_id: "o1".into(),
+            tenant_id: "t".into(),
+            device_ids: vec!["d1".into(), "d2".into()],
+        };
+        codec.encode_devices(&d, &mut buf).unwrap();
+        store.stage_table(&mut batch, crate::store::Table::Devices, "o1", Some(&buf));
+        store.write(batch).unwrap();
+        let tenants = Arc::new(RwLock::new(HashMap::new()));
+        let defaults = crate::config::TenantDefaults::default().to_settings();
+        let directory = TableDirectory::new(store.clone(), codec.clone(), tenants, defaults);
+        let topics = TopicsConfig::default();
+        let mut processor = Processor::new(
+            codec.clone(),
+            Policy::default(),
+            directory,
+            store,
+            Metrics::new(),
+            topics.clone(),
+        );
+        processor.assign(0).unwrap();
+        Fixture {
+            processor,
+            codec,
+            topics,
+            _dir: dir,
+        }
+    }
+
+    fn verdict(codec: &Codec, mailbox: &str, id: &str, sent_at: i64, kind: VerdictKind) -> Vec<u8> {
+        let mut out = Vec::new();
+        let v = Verdict {
+            message_id: id.into(),
+            tenant_id: "t".into(),
+            mailbox: mailbox.into(),
+            sent_at,
+            verdict: kind,
+        };
+        codec.encode_verdict(&v, &mut out).unwrap();
+        out
+    }
+
+    fn rec<'a>(
+        topic: &'a str,
+        offset: i64,
+        key: Option<&'a [u8]>,
+        payload: Option<&'a [u8]>,
+    ) -> InRecord<'a> {
+        InRecord {
+            topic,
+            partition: 0,
+            offset,
+            key,
+            payload,
+            timestamp: Some(0),
+        }
+    }
+
+    #[test]
+    fn clean_verdicts_touch_no_state_and_emit_nothing() {
+        let mut f = fixture();
+        let mut sink = VecSink::default();
+        let v = verdict(&f.codec, "a@x.com", "m1", 1_000, VerdictKind::Clean);
+        f.processor
+            .handle(
+                rec(&f.topics.verdicts, 0, Some(b"a@x.com"), Some(&v)),
+                1_000,
+                &mut sink,
+            )
+            .unwrap();
+        assert!(sink.records.is_empty());
+        assert!(!f.processor.has_dirty());
+    }
+
+    #[test]
+    fn a_trip_emits_block_scans_alert_events_then_changelog() {
+        let mut f = fixture();
+        let mut sink = VecSink::default();
+        for i in 0..5 {
+            let v = verdict(
+                &f.codec,
+                "a@x.com",
+                &format!("m{i}"),
+                1_000 + i,
+                VerdictKind::Spam,
+            );
+            f.processor
+                .handle(
+                    rec(&f.topics.verdicts, i, Some(b"a@x.com"), Some(&v)),
+                    2_000,
+                    &mut sink,
+                )
+                .unwrap();
+        }
+        let topics: Vec<&str> = sink.records.iter().map(|r| r.topic.as_str()).collect();
+        let t = &f.topics;
+        assert_eq!(
+            topics,
+            vec![
+                &t.blocks,
+                &t.scan_requests,
+                &t.scan_requests,
+                &t.alerts,
+                &t.events,
+                &t.events,
+                &t.events,
+                &t.events
+            ]
+        );
+        assert_eq!(sink.records[1].key, b"d1");
+        assert_eq!(sink.records[3].key, b"t", "alerts are keyed by tenant");
+        assert_eq!(f.processor.next_deadline(), Some(1_004 + 3_600_000));
+        let mut sink2 = VecSink::default();
+        let batch = f.processor.prepare_commit(2_000, &mut sink2).unwrap();
+        assert_eq!(sink2.records.len(), 1);
+        assert_eq!(sink2.records[0].topic, t.changelog);
+        assert_eq!(
+            sink2.records[0].partition,
+            Some(0),
+            "changelog partition = input partition"
+        );
+        assert!(sink2.records[0].payload.is_some());
+        assert_eq!(batch.len(), 1);
+        assert!(!f.processor.has_dirty());
+    }
+
+    #[test]
+    fn bad_input_goes_to_the_dlq_with_reason_and_position() {
+        let mut f = fixture();
+        let mut sink = VecSink::default();
+        let good = verdict(&f.codec, "a@x.com", "m", 1, VerdictKind::Spam);
+        let vt = f.topics.verdicts.clone();
+        f.processor
+            .handle(rec(&vt, 7, None, Some(&good)), 1, &mut sink)
+            .unwrap();
+        f.processor
+            .handle(rec(&vt, 8, Some(b"b@x.com"), Some(&good)), 1, &mut sink)
+            .unwrap();
+        f.processor
+            .handle(rec(&vt, 9, Some(b"a@x.com"), Some(b"junk")), 1, &mut sink)
+            .unwrap();
+        f.processor
+            .handle(rec(&vt, 10, Some(b"a@x.com"), None), 1, &mut sink)
+            .unwrap();
+        assert_eq!(sink.records.len(), 4);
+        for (r, offset) in sink.records.iter().zip(7..) {
+            assert_eq!(r.topic, f.topics.dlq);
+            let h: HashMap<_, _> = r.headers.iter().cloned().collect();
+            assert_eq!(
+                h["mailguard.source.offset"],
+                offset.to_string().into_bytes()
+            );
+            assert_eq!(h["mailguard.source.topic"], vt.as_bytes());
+            assert!(!h["mailguard.error.reason"].is_empty());
+        }
+        assert_eq!(sink.records[2].payload.as_deref(), Some(&b"junk"[..]));
+        assert!(!f.processor.has_dirty());
+    }
+
+    #[test]
+    fn a_due_timer_unblocks_and_revoked_partitions_are_ignored() {
+        let mut f = fixture();
+        let mut sink = VecSink::default();
+        for i in 0..5 {
+            let v = verdict(
+                &f.codec,
+                "a@x.com",
+                &format!("m{i}"),
+                1_000 + i,
+                VerdictKind::Spam,
+            );
+            f.processor
+                .handle(
+                    rec(&f.topics.verdicts, i, Some(b"a@x.com"), Some(&v)),
+                    2_000,
+                    &mut sink,
+                )
+                .unwrap();
+        }
+        let until = 1_004 + 3_600_000;
+        let mut sink = VecSink::default();
+        assert_eq!(f.processor.tick(until - 1, &mut sink).unwrap(), 0);
+        assert_eq!(f.processor.tick(until, &mut sink).unwrap(), 1);
+        assert_eq!(
+            sink.records.len(),
+            2,
+            "UNBLOCKED block record + MAILBOX_UNBLOCKED event"
+        );
+        assert_eq!(f.processor.next_deadline(), None);
+        f.processor.revoke(0);
+        assert!(f.processor.owned().is_empty());
+    }
+}

@@ -1,0 +1,402 @@
+//! One exactly-once session: a group consumer, a transactional producer and a processor.
+//!
+//! Every `commit_interval_ms` (or `max_batch_records`), the open transaction commits the records
+//! the processor sent, the changelog records of the states it changed, and the input offsets
+//! (`send_offsets_to_transaction` with the consumer's group metadata, so a zombie from an older
+//! generation is fenced). Only then is local state written. On revocation the open transaction
+//! commits inside the rebalance callback, before the partitions are given up; on assignment each
+//! partition is restored from its changelog before any of its records is processed.
+//!
+//! Any failure ends the session: the transaction is aborted (or left to be aborted when the next
+//! session's `init_transactions` fences it), uncommitted state is dropped, and `run` builds a new
+//! session, which resumes from the committed offsets. This is simpler and safer than rewinding a
+//! live consumer by hand.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::kafka::{client, KafkaError};
+use crate::pipeline::processor::{InRecord, ProcessError, Processor};
+use crate::pipeline::restore::{restore_partition, RestoreError};
+use crate::pipeline::sink::{take_deliveries, DeliveryTracker, ProducerSink, TrackingContext};
+use crate::store::StoreError;
+use crate::telemetry::{Health, Metrics};
+use crate::timers::Clock;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// Processing failed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// Restoring a partition failed.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// Local state failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The transaction could not commit.
+    #[error("transaction: {0}")]
+    Transaction(String),
+    /// Another instance uses our transactional id: a configuration error, not retried.
+    #[error(
+        "fenced: another instance uses transactional id `{0}` (kafka.instance_id must be unique)"
+    )]
+    Fenced(String),
+}
+
+impl From<RdError> for SessionError {
+    fn from(e: RdError) -> Self {
+        SessionError::Kafka(KafkaError::Client(e))
+    }
+}
+
+impl SessionError {
+    /// Whether building a new session can help.
+    pub fn is_retriable(&self) -> bool {
+        !matches!(self, SessionError::Fenced(_))
+    }
+}
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the session and its rebalance callbacks share. The consumer's callbacks run inside
+/// `poll`, on the session thread, while the loop holds no lock.
+struct Core {
+    cfg: Config,
+    processor: Processor,
+    producer: BaseProducer<TrackingContext>,
+    tracker: Arc<DeliveryTracker>,
+    metrics: Metrics,
+    health: Health,
+    clock: Arc<dyn Clock>,
+    txn_open: bool,
+    txn_started: Instant,
+    offsets: HashMap<(String, i32), i64>,
+    records: usize,
+    timestamps: Vec<i64>,
+    failed: Option<SessionError>,
+}
+
+impl Core {
+    fn begin(&mut self) -> Result<(), SessionError> {
+        if !self.txn_open {
+            self.producer.begin_transaction().map_err(txn_error)?;
+            self.txn_open = true;
+            self.txn_started = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<(), SessionError> {
+        self.begin()?;
+        let rec = InRecord {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload(),
+            timestamp: m.timestamp().to_millis(),
+        };
+        let now = self.clock.now_ms();
+        let mut sink = ProducerSink {
+            producer: &self.producer,
+        };
+        self.processor.handle(rec, now, &mut sink)?;
+        self.offsets
+            .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        self.records += 1;
+        if let Some(ts) = rec.timestamp {
+            if self.timestamps.len() < 100_000 {
+                self.timestamps.push(ts);
+            }
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), SessionError> {
+        let now = self.clock.now_ms();
+        if self.processor.next_deadline().is_some_and(|d| d <= now) {
+            self.begin()?;
+            let mut sink = ProducerSink {
+                producer: &self.producer,
+            };
+            self.processor.tick(now, &mut sink)?;
+        }
+        Ok(())
+    }
+
+    fn due(&self) -> bool {
+        self.txn_open
+            && (self.records >= self.cfg.kafka.max_batch_records
+                || self.txn_started.elapsed()
+                    >= Duration::from_millis(self.cfg.kafka.commit_interval_ms))
+    }
+
+    /// Commit the open transaction (outputs + changelog + offsets), then write local state.
+    fn commit(&mut self, cgm: Option<ConsumerGroupMetadata>) -> Result<(), SessionError> {
+        if !self.txn_open {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let now = self.clock.now_ms();
+        let mut sink = ProducerSink {
+            producer: &self.producer,
+        };
+        let mut batch = self.processor.prepare_commit(now, &mut sink)?;
+        let stage_took = started.elapsed();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, p), next) in &self.offsets {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*next))?;
+        }
+        if tpl.count() > 0 {
+            let cgm =
+                cgm.ok_or_else(|| SessionError::Transaction("no consumer group metadata".into()))?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &cgm, TXN_TIMEOUT)
+                .map_err(txn_error)?;
+        }
+        self.producer
+            .commit_transaction(TXN_TIMEOUT)
+            .map_err(txn_error)?;
+        self.txn_open = false;
+        // Serve any delivery report not yet seen. A position that lags is harmless anyway:
+        // restoring re-applies the same states in the same order.
+        let _ = self.producer.flush(Duration::from_secs(10));
+        let committed_at = self.clock.now_ms();
+        let positions = take_deliveries(&self.tracker).map_err(SessionError::Transaction)?;
+        self.processor.stage_positions(&mut batch, &positions);
+        let store_started = Instant::now();
+        self.processor.store().write(batch)?;
+        self.metrics.stage("store", store_started.elapsed());
+        self.metrics.stage("stage_changelog", stage_took);
+        self.metrics.committed(started.elapsed(), self.records);
+        for ts in self.timestamps.drain(..) {
+            self.metrics
+                .processing_latency((committed_at - ts) as f64 / 1000.0);
+        }
+        debug!(
+            records = self.records,
+            took_ms = started.elapsed().as_millis() as u64,
+            "transaction committed"
+        );
+        self.offsets.clear();
+        self.records = 0;
+        Ok(())
+    }
+
+    /// Abort after a failure, dropping everything uncommitted.
+    fn abort(&mut self) {
+        if self.txn_open {
+            if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
+                warn!(error = %e, "abort failed; the next session's init_transactions fences it");
+            }
+            self.metrics.aborted();
+            self.txn_open = false;
+        }
+        let _ = take_deliveries(&self.tracker);
+        self.processor.discard_uncommitted();
+        self.offsets.clear();
+        self.records = 0;
+        self.timestamps.clear();
+    }
+}
+
+fn txn_error(e: RdError) -> SessionError {
+    if let RdError::Transaction(ref inner) = e {
+        if inner.is_fatal() && inner.code() == rdkafka::types::RDKafkaErrorCode::Fenced {
+            return SessionError::Fenced(inner.to_string());
+        }
+    }
+    SessionError::Transaction(e.to_string())
+}
+
+struct SessionContext {
+    core: Arc<Mutex<Core>>,
+}
+
+impl SessionContext {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().expect("session core lock not poisoned")
+    }
+}
+
+impl ClientContext for SessionContext {}
+
+impl ConsumerContext for SessionContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let mut core = self.lock();
+        // Commit what was processed while we still own the partitions (and our generation is
+        // still valid); the next owner resumes exactly after it.
+        if let Err(e) = core.commit(consumer.group_metadata()) {
+            error!(error = %e, "commit on revocation failed");
+            core.abort();
+            core.failed.get_or_insert(e);
+        }
+        let verdicts = core.cfg.topics.verdicts.clone();
+        for e in tpl.elements().iter().filter(|e| e.topic() == verdicts) {
+            core.processor.revoke(e.partition());
+        }
+        info!(partitions = ?tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect::<Vec<_>>(), "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut core = self.lock();
+                let partitions: BTreeSet<i32> =
+                    tpl.elements().iter().map(|e| e.partition()).collect();
+                core.health.set_ready(false);
+                for p in partitions {
+                    if core.failed.is_some() {
+                        break;
+                    }
+                    let (kafka, changelog, store) = (
+                        core.cfg.kafka.clone(),
+                        core.cfg.topics.changelog.clone(),
+                        core.processor.store().clone(),
+                    );
+                    let result =
+                        restore_partition(&kafka, &store, &changelog, p, Duration::from_secs(300))
+                            .map_err(SessionError::from)
+                            .and_then(|n| {
+                                core.metrics.restored(n);
+                                core.processor.assign(p).map_err(SessionError::from)
+                            });
+                    if let Err(e) = result {
+                        error!(partition = p, error = %e, "restore failed");
+                        core.failed.get_or_insert(e);
+                    }
+                }
+                info!(owned = ?core.processor.owned(), "partitions assigned");
+                if core.failed.is_none() {
+                    core.health.set_ready(true);
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Everything a session needs that outlives it.
+pub struct SessionDeps {
+    /// Configuration.
+    pub cfg: Config,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Health.
+    pub health: Health,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Run one session until `stop` is set (Ok) or something fails (Err).
+pub fn run_session(
+    deps: &SessionDeps,
+    processor: Processor,
+    stop: &AtomicBool,
+) -> Result<(), SessionError> {
+    let cfg = &deps.cfg;
+    let tracker = DeliveryTracker::new(&cfg.topics.changelog);
+    let producer: BaseProducer<TrackingContext> =
+        client::transactional_producer(&cfg.kafka, &cfg.transactional_id())
+            .create_with_context(TrackingContext(tracker.clone()))?;
+    // Fences any earlier incarnation with our transactional id and aborts its open transaction.
+    producer.init_transactions(TXN_TIMEOUT).map_err(txn_error)?;
+    let core = Arc::new(Mutex::new(Core {
+        cfg: cfg.clone(),
+        processor,
+        producer,
+        tracker,
+        metrics: deps.metrics.clone(),
+        health: deps.health.clone(),
+        clock: deps.clock.clone(),
+        txn_open: false,
+        txn_started: Instant::now(),
+        offsets: HashMap::new(),
+        records: 0,
+        timestamps: Vec::new(),
+        failed: None,
+    }));
+    let consumer: BaseConsumer<SessionContext> = client::group_consumer(&cfg.kafka)
+        .create_with_context(SessionContext { core: core.clone() })?;
+    consumer.subscribe(&[&cfg.topics.verdicts, &cfg.topics.commands])?;
+    info!(group = %cfg.kafka.group_id, transactional_id = %cfg.transactional_id(), "session started");
+
+    let tick = Duration::from_millis(cfg.state.tick_interval_ms);
+    let commit_every = Duration::from_millis(cfg.kafka.commit_interval_ms);
+    let mut next_tick = Instant::now();
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            let mut c = core.lock().expect("lock");
+            break c.commit(consumer.group_metadata());
+        }
+        if let Some(e) = core.lock().expect("lock").failed.take() {
+            break Err(e);
+        }
+        let timeout = {
+            let c = core.lock().expect("lock");
+            let to_commit = if c.txn_open {
+                commit_every.saturating_sub(c.txn_started.elapsed())
+            } else {
+                tick
+            };
+            to_commit
+                .min(next_tick.saturating_duration_since(Instant::now()))
+                .min(tick)
+        };
+        let polled = consumer.poll(timeout);
+        let mut c = core.lock().expect("lock");
+        let step = match polled {
+            Some(Ok(m)) => c.handle(&m),
+            Some(Err(e)) => {
+                warn!(error = %e, "consumer error");
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        let step = step.and_then(|()| {
+            c.producer.poll(Duration::ZERO);
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + tick;
+                c.tick()?;
+            }
+            if c.due() {
+                c.commit(consumer.group_metadata())?;
+            }
+            Ok(())
+        });
+        if let Err(e) = step {
+            break Err(e);
+        }
+    };
+    {
+        let mut c = core.lock().expect("lock");
+        if result.is_err() {
+            c.abort();
+        }
+        c.health.set_ready(false);
+    }
+    // Leaving the group runs the revoke callback, which must find the lock free.
+    consumer.unsubscribe();
+    drop(consumer);
+    result
+}

@@ -1,0 +1,284 @@
+//! The directory and tenant tables: compacted topics read in full by every instance (they are
+//! keyed by owner or tenant, not by mailbox, so they cannot follow the input partitions) into
+//! the local cache, from the last stored position. Verdict processing starts only once every
+//! table partition has been read to its end once (SPEC: "loaded before verdict processing
+//! starts"); after that the loader keeps following the topics in the background.
+//!
+//! Table updates are idempotent upserts, so at-least-once is enough here: the position is stored
+//! in the same RocksDB batch as the values it covers.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use crate::codec::Codec;
+use crate::config::Config;
+use crate::kafka::{admin, client, KafkaError};
+use crate::pipeline::directory::TenantMap;
+use crate::store::{Batch, Store, StoreError, Table};
+use crate::telemetry::Metrics;
+
+/// Errors of the table loader.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<RdError> for TableError {
+    fn from(e: RdError) -> Self {
+        TableError::Kafka(KafkaError::Client(e))
+    }
+}
+
+struct TableReader {
+    table: Table,
+    topic: String,
+    consumer: BaseConsumer,
+    at_end: HashSet<i32>,
+    partitions: i32,
+}
+
+/// Handle of the running loader.
+pub struct TableLoader {
+    /// Receives `()` once every table has been read to its end once.
+    pub loaded: mpsc::Receiver<()>,
+    /// The loader thread; ends when `stop` is set.
+    pub thread: std::thread::JoinHandle<Result<(), TableError>>,
+}
+
+/// Load tenant settings cached in RocksDB into memory (before the topics catch up).
+fn warm_tenants(store: &Store, codec: &Codec, tenants: &TenantMap) -> Result<(), TableError> {
+    let mut map = tenants.write().expect("tenant lock");
+    store.for_each_table(Table::Tenants, |_, bytes| {
+        if let Ok((id, t)) = codec.decode_tenant(bytes) {
+            map.insert(id, t);
+        }
+    })?;
+    Ok(())
+}
+
+/// Start the loader thread.
+pub fn spawn(
+    cfg: &Config,
+    store: Store,
+    codec: Codec,
+    tenants: TenantMap,
+    metrics: Metrics,
+    stop: Arc<AtomicBool>,
+) -> Result<TableLoader, TableError> {
+    warm_tenants(&store, &codec, &tenants)?;
+    let mut readers = Vec::new();
+    for (table, topic) in [
+        (Table::Owners, &cfg.topics.mailboxes),
+        (Table::Devices, &cfg.topics.devices),
+        (Table::Tenants, &cfg.topics.tenants),
+    ] {
+        let consumer: BaseConsumer =
+            client::reader(&cfg.kafka, &format!("table-{}", table.name())).create()?;
+        let partitions = admin::partition_count(&consumer, topic)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            let offset = match store.table_position(topic, p)? {
+                Some(o) => Offset::Offset(o),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(topic, p, offset)?;
+        }
+        consumer.assign(&tpl)?;
+        readers.push(TableReader {
+            table,
+            topic: topic.clone(),
+            consumer,
+            at_end: HashSet::new(),
+            partitions,
+        });
+    }
+    let dlq_producer: BaseProducer = client::plain_producer(&cfg.kafka, "tables-dlq").create()?;
+    let dlq_topic = cfg.topics.dlq.clone();
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("mailguard-tables".into())
+        .spawn(move || {
+            let mut loaded_sent = false;
+            while !stop.load(Ordering::Relaxed) {
+                for r in readers.iter_mut() {
+                    poll_table(
+                        r,
+                        &store,
+                        &codec,
+                        &tenants,
+                        &metrics,
+                        &dlq_producer,
+                        &dlq_topic,
+                    )?;
+                }
+                if !loaded_sent
+                    && readers
+                        .iter()
+                        .all(|r| r.at_end.len() as i32 >= r.partitions)
+                {
+                    info!("tables loaded");
+                    let _ = tx.send(());
+                    loaded_sent = true;
+                }
+                dlq_producer.poll(Duration::ZERO);
+            }
+            let _ = dlq_producer.flush(Duration::from_secs(5));
+            Ok(())
+        })
+        .expect("spawn table loader thread");
+    Ok(TableLoader { loaded: rx, thread })
+}
+
+/// Read what is available of one table (up to a bounded batch), apply it, store the positions.
+fn poll_table(
+    r: &mut TableReader,
+    store: &Store,
+    codec: &Codec,
+    tenants: &TenantMap,
+    metrics: &Metrics,
+    dlq: &BaseProducer,
+    dlq_topic: &str,
+) -> Result<(), TableError> {
+    let mut batch = Batch::new();
+    let mut timeout = Duration::from_millis(50);
+    for _ in 0..5_000 {
+        let msg = match r.consumer.poll(timeout) {
+            None => break,
+            Some(Err(RdError::PartitionEOF(p))) => {
+                r.at_end.insert(p);
+                continue;
+            }
+            Some(Err(e)) => {
+                warn!(topic = %r.topic, error = %e, "table consumer error");
+                break;
+            }
+            Some(Ok(m)) => m,
+        };
+        timeout = Duration::ZERO;
+        let (p, offset) = (msg.partition(), msg.offset());
+        store.stage_table_position(&mut batch, &r.topic, p, offset + 1);
+        let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
+        let Some(key) = key else {
+            send_dlq(
+                dlq,
+                dlq_topic,
+                &r.topic,
+                p,
+                offset,
+                msg.key(),
+                msg.payload(),
+                "missing or non-UTF-8 key",
+            );
+            metrics.dlq(r.table.name());
+            continue;
+        };
+        let Some(payload) = msg.payload() else {
+            // Tombstone: the entity is gone.
+            let key = if r.table == Table::Owners {
+                key.to_ascii_lowercase()
+            } else {
+                key.to_string()
+            };
+            store.stage_table(&mut batch, r.table, &key, None);
+            if r.table == Table::Tenants {
+                tenants.write().expect("tenant lock").remove(&key);
+            }
+            metrics.table_record(r.table.name());
+            continue;
+        };
+        let decoded: Result<String, String> = match r.table {
+            Table::Owners => codec
+                .decode_owner(payload)
+                .map(|(mailbox, _)| mailbox)
+                .map_err(|e| e.to_string()),
+            Table::Devices => codec
+                .decode_devices(payload)
+                .map(|d| d.owner_id)
+                .map_err(|e| e.to_string()),
+            Table::Tenants => codec
+                .decode_tenant(payload)
+                .map(|(id, t)| {
+                    tenants.write().expect("tenant lock").insert(id.clone(), t);
+                    id
+                })
+                .map_err(|e| e.to_string()),
+        };
+        match decoded {
+            Ok(id) => {
+                store.stage_table(&mut batch, r.table, &id, Some(payload));
+                metrics.table_record(r.table.name());
+            }
+            Err(reason) => {
+                send_dlq(
+                    dlq,
+                    dlq_topic,
+                    &r.topic,
+                    p,
+                    offset,
+                    msg.key(),
+                    Some(payload),
+                    &reason,
+                );
+                metrics.dlq(r.table.name());
+            }
+        }
+    }
+    store.write(batch)?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_dlq(
+    producer: &BaseProducer,
+    dlq_topic: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    reason: &str,
+) {
+    warn!(%topic, partition, offset, %reason, "table record sent to DLQ");
+    let (p, o) = (partition.to_string(), offset.to_string());
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "mailguard.error.reason",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "mailguard.source.topic",
+            value: Some(topic),
+        })
+        .insert(Header {
+            key: "mailguard.source.partition",
+            value: Some(&p),
+        })
+        .insert(Header {
+            key: "mailguard.source.offset",
+            value: Some(&o),
+        });
+    let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(dlq_topic)
+        .key(key.unwrap_or_default())
+        .headers(headers);
+    if let Some(v) = payload {
+        rec = rec.payload(v);
+    }
+    if let Err((e, _)) = producer.send(rec) {
+        warn!(error = %e, "could not send table record to DLQ");
+    }
+}

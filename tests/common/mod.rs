@@ -1,0 +1,278 @@
+//! Shared helpers of the integration tests: the real broker started by `make test`, random
+//! topic and group names per test, and produce / consume helpers that wait for events (records
+//! arriving), never for a fixed time.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use mailguard::config::Config;
+use mailguard::telemetry::{Health, Metrics};
+use mailguard::timers::Clock;
+
+/// The broker of this test run (`make test` starts it and sets the variable).
+pub fn bootstrap() -> String {
+    std::env::var("MAILGUARD_TEST_BOOTSTRAP").expect(
+        "MAILGUARD_TEST_BOOTSTRAP is not set: integration tests need the real broker; run `make test`",
+    )
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    let n: u64 = rand::random();
+    format!("{prefix}-{n:016x}")
+}
+
+/// A configuration on random topics, group and state dir, topics created on start.
+pub fn test_config(partitions: i32) -> (Config, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = Config::default();
+    let id = unique("t");
+    cfg.kafka.bootstrap_servers = bootstrap();
+    cfg.kafka.group_id = format!("{id}-group");
+    cfg.kafka.instance_id = "0".into();
+    cfg.kafka.transactional_id_prefix = format!("{id}-tx");
+    cfg.kafka.commit_interval_ms = 50;
+    cfg.kafka.session_timeout_ms = 6_000;
+    let t = &mut cfg.topics;
+    t.verdicts = format!("{id}.verdicts");
+    t.mailboxes = format!("{id}.mailboxes");
+    t.devices = format!("{id}.devices");
+    t.tenants = format!("{id}.tenants");
+    t.commands = format!("{id}.commands");
+    t.blocks = format!("{id}.blocks");
+    t.scan_requests = format!("{id}.scans");
+    t.alerts = format!("{id}.alerts");
+    t.events = format!("{id}.events");
+    t.dlq = format!("{id}.dlq");
+    t.changelog = format!("{id}.changelog");
+    t.partitions = partitions;
+    t.create_missing = true;
+    cfg.state.dir = dir.path().join("state");
+    cfg.state.tick_interval_ms = 100;
+    cfg.http.listen = "127.0.0.1:0".into();
+    (cfg, dir)
+}
+
+/// Create the configuration's topics now (tests that produce before the pipeline starts).
+pub fn create_topics(cfg: &Config) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(mailguard::kafka::admin::ensure_topics(cfg))
+        .expect("create topics");
+}
+
+/// A plain producer on the test broker.
+pub fn producer() -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "1")
+        .create()
+        .expect("producer")
+}
+
+/// Produce and wait until the broker acknowledged everything.
+pub fn produce(topic: &str, records: &[(Option<&str>, Option<Vec<u8>>)]) {
+    let p = producer();
+    for (key, value) in records {
+        let mut r: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic);
+        if let Some(k) = key {
+            r = r.key(*k);
+        }
+        if let Some(v) = value {
+            r = r.payload(v.as_slice());
+        }
+        p.send(r).map_err(|(e, _)| e).expect("send");
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// A consumed record.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A read_committed reader of every partition of `topic` from the beginning.
+pub fn reader(topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let n = md.topics()[0].partitions().len() as i32;
+    assert!(n > 0, "topic {topic} does not exist");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    c
+}
+
+fn to_rec(m: &rdkafka::message::BorrowedMessage<'_>) -> Rec {
+    let mut headers = BTreeMap::new();
+    if let Some(h) = m.headers() {
+        for x in h.iter() {
+            headers.insert(
+                x.key.to_string(),
+                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+            );
+        }
+    }
+    Rec {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+/// Read `topic` (read_committed) until `done(records)` holds, or fail after `timeout`.
+pub fn consume_until(
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[Rec]) -> bool,
+) -> Vec<Rec> {
+    let c = reader(topic);
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while !done(&out) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out on {topic} with {} records: {out:?}",
+            out.len()
+        );
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            out.push(to_rec(&m.expect("consume")));
+        }
+    }
+    out
+}
+
+/// Read exactly `n` records, then make sure no more arrive for `settle` (used to prove
+/// "exactly once": nothing extra shows up after the expected records).
+pub fn consume_exactly(topic: &str, n: usize, timeout: Duration, settle: Duration) -> Vec<Rec> {
+    let c = reader(topic);
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "timed out on {topic}: {} of {n} records: {out:?}",
+            out.len()
+        );
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            out.push(to_rec(&m.expect("consume")));
+        }
+    }
+    let quiet_until = Instant::now() + settle;
+    while Instant::now() < quiet_until {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let extra = to_rec(&m.expect("consume"));
+            panic!("unexpected extra record on {topic}: {extra:?} after {out:?}");
+        }
+    }
+    out
+}
+
+/// mailguard running in-process on its own runtime thread, stopped on drop.
+pub struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    pub metrics: Metrics,
+    pub health: Health,
+}
+
+impl Running {
+    /// Stop and return how the pipeline ended.
+    pub fn stop(mut self) -> Result<(), String> {
+        self.stop.take().map(|s| s.send(()));
+        self.thread.take().unwrap().join().expect("pipeline thread")
+    }
+
+    /// Wait until the instance reports ready (tables loaded, partitions restored).
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.health.is_ready() {
+            assert!(Instant::now() < deadline, "mailguard did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start the pipeline in-process with the given clock.
+pub fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Running {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let (m, h, cfg) = (metrics.clone(), health.clone(), cfg.clone());
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(mailguard::pipeline::run(cfg, m, h, clock, async {
+            let _ = rx.await;
+        }))
+        .map_err(|e| e.to_string())
+    });
+    Running {
+        stop: Some(tx),
+        thread: Some(thread),
+        metrics,
+        health,
+    }
+}
+
+/// Path of the built binary (set by `make test`; falls back to cargo's target dir).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("MAILGUARD_BIN") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_BIN_EXE_mailguard"))
+}
+
+/// Now in epoch ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

@@ -1,0 +1,178 @@
+//! Exactly once across `kill -9`: the real binary is killed at random points while verdicts flow,
+//! restarted, killed again; afterwards every expected block, alert, scan request and event exists
+//! exactly once, and nothing else does.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use common::*;
+use mailguard::codec::{Codec, OwnerDevices};
+use mailguard::config::Config;
+use mailguard::policy::{BlockState, Effect, Owner, Verdict, VerdictKind};
+
+fn spawn(config_path: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(binary())
+        .args(["--config", config_path.to_str().unwrap(), "run"])
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn mailguard")
+}
+
+#[test]
+fn kill_9_at_random_points_loses_and_duplicates_nothing() {
+    let (mut cfg, dir) = test_config(3);
+    cfg.kafka.commit_interval_ms = 100;
+    cfg.log.filter = "info,rdkafka=warn".into();
+    create_topics(&cfg);
+    let config_path = dir.path().join("mailguard.toml");
+    std::fs::write(&config_path, toml::to_string(&cfg).unwrap()).unwrap();
+    let log_path = dir.path().join("mailguard.log");
+    let codec = Codec::default();
+    let seed: u64 = rand::random();
+    eprintln!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    // Directory: every compromised mailbox's owner has two devices.
+    let compromised: Vec<String> = (0..24).map(|i| format!("bad{i}@corp.example")).collect();
+    for (i, mb) in compromised.iter().enumerate() {
+        let mut o = Vec::new();
+        codec
+            .encode_owner(
+                mb,
+                &Owner {
+                    owner_id: format!("o{i}"),
+                    tenant_id: "t".into(),
+                    owner_name: None,
+                },
+                &mut o,
+            )
+            .unwrap();
+        produce(&cfg.topics.mailboxes, &[(Some(mb), Some(o))]);
+        let mut d = Vec::new();
+        codec
+            .encode_devices(
+                &OwnerDevices {
+                    owner_id: format!("o{i}"),
+                    tenant_id: "t".into(),
+                    device_ids: vec![format!("d{i}a"), format!("d{i}b")],
+                },
+                &mut d,
+            )
+            .unwrap();
+        produce(&cfg.topics.devices, &[(Some(&format!("o{i}")), Some(d))]);
+    }
+
+    // The stream: clean traffic from 300 mailboxes, and each compromised mailbox sends 8
+    // offending messages within the window (one trip; the rest arrive while it is blocked).
+    let now = now_ms();
+    let mut stream: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut seq = 0;
+    for round in 0..8 {
+        for _ in 0..400 {
+            let mb = format!("ok{}@corp.example", rng.random_range(0..300));
+            let v = Verdict {
+                message_id: format!("m{seq}"),
+                tenant_id: "t".into(),
+                mailbox: mb.clone(),
+                sent_at: now + seq,
+                verdict: VerdictKind::Clean,
+            };
+            seq += 1;
+            let mut out = Vec::new();
+            codec.encode_verdict(&v, &mut out).unwrap();
+            stream.push((mb, out));
+        }
+        for mb in &compromised {
+            let v = Verdict {
+                message_id: format!("{mb}-{round}"),
+                tenant_id: "t".into(),
+                mailbox: mb.clone(),
+                sent_at: now + round * 1_000,
+                verdict: VerdictKind::Spam,
+            };
+            let mut out = Vec::new();
+            codec.encode_verdict(&v, &mut out).unwrap();
+            stream.push((mb.clone(), out));
+        }
+    }
+
+    let mut child = spawn(&config_path, &log_path);
+    let chunks: Vec<&[(String, Vec<u8>)]> = stream.chunks(stream.len() / 6 + 1).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = chunk
+            .iter()
+            .map(|(k, v)| (Some(k.as_str()), Some(v.clone())))
+            .collect();
+        produce(&cfg.topics.verdicts, &recs);
+        if i < chunks.len() - 1 {
+            // A random kill point: during start-up, restore, processing or a commit.
+            std::thread::sleep(Duration::from_millis(rng.random_range(50..2_500)));
+            child.kill().expect("kill -9");
+            child.wait().unwrap();
+            child = spawn(&config_path, &log_path);
+        }
+    }
+
+    let n = compromised.len();
+    let t = Duration::from_secs(120);
+    let settle = Duration::from_secs(3);
+    let blocks = consume_exactly(&cfg.topics.blocks, n, t, settle);
+    let scans = consume_exactly(
+        &cfg.topics.scan_requests,
+        2 * n,
+        t,
+        Duration::from_millis(300),
+    );
+    let alerts = consume_exactly(&cfg.topics.alerts, n, t, Duration::from_millis(300));
+    let events = consume_exactly(&cfg.topics.events, 4 * n, t, Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut per_mailbox: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &blocks {
+        match codec.decode_effect(r.value.as_deref().unwrap()).unwrap() {
+            Effect::Block(b) => {
+                assert_eq!(b.state, BlockState::Blocked);
+                assert_eq!(b.strike, 1);
+                *per_mailbox.entry(b.mailbox).or_default() += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let expected: BTreeMap<String, usize> = compromised.iter().map(|m| (m.clone(), 1)).collect();
+    assert_eq!(per_mailbox, expected);
+    let scan_ids: HashSet<String> = scans
+        .iter()
+        .map(
+            |r| match codec.decode_effect(r.value.as_deref().unwrap()).unwrap() {
+                Effect::Scan(s) => s.request_id,
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(scan_ids.len(), 2 * n, "scan request ids are unique");
+    let event_ids: HashSet<String> = events
+        .iter()
+        .map(
+            |r| match codec.decode_effect(r.value.as_deref().unwrap()).unwrap() {
+                Effect::Event(e) => e.event_id,
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(event_ids.len(), 4 * n, "event ids are unique");
+    assert_eq!(alerts.len(), n);
+    let _keep: &Config = &cfg;
+}

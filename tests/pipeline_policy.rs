@@ -1,0 +1,716 @@
+//! SPEC §1 and §4 behaviours that cross Kafka, against the real broker: verdicts and commands in,
+//! blocks / scans / alerts / events out, read with read_committed consumers.
+//!
+//! Tests that walk the lockout ladder use a [`ManualClock`]: block expiry is driven by the
+//! injected wall clock, so hours of blocking take milliseconds and no test waits on time.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use mailguard::codec::{Codec, EmailLicence, OwnerDevices, TenantRecord};
+use mailguard::config::Config;
+use mailguard::kafka::partitioner::partition_for;
+use mailguard::policy::{
+    ActorRole, Alert, BlockRecord, BlockState, Command, CommandKind, Effect, EventKind,
+    EventLogEntry, Owner, PolicyOverrides, ScanRequest, ScanSkipReason, TenantSettings, Verdict,
+    VerdictKind,
+};
+use mailguard::timers::{ManualClock, SystemClock};
+
+const T: Duration = Duration::from_secs(60);
+const SETTLE: Duration = Duration::from_millis(1500);
+
+fn codec() -> Codec {
+    Codec::default()
+}
+
+fn verdict(mailbox: &str, id: &str, sent_at: i64, kind: VerdictKind) -> Vec<u8> {
+    let mut out = Vec::new();
+    let v = Verdict {
+        message_id: id.into(),
+        tenant_id: "tenant-1".into(),
+        mailbox: mailbox.into(),
+        sent_at,
+        verdict: kind,
+    };
+    codec().encode_verdict(&v, &mut out).unwrap();
+    out
+}
+
+fn verdict_for_tenant(tenant: &str, mailbox: &str, id: &str, sent_at: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let v = Verdict {
+        message_id: id.into(),
+        tenant_id: tenant.into(),
+        mailbox: mailbox.into(),
+        sent_at,
+        verdict: VerdictKind::Spam,
+    };
+    codec().encode_verdict(&v, &mut out).unwrap();
+    out
+}
+
+/// Five offending verdicts one second apart, starting at `t0`; returns the last `sent_at`.
+fn burst(cfg: &Config, mailbox: &str, tag: &str, t0: i64) -> i64 {
+    let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..5)
+        .map(|i| {
+            let kind = if i % 2 == 0 {
+                VerdictKind::Spam
+            } else {
+                VerdictKind::Virus
+            };
+            (
+                Some(mailbox),
+                Some(verdict(
+                    mailbox,
+                    &format!("{tag}-{i}"),
+                    t0 + i * 1_000,
+                    kind,
+                )),
+            )
+        })
+        .collect();
+    produce(&cfg.topics.verdicts, &recs);
+    t0 + 4_000
+}
+
+fn owner(cfg: &Config, mailbox: &str, owner_id: &str, devices: Option<&[&str]>) {
+    let c = codec();
+    let mut out = Vec::new();
+    let o = Owner {
+        owner_id: owner_id.into(),
+        tenant_id: "tenant-1".into(),
+        owner_name: Some("Owner".into()),
+    };
+    c.encode_owner(mailbox, &o, &mut out).unwrap();
+    produce(&cfg.topics.mailboxes, &[(Some(mailbox), Some(out))]);
+    if let Some(devices) = devices {
+        let mut out = Vec::new();
+        let d = OwnerDevices {
+            owner_id: owner_id.into(),
+            tenant_id: "tenant-1".into(),
+            device_ids: devices.iter().map(|s| s.to_string()).collect(),
+        };
+        c.encode_devices(&d, &mut out).unwrap();
+        produce(&cfg.topics.devices, &[(Some(owner_id), Some(out))]);
+    }
+}
+
+fn tenant(cfg: &Config, id: &str, sync: bool, licence: bool, overrides: PolicyOverrides) {
+    let mut out = Vec::new();
+    let t = TenantRecord {
+        tenant_id: id.into(),
+        settings: TenantSettings {
+            sync_security_enabled: sync,
+            endpoint_licence: licence,
+            overrides,
+        },
+        email_licence: EmailLicence::Standard,
+    };
+    codec().encode_tenant(&t, &mut out).unwrap();
+    produce(&cfg.topics.tenants, &[(Some(id), Some(out))]);
+}
+
+fn command(cfg: &Config, mailbox: &str, id: &str, kind: CommandKind, role: ActorRole, at: i64) {
+    let mut out = Vec::new();
+    let c = Command {
+        command_id: id.into(),
+        mailbox: mailbox.into(),
+        tenant_id: "tenant-1".into(),
+        kind,
+        actor: "alice".into(),
+        actor_role: role,
+        ticket: "TCK-1".into(),
+        issued_at: at,
+    };
+    codec().encode_command(&c, &mut out).unwrap();
+    produce(&cfg.topics.commands, &[(Some(mailbox), Some(out))]);
+}
+
+fn decode(r: &Rec) -> Effect {
+    codec()
+        .decode_effect(r.value.as_deref().expect("value"))
+        .expect("decodable output")
+}
+
+fn blocks(recs: &[Rec]) -> Vec<BlockRecord> {
+    recs.iter()
+        .map(|r| match decode(r) {
+            Effect::Block(b) => b,
+            other => panic!("not a block: {other:?}"),
+        })
+        .collect()
+}
+
+fn events(recs: &[Rec]) -> Vec<EventLogEntry> {
+    recs.iter()
+        .map(|r| match decode(r) {
+            Effect::Event(e) => e,
+            other => panic!("not an event: {other:?}"),
+        })
+        .collect()
+}
+
+fn alerts(recs: &[Rec]) -> Vec<Alert> {
+    recs.iter()
+        .map(|r| match decode(r) {
+            Effect::Alert(a) => a,
+            other => panic!("not an alert: {other:?}"),
+        })
+        .collect()
+}
+
+fn scans(recs: &[Rec]) -> Vec<ScanRequest> {
+    recs.iter()
+        .map(|r| match decode(r) {
+            Effect::Scan(s) => s,
+            other => panic!("not a scan request: {other:?}"),
+        })
+        .collect()
+}
+
+fn blocks_of(cfg: &Config, mailbox: &str, n: usize) -> Vec<BlockRecord> {
+    let recs = consume_until(&cfg.topics.blocks, T, |r| {
+        r.iter()
+            .filter(|x| x.key.as_deref() == Some(mailbox))
+            .count()
+            >= n
+    });
+    blocks(
+        &recs
+            .into_iter()
+            .filter(|x| x.key.as_deref() == Some(mailbox))
+            .collect::<Vec<_>>(),
+    )
+}
+
+#[test]
+fn a_burst_trips_one_block_with_scans_alert_and_events() {
+    let (mut cfg, _dir) = test_config(3);
+    cfg.policy.base_block_ms = 3_600_000;
+    create_topics(&cfg);
+    owner(
+        &cfg,
+        "alice@example.com",
+        "owner-a",
+        Some(&["dev-1", "dev-2", "dev-3"]),
+    );
+    let now = now_ms();
+    let clock = ManualClock::new(now);
+    let running = start(&cfg, Arc::new(clock.clone()));
+
+    // Alice: CLEAN noise plus five offending within the window: one trip.
+    let clean: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..4)
+        .map(|i| {
+            (
+                Some("alice@example.com"),
+                Some(verdict(
+                    "alice@example.com",
+                    &format!("c{i}"),
+                    now - 10_000 + i,
+                    VerdictKind::Clean,
+                )),
+            )
+        })
+        .collect();
+    produce(&cfg.topics.verdicts, &clean);
+    let last = burst(&cfg, "alice@example.com", "a", now - 60_000);
+    // Bob: four offending never trip.
+    let four: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..4)
+        .map(|i| {
+            (
+                Some("bob@example.com"),
+                Some(verdict(
+                    "bob@example.com",
+                    &format!("b{i}"),
+                    now - 1_000 + i,
+                    VerdictKind::Spam,
+                )),
+            )
+        })
+        .collect();
+    produce(&cfg.topics.verdicts, &four);
+    // Carol: five spread over 600 001 ms do not trip.
+    let spread: Vec<(Option<&str>, Option<Vec<u8>>)> = [0, 100_000, 300_000, 500_000, 600_001]
+        .iter()
+        .enumerate()
+        .map(|(i, dt)| {
+            (
+                Some("carol@example.com"),
+                Some(verdict(
+                    "carol@example.com",
+                    &format!("k{i}"),
+                    now - 700_000 + dt,
+                    VerdictKind::Virus,
+                )),
+            )
+        })
+        .collect();
+    produce(&cfg.topics.verdicts, &spread);
+    // A duplicate redelivery of Alice's evidence after the block changes nothing.
+    produce(
+        &cfg.topics.verdicts,
+        &[(
+            Some("alice@example.com"),
+            Some(verdict(
+                "alice@example.com",
+                "a-0",
+                now - 60_000,
+                VerdictKind::Spam,
+            )),
+        )],
+    );
+
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!(b[0].mailbox, "alice@example.com");
+    assert_eq!(b[0].state, BlockState::Blocked);
+    assert_eq!(b[0].strike, 1);
+    assert_eq!(b[0].blocked_at, last);
+    assert_eq!(b[0].blocked_until, Some(last + 3_600_000));
+    assert_eq!(
+        b[0].evidence_message_ids,
+        vec!["a-0", "a-1", "a-2", "a-3", "a-4"]
+    );
+
+    let s_recs = consume_exactly(&cfg.topics.scan_requests, 3, T, Duration::from_millis(200));
+    for r in &s_recs {
+        let key = r.key.clone().unwrap();
+        assert_eq!(
+            r.partition,
+            partition_for(key.as_bytes(), 3),
+            "scan request keyed and partitioned by device id"
+        );
+    }
+    let mut devices: Vec<String> = scans(&s_recs)
+        .into_iter()
+        .map(|s| {
+            assert_eq!(s.owner_id, "owner-a");
+            assert_eq!(s.incident_id, b[0].incident_id);
+            s.device_id
+        })
+        .collect();
+    devices.sort();
+    assert_eq!(devices, vec!["dev-1", "dev-2", "dev-3"]);
+
+    let a = alerts(&consume_exactly(
+        &cfg.topics.alerts,
+        1,
+        T,
+        Duration::from_millis(200),
+    ));
+    assert_eq!(a[0].strike, 1);
+    assert_eq!(a[0].owner_id.as_deref(), Some("owner-a"));
+    assert_eq!(a[0].scan_skipped_reason, None);
+    assert_eq!(a[0].devices_scanned.len(), 3);
+
+    let kinds: Vec<EventKind> = events(&consume_exactly(
+        &cfg.topics.events,
+        5,
+        T,
+        Duration::from_millis(200),
+    ))
+    .into_iter()
+    .map(|e| e.kind)
+    .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::MailboxBlocked,
+            EventKind::ScanRequested,
+            EventKind::ScanRequested,
+            EventKind::ScanRequested,
+            EventKind::AlertSent
+        ]
+    );
+    let metrics = running.metrics.render();
+    assert!(metrics.contains("mailguard_trips_total 1"), "{metrics}");
+    running.stop().unwrap();
+}
+
+#[test]
+fn the_ladder_doubles_then_blocks_for_good_and_only_support_lifts_it() {
+    let (mut cfg, _dir) = test_config(2);
+    let base = 60_000;
+    cfg.policy.base_block_ms = base;
+    create_topics(&cfg);
+    let mb = "eve@example.com";
+    owner(&cfg, mb, "owner-e", Some(&["dev-e"]));
+    let clock = ManualClock::new(now_ms());
+    let running = start(&cfg, Arc::new(clock.clone()));
+
+    let mut expected_records = 0;
+    for strike in 1..=6u32 {
+        let t0 = clock.now();
+        let last = burst(&cfg, mb, &format!("s{strike}"), t0);
+        expected_records += 1;
+        let b = blocks_of(&cfg, mb, expected_records);
+        let blocked = b.last().unwrap();
+        assert_eq!(blocked.strike, strike);
+        assert_eq!(blocked.blocked_at, last);
+        if strike < 6 {
+            let until = last + base * (1 << (strike - 1));
+            assert_eq!(blocked.state, BlockState::Blocked);
+            assert_eq!(blocked.blocked_until, Some(until));
+            // One millisecond before: still blocked; offending verdicts sent then never count.
+            clock.set(until - 1);
+            burst(&cfg, mb, &format!("during{strike}"), until - 5_000);
+            clock.set(until);
+            expected_records += 1;
+            let b = blocks_of(&cfg, mb, expected_records);
+            let unblocked = b.last().unwrap();
+            assert_eq!(unblocked.state, BlockState::Unblocked);
+            assert_eq!(unblocked.strike, strike);
+            clock.set(until + 1);
+        } else {
+            assert_eq!(blocked.state, BlockState::PermanentlyBlocked);
+            assert_eq!(blocked.blocked_until, None);
+        }
+    }
+    // A day later the permanent block still holds.
+    clock.advance(86_400_000);
+
+    // An admin may not lift it; support may.
+    command(
+        &cfg,
+        mb,
+        "cmd-admin",
+        CommandKind::SupportUnblock,
+        ActorRole::Admin,
+        clock.now(),
+    );
+    command(
+        &cfg,
+        mb,
+        "cmd-support",
+        CommandKind::SupportUnblock,
+        ActorRole::Support,
+        clock.now(),
+    );
+    expected_records += 1;
+    let b = blocks_of(&cfg, mb, expected_records);
+    let lifted = b.last().unwrap();
+    assert_eq!(lifted.state, BlockState::Unblocked);
+    assert_eq!(lifted.strike, 0);
+    let ev = events(&consume_until(&cfg.topics.events, T, |r| {
+        r.iter().any(|x| decode(x).is_support_unblock_event())
+    }));
+    let rejected: Vec<&EventLogEntry> = ev
+        .iter()
+        .filter(|e| e.kind == EventKind::CommandRejected)
+        .collect();
+    assert_eq!(rejected.len(), 1, "{ev:?}");
+    let support: Vec<&EventLogEntry> = ev
+        .iter()
+        .filter(|e| e.kind == EventKind::SupportUnblock)
+        .collect();
+    assert!(
+        support[0].detail.contains("alice") && support[0].detail.contains("TCK-1"),
+        "{}",
+        support[0].detail
+    );
+
+    // Counting starts afresh: the next burst is strike 1 again.
+    clock.advance(1_000);
+    let t0 = clock.now();
+    burst(&cfg, mb, "after", t0);
+    expected_records += 1;
+    let b = blocks_of(&cfg, mb, expected_records);
+    assert_eq!(b.last().unwrap().strike, 1);
+    assert_eq!(
+        b.len(),
+        expected_records,
+        "no block record beyond the expected ones"
+    );
+    running.stop().unwrap();
+}
+
+trait EffectExt {
+    fn is_support_unblock_event(&self) -> bool;
+}
+
+impl EffectExt for Effect {
+    fn is_support_unblock_event(&self) -> bool {
+        matches!(self, Effect::Event(e) if e.kind == EventKind::SupportUnblock)
+    }
+}
+
+trait ClockExt {
+    fn now(&self) -> i64;
+}
+
+impl ClockExt for ManualClock {
+    fn now(&self) -> i64 {
+        use mailguard::timers::Clock;
+        self.now_ms()
+    }
+}
+
+#[test]
+fn a_timed_block_cannot_be_lifted_by_any_command() {
+    let (cfg, _dir) = test_config(1);
+    create_topics(&cfg);
+    let clock = ManualClock::new(now_ms());
+    let running = start(&cfg, Arc::new(clock.clone()));
+    let mb = "tim@example.com";
+    burst(&cfg, mb, "t", clock.now());
+    blocks_of(&cfg, mb, 1);
+    command(
+        &cfg,
+        mb,
+        "c1",
+        CommandKind::SupportUnblock,
+        ActorRole::Support,
+        clock.now(),
+    );
+    command(
+        &cfg,
+        mb,
+        "c2",
+        CommandKind::Other("ADMIN_UNBLOCK".into()),
+        ActorRole::Admin,
+        clock.now(),
+    );
+    let ev = events(&consume_until(&cfg.topics.events, T, |r| {
+        r.iter()
+            .filter(
+                |x| matches!(decode(x), Effect::Event(e) if e.kind == EventKind::CommandRejected),
+            )
+            .count()
+            >= 2
+    }));
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e.kind == EventKind::CommandRejected)
+            .count(),
+        2
+    );
+    // Still exactly one block record: nothing changed.
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!(b[0].state, BlockState::Blocked);
+    running.stop().unwrap();
+}
+
+#[test]
+fn scan_skip_reasons_and_tombstones() {
+    let (cfg, _dir) = test_config(2);
+    create_topics(&cfg);
+    tenant(&cfg, "t-off", false, true, PolicyOverrides::default());
+    tenant(&cfg, "t-nolic", true, false, PolicyOverrides::default());
+    tenant(
+        &cfg,
+        "t-three",
+        true,
+        true,
+        PolicyOverrides {
+            threshold: Some(3),
+            ..Default::default()
+        },
+    );
+    owner(&cfg, "off@x.com", "o-off", Some(&["d-off"]));
+    owner(&cfg, "nolic@x.com", "o-nolic", Some(&["d-nolic"]));
+    owner(&cfg, "nodev@x.com", "o-nodev", None);
+    owner(&cfg, "gone@x.com", "o-gone", Some(&["d-gone"]));
+    // The directory entry of gone@ is deleted again (tombstone).
+    produce(&cfg.topics.mailboxes, &[(Some("gone@x.com"), None)]);
+    let now = now_ms();
+    let running = start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(T);
+
+    let cases = [
+        ("t-off", "off@x.com", ScanSkipReason::SyncSecurityOff),
+        ("t-nolic", "nolic@x.com", ScanSkipReason::NoEndpointLicence),
+        ("tenant-1", "nobody@x.com", ScanSkipReason::OwnerUnknown),
+        ("tenant-1", "nodev@x.com", ScanSkipReason::NoDevices),
+        ("tenant-1", "gone@x.com", ScanSkipReason::OwnerUnknown),
+    ];
+    for (t, mb, _) in &cases {
+        let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..5)
+            .map(|i| {
+                (
+                    Some(*mb),
+                    Some(verdict_for_tenant(t, mb, &format!("{mb}-{i}"), now + i)),
+                )
+            })
+            .collect();
+        produce(&cfg.topics.verdicts, &recs);
+    }
+    // Tenant override: three offending trip for t-three.
+    let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..3)
+        .map(|i| {
+            (
+                Some("three@x.com"),
+                Some(verdict_for_tenant(
+                    "t-three",
+                    "three@x.com",
+                    &format!("3-{i}"),
+                    now + i,
+                )),
+            )
+        })
+        .collect();
+    produce(&cfg.topics.verdicts, &recs);
+
+    let a = alerts(&consume_exactly(
+        &cfg.topics.alerts,
+        cases.len() + 1,
+        T,
+        SETTLE,
+    ));
+    for (_, mb, reason) in &cases {
+        let alert = a
+            .iter()
+            .find(|x| x.mailbox == *mb)
+            .unwrap_or_else(|| panic!("no alert for {mb}"));
+        assert_eq!(alert.scan_skipped_reason, Some(*reason), "{mb}");
+        assert!(alert.devices_scanned.is_empty());
+    }
+    assert!(
+        a.iter().any(|x| x.mailbox == "three@x.com"),
+        "tenant threshold override"
+    );
+    // Blocking still happened for every one of them, and no scan request exists at all except
+    // for three@ (unknown owner there too → none).
+    consume_exactly(
+        &cfg.topics.blocks,
+        cases.len() + 1,
+        T,
+        Duration::from_millis(200),
+    );
+    let skipped = events(&consume_until(&cfg.topics.events, T, |r| {
+        r.len() >= 3 * (cases.len() + 1)
+    }));
+    assert_eq!(
+        skipped
+            .iter()
+            .filter(|e| e.kind == EventKind::ScanSkipped)
+            .count(),
+        cases.len() + 1
+    );
+    consume_exactly(&cfg.topics.scan_requests, 0, T, Duration::from_millis(500));
+    running.stop().unwrap();
+}
+
+#[test]
+fn poison_input_goes_to_the_dlq_and_the_rest_is_processed() {
+    let (cfg, _dir) = test_config(1);
+    create_topics(&cfg);
+    let now = now_ms();
+    let mut wrong_schema = Vec::new();
+    codec()
+        .encode_owner(
+            "x@y.com",
+            &Owner {
+                owner_id: "o".into(),
+                tenant_id: "t".into(),
+                owner_name: None,
+            },
+            &mut wrong_schema,
+        )
+        .unwrap();
+    produce(
+        &cfg.topics.verdicts,
+        &[
+            (Some("p@x.com"), Some(b"garbage bytes".to_vec())),
+            (Some("p@x.com"), Some(wrong_schema)),
+            (
+                None,
+                Some(verdict("p@x.com", "nokey", now, VerdictKind::Spam)),
+            ),
+            (
+                Some("other@x.com"),
+                Some(verdict("p@x.com", "mismatch", now, VerdictKind::Spam)),
+            ),
+        ],
+    );
+    produce(
+        &cfg.topics.commands,
+        &[(Some("p@x.com"), Some(vec![0xC3, 0x01, 1, 2]))],
+    );
+    let running = start(&cfg, Arc::new(SystemClock));
+    burst(&cfg, "p@x.com", "p", now);
+
+    let dlq = consume_exactly(&cfg.topics.dlq, 5, T, Duration::from_millis(500));
+    for r in &dlq {
+        assert!(!r.headers["mailguard.error.reason"].is_empty(), "{r:?}");
+        assert!(
+            r.headers["mailguard.source.offset"].parse::<i64>().is_ok(),
+            "{r:?}"
+        );
+        assert!(
+            r.headers["mailguard.source.topic"] == cfg.topics.verdicts
+                || r.headers["mailguard.source.topic"] == cfg.topics.commands
+        );
+    }
+    assert_eq!(
+        dlq[0].value.as_deref(),
+        Some(&b"garbage bytes"[..]),
+        "original bytes are kept"
+    );
+    let reasons: Vec<&str> = dlq
+        .iter()
+        .map(|r| r.headers["mailguard.error.reason"].as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("missing key")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("does not match")),
+        "{reasons:?}"
+    );
+    let b = blocks(&consume_exactly(
+        &cfg.topics.blocks,
+        1,
+        T,
+        Duration::from_millis(300),
+    ));
+    assert_eq!(b[0].mailbox, "p@x.com");
+    assert!(running
+        .metrics
+        .render()
+        .contains("mailguard_dlq_records_total{source=\"verdicts\"} 4"));
+    running.stop().unwrap();
+}
+
+#[test]
+fn unblock_arrives_within_two_seconds_also_across_a_restart() {
+    let (mut cfg, _dir) = test_config(1);
+    cfg.policy.base_block_ms = 3_000;
+    create_topics(&cfg);
+    let running = start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(T);
+
+    let last = burst(&cfg, "u1@x.com", "u1", now_ms() - 4_000);
+    let until = last + 3_000;
+    let b = blocks_of(&cfg, "u1@x.com", 2);
+    assert_eq!(b[1].state, BlockState::Unblocked);
+    let seen_at = now_ms();
+    assert!(
+        seen_at - until <= 2_000,
+        "unblock visible {} ms after blocked_until",
+        seen_at - until
+    );
+
+    // A block whose expiry passes while mailguard is down is lifted right after the restart.
+    let last = burst(&cfg, "u2@x.com", "u2", now_ms() - 4_000);
+    let until = last + 3_000;
+    blocks_of(&cfg, "u2@x.com", 1);
+    running.stop().unwrap();
+    while now_ms() < until + 500 {
+        std::thread::sleep(Duration::from_millis(50)); // the outage itself, not a synchronisation
+    }
+    let running = start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(T);
+    let ready_at = now_ms();
+    let b = blocks_of(&cfg, "u2@x.com", 2);
+    assert_eq!(b[1].state, BlockState::Unblocked);
+    assert!(
+        now_ms() - ready_at <= 2_000,
+        "unblock {} ms after restart",
+        now_ms() - ready_at
+    );
+    running.stop().unwrap();
+}
