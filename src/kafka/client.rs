@@ -91,3 +91,23 @@ pub fn plain_producer(cfg: &KafkaConfig, purpose: &str) -> ClientConfig {
 pub fn admin(cfg: &KafkaConfig) -> ClientConfig {
     base(cfg, "mailguard-admin")
 }
+
+/// Context of the readers: end-of-partition is how they know a restore or a table load is
+/// complete, not an error, so librdkafka's "global error" log line for it is suppressed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::error!(%error, %reason, "librdkafka error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}

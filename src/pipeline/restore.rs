@@ -52,7 +52,8 @@ pub fn restore_partition(
     timeout: Duration,
 ) -> Result<u64, RestoreError> {
     let started = Instant::now();
-    let consumer: BaseConsumer = client::reader(kafka, "restore").create()?;
+    let consumer: BaseConsumer<client::ReaderContext> =
+        client::reader(kafka, "restore").create_with_context(client::ReaderContext)?;
     let (low, high) = consumer.fetch_watermarks(changelog, partition, Duration::from_secs(10))?;
     let stored = store.changelog_position(partition)?;
     let from = match stored {

@@ -47,7 +47,7 @@ impl From<RdError> for TableError {
 struct TableReader {
     table: Table,
     topic: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<client::ReaderContext>,
     at_end: HashSet<i32>,
     partitions: i32,
 }
@@ -87,8 +87,9 @@ pub fn spawn(
         (Table::Devices, &cfg.topics.devices),
         (Table::Tenants, &cfg.topics.tenants),
     ] {
-        let consumer: BaseConsumer =
-            client::reader(&cfg.kafka, &format!("table-{}", table.name())).create()?;
+        let consumer: BaseConsumer<client::ReaderContext> =
+            client::reader(&cfg.kafka, &format!("table-{}", table.name()))
+                .create_with_context(client::ReaderContext)?;
         let partitions = admin::partition_count(&consumer, topic)?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
