@@ -113,7 +113,7 @@ impl Default for KafkaConfig {
             instance_id: "0".into(),
             transactional_id_prefix: "mailguard".into(),
             commit_interval_ms: 100,
-            max_batch_records: 20_000,
+            max_batch_records: 100_000,
             transaction_timeout_ms: 60_000,
             session_timeout_ms: 10_000,
             client_properties: BTreeMap::new(),

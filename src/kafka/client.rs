@@ -22,6 +22,12 @@ fn base(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
 pub fn group_consumer(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = base(cfg, &format!("mailguard-{}", cfg.instance_id));
     c.set("group.id", &cfg.group_id)
+        // Static membership: a restarted instance (same instance_id) takes its partitions back
+        // at once instead of waiting for the old member's session to time out.
+        .set(
+            "group.instance.id",
+            format!("mailguard-{}", cfg.instance_id),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

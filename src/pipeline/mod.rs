@@ -197,7 +197,13 @@ fn pipeline_thread(
     }
     let mut failures = 0u32;
     loop {
-        match run_session(deps, new_processor(), stop) {
+        let started = std::time::Instant::now();
+        let result = run_session(deps, new_processor(), stop);
+        // A session that ran for a while was healthy: count failures in a row, not in a lifetime.
+        if started.elapsed() > Duration::from_secs(60) {
+            failures = 0;
+        }
+        match result {
             Ok(()) => return Ok(()),
             Err(e) if e.is_retriable() && failures < 10 => {
                 failures += 1;
