@@ -309,22 +309,14 @@ fn config(bootstrap: &str, id: &str, input: &str, state: &std::path::Path) -> Co
     cfg
 }
 
+/// Create the input topic (and, harmlessly, the rest of a throw-away topic set around it).
 fn create_input(bootstrap: &str, topic: &str) {
-    let mut cfg = Config::default();
-    cfg.kafka.bootstrap_servers = bootstrap.into();
-    cfg.topics.verdicts = topic.into();
-    let id = topic.to_string();
-    cfg.topics.mailboxes = format!("{id}.x-mailboxes");
-    cfg.topics.devices = format!("{id}.x-devices");
-    cfg.topics.tenants = format!("{id}.x-tenants");
-    cfg.topics.commands = format!("{id}.x-commands");
-    cfg.topics.blocks = format!("{id}.x-blocks");
-    cfg.topics.scan_requests = format!("{id}.x-scans");
-    cfg.topics.alerts = format!("{id}.x-alerts");
-    cfg.topics.events = format!("{id}.x-events");
-    cfg.topics.dlq = format!("{id}.x-dlq");
-    cfg.topics.changelog = format!("{id}.x-changelog");
-    cfg.topics.partitions = PARTITIONS;
+    let cfg = config(
+        bootstrap,
+        &format!("{topic}.x"),
+        topic,
+        std::path::Path::new("unused"),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

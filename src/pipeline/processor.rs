@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use crate::codec::Codec;
 use crate::config::TopicsConfig;
 use crate::pipeline::directory::TableDirectory;
-use crate::pipeline::sink::{Header, Sink, SinkError};
+use crate::pipeline::sink::{dlq_headers, Header, Sink, SinkError};
 use crate::policy::{self, Effect, Input, MailboxState, Millis, Outcome, Policy};
 use crate::store::{Batch, Store, StoreError};
 use crate::telemetry::Metrics;
@@ -305,26 +305,11 @@ impl Processor {
     ) -> Result<(), ProcessError> {
         warn!(topic = rec.topic, partition = rec.partition, offset = rec.offset, %reason, "record sent to DLQ");
         self.metrics.dlq(source);
-        let partition = rec.partition.to_string();
-        let offset = rec.offset.to_string();
-        let headers = [
-            Header {
-                key: "mailguard.error.reason",
-                value: reason.as_bytes(),
-            },
-            Header {
-                key: "mailguard.source.topic",
-                value: rec.topic.as_bytes(),
-            },
-            Header {
-                key: "mailguard.source.partition",
-                value: partition.as_bytes(),
-            },
-            Header {
-                key: "mailguard.source.offset",
-                value: offset.as_bytes(),
-            },
-        ];
+        let owned = dlq_headers(reason, rec.topic, rec.partition, rec.offset);
+        let headers = owned.each_ref().map(|(key, value)| Header {
+            key,
+            value: value.as_bytes(),
+        });
         let dlq = self.topics.dlq.clone();
         sink.send(
             &dlq,

@@ -19,6 +19,22 @@ pub struct Header<'a> {
     pub value: &'a [u8],
 }
 
+/// The DLQ headers (the contract with operators, README "Topics"): why the record was refused
+/// and where it came from, so it can be found and replayed.
+pub fn dlq_headers(
+    reason: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> [(&'static str, String); 4] {
+    [
+        ("mailguard.error.reason", reason.to_string()),
+        ("mailguard.source.topic", topic.to_string()),
+        ("mailguard.source.partition", partition.to_string()),
+        ("mailguard.source.offset", offset.to_string()),
+    ]
+}
+
 /// Errors sending a record.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

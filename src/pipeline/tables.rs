@@ -24,6 +24,7 @@ use crate::codec::Codec;
 use crate::config::Config;
 use crate::kafka::{admin, client, KafkaError};
 use crate::pipeline::directory::TenantMap;
+use crate::pipeline::sink::dlq_headers;
 use crate::store::{Batch, Store, StoreError, Table};
 use crate::telemetry::Metrics;
 
@@ -255,24 +256,15 @@ fn send_dlq(
     reason: &str,
 ) {
     warn!(%topic, partition, offset, %reason, "table record sent to DLQ");
-    let (p, o) = (partition.to_string(), offset.to_string());
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "mailguard.error.reason",
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: "mailguard.source.topic",
-            value: Some(topic),
-        })
-        .insert(Header {
-            key: "mailguard.source.partition",
-            value: Some(&p),
-        })
-        .insert(Header {
-            key: "mailguard.source.offset",
-            value: Some(&o),
-        });
+    let headers = dlq_headers(reason, topic, partition, offset).iter().fold(
+        OwnedHeaders::new(),
+        |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        },
+    );
     let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(dlq_topic)
         .key(key.unwrap_or_default())
         .headers(headers);
