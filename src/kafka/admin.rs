@@ -1,12 +1,12 @@
 //! Topic creation and metadata checks.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::config::Config;
 use crate::kafka::{client, KafkaError};
@@ -48,8 +48,31 @@ pub async fn ensure_topics(cfg: &Config) -> Result<Vec<String>, KafkaError> {
     Ok(created)
 }
 
-/// Partition count of `topic`, or an error naming the topic when it does not exist.
+/// How long a topic may be missing from the broker's metadata before that is an error. In KRaft
+/// a CreateTopics response can arrive before the broker has applied the new topic to its
+/// metadata cache, so a topic created a moment ago (by us, a test or an operator) briefly looks
+/// unknown.
+pub const TOPIC_GRACE: Duration = Duration::from_secs(10);
+
+/// Partition count of `topic`, or an error naming the topic when it is still missing (or
+/// unusable) after [`TOPIC_GRACE`].
 pub fn partition_count(
+    consumer: &BaseConsumer<impl rdkafka::consumer::ConsumerContext>,
+    topic: &str,
+) -> Result<i32, KafkaError> {
+    let deadline = Instant::now() + TOPIC_GRACE;
+    loop {
+        match partition_count_once(consumer, topic) {
+            Err(KafkaError::Topic { reason, .. }) if Instant::now() < deadline => {
+                debug!(topic, %reason, "topic not in metadata yet; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn partition_count_once(
     consumer: &BaseConsumer<impl rdkafka::consumer::ConsumerContext>,
     topic: &str,
 ) -> Result<i32, KafkaError> {

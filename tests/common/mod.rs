@@ -236,8 +236,20 @@ impl Drop for Running {
     }
 }
 
+/// Logs of in-process pipelines go through libtest's capture, so a failing test prints what its
+/// pipeline said (`RUST_LOG` overrides the default filter).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// Start the pipeline in-process with the given clock.
 pub fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Running {
+    init_logging();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let metrics = Metrics::new();
     let health = Health::default();
