@@ -34,7 +34,12 @@ pub fn group_consumer(cfg: &KafkaConfig) -> ClientConfig {
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "range")
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // When the local queue holds `queued.min.messages`, librdkafka pauses fetching for
+        // `fetch.queue.backoff.ms` (default 1 s). mailguard drains 100 000 records in well
+        // under a second, so the default left it idle most of the time (measured: 0.29 of
+        // the raw consumer's throughput, CPU 80 % idle).
+        .set("fetch.queue.backoff.ms", "10");
     for (k, v) in &cfg.client_properties {
         c.set(k, v);
     }
@@ -74,7 +79,11 @@ pub fn reader(cfg: &KafkaConfig, purpose: &str) -> ClientConfig {
     .set("enable.auto.offset.store", "false")
     .set("auto.offset.reset", "earliest")
     .set("isolation.level", "read_committed")
-    .set("enable.partition.eof", "true");
+    .set("enable.partition.eof", "true")
+    // End of partition is known only when a fetch at the end returns empty, after
+    // `fetch.wait.max.ms` (default 500 ms): that wait was most of a small partition's restore.
+    .set("fetch.wait.max.ms", "50")
+    .set("fetch.queue.backoff.ms", "10");
     for (k, v) in &cfg.client_properties {
         c.set(k, v);
     }
