@@ -220,7 +220,27 @@ pub fn take_deliveries(tracker: &DeliveryTracker) -> Result<HashMap<i32, i64>, S
     }
 }
 
-/// Whether the producer has records not yet acknowledged.
-pub fn in_flight(producer: &BaseProducer<TrackingContext>) -> i32 {
-    producer.in_flight_count()
+/// Wait until every record sent so far is acknowledged and its delivery report served.
+///
+/// rust-rdkafka's `BaseProducer::flush` (which `commit_transaction` calls first) polls in slices
+/// of 100 ms and each `poll` lasts its whole timeout, so a flush with anything in flight costs at
+/// least 100 ms. Waiting here in 1 ms slices instead leaves nothing for that flush to do and
+/// takes a commit from ≥ 100 ms to a few ms. Each `flush(ZERO)` also tells librdkafka to send
+/// lingering batches now.
+pub fn deliver_all(
+    producer: &BaseProducer<TrackingContext>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match producer.flush(Duration::ZERO) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                if std::time::Instant::now() < deadline =>
+            {
+                producer.poll(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
