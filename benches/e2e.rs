@@ -204,6 +204,9 @@ fn raw_consumer(bootstrap: &str, topic: &str, total: usize) -> f64 {
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("e2e-raw-{}", rand::random::<u32>()))
         .set("isolation.level", "read_committed")
+        // The same fetch tuning as mailguard's consumer (see kafka::client): with librdkafka's
+        // default 1 s queue backoff the baseline would measure the backoff, not the broker.
+        .set("fetch.queue.backoff.ms", "10")
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
@@ -325,12 +328,24 @@ fn create_input(bootstrap: &str, topic: &str) {
         .unwrap();
 }
 
-/// Run mailguard over `input` until its committed offsets reach `ends`; returns (seconds, peak
-/// RSS MB, the running instance).
-fn run_to_end(cfg: &Config, dir: tempfile::TempDir, ends: &[i64]) -> (f64, f64, Instance) {
+/// What one run of mailguard over an input measured.
+struct Run {
+    /// Start of the process → committed offsets at the end of the input.
+    secs: f64,
+    /// First commit seen → end: the steady-state part, without start-up.
+    steady_secs: f64,
+    /// Records committed by the time of the first commit seen.
+    first_committed: i64,
+    rss_mb: f64,
+    instance: Instance,
+}
+
+/// Run mailguard over `input` until its committed offsets reach `ends`.
+fn run_to_end(cfg: &Config, dir: tempfile::TempDir, ends: &[i64]) -> Run {
     let start = Instant::now();
     let child = spawn(cfg, dir.path());
     let mut rss = 0.0f64;
+    let mut first: Option<(Instant, i64)> = None;
     loop {
         rss = rss.max(peak_rss_mb(child.id()));
         let c = committed(
@@ -338,18 +353,27 @@ fn run_to_end(cfg: &Config, dir: tempfile::TempDir, ends: &[i64]) -> (f64, f64, 
             &cfg.kafka.group_id,
             &cfg.topics.verdicts,
         );
+        let sum: i64 = c.iter().sum();
+        if first.is_none() && sum > 0 {
+            first = Some((Instant::now(), sum));
+        }
         if c.iter().zip(ends).all(|(c, e)| c >= e) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
         assert!(
             start.elapsed() < Duration::from_secs(1800),
             "mailguard did not finish"
         );
     }
-    let secs = start.elapsed().as_secs_f64();
-    rss = rss.max(peak_rss_mb(child.id()));
-    (secs, rss, Instance { child, _dir: dir })
+    let (first_at, first_committed) = first.expect("at least one commit");
+    Run {
+        secs: start.elapsed().as_secs_f64(),
+        steady_secs: first_at.elapsed().as_secs_f64(),
+        first_committed,
+        rss_mb: rss.max(peak_rss_mb(child.id())),
+        instance: Instance { child, _dir: dir },
+    }
 }
 
 fn count(bootstrap: &str, topic: &str, expect_at_least: usize, timeout: Duration) -> usize {
@@ -436,8 +460,16 @@ fn main() {
         &input,
         &dir.path().join("state"),
     );
-    let (mg_s, rss, mut inst) = run_to_end(&cfg, dir, &ends);
-    let mg_rate = stream.len() as f64 / mg_s;
+    let run = run_to_end(&cfg, dir, &ends);
+    let mut inst = run.instance;
+    let total: i64 = ends.iter().sum();
+    let mg_rate = stream.len() as f64 / run.secs;
+    // A run too short to see a first commit before the end has no steady-state figure.
+    let steady_rate = if run.first_committed < total && run.steady_secs > 0.0 {
+        (total - run.first_committed) as f64 / run.steady_secs
+    } else {
+        f64::NAN
+    };
     let blocks = count(
         &bootstrap,
         &cfg.topics.blocks,
@@ -445,8 +477,14 @@ fn main() {
         Duration::from_secs(60),
     );
     println!(
-        "mailguard exactly-once: {:.2} s (incl. start-up), {:.0} verdicts/s, ratio to raw consumer {:.2}, peak RSS {:.0} MB",
-        mg_s, mg_rate, mg_rate / raw_rate, rss
+        "mailguard exactly-once: {:.2} s incl. start-up, {:.0} verdicts/s, ratio to raw consumer {:.2}; peak RSS {:.0} MB",
+        run.secs, mg_rate, mg_rate / raw_rate, run.rss_mb
+    );
+    println!(
+        "mailguard exactly-once, steady state (first commit → end, {} verdicts): {:.0} verdicts/s, ratio to raw consumer {:.2}",
+        total - run.first_committed,
+        steady_rate,
+        steady_rate / raw_rate
     );
     println!(
         "check: {blocks} block records, expected {expected_trips} → {}",
@@ -457,24 +495,35 @@ fn main() {
         }
     );
 
-    // 4. Trip-to-block latency at half the measured rate, on the running instance.
-    let rate = (mg_rate / 2.0).max(1_000.0);
-    let lat = latency(
-        &bootstrap,
-        &cfg,
-        rate,
-        Duration::from_secs(env_usize("E2E_LATENCY_SECS", 20) as u64),
-    );
+    // 4. Trip-to-block latency on the running instance. The generator shares the two cores with
+    // the broker and mailguard, so the saturating rate is that of the whole machine: a probe
+    // offers half mailguard's steady rate and what it achieves is taken as saturation; the goal
+    // is measured at half of that, with a light load for reference. Each line shows offered and
+    // achieved rate; where they differ, latency measures queueing in front of a saturated box.
+    let secs = Duration::from_secs(env_usize("E2E_LATENCY_SECS", 10) as u64);
+    let probe = if steady_rate.is_finite() {
+        steady_rate / 2.0
+    } else {
+        mg_rate / 2.0
+    };
+    let report = |label: &str, rate: f64| -> f64 {
+        let (lat, achieved) = latency(&bootstrap, &cfg, rate, secs);
+        println!(
+            "trip-to-block latency, {label}: offered {:.0} verdicts/s, achieved {:.0}, {} trips: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            rate,
+            achieved,
+            lat.len(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or(f64::NAN)
+        );
+        achieved
+    };
+    report("light load", 10_000.0);
+    let saturated = report("saturation probe", probe);
+    report("half the saturating rate", saturated / 2.0);
     let _ = inst.child.kill();
     let _ = inst.child.wait();
-    println!(
-        "trip-to-block latency at {:.0} verdicts/s ({} trips): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        rate,
-        lat.len(),
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or(f64::NAN)
-    );
 
     // 5. Recovery after kill -9 at the half-way mark.
     let dir = tempfile::tempdir().unwrap();
@@ -553,14 +602,14 @@ fn main() {
             &input2,
             &dir.path().join("state"),
         );
-        let (s, rss, mut inst) = run_to_end(&cfg, dir, &ends2);
-        let _ = inst.child.kill();
-        let _ = inst.child.wait();
+        let mut run = run_to_end(&cfg, dir, &ends2);
+        let _ = run.instance.child.kill();
+        let _ = run.instance.child.wait();
         println!(
             "state scale: {state_mailboxes} mailboxes with state in {:.1} s ({:.0} offending verdicts/s), peak RSS {:.0} MB",
-            s,
-            state_mailboxes as f64 / s,
-            rss
+            run.secs,
+            state_mailboxes as f64 / run.secs,
+            run.rss_mb
         );
     }
 }
@@ -568,9 +617,18 @@ fn main() {
 /// Steady load at `rate` for `duration`: CLEAN background plus a burst of five SPAM for a new
 /// mailbox every 200 ms. Latency = produce time of the fifth (tripping) verdict → the block
 /// record visible to a read_committed consumer.
-fn latency(bootstrap: &str, cfg: &Config, rate: f64, duration: Duration) -> Vec<f64> {
+fn latency(bootstrap: &str, cfg: &Config, rate: f64, duration: Duration) -> (Vec<f64>, f64) {
     let codec = Codec::default();
-    let p = producer(bootstrap);
+    // Like a gateway that sends each verdict as it is decided: short linger, no flush (a flush
+    // would stall the generator and make the background rate bursty).
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "1")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "2000000")
+        .create()
+        .unwrap();
     let blocks_reader: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("e2e-lat-{}", rand::random::<u32>()))
@@ -590,6 +648,8 @@ fn latency(bootstrap: &str, cfg: &Config, rate: f64, duration: Duration) -> Vec<
     let mut latencies = Vec::new();
     let mut next_burst = Instant::now();
     let mut burst_no = 0;
+    // Every call trips fresh mailboxes (an earlier call's are still blocked).
+    let run: u32 = rand::random();
     let mut buf = Vec::new();
     let send = |mb: &str, id: String, kind: VerdictKind, buf: &mut Vec<u8>| {
         let v = Verdict {
@@ -623,8 +683,7 @@ fn latency(bootstrap: &str, cfg: &Config, rate: f64, duration: Duration) -> Vec<
             sent += 1;
         }
         if Instant::now() >= next_burst {
-            let mb = format!("lat-burst{burst_no}@x.example");
-            tripped_at.insert(mb.clone(), Instant::now());
+            let mb = format!("lat-{run}-burst{burst_no}@x.example");
             for k in 0..5 {
                 send(
                     &mb,
@@ -633,7 +692,7 @@ fn latency(bootstrap: &str, cfg: &Config, rate: f64, duration: Duration) -> Vec<
                     &mut buf,
                 );
             }
-            p.flush(Duration::from_secs(5)).unwrap();
+            tripped_at.insert(mb, Instant::now());
             burst_no += 1;
             next_burst += Duration::from_millis(200);
         }
@@ -647,6 +706,7 @@ fn latency(bootstrap: &str, cfg: &Config, rate: f64, duration: Duration) -> Vec<
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    let achieved = sent as f64 / start.elapsed().as_secs_f64();
     let drain = Instant::now();
     while !tripped_at.is_empty() && drain.elapsed() < Duration::from_secs(10) {
         if let Some(Ok(m)) = blocks_reader.poll(Duration::from_millis(50)) {
@@ -658,7 +718,7 @@ fn latency(bootstrap: &str, cfg: &Config, rate: f64, duration: Duration) -> Vec<
         }
     }
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    latencies
+    (latencies, achieved)
 }
 
 fn cpu_model() -> String {
