@@ -4,7 +4,10 @@
 //!   (`Codec::decode_verdict_generic`, incl. its strict structural check);
 //! - `apache_avro_value_bare`: the same without the structural check;
 //! - `apache_avro_serde`: apache-avro `from_avro_datum` → `from_value::<serde struct>` → `Verdict`;
-//! - `fast_program`: the schema-compiled field program (`Codec::decode_verdict`, the hot path).
+//! - `fast_program`: the schema-compiled field program into an owned `Verdict`
+//!   (`Codec::decode_verdict`: what an offending verdict costs);
+//! - `fast_program_borrowed`: the same program into a borrowed `VerdictRef`
+//!   (`Codec::decode_verdict_ref`: what the pipeline pays for every verdict; CLEAN stops here).
 //!
 //! Each iteration decodes one verdict out of 1024 pre-encoded, varied records, so criterion's
 //! time per iteration is ns/verdict. Run: `cargo bench --bench avro_decode`.
@@ -138,6 +141,10 @@ fn bench(c: &mut Criterion) {
     // The decoders agree on the whole corpus.
     for m in &msgs {
         let fast = codec.decode_verdict(m).expect("fast decodes");
+        assert_eq!(
+            codec.decode_verdict_ref(m).map(|v| v.to_owned()),
+            Ok(fast.clone())
+        );
         assert_eq!(Ok(&fast), codec.decode_verdict_generic(m).as_ref());
         assert_eq!(Some(&fast), decode_serde(&codec, m).as_ref());
     }
@@ -166,6 +173,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % N;
             black_box(codec.decode_verdict(black_box(&msgs[i])))
+        })
+    });
+    g.bench_function("fast_program_borrowed", |b| {
+        b.iter(|| {
+            i = (i + 1) % N;
+            black_box(codec.decode_verdict_ref(black_box(&msgs[i])).is_ok())
         })
     });
     g.finish();

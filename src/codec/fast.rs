@@ -516,6 +516,12 @@ impl VerdictProgram {
 
     /// Decodes one Avro body (no framing) into a validated [`Verdict`].
     pub fn decode(&self, body: &[u8]) -> Result<Verdict, CodecError> {
+        self.decode_ref(body).map(|v| v.to_owned())
+    }
+
+    /// Decodes one Avro body into a validated view that borrows its strings from `body`: no
+    /// allocation, so a CLEAN verdict (the vast majority) costs only the parse.
+    pub fn decode_ref<'a>(&self, body: &'a [u8]) -> Result<VerdictRef<'a>, CodecError> {
         let mut r = Reader::new(body);
         let mut s = Slots {
             strs: [None; 3],
@@ -548,13 +554,51 @@ impl VerdictProgram {
         let verdict = s
             .verdict
             .ok_or_else(|| CodecError::invalid("verdict", "null"))?;
-        Ok(Verdict {
-            message_id: message_id.to_owned(),
-            tenant_id: tenant_id.to_owned(),
-            mailbox: super::records::lower(mailbox),
+        Ok(VerdictRef {
+            message_id,
+            tenant_id,
+            mailbox,
             sent_at,
             verdict,
         })
+    }
+}
+
+/// A validated `OutboundVerdict` whose strings borrow from the record. `mailbox` is as sent
+/// (not yet lower-cased); [`VerdictRef::to_owned`] gives the core's [`Verdict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerdictRef<'a> {
+    /// Gateway message id.
+    pub message_id: &'a str,
+    /// Tenant of the mailbox.
+    pub tenant_id: &'a str,
+    /// Sending mailbox, as on the wire.
+    pub mailbox: &'a str,
+    /// Event time.
+    pub sent_at: i64,
+    /// The verdict.
+    pub verdict: VerdictKind,
+}
+
+impl VerdictRef<'_> {
+    /// The owned domain verdict, mailbox lower-cased.
+    pub fn to_owned(&self) -> Verdict {
+        Verdict {
+            message_id: self.message_id.to_owned(),
+            tenant_id: self.tenant_id.to_owned(),
+            mailbox: super::records::lower(self.mailbox),
+            sent_at: self.sent_at,
+            verdict: self.verdict,
+        }
+    }
+
+    /// Whether `key` names this verdict's mailbox, case-insensitively (as the codec lower-cases
+    /// mailboxes). Exact equality, the common case, allocates nothing.
+    pub fn mailbox_is(&self, key: &str) -> bool {
+        key == self.mailbox
+            || key.eq_ignore_ascii_case(self.mailbox)
+            || (!key.is_ascii()
+                && super::records::lower(key) == super::records::lower(self.mailbox))
     }
 }
 

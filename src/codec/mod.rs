@@ -74,7 +74,8 @@ use std::collections::HashMap;
 use apache_avro::types::Value;
 
 pub use error::CodecError;
-pub use fast::VerdictProgram;
+pub use fast::{VerdictProgram, VerdictRef};
+pub(crate) use records::lower;
 pub use records::{EmailLicence, OwnerDevices, TenantRecord};
 pub use schema::{RecordType, UnknownRecordType, NAMESPACE};
 
@@ -309,6 +310,13 @@ impl Codec {
     pub fn decode_verdict(&self, bytes: &[u8]) -> Result<Verdict, CodecError> {
         let body = self.body(RecordType::OutboundVerdict, bytes)?;
         self.verdict.decode(body)
+    }
+
+    /// Like [`Codec::decode_verdict`], borrowing the strings from `bytes` (see [`VerdictRef`]).
+    #[inline]
+    pub fn decode_verdict_ref<'a>(&self, bytes: &'a [u8]) -> Result<VerdictRef<'a>, CodecError> {
+        let body = self.body(RecordType::OutboundVerdict, bytes)?;
+        self.verdict.decode_ref(body)
     }
 
     /// Same result as [`Codec::decode_verdict`] through apache-avro's generic path: the reference

@@ -466,6 +466,30 @@ fn unknown_command_kind_is_refused_on_encode() {
 }
 
 #[test]
+fn borrowed_verdict_keeps_the_wire_mailbox_and_matches_keys_case_insensitively() {
+    let c = Codec::default();
+    for (mailbox, key, matches) in [
+        ("alice@example.com", "alice@example.com", true),
+        ("Alice@Example.COM", "alice@example.com", true),
+        ("alice@example.com", "ALICE@example.com", true),
+        ("ÄRGER@Beispiel.DE", "ärger@beispiel.de", true),
+        ("ärger@beispiel.de", "ÄRGER@BEISPIEL.DE", true),
+        ("alice@example.com", "bob@example.com", false),
+        ("ärger@beispiel.de", "arger@beispiel.de", false),
+    ] {
+        let v = Verdict {
+            mailbox: mailbox.into(),
+            ..verdict()
+        };
+        let b = enc_verdict(&c, &v);
+        let r = c.decode_verdict_ref(&b).unwrap();
+        assert_eq!(r.mailbox, mailbox, "as on the wire");
+        assert_eq!(r.mailbox_is(key), matches, "{mailbox} vs key {key}");
+        assert_eq!(r.to_owned(), c.decode_verdict(&b).unwrap());
+    }
+}
+
+#[test]
 fn upper_case_mailbox_is_lower_cased() {
     let c = Codec::default();
     let v = Verdict {

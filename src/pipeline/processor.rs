@@ -178,37 +178,39 @@ impl Processor {
                 sink,
             );
         };
+        // The key decides the partition and so which state the record may touch; a record whose
+        // key disagrees with its body would corrupt another partition's state.
+        let mismatch = |mailbox: &str| format!("key `{key}` does not match mailbox `{mailbox}`");
         let input = if is_verdicts {
-            match self.codec.decode_verdict(payload) {
-                Ok(v) => {
-                    self.metrics.verdict(v.verdict);
-                    Input::Verdict(v)
-                }
+            // Borrowing decode: a CLEAN verdict (the hot path) allocates nothing and never
+            // touches state.
+            let v = match self.codec.decode_verdict_ref(payload) {
+                Ok(v) => v,
                 Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
+            };
+            self.metrics.verdict(v.verdict);
+            if !v.mailbox_is(key) {
+                return self.dead_letter(rec, source, &mismatch(v.mailbox), sink);
             }
+            if !v.verdict.is_offending() {
+                return Ok(());
+            }
+            Input::Verdict(v.to_owned())
         } else {
-            match self.codec.decode_command(payload) {
-                Ok(c) => Input::Command(c),
+            let c = match self.codec.decode_command(payload) {
+                Ok(c) => c,
                 Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
+            };
+            if !c.mailbox.eq_ignore_ascii_case(key) && c.mailbox != crate::codec::lower(key) {
+                return self.dead_letter(rec, source, &mismatch(&c.mailbox), sink);
             }
+            Input::Command(c)
         };
         let mailbox = match &input {
             Input::Verdict(v) => &v.mailbox,
             Input::Command(c) => &c.mailbox,
             Input::Tick { mailbox } => mailbox,
         };
-        // The key decides the partition and so which state the record may touch; a record whose
-        // key disagrees with its body would corrupt another partition's state.
-        if !key.eq_ignore_ascii_case(mailbox) {
-            let reason = format!("key `{key}` does not match mailbox `{mailbox}`");
-            return self.dead_letter(rec, source, &reason, sink);
-        }
-        // A CLEAN verdict never changes state: skip the state read entirely (the hot path).
-        if let Input::Verdict(v) = &input {
-            if !v.verdict.is_offending() {
-                return Ok(());
-            }
-        }
         let mailbox = mailbox.clone();
         self.apply(rec.partition, &mailbox, &input, now, sink)
     }
