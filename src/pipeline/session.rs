@@ -28,7 +28,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::kafka::{client, KafkaError};
 use crate::pipeline::processor::{InRecord, ProcessError, Processor};
-use crate::pipeline::restore::{restore_partition, RestoreError};
+use crate::pipeline::restore::{restore_partitions, RestoreError};
 use crate::pipeline::sink::{
     deliver_all, take_deliveries, DeliveryTracker, ProducerSink, TrackingContext,
 };
@@ -293,24 +293,29 @@ impl ConsumerContext for SessionContext {
                 let partitions: BTreeSet<i32> =
                     tpl.elements().iter().map(|e| e.partition()).collect();
                 core.health.set_ready(false);
-                for p in partitions {
-                    if core.failed.is_some() {
-                        break;
-                    }
+                if core.failed.is_none() {
+                    let partitions: Vec<i32> = partitions.into_iter().collect();
                     let (kafka, changelog, store) = (
                         core.cfg.kafka.clone(),
                         core.cfg.topics.changelog.clone(),
                         core.processor.store().clone(),
                     );
-                    let result =
-                        restore_partition(&kafka, &store, &changelog, p, Duration::from_secs(300))
-                            .map_err(SessionError::from)
-                            .and_then(|n| {
-                                core.metrics.restored(n);
-                                core.processor.assign(p).map_err(SessionError::from)
-                            });
+                    let result = restore_partitions(
+                        &kafka,
+                        &store,
+                        &changelog,
+                        &partitions,
+                        Duration::from_secs(300),
+                    )
+                    .map_err(SessionError::from)
+                    .and_then(|n| {
+                        core.metrics.restored(n);
+                        partitions
+                            .iter()
+                            .try_for_each(|&p| core.processor.assign(p).map_err(SessionError::from))
+                    });
                     if let Err(e) = result {
-                        error!(partition = p, error = %e, "restore failed");
+                        error!(partitions = ?partitions, error = %e, "restore failed");
                         core.failed.get_or_insert(e);
                     }
                 }
