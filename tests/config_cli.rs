@@ -48,3 +48,21 @@ fn valid_config_prints_the_resolved_values() {
     let (code, err) = run_with("[policy]\nthreshold = 7\n");
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_missing_input_topic_fails_at_start_naming_it() {
+    // The real broker, topics not created and not to be created.
+    let (mut cfg, dir) = common::test_config(1);
+    cfg.topics.create_missing = false;
+    let path = dir.path().join("mailguard.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let out = Command::new(common::binary())
+        .args(["--config", path.to_str().unwrap(), "run"])
+        .env_remove("MAILGUARD_CONFIG")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run mailguard");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&cfg.topics.verdicts), "{err}");
+}
