@@ -55,7 +55,7 @@ pub async fn ensure_topics(cfg: &Config) -> Result<Vec<String>, KafkaError> {
 pub const TOPIC_GRACE: Duration = Duration::from_secs(10);
 
 /// Partition count of `topic`, or an error naming the topic when it is still missing (or
-/// unusable) after [`TOPIC_GRACE`].
+/// unusable, or the metadata request keeps failing) after [`TOPIC_GRACE`].
 pub fn partition_count(
     consumer: &BaseConsumer<impl rdkafka::consumer::ConsumerContext>,
     topic: &str,
@@ -65,6 +65,11 @@ pub fn partition_count(
         match partition_count_once(consumer, topic) {
             Err(KafkaError::Topic { reason, .. }) if Instant::now() < deadline => {
                 debug!(topic, %reason, "topic not in metadata yet; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            // A dropped connection or a slow broker: the same request again is the remedy.
+            Err(KafkaError::Client(e)) if Instant::now() < deadline => {
+                debug!(topic, error = %e, "metadata request failed; retrying");
                 std::thread::sleep(Duration::from_millis(200));
             }
             other => return other,
