@@ -83,57 +83,38 @@ fn generate(n: usize, mailboxes: usize, t0: i64, seed: u64) -> (Vec<(String, Vec
     bursts.sort();
     let clean_n = n.saturating_sub(bursts.len());
     let mut out = Vec::with_capacity(n);
+    // Mailbox `m` (tenant `m % 97`) sends message `id` at `sent_at`.
+    let mut push = |m: usize, id: String, sent_at: i64, verdict: VerdictKind| {
+        let mailbox = format!("user{m}@t{}.example", m % 97);
+        let v = Verdict {
+            message_id: id,
+            tenant_id: format!("t{}", m % 97),
+            mailbox: mailbox.clone(),
+            sent_at,
+            verdict,
+        };
+        let mut buf = Vec::new();
+        codec.encode_verdict(&v, &mut buf).unwrap();
+        out.push((mailbox, buf));
+    };
     let mut bi = 0;
-    let mut buf = Vec::new();
     for i in 0..clean_n {
         let t = (i as i64 * span) / clean_n as i64;
         while bi < bursts.len() && bursts[bi].0 <= t {
             let (bt, c) = bursts[bi];
-            let mb = format!("user{c}@t{}.example", c % 97);
-            let v = Verdict {
-                message_id: format!("b{bi}"),
-                tenant_id: format!("t{}", c % 97),
-                mailbox: mb.clone(),
-                sent_at: t0 + bt,
-                verdict: VerdictKind::Spam,
-            };
-            buf.clear();
-            codec.encode_verdict(&v, &mut buf).unwrap();
-            out.push((mb, buf.clone()));
+            push(c, format!("b{bi}"), t0 + bt, VerdictKind::Spam);
             bi += 1;
         }
         let m = rng.random_range(compromised..mailboxes);
-        let mb = format!("user{m}@t{}.example", m % 97);
         let kind = if rng.random_ratio(1, 200) {
             VerdictKind::Spam
         } else {
             VerdictKind::Clean
         };
-        let v = Verdict {
-            message_id: format!("m{i}"),
-            tenant_id: format!("t{}", m % 97),
-            mailbox: mb.clone(),
-            sent_at: t0 + t,
-            verdict: kind,
-        };
-        buf.clear();
-        codec.encode_verdict(&v, &mut buf).unwrap();
-        out.push((mb, buf.clone()));
+        push(m, format!("m{i}"), t0 + t, kind);
     }
-    while bi < bursts.len() {
-        let (bt, c) = bursts[bi];
-        let mb = format!("user{c}@t{}.example", c % 97);
-        let v = Verdict {
-            message_id: format!("b{bi}"),
-            tenant_id: format!("t{}", c % 97),
-            mailbox: mb.clone(),
-            sent_at: t0 + bt,
-            verdict: VerdictKind::Spam,
-        };
-        buf.clear();
-        codec.encode_verdict(&v, &mut buf).unwrap();
-        out.push((mb, buf.clone()));
-        bi += 1;
+    for (bi, &(bt, c)) in bursts.iter().enumerate().skip(bi) {
+        push(c, format!("b{bi}"), t0 + bt, VerdictKind::Spam);
     }
     // The reference: the core itself over the same stream, per mailbox in order.
     let policy = Policy::default();

@@ -593,12 +593,9 @@ impl VerdictRef<'_> {
     }
 
     /// Whether `key` names this verdict's mailbox, case-insensitively (as the codec lower-cases
-    /// mailboxes). Exact equality, the common case, allocates nothing.
+    /// mailboxes).
     pub fn mailbox_is(&self, key: &str) -> bool {
-        key == self.mailbox
-            || key.eq_ignore_ascii_case(self.mailbox)
-            || (!key.is_ascii()
-                && super::records::lower(key) == super::records::lower(self.mailbox))
+        super::records::same_mailbox(key, self.mailbox)
     }
 }
 

@@ -23,6 +23,14 @@ pub(crate) fn lower(s: &str) -> String {
     }
 }
 
+/// Whether a record key names `mailbox`, compared as the codec compares mailboxes (lower-cased).
+/// Exact and ASCII case-insensitive equality, the common cases, allocate nothing.
+pub(crate) fn same_mailbox(key: &str, mailbox: &str) -> bool {
+    key == mailbox
+        || key.eq_ignore_ascii_case(mailbox)
+        || (!(key.is_ascii() && mailbox.is_ascii()) && lower(key) == lower(mailbox))
+}
+
 /// `OwnerDevices`: every device assigned to an owner (table value of `directory.devices`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerDevices {

@@ -201,7 +201,7 @@ impl Processor {
                 Ok(c) => c,
                 Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
             };
-            if !c.mailbox.eq_ignore_ascii_case(key) && c.mailbox != crate::codec::lower(key) {
+            if !crate::codec::same_mailbox(key, &c.mailbox) {
                 return self.dead_letter(rec, source, &mismatch(&c.mailbox), sink);
             }
             Input::Command(c)
@@ -435,6 +435,26 @@ mod tests {
         }
     }
 
+    /// Five SPAM verdicts of a@x.com (offsets 0–4, sent at 1 000–1 004) handled at 2 000: a trip.
+    fn trip_a(f: &mut Fixture, sink: &mut VecSink) {
+        for i in 0..5 {
+            let v = verdict(
+                &f.codec,
+                "a@x.com",
+                &format!("m{i}"),
+                1_000 + i,
+                VerdictKind::Spam,
+            );
+            f.processor
+                .handle(
+                    rec(&f.topics.verdicts, i, Some(b"a@x.com"), Some(&v)),
+                    2_000,
+                    sink,
+                )
+                .unwrap();
+        }
+    }
+
     fn verdict(codec: &Codec, mailbox: &str, id: &str, sent_at: i64, kind: VerdictKind) -> Vec<u8> {
         let mut out = Vec::new();
         let v = Verdict {
@@ -484,22 +504,7 @@ mod tests {
     fn a_trip_emits_block_scans_alert_events_then_changelog() {
         let mut f = fixture();
         let mut sink = VecSink::default();
-        for i in 0..5 {
-            let v = verdict(
-                &f.codec,
-                "a@x.com",
-                &format!("m{i}"),
-                1_000 + i,
-                VerdictKind::Spam,
-            );
-            f.processor
-                .handle(
-                    rec(&f.topics.verdicts, i, Some(b"a@x.com"), Some(&v)),
-                    2_000,
-                    &mut sink,
-                )
-                .unwrap();
-        }
+        trip_a(&mut f, &mut sink);
         let topics: Vec<&str> = sink.records.iter().map(|r| r.topic.as_str()).collect();
         let t = &f.topics;
         assert_eq!(
@@ -569,22 +574,7 @@ mod tests {
     fn a_due_timer_unblocks_and_revoked_partitions_are_ignored() {
         let mut f = fixture();
         let mut sink = VecSink::default();
-        for i in 0..5 {
-            let v = verdict(
-                &f.codec,
-                "a@x.com",
-                &format!("m{i}"),
-                1_000 + i,
-                VerdictKind::Spam,
-            );
-            f.processor
-                .handle(
-                    rec(&f.topics.verdicts, i, Some(b"a@x.com"), Some(&v)),
-                    2_000,
-                    &mut sink,
-                )
-                .unwrap();
-        }
+        trip_a(&mut f, &mut sink);
         let until = 1_004 + 3_600_000;
         let mut sink = VecSink::default();
         assert_eq!(f.processor.tick(until - 1, &mut sink).unwrap(), 0);
