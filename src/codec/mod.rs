@@ -76,7 +76,7 @@ use apache_avro::types::Value;
 
 pub use error::CodecError;
 pub use fast::{VerdictProgram, VerdictRef};
-pub(crate) use records::same_mailbox;
+pub(crate) use records::{lower, same_mailbox};
 pub use records::{EmailLicence, OwnerDevices, TenantRecord};
 pub use schema::{RecordType, UnknownRecordType, NAMESPACE};
 

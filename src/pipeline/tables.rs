@@ -191,8 +191,9 @@ fn poll_table(
         };
         let Some(payload) = msg.payload() else {
             // Tombstone: the entity is gone.
+            // Owners are stored under the mailbox as the codec lower-cases it (Unicode too).
             let key = if r.table == Table::Owners {
-                key.to_ascii_lowercase()
+                crate::codec::lower(key)
             } else {
                 key.to_string()
             };
