@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{Policy, PolicyOverrides, TenantSettings};
 
+pub mod secrets;
+
 /// Configuration errors; Display always names the field or file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -76,12 +78,14 @@ pub struct Config {
     pub http: HttpConfig,
     /// Wire format.
     pub codec: CodecConfig,
+    /// Confluent-compatible schema registry (off unless `registry.url` is set).
+    pub registry: RegistryConfig,
     /// Logging.
     pub log: LogConfig,
 }
 
-/// Kafka client settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Kafka client settings. `Debug` redacts secret client properties.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
@@ -101,8 +105,32 @@ pub struct KafkaConfig {
     pub transaction_timeout_ms: u64,
     /// `session.timeout.ms` of the consumer.
     pub session_timeout_ms: u64,
-    /// Extra librdkafka properties for every client (e.g. security settings).
+    /// Extra librdkafka properties for every client (e.g. security settings). A value that is
+    /// exactly `${file:/path}` or `${env:NAME}` is read from there at start.
     pub client_properties: BTreeMap<String, String>,
+    /// A Java-style properties file of further librdkafka properties (e.g. a mounted Secret);
+    /// `client_properties` wins where both set a key.
+    pub client_properties_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("instance_id", &self.instance_id)
+            .field("transactional_id_prefix", &self.transactional_id_prefix)
+            .field("commit_interval_ms", &self.commit_interval_ms)
+            .field("max_batch_records", &self.max_batch_records)
+            .field("transaction_timeout_ms", &self.transaction_timeout_ms)
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field(
+                "client_properties",
+                &secrets::redact_properties(&self.client_properties),
+            )
+            .field("client_properties_file", &self.client_properties_file)
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -117,6 +145,7 @@ impl Default for KafkaConfig {
             transaction_timeout_ms: 60_000,
             session_timeout_ms: 10_000,
             client_properties: BTreeMap::new(),
+            client_properties_file: None,
         }
     }
 }
@@ -288,7 +317,95 @@ impl Default for HttpConfig {
 pub struct CodecConfig {
     /// Schema-registry ids by record name (e.g. `MailboxBlock = 17`). A record type listed here
     /// is written with the Confluent framing; all others with Avro single-object encoding.
+    /// With a registry configured, the ids come from the registry instead.
     pub confluent_schema_ids: BTreeMap<String, u32>,
+    /// A directory of `.avsc` writer schemas that producers use (e.g. a gateway's newer
+    /// `OutboundVerdict`), so single-object records written with them are resolved, not
+    /// dead-lettered as "unknown fingerprint".
+    pub writer_schemas_dir: Option<PathBuf>,
+}
+
+/// Confluent-compatible schema registry settings. `Debug` redacts the password.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Base URL of the registry's Confluent API, e.g. `http://registry:8081`. Empty: no registry.
+    pub url: String,
+    /// Basic-auth user (empty: no authentication).
+    pub username: String,
+    /// Basic-auth password; `${file:/path}` / `${env:NAME}` references are resolved at start.
+    pub password: String,
+    /// PEM file of the CA that signed the registry's certificate (default: the system roots).
+    pub ca_location: Option<PathBuf>,
+    /// How a topic's value subject is named.
+    pub subject_strategy: SubjectStrategy,
+    /// Register mailguard's output schemas at start (otherwise they must be registered already).
+    pub auto_register: bool,
+    /// Timeout of one registry request, in ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            url: String::new(),
+            username: String::new(),
+            password: String::new(),
+            ca_location: None,
+            subject_strategy: SubjectStrategy::Topic,
+            auto_register: true,
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// Whether a registry is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let password = if self.password.is_empty() {
+            ""
+        } else {
+            secrets::REDACTED
+        };
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &password)
+            .field("ca_location", &self.ca_location)
+            .field("subject_strategy", &self.subject_strategy)
+            .field("auto_register", &self.auto_register)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// Subject naming, as Confluent's serializers name them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectStrategy {
+    /// `<topic>-value` (Confluent's default, `TopicNameStrategy`).
+    Topic,
+    /// `<record full name>` (`RecordNameStrategy`).
+    Record,
+    /// `<topic>-<record full name>` (`TopicRecordNameStrategy`).
+    TopicRecord,
+}
+
+impl SubjectStrategy {
+    /// The value subject of `topic` carrying records named `full_name`.
+    pub fn subject(self, topic: &str, full_name: &str) -> String {
+        match self {
+            SubjectStrategy::Topic => format!("{topic}-value"),
+            SubjectStrategy::Record => full_name.to_string(),
+            SubjectStrategy::TopicRecord => format!("{topic}-{full_name}"),
+        }
+    }
 }
 
 /// Logging settings.
@@ -345,21 +462,57 @@ impl Config {
         origin: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
         let mut root: toml::Table =
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Syntax {
                     path: origin.to_path_buf(),
                     message: e.to_string(),
                 })?;
-        apply_env(&mut root, env)?;
+        apply_env(&mut root, env.iter().cloned())?;
         let de = toml::Value::Table(root);
-        let config: Config =
+        let mut config: Config =
             serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Field {
                 field: e.path().to_string(),
                 message: e.inner().to_string(),
             })?;
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        config.resolve_secrets(&lookup)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Merges `kafka.client_properties_file` under `kafka.client_properties` and resolves every
+    /// `${file:…}` / `${env:…}` reference (see [`secrets`]).
+    fn resolve_secrets(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let k = &mut self.kafka;
+        if let Some(path) = &k.client_properties_file {
+            let file = secrets::read_properties("kafka.client_properties_file", path)?;
+            for (key, value) in file {
+                k.client_properties.entry(key).or_insert(value);
+            }
+        }
+        for (key, value) in k.client_properties.iter_mut() {
+            *value = secrets::resolve(&format!("kafka.client_properties.{key}"), value, env)?;
+        }
+        let r = &mut self.registry;
+        r.username = secrets::resolve("registry.username", &r.username, env)?;
+        r.password = secrets::resolve("registry.password", &r.password, env)?;
+        Ok(())
+    }
+
+    /// A copy fit for printing: every secret replaced by `[redacted]`.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        c.kafka.client_properties = secrets::redact_properties(&c.kafka.client_properties);
+        if !c.registry.password.is_empty() {
+            c.registry.password = secrets::REDACTED.to_string();
+        }
+        c
     }
 
     /// Check values that parse but make no sense.
@@ -451,6 +604,28 @@ impl Config {
                 "http.listen",
                 format!("`{}` is not host:port", self.http.listen),
             ));
+        }
+        let r = &self.registry;
+        if r.enabled() {
+            let url = r.url.trim();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    "registry.url",
+                    format!("`{url}` is not an http:// or https:// URL"),
+                ));
+            }
+            if r.timeout_ms == 0 || r.timeout_ms > 120_000 {
+                return Err(ConfigError::invalid(
+                    "registry.timeout_ms",
+                    "must be in 1..=120000",
+                ));
+            }
+            if r.password.is_empty() != r.username.is_empty() {
+                return Err(ConfigError::invalid(
+                    "registry.password",
+                    "registry.username and registry.password go together",
+                ));
+            }
         }
         for name in self.codec.confluent_schema_ids.keys() {
             if name.parse::<crate::codec::RecordType>().is_err() {

@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run the stream processor until SIGINT/SIGTERM.
     Run,
-    /// Validate the configuration and print it as resolved.
+    /// Validate the configuration and print it as resolved (secrets shown as `[redacted]`).
     CheckConfig,
     /// Create the topics of the configuration that do not exist.
     Topics,
@@ -65,7 +65,7 @@ fn real_main(command: Command, config: Config) -> anyhow::Result<()> {
         .build()?;
     match command {
         Command::CheckConfig => {
-            println!("{}", toml::to_string_pretty(&config)?);
+            println!("{}", toml::to_string_pretty(&config.redacted())?);
             Ok(())
         }
         Command::Topics => rt.block_on(async {
