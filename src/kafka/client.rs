@@ -70,11 +70,10 @@ pub fn transactional_producer(cfg: &KafkaConfig, transactional_id: &str) -> Clie
 /// tables. read_committed, so an aborted write is never restored.
 pub fn reader(cfg: &KafkaConfig, purpose: &str) -> ClientConfig {
     let mut c = base(cfg, &format!("mailguard-{}-{purpose}", cfg.instance_id));
-    // A group id is required by librdkafka even for assign(); nothing is committed under it.
-    c.set(
-        "group.id",
-        format!("mailguard-{}-{purpose}-unused", cfg.instance_id),
-    )
+    // A group id is required by librdkafka even for assign(); nothing is committed under it,
+    // but librdkafka looks up its coordinator (ACL: Describe on the group). Derived from the
+    // group id, so one prefixed ACL (`<group_id>.reader.`) covers every reader.
+    c.set("group.id", reader_group(cfg, purpose))
     .set("enable.auto.commit", "false")
     .set("enable.auto.offset.store", "false")
     .set("auto.offset.reset", "earliest")
@@ -88,6 +87,11 @@ pub fn reader(cfg: &KafkaConfig, purpose: &str) -> ClientConfig {
         c.set(k, v);
     }
     c
+}
+
+/// The group id of a [`reader`]: `<group_id>.reader.<instance_id>.<purpose>`.
+pub fn reader_group(cfg: &KafkaConfig, purpose: &str) -> String {
+    format!("{}.reader.{}.{purpose}", cfg.group_id, cfg.instance_id)
 }
 
 /// A plain idempotent producer (CLI `produce`, table DLQ).

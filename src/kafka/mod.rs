@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod client;
 pub mod partitioner;
+pub mod preflight;
 
 /// Errors at the Kafka boundary.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,26 @@ pub enum KafkaError {
         topic: String,
         /// Why.
         reason: String,
+    },
+    /// The cluster cannot be reached or does not accept this client (authentication, TLS).
+    #[error("cannot use Kafka at {bootstrap}: {reason}")]
+    Connect {
+        /// `bootstrap.servers`.
+        bootstrap: String,
+        /// librdkafka's last word on the connection (never a credential).
+        reason: String,
+    },
+    /// An ACL is missing.
+    #[error("{principal} is not authorised for {operation} on {resource} ({why}); grant it, see README \"Connect to your cluster\"")]
+    NotAuthorised {
+        /// The principal (e.g. `User:mailguard`).
+        principal: String,
+        /// The resource, e.g. `Topic:mailguard.alerts`.
+        resource: String,
+        /// The missing operation, e.g. `WRITE`.
+        operation: String,
+        /// What mailguard needs it for.
+        why: String,
     },
     /// Input topics that must be co-partitioned are not.
     #[error("topics `{a}` ({pa} partitions) and `{b}` ({pb} partitions) must have the same partition count")]

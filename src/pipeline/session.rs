@@ -68,9 +68,49 @@ impl From<RdError> for SessionError {
 }
 
 impl SessionError {
-    /// Whether building a new session can help.
+    /// Whether building a new session can help. A missing ACL cannot be fixed by retrying:
+    /// the process stops, `/healthz` fails, and the message names the grant to add.
     pub fn is_retriable(&self) -> bool {
-        !matches!(self, SessionError::Fenced(_))
+        !matches!(
+            self,
+            SessionError::Fenced(_) | SessionError::Kafka(KafkaError::NotAuthorised { .. })
+        )
+    }
+}
+
+/// What a consumer error means for the session: `None` for the transient ones librdkafka
+/// recovers from by itself (logged), an error to end the session otherwise. A fatal consumer
+/// error (e.g. `FencedInstanceId` after a broker restart, when the broker still holds the old
+/// member of our static `group.instance.id`) leaves a consumer that never fetches again: only a
+/// new session — a new consumer — recovers, so it must not be merely logged.
+fn consumer_error(e: RdError, cfg: &Config) -> Option<SessionError> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let principal = crate::kafka::preflight::principal(cfg);
+    match e.rdkafka_error_code() {
+        Some(Code::GroupAuthorizationFailed) => {
+            Some(SessionError::Kafka(KafkaError::NotAuthorised {
+                principal,
+                resource: format!("Group:{}", cfg.kafka.group_id),
+                operation: "READ".into(),
+                why: "mailguard's instances consume as one consumer group".into(),
+            }))
+        }
+        Some(Code::TopicAuthorizationFailed) => {
+            Some(SessionError::Kafka(KafkaError::NotAuthorised {
+                principal,
+                resource: format!("Topic:{} / Topic:{}", cfg.topics.verdicts, cfg.topics.commands),
+                operation: "READ".into(),
+                why: "mailguard consumes the input topics".into(),
+            }))
+        }
+        _ if matches!(e, RdError::MessageConsumptionFatal(_)) => {
+            warn!(error = %e, "fatal consumer error; starting a new session");
+            Some(SessionError::Kafka(KafkaError::Client(e)))
+        }
+        _ => {
+            warn!(error = %e, "consumer error");
+            None
+        }
     }
 }
 
@@ -351,7 +391,19 @@ pub fn run_session(
         client::transactional_producer(&cfg.kafka, &cfg.transactional_id())
             .create_with_context(TrackingContext(tracker.clone()))?;
     // Fences any earlier incarnation with our transactional id and aborts its open transaction.
-    producer.init_transactions(TXN_TIMEOUT).map_err(txn_error)?;
+    producer
+        .init_transactions(TXN_TIMEOUT)
+        .map_err(|e| match e.rdkafka_error_code() {
+            Some(rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
+                SessionError::Kafka(KafkaError::NotAuthorised {
+                    principal: crate::kafka::preflight::principal(cfg),
+                    resource: format!("TransactionalId:{}", cfg.transactional_id()),
+                    operation: "WRITE".into(),
+                    why: "outputs, state and offsets commit in one transaction".into(),
+                })
+            }
+            _ => txn_error(e),
+        })?;
     let core = Arc::new(Mutex::new(Core {
         cfg: cfg.clone(),
         processor,
@@ -405,7 +457,11 @@ pub fn run_session(
         while let Some(polled) = next.take() {
             match polled {
                 Ok(m) => step = core.lock().expect("lock").handle(&m, now),
-                Err(e) => warn!(error = %e, "consumer error"),
+                Err(e) => {
+                    if let Some(fatal) = consumer_error(e, cfg) {
+                        step = Err(fatal);
+                    }
+                }
             }
             handled += 1;
             if step.is_err() || handled >= BURST {

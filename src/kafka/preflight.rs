@@ -1,0 +1,331 @@
+//! Start-up checks that turn a misconfigured connection or a missing ACL into one message naming
+//! the cause and the resource, before any work starts.
+//!
+//! Without them, librdkafka retries a wrong password or an untrusted certificate forever (the
+//! process looks alive and does nothing), and a missing `WRITE` on an output topic shows only at
+//! the first trip, as a failed transaction that is retried until the pipeline gives up — long
+//! after the operator who changed the ACLs has gone home. So at start mailguard:
+//!
+//! 1. asks the cluster to describe every configured topic *with the operations this principal is
+//!    authorised for* (KIP-430; `DescribeTopics` with `include_authorized_operations`), and
+//!    checks each topic's role: inputs and tables need `READ`, outputs and the DLQ `WRITE`, the
+//!    changelog both. A topic the principal may not even describe is reported as such.
+//! 2. if that request cannot be answered, reports the last error librdkafka gave the connection
+//!    (SASL authentication failed, SSL handshake failed, all brokers down) instead of a timeout.
+//!
+//! The consumer group and the transactional id are checked where they are first used (joining
+//! the group, `init_transactions`), which fail at once and are reported by the session.
+
+use std::ffi::{CStr, CString};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka_sys as sys;
+use tracing::{debug, info};
+
+use crate::config::Config;
+use crate::kafka::{client, KafkaError};
+
+/// What the principal must be allowed to do on a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Consumed (inputs, tables).
+    Read,
+    /// Produced (outputs, DLQ).
+    Write,
+    /// Both (the state changelog: written by the session, read by restore).
+    ReadWrite,
+}
+
+impl Need {
+    fn ops(self) -> &'static [Operation] {
+        match self {
+            Need::Read => &[Operation::Read],
+            Need::Write => &[Operation::Write],
+            Need::ReadWrite => &[Operation::Read, Operation::Write],
+        }
+    }
+}
+
+/// The ACL operations mailguard checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `READ`.
+    Read,
+    /// `WRITE`.
+    Write,
+}
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Read => "READ",
+            Operation::Write => "WRITE",
+        }
+    }
+
+    fn code(self) -> sys::rd_kafka_AclOperation_t {
+        match self {
+            Operation::Read => sys::rd_kafka_AclOperation_t::RD_KAFKA_ACL_OPERATION_READ,
+            Operation::Write => sys::rd_kafka_AclOperation_t::RD_KAFKA_ACL_OPERATION_WRITE,
+        }
+    }
+}
+
+/// Every topic of the configuration with what mailguard does with it.
+pub fn topic_needs(cfg: &Config) -> Vec<(String, Need)> {
+    let t = &cfg.topics;
+    [
+        (&t.verdicts, Need::Read),
+        (&t.commands, Need::Read),
+        (&t.mailboxes, Need::Read),
+        (&t.devices, Need::Read),
+        (&t.tenants, Need::Read),
+        (&t.blocks, Need::Write),
+        (&t.scan_requests, Need::Write),
+        (&t.alerts, Need::Write),
+        (&t.events, Need::Write),
+        (&t.dlq, Need::Write),
+        (&t.changelog, Need::ReadWrite),
+    ]
+    .into_iter()
+    .map(|(name, need)| (name.clone(), need))
+    .collect()
+}
+
+/// Remembers the last connection-level error librdkafka reported, to explain a request that
+/// cannot be answered, and to stop waiting as soon as the error is one retrying cannot fix.
+#[derive(Clone, Default)]
+pub struct RecordingContext {
+    last: Arc<Mutex<Option<(Option<RDKafkaErrorCode>, String)>>>,
+}
+
+impl RecordingContext {
+    fn last(&self) -> Option<String> {
+        self.last
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|(_, r)| r.clone()))
+    }
+
+    /// A wrong password or an untrusted certificate: librdkafka would retry it forever.
+    fn definitive(&self) -> Option<String> {
+        let l = self.last.lock().ok()?;
+        let (code, reason) = l.as_ref()?;
+        matches!(
+            code,
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+        )
+        .then(|| reason.clone())
+    }
+}
+
+impl ClientContext for RecordingContext {
+    fn error(&self, error: RdError, reason: &str) {
+        debug!(%error, %reason, "librdkafka error during preflight");
+        if let Ok(mut l) = self.last.lock() {
+            // librdkafka's reason says what failed and in which state ("SASL authentication
+            // error: …", "SSL handshake failed: …"); it never contains a credential.
+            let reason = if reason.is_empty() {
+                error.to_string()
+            } else {
+                reason.to_string()
+            };
+            *l = Some((error.rdkafka_error_code(), reason));
+        }
+    }
+}
+
+/// One topic as described by the cluster.
+#[derive(Debug)]
+struct Described {
+    name: String,
+    error: Option<(sys::rd_kafka_resp_err_t, String)>,
+    /// `None` when the broker did not report authorised operations.
+    ops: Option<Vec<sys::rd_kafka_AclOperation_t>>,
+}
+
+/// Runs the checks; `Ok` means every topic exists (or will be created) and is usable as needed.
+pub fn check(cfg: &Config, timeout: Duration) -> Result<(), KafkaError> {
+    let ctx = RecordingContext::default();
+    let admin: AdminClient<RecordingContext> =
+        client::admin(&cfg.kafka).create_with_context(ctx.clone())?;
+    let needs = topic_needs(cfg);
+    let names: Vec<&str> = needs.iter().map(|(n, _)| n.as_str()).collect();
+    let started = Instant::now();
+    let described = match describe_topics(&admin, &names, timeout, &ctx) {
+        Ok(d) => d,
+        Err(reason) => {
+            return Err(KafkaError::Connect {
+                bootstrap: cfg.kafka.bootstrap_servers.clone(),
+                reason: ctx.last().unwrap_or(reason),
+            })
+        }
+    };
+    debug!(elapsed_ms = started.elapsed().as_millis() as u64, "topics described");
+    let principal = principal(cfg);
+    for (name, need) in &needs {
+        let Some(d) = described.iter().find(|d| &d.name == name) else {
+            continue;
+        };
+        if let Some((code, message)) = &d.error {
+            use sys::rd_kafka_resp_err_t::*;
+            match code {
+                RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED => {
+                    return Err(KafkaError::NotAuthorised {
+                        principal: principal.clone(),
+                        resource: format!("Topic:{name}"),
+                        operation: "DESCRIBE".into(),
+                        why: "every topic mailguard uses must be described".into(),
+                    })
+                }
+                // A missing topic is reported later by the partition check, or created.
+                RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART => continue,
+                _ => {
+                    return Err(KafkaError::Topic {
+                        topic: name.clone(),
+                        reason: message.clone(),
+                    })
+                }
+            }
+        }
+        let Some(ops) = &d.ops else {
+            debug!(topic = %name, "broker reported no authorised operations; not checked");
+            continue;
+        };
+        for op in need.ops() {
+            let allowed = ops.iter().any(|o| {
+                *o == op.code() || *o == sys::rd_kafka_AclOperation_t::RD_KAFKA_ACL_OPERATION_ALL
+            });
+            if !allowed {
+                return Err(KafkaError::NotAuthorised {
+                    principal: principal.clone(),
+                    resource: format!("Topic:{name}"),
+                    operation: op.name().into(),
+                    why: match need {
+                        Need::Read => "mailguard consumes it".into(),
+                        Need::Write => "mailguard produces to it".into(),
+                        Need::ReadWrite => "mailguard writes and restores its state from it".into(),
+                    },
+                });
+            }
+        }
+    }
+    info!(topics = needs.len(), "preflight: every topic usable as needed");
+    Ok(())
+}
+
+/// `User:<sasl.username>` when SASL is configured (for messages; never a secret).
+pub(crate) fn principal(cfg: &Config) -> String {
+    match cfg.kafka.client_properties.get("sasl.username") {
+        Some(u) => format!("User:{u}"),
+        None => "this client's principal".into(),
+    }
+}
+
+/// DescribeTopics with authorised operations, through librdkafka's C API (rust-rdkafka has no
+/// wrapper for it). Every pointer is owned by librdkafka's result event, destroyed at the end.
+fn describe_topics(
+    admin: &AdminClient<RecordingContext>,
+    names: &[&str],
+    timeout: Duration,
+    ctx: &RecordingContext,
+) -> Result<Vec<Described>, String> {
+    let rk = admin.inner().native_ptr();
+    let cnames: Vec<CString> = names
+        .iter()
+        .map(|n| CString::new(*n).map_err(|_| format!("topic name {n:?} contains NUL")))
+        .collect::<Result<_, _>>()?;
+    let mut ptrs: Vec<*const std::os::raw::c_char> = cnames.iter().map(|c| c.as_ptr()).collect();
+    let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `rk` is a live client for the whole call (borrowed from `admin`); every object
+    // created here is destroyed before returning, and strings read from the result are copied
+    // before the event that owns them is destroyed.
+    unsafe {
+        let queue = sys::rd_kafka_queue_new(rk);
+        let opts = sys::rd_kafka_AdminOptions_new(
+            rk,
+            sys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+        );
+        let mut errbuf = [0 as std::os::raw::c_char; 256];
+        sys::rd_kafka_AdminOptions_set_request_timeout(
+            opts,
+            millis,
+            errbuf.as_mut_ptr(),
+            errbuf.len(),
+        );
+        let err = sys::rd_kafka_AdminOptions_set_include_authorized_operations(opts, 1);
+        if !err.is_null() {
+            sys::rd_kafka_error_destroy(err);
+        }
+        let topics = sys::rd_kafka_TopicCollection_of_topic_names(ptrs.as_mut_ptr(), ptrs.len());
+        sys::rd_kafka_DescribeTopics(rk, topics, opts, queue);
+        // The request's own timeout bounds the wait (a little more, so its answer wins), in
+        // slices, so a definitive connection error ends it at once.
+        let deadline = Instant::now() + timeout + Duration::from_secs(2);
+        let mut event = std::ptr::null_mut();
+        let mut definitive = None;
+        while event.is_null() && Instant::now() < deadline {
+            event = sys::rd_kafka_queue_poll(queue, 200);
+            if event.is_null() {
+                definitive = ctx.definitive();
+                if definitive.is_some() {
+                    break;
+                }
+            }
+        }
+        let result = if let Some(reason) = definitive {
+            Err(reason)
+        } else if event.is_null() {
+            Err(format!("no answer within {} ms", timeout.as_millis()))
+        } else if sys::rd_kafka_event_error(event)
+            != sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        {
+            Err(cstr(sys::rd_kafka_event_error_string(event)))
+        } else {
+            let res = sys::rd_kafka_event_DescribeTopics_result(event);
+            let mut n = 0usize;
+            let descs = sys::rd_kafka_DescribeTopics_result_topics(res, &mut n);
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let d = *descs.add(i);
+                let name = cstr(sys::rd_kafka_TopicDescription_name(d));
+                let e = sys::rd_kafka_TopicDescription_error(d);
+                let error = if e.is_null()
+                    || sys::rd_kafka_error_code(e)
+                        == sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                {
+                    None
+                } else {
+                    Some((sys::rd_kafka_error_code(e), cstr(sys::rd_kafka_error_string(e))))
+                };
+                let mut k = 0usize;
+                let ops_ptr = sys::rd_kafka_TopicDescription_authorized_operations(d, &mut k);
+                let ops = (!ops_ptr.is_null())
+                    .then(|| std::slice::from_raw_parts(ops_ptr, k).to_vec());
+                out.push(Described { name, error, ops });
+            }
+            Ok(out)
+        };
+        if !event.is_null() {
+            sys::rd_kafka_event_destroy(event);
+        }
+        sys::rd_kafka_TopicCollection_destroy(topics);
+        sys::rd_kafka_AdminOptions_destroy(opts);
+        sys::rd_kafka_queue_destroy(queue);
+        result
+    }
+}
+
+fn cstr(p: *const std::os::raw::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: librdkafka returns NUL-terminated strings that live as long as their owner, which
+    // the caller keeps alive while this copies.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
