@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::codec::{Codec, RecordType};
 use crate::config::Config;
 use crate::kafka::{admin, client};
-use crate::pipeline::codec_from_config;
+use crate::registry::codec_for;
 
 /// Errors of the CLI tools; Display names the line or topic.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,9 @@ pub enum CliError {
     /// Kafka failed.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// The wire format could not be set up (schema registry, writer schemas).
+    #[error("{0}")]
+    Wire(String),
     /// I/O failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -149,7 +152,9 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> Result<(), CliError> {
         .clone()
         .unwrap_or_else(|| cfg.topics.verdicts.clone());
     let rt = resolve_type(cfg, &topic, args.record_type.as_deref())?;
-    let codec = codec_from_config(cfg);
+    // With a registry, the record type is registered under the topic's subject, as any
+    // Confluent serializer would do.
+    let codec = codec_for(cfg, &[(topic.as_str(), rt)]).map_err(|e| CliError::Wire(e.to_string()))?;
     let producer: BaseProducer = client::plain_producer(&cfg.kafka, "cli").create()?;
     let stdin = std::io::stdin();
     let mut n = 0usize;
@@ -219,7 +224,7 @@ pub fn tail(cfg: &Config, args: &TailArgs) -> Result<(), CliError> {
     } else {
         Some(resolve_type(cfg, &args.topic, args.record_type.as_deref())?)
     };
-    let codec: Codec = codec_from_config(cfg);
+    let codec: Codec = codec_for(cfg, &[]).map_err(|e| CliError::Wire(e.to_string()))?;
     let consumer: BaseConsumer = client::reader(&cfg.kafka, "tail")
         .set("enable.partition.eof", "false")
         .create()?;

@@ -16,7 +16,8 @@
 //! - [`timers`] — the wall clock and the index of blocks waiting to expire.
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`.
 //! - [`telemetry`] — every metric name, and logging set-up.
-//! - [`config`] — the one validated configuration.
+//! - [`config`] — the one validated configuration; secrets from files or the environment.
+//! - [`registry`] — client of a Confluent-compatible schema registry.
 //! - [`cli`] — `mailguard produce` / `tail`: the codec for people.
 
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod http;
 pub mod kafka;
 pub mod pipeline;
 pub mod policy;
+pub mod registry;
 pub mod store;
 pub mod telemetry;
 pub mod timers;

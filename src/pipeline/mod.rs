@@ -25,7 +25,8 @@ use tracing::{error, info, warn};
 
 use crate::codec::{Codec, RecordType};
 use crate::config::Config;
-use crate::kafka::{admin, client, KafkaError};
+use crate::kafka::{admin, client, preflight, KafkaError};
+use crate::registry;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Health, Metrics};
 use crate::timers::Clock;
@@ -44,6 +45,9 @@ pub enum PipelineError {
     /// The local store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The wire format could not be set up (schema registry, writer schemas).
+    #[error(transparent)]
+    Wire(#[from] registry::WireError),
     /// The table loader failed.
     #[error(transparent)]
     Tables(#[from] TableError),
@@ -52,15 +56,18 @@ pub enum PipelineError {
     Session(#[from] SessionError),
 }
 
-/// Build the codec from the configured schema-registry ids.
-pub fn codec_from_config(cfg: &Config) -> Codec {
-    let ids: HashMap<RecordType, u32> = cfg
-        .codec
-        .confluent_schema_ids
-        .iter()
-        .filter_map(|(name, id)| name.parse::<RecordType>().ok().map(|rt| (rt, *id)))
-        .collect();
-    Codec::new(ids)
+/// How long the start-up checks wait for the cluster to describe the topics.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the pipeline writes, by topic: the schemas registered with a registry at start.
+pub fn outputs(cfg: &Config) -> Vec<(&str, RecordType)> {
+    let t = &cfg.topics;
+    vec![
+        (t.blocks.as_str(), RecordType::MailboxBlock),
+        (t.scan_requests.as_str(), RecordType::ScanRequest),
+        (t.alerts.as_str(), RecordType::Alert),
+        (t.events.as_str(), RecordType::EventLogEntry),
+    ]
 }
 
 /// Check that the input topics and the changelog are co-partitioned.
@@ -96,9 +103,13 @@ pub async fn run(
     }
     let partitions = {
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || check_partitioning(&cfg))
-            .await
-            .expect("metadata task")?
+        tokio::task::spawn_blocking(move || {
+            // Wrong credentials, an untrusted certificate or a missing ACL stop here, named.
+            preflight::check(&cfg, PREFLIGHT_TIMEOUT)?;
+            check_partitioning(&cfg)
+        })
+        .await
+        .expect("metadata task")?
     };
     info!(partitions, "input topics co-partitioned");
     std::fs::create_dir_all(&cfg.state.dir).map_err(|e| StoreError::Corrupt {
@@ -106,7 +117,12 @@ pub async fn run(
         reason: format!("{}: {e}", cfg.state.dir.display()),
     })?;
     let store = Store::open(&cfg.state.dir)?;
-    let codec = codec_from_config(&cfg);
+    let codec = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || registry::codec_for(&cfg, &outputs(&cfg)))
+            .await
+            .expect("codec task")?
+    };
     let tenants = Arc::new(RwLock::new(HashMap::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let loader = tables::spawn(

@@ -44,6 +44,10 @@ pub enum ProcessError {
     /// The producer refused a record.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The writer schema of a record cannot be fetched right now (registry unreachable): the
+    /// session is rebuilt and the record read again, instead of dead-lettering good input.
+    #[error("writer schema unavailable: {0}")]
+    SchemaUnavailable(crate::codec::CodecError),
     /// A state value in RocksDB could not be decoded: the local copy is corrupt.
     #[error("corrupt local state for partition {partition}: {reason}")]
     CorruptState {
@@ -186,6 +190,7 @@ impl Processor {
             // touches state.
             let v = match self.codec.decode_verdict_ref(payload) {
                 Ok(v) => v,
+                Err(e) if e.is_transient() => return Err(ProcessError::SchemaUnavailable(e)),
                 Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
             };
             self.metrics.verdict(v.verdict);
@@ -199,6 +204,7 @@ impl Processor {
         } else {
             let c = match self.codec.decode_command(payload) {
                 Ok(c) => c,
+                Err(e) if e.is_transient() => return Err(ProcessError::SchemaUnavailable(e)),
                 Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
             };
             if !crate::codec::same_mailbox(key, &c.mailbox) {

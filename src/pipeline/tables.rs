@@ -51,6 +51,9 @@ struct TableReader {
     consumer: BaseConsumer<client::ReaderContext>,
     at_end: HashSet<i32>,
     partitions: i32,
+    /// For messages naming a missing ACL.
+    principal: String,
+    group: String,
 }
 
 /// Handle of the running loader.
@@ -107,6 +110,8 @@ pub fn spawn(
             consumer,
             at_end: HashSet::new(),
             partitions,
+            principal: crate::kafka::preflight::principal(cfg),
+            group: client::reader_group(&cfg.kafka, &format!("table-{}", table.name())),
         });
     }
     let dlq_producer: BaseProducer = client::plain_producer(&cfg.kafka, "tables-dlq").create()?;
@@ -126,6 +131,7 @@ pub fn spawn(
                         &metrics,
                         &dlq_producer,
                         &dlq_topic,
+                        &stop,
                     )?;
                 }
                 if !loaded_sent
@@ -146,7 +152,26 @@ pub fn spawn(
     Ok(TableLoader { loaded: rx, thread })
 }
 
+impl TableReader {
+    /// The missing ACL an error reports, if it is one.
+    fn not_authorised(&self, e: &RdError) -> Option<KafkaError> {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let (resource, operation) = match e.rdkafka_error_code()? {
+            Code::TopicAuthorizationFailed => (format!("Topic:{}", self.topic), "READ"),
+            Code::GroupAuthorizationFailed => (format!("Group:{}", self.group), "DESCRIBE"),
+            _ => return None,
+        };
+        Some(KafkaError::NotAuthorised {
+            principal: self.principal.clone(),
+            resource,
+            operation: operation.into(),
+            why: format!("mailguard reads the {} table", self.table.name()),
+        })
+    }
+}
+
 /// Read what is available of one table (up to a bounded batch), apply it, store the positions.
+#[allow(clippy::too_many_arguments)]
 fn poll_table(
     r: &mut TableReader,
     store: &Store,
@@ -155,6 +180,7 @@ fn poll_table(
     metrics: &Metrics,
     dlq: &BaseProducer,
     dlq_topic: &str,
+    stop: &AtomicBool,
 ) -> Result<(), TableError> {
     let mut batch = Batch::new();
     let mut timeout = Duration::from_millis(50);
@@ -166,6 +192,10 @@ fn poll_table(
                 continue;
             }
             Some(Err(e)) => {
+                // A missing ACL would otherwise stall the table for good behind a warning.
+                if let Some(missing) = r.not_authorised(&e) {
+                    return Err(TableError::Kafka(missing));
+                }
                 warn!(topic = %r.topic, error = %e, "table consumer error");
                 break;
             }
@@ -204,22 +234,23 @@ fn poll_table(
             metrics.table_record(r.table.name());
             continue;
         };
-        let decoded: Result<String, String> = match r.table {
-            Table::Owners => codec
-                .decode_owner(payload)
-                .map(|(mailbox, _)| mailbox)
-                .map_err(|e| e.to_string()),
-            Table::Devices => codec
-                .decode_devices(payload)
-                .map(|d| d.owner_id)
-                .map_err(|e| e.to_string()),
-            Table::Tenants => codec
-                .decode_tenant(payload)
-                .map(|(id, t)| {
-                    tenants.write().expect("tenant lock").insert(id.clone(), t);
-                    id
-                })
-                .map_err(|e| e.to_string()),
+        // A writer schema the registry cannot serve right now is waited for, never
+        // dead-lettered: a registry outage must not turn good directory records into dead
+        // letters. The table stalls meanwhile (and says so); on shutdown the batch is dropped
+        // unwritten, so these records are read again at the next start.
+        let mut backoff = Duration::from_millis(200);
+        let decoded: Result<String, String> = loop {
+            match decode_table(r.table, codec, payload, tenants) {
+                Err(e) if e.is_transient() => {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    warn!(topic = %r.topic, partition = p, offset, error = %e, "writer schema unavailable; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                other => break other.map_err(|e| e.to_string()),
+            }
         };
         match decoded {
             Ok(id) => {
@@ -243,6 +274,23 @@ fn poll_table(
     }
     store.write(batch)?;
     Ok(())
+}
+
+/// Decodes a table record; returns the id it is stored under.
+fn decode_table(
+    table: Table,
+    codec: &Codec,
+    payload: &[u8],
+    tenants: &TenantMap,
+) -> Result<String, crate::codec::CodecError> {
+    match table {
+        Table::Owners => codec.decode_owner(payload).map(|(mailbox, _)| mailbox),
+        Table::Devices => codec.decode_devices(payload).map(|d| d.owner_id),
+        Table::Tenants => codec.decode_tenant(payload).map(|(id, t)| {
+            tenants.write().expect("tenant lock").insert(id.clone(), t);
+            id
+        }),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
