@@ -6,16 +6,21 @@ SHELL := /bin/bash
 export MAILGUARD_CACHE ?= $(HOME)/.cache/mailguard
 export CARGO_TARGET_DIR ?= $(MAILGUARD_CACHE)/target
 KAFKA_PORT ?= 9092
+REGISTRY_PORT ?= 8081
 CONFIG ?= config/local.toml
+# `make run` talks to the local broker and registry whatever CONFIG says about them.
+LOCAL_ENV = MAILGUARD_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
+	MAILGUARD_REGISTRY__URL=http://127.0.0.1:$(REGISTRY_PORT)/apis/ccompat/v7
 
-.PHONY: help deps kafka-up kafka-down kafka-status kafka-logs topics build run test test-only lint bench bench-e2e clean-state
+.PHONY: help deps kafka-up kafka-down kafka-status kafka-logs registry-up registry-down topics build run test lint bench clean-state
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-deps: ## Install what a fresh machine lacks (system packages, Kafka jars)
+deps: ## Install what a fresh machine lacks (system packages, Kafka and registry jars)
 	@scripts/ensure-deps
 	@scripts/kafka-local fetch
+	@scripts/registry-local fetch
 
 kafka-up: deps ## Start the local broker on KAFKA_PORT (default 9092)
 	scripts/kafka-local up --port $(KAFKA_PORT)
@@ -29,17 +34,23 @@ kafka-status: ## Is the local broker running?
 kafka-logs: ## Tail the local broker's log
 	scripts/kafka-local logs --port $(KAFKA_PORT)
 
+registry-up: deps ## Start the local schema registry on REGISTRY_PORT (default 8081)
+	scripts/registry-local up --port $(REGISTRY_PORT)
+
+registry-down: ## Stop the local schema registry
+	scripts/registry-local down --port $(REGISTRY_PORT)
+
 build: deps ## Build mailguard
 	cargo build --bin mailguard
 
 topics: build ## Create every topic of CONFIG on the local broker
-	MAILGUARD_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) $(CARGO_TARGET_DIR)/debug/mailguard --config $(CONFIG) topics
+	$(LOCAL_ENV) $(CARGO_TARGET_DIR)/debug/mailguard --config $(CONFIG) topics
 
-run: kafka-up build ## Run mailguard against the local broker (topics created); Ctrl-C stops it
-	MAILGUARD_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) $(CARGO_TARGET_DIR)/debug/mailguard --config $(CONFIG) topics
-	MAILGUARD_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) exec $(CARGO_TARGET_DIR)/debug/mailguard --config $(CONFIG) run
+run: kafka-up registry-up build ## Run mailguard on the local broker and registry (topics created); Ctrl-C stops it
+	$(LOCAL_ENV) $(CARGO_TARGET_DIR)/debug/mailguard --config $(CONFIG) topics
+	$(LOCAL_ENV) exec $(CARGO_TARGET_DIR)/debug/mailguard --config $(CONFIG) run
 
-test: deps ## Everything: fmt, clippy, unit, property and integration tests on a fresh broker
+test: deps ## Everything: fmt, clippy, golden vectors, unit, property, integration and interop tests on fresh brokers and registry
 	scripts/test-all
 
 lint: ## rustfmt --check and clippy -D warnings
