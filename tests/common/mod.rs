@@ -71,10 +71,42 @@ pub fn create_topics(cfg: &Config) {
         .expect("create topics");
 }
 
+/// A broker of this test run and the client properties that reach it.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub bootstrap: String,
+    pub props: BTreeMap<String, String>,
+}
+
+impl Cluster {
+    /// The PLAINTEXT broker every test uses.
+    pub fn plain() -> Cluster {
+        Cluster {
+            bootstrap: bootstrap(),
+            props: BTreeMap::new(),
+        }
+    }
+
+    /// A client configuration for this cluster.
+    pub fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.props {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
 /// A plain producer on the test broker.
 pub fn producer() -> BaseProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+    producer_on(&Cluster::plain())
+}
+
+/// A producer on `cluster`, partitioning as the Java client does.
+pub fn producer_on(cluster: &Cluster) -> BaseProducer {
+    cluster
+        .client()
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "1")
         .create()
@@ -83,7 +115,12 @@ pub fn producer() -> BaseProducer {
 
 /// Produce and wait until the broker acknowledged everything.
 pub fn produce(topic: &str, records: &[(Option<&str>, Option<Vec<u8>>)]) {
-    let p = producer();
+    produce_on(&Cluster::plain(), topic, records)
+}
+
+/// [`produce`] on `cluster`.
+pub fn produce_on(cluster: &Cluster, topic: &str, records: &[(Option<&str>, Option<Vec<u8>>)]) {
+    let p = producer_on(cluster);
     for (key, value) in records {
         let mut r: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic);
         if let Some(k) = key {
@@ -111,8 +148,13 @@ pub struct Rec {
 
 /// A read_committed reader of every partition of `topic` from the beginning.
 pub fn reader(topic: &str) -> BaseConsumer {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+    reader_on(&Cluster::plain(), topic)
+}
+
+/// [`reader`] on `cluster`.
+pub fn reader_on(cluster: &Cluster, topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = cluster
+        .client()
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -176,7 +218,18 @@ pub fn consume_until(
 /// Read exactly `n` records, then make sure no more arrive for `settle` (used to prove
 /// "exactly once": nothing extra shows up after the expected records).
 pub fn consume_exactly(topic: &str, n: usize, timeout: Duration, settle: Duration) -> Vec<Rec> {
-    let c = reader(topic);
+    consume_exactly_on(&Cluster::plain(), topic, n, timeout, settle)
+}
+
+/// [`consume_exactly`] on `cluster`.
+pub fn consume_exactly_on(
+    cluster: &Cluster,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> Vec<Rec> {
+    let c = reader_on(cluster, topic);
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while out.len() < n {

@@ -1,0 +1,298 @@
+//! Interoperability with implementations that are not ours, on the real broker and the real
+//! schema registry that `make test` starts: Python confluent-kafka's `AvroSerializer` (and
+//! fastavro's single-object encoding) writes verdicts — mailguard's v1 schema and an evolved v2
+//! with an extra optional field, zstd-compressed — and confluent-kafka's `AvroDeserializer`
+//! reads what mailguard writes. A round trip through our own codec would prove nothing here.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailguard::config::Config;
+use mailguard::timers::SystemClock;
+use serde_json::{json, Value};
+
+use common::Rec;
+
+/// The registry of this test run (`make test` starts it and sets the variable).
+fn registry() -> String {
+    std::env::var("MAILGUARD_TEST_REGISTRY").expect(
+        "MAILGUARD_TEST_REGISTRY is not set: interop tests need the real registry; run `make test`",
+    )
+}
+
+/// The Python of the interop venv (`scripts/interop-env`).
+fn python() -> String {
+    std::env::var("MAILGUARD_TEST_PYTHON").expect(
+        "MAILGUARD_TEST_PYTHON is not set: interop tests need the venv of scripts/interop-env; run `make test`",
+    )
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `interop/python/<script>` with `args`, feeding `stdin`; returns stdout lines as JSON.
+fn py(script: &str, args: &[&str], stdin: &str) -> Vec<Value> {
+    let mut child = Command::new(python())
+        .arg(repo().join("interop/python").join(script))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the interop python");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} {args:?} failed: {stderr}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{script}: {e}: {l}")))
+        .collect()
+}
+
+/// Five SPAM verdicts of `mailbox` one second apart, as JSON lines; `extra` fields are added to
+/// the last `v2` of them (an evolved writer's field).
+fn spam_lines(mailbox: &str, tag: &str, range: std::ops::Range<i64>, extra: Option<Value>) -> String {
+    let t0 = common::now_ms() - 60_000;
+    range
+        .map(|i| {
+            let mut v = json!({
+                "message_id": format!("{tag}-{i}"),
+                "tenant_id": "acme",
+                "mailbox": mailbox,
+                "sent_at": t0 + i * 1_000,
+                "verdict": "SPAM",
+            });
+            if let (Some(Value::Object(extra)), Value::Object(m)) = (&extra, &mut v) {
+                m.extend(extra.clone());
+            }
+            format!("{v}\n")
+        })
+        .collect()
+}
+
+/// OutboundVerdict v2: v1 plus one optional field at the end, as a gateway team would evolve it.
+fn v2_schema(dir: &std::path::Path) -> PathBuf {
+    let mut schema: Value = serde_json::from_str(include_str!("../schemas/OutboundVerdict.avsc"))
+        .expect("v1 schema");
+    schema["fields"].as_array_mut().unwrap().push(json!({
+        "name": "spam_score", "type": ["null", "double"], "default": null,
+        "doc": "v2: the gateway's spam score"
+    }));
+    let path = dir.join("OutboundVerdict.v2.avsc");
+    std::fs::write(&path, schema.to_string()).unwrap();
+    path
+}
+
+fn registry_config(partitions: i32) -> (Config, tempfile::TempDir) {
+    let (mut cfg, dir) = common::test_config(partitions);
+    cfg.registry.url = registry();
+    (cfg, dir)
+}
+
+fn decoded_values(recs: &[Value]) -> Vec<&Value> {
+    recs.iter().map(|r| &r["value"]).collect()
+}
+
+#[test]
+fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_reads_every_output(
+) {
+    let (cfg, dir) = registry_config(2);
+    common::create_topics(&cfg);
+    let running = common::start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(Duration::from_secs(60));
+    let b = common::bootstrap();
+    let reg = registry();
+    let v2 = v2_schema(dir.path());
+    let mailbox = "Interop.User@Example.com";
+    // Three with mailguard's schema, two with the evolved one: the trip needs both.
+    let v1_out = py(
+        "produce_verdicts.py",
+        &["--bootstrap", &b, "--registry", &reg, "--topic", &cfg.topics.verdicts, "--compression", "zstd"],
+        &spam_lines(mailbox, "m", 0..3, None),
+    );
+    let v2_out = py(
+        "produce_verdicts.py",
+        &[
+            "--bootstrap", &b, "--registry", &reg, "--topic", &cfg.topics.verdicts,
+            "--schema", v2.to_str().unwrap(), "--compression", "zstd",
+        ],
+        &spam_lines(mailbox, "m", 3..5, Some(json!({"spam_score": 9.5}))),
+    );
+    let (id1, id2) = (&v1_out[0]["schema_id"], &v2_out[0]["schema_id"]);
+    assert_ne!(id1, id2, "v2 must be registered under a new id: {v1_out:?} {v2_out:?}");
+
+    // Exactly one block, read by our reader…
+    let blocks = common::consume_exactly(
+        &cfg.topics.blocks,
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    );
+    assert_eq!(blocks[0].key.as_deref(), Some("interop.user@example.com"));
+    // …and by confluent-kafka's AvroDeserializer, through the id mailguard registered.
+    let args = |topic: &str, n: &str| {
+        vec![
+            "--bootstrap".to_string(), b.clone(), "--registry".into(), reg.clone(),
+            "--topic".into(), topic.to_string(), "--expect".into(), n.to_string(),
+            "--timeout".into(), "60".into(),
+        ]
+    };
+    let run = |topic: &str, n: usize| {
+        let a = args(topic, &n.to_string());
+        py("consume_avro.py", &a.iter().map(String::as_str).collect::<Vec<_>>(), "")
+    };
+    let block = run(&cfg.topics.blocks, 1);
+    let block = decoded_values(&block)[0].clone();
+    assert_eq!(block["state"], "BLOCKED", "{block}");
+    assert_eq!(block["strike"], 1, "{block}");
+    assert_eq!(block["mailbox"], "interop.user@example.com");
+    let evidence = block["evidence_message_ids"].as_array().unwrap();
+    assert_eq!(evidence.len(), 5, "{block}");
+    let alerts = run(&cfg.topics.alerts, 1);
+    assert_eq!(decoded_values(&alerts)[0]["scan_skipped_reason"], "OWNER_UNKNOWN");
+    let events = run(&cfg.topics.events, 3);
+    let kinds: Vec<&Value> = decoded_values(&events).iter().map(|e| &e["kind"]).collect();
+    assert_eq!(kinds, ["MAILBOX_BLOCKED", "SCAN_SKIPPED", "ALERT_SENT"], "{events:?}");
+    assert!(common::consume_exactly(&cfg.topics.dlq, 0, Duration::from_secs(5), Duration::from_secs(1)).is_empty());
+    running.stop().expect("pipeline ended cleanly");
+}
+
+#[test]
+fn an_incompatible_writer_schema_is_dead_lettered_naming_its_id() {
+    let (cfg, dir) = registry_config(1);
+    common::create_topics(&cfg);
+    let running = common::start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(Duration::from_secs(60));
+    // `sent_at` as a string: same record name, but no Avro resolution reads it as a long.
+    let mut schema: Value =
+        serde_json::from_str(include_str!("../schemas/OutboundVerdict.avsc")).unwrap();
+    for f in schema["fields"].as_array_mut().unwrap() {
+        if f["name"] == "sent_at" {
+            f["type"] = json!("string");
+        }
+    }
+    let path = dir.path().join("incompatible.avsc");
+    std::fs::write(&path, schema.to_string()).unwrap();
+    let line = json!({"message_id": "x-1", "tenant_id": "acme", "mailbox": "bad@example.com",
+                      "sent_at": "yesterday", "verdict": "SPAM"});
+    let out = py(
+        "produce_verdicts.py",
+        &[
+            "--bootstrap", &common::bootstrap(), "--registry", &registry(),
+            "--topic", &cfg.topics.verdicts, "--schema", path.to_str().unwrap(),
+        ],
+        &format!("{line}\n"),
+    );
+    let id = out[0]["schema_id"].as_u64().expect("schema id");
+    let dlq: Vec<Rec> = common::consume_exactly(
+        &cfg.topics.dlq,
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    );
+    let reason = &dlq[0].headers["mailguard.error.reason"];
+    assert!(reason.contains(&format!("schema id {id}")), "{reason}");
+    assert!(reason.contains("sent_at"), "the reason names the field: {reason}");
+    running.stop().expect("pipeline ended cleanly");
+}
+
+#[test]
+fn single_object_verdicts_from_fastavro_v1_and_a_known_v2_writer_trip_without_a_registry() {
+    let (mut cfg, dir) = common::test_config(1);
+    let schemas = dir.path().join("writer-schemas");
+    std::fs::create_dir_all(&schemas).unwrap();
+    let v2 = v2_schema(&schemas);
+    cfg.codec.writer_schemas_dir = Some(schemas);
+    common::create_topics(&cfg);
+    let running = common::start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(Duration::from_secs(60));
+    let b = common::bootstrap();
+    let mailbox = "so@example.com";
+    py(
+        "produce_verdicts.py",
+        &["--bootstrap", &b, "--topic", &cfg.topics.verdicts, "--single-object"],
+        &spam_lines(mailbox, "s", 0..3, None),
+    );
+    py(
+        "produce_verdicts.py",
+        &[
+            "--bootstrap", &b, "--topic", &cfg.topics.verdicts, "--single-object",
+            "--schema", v2.to_str().unwrap(), "--compression", "zstd",
+        ],
+        &spam_lines(mailbox, "s", 3..5, Some(json!({"spam_score": 1.0}))),
+    );
+    let blocks = common::consume_exactly(
+        &cfg.topics.blocks,
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    );
+    assert_eq!(blocks[0].key.as_deref(), Some(mailbox));
+    // The reference decoder reads mailguard's single-object output with schemas/ alone.
+    let out = py(
+        "consume_avro.py",
+        &[
+            "--bootstrap", &b, "--topic", &cfg.topics.blocks, "--expect", "1",
+            "--schema", repo().join("schemas/MailboxBlock.avsc").to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(out[0]["value"]["state"], "BLOCKED", "{out:?}");
+    running.stop().expect("pipeline ended cleanly");
+}
+
+#[test]
+fn verdicts_from_kafkas_own_java_client_zstd_compressed_trip_a_block() {
+    let (cfg, _dir) = common::test_config(2);
+    common::create_topics(&cfg);
+    let running = common::start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(Duration::from_secs(60));
+    let mailbox = "Java.Client@Example.com";
+    // Kafka's Java producer (zstd batches, its murmur2 partitioner) and Java Avro's
+    // BinaryMessageEncoder: no line of it shares code with mailguard or librdkafka.
+    let mut child = Command::new(repo().join("scripts/java-produce"))
+        .args([
+            "--bootstrap", &common::bootstrap(), "--topic", &cfg.topics.verdicts,
+            "--compression", "zstd",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scripts/java-produce");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spam_lines(mailbox, "j", 0..5, None).as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "java-produce failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blocks = common::consume_exactly(
+        &cfg.topics.blocks,
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    );
+    assert_eq!(blocks[0].key.as_deref(), Some("java.client@example.com"));
+    assert!(common::consume_exactly(&cfg.topics.dlq, 0, Duration::from_secs(5), Duration::from_secs(1)).is_empty());
+    running.stop().expect("pipeline ended cleanly");
+}

@@ -1,0 +1,283 @@
+//! mailguard on a secured cluster, as a platform team runs it: SASL_SSL with SCRAM-SHA-512, TLS
+//! from the cluster's CA, and KRaft's StandardAuthorizer enforcing ACLs. The principal gets
+//! exactly the grants README "Connect to your cluster" lists (`kafka-local grant-mailguard`), and
+//! every misconfiguration stops mailguard at start with a message naming the cause and the
+//! resource, never the secret.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use mailguard::codec::Codec;
+use mailguard::config::Config;
+use mailguard::policy::{Millis, Verdict, VerdictKind};
+use mailguard::timers::SystemClock;
+
+use common::Cluster;
+
+/// The secured broker of this test run (`make test` starts it).
+fn secure_dir() -> PathBuf {
+    PathBuf::from(std::env::var("MAILGUARD_TEST_SECURE_DIR").expect(
+        "MAILGUARD_TEST_SECURE_DIR is not set: secured tests need the SASL_SSL broker; run `make test`",
+    ))
+}
+
+fn secure_bootstrap() -> String {
+    std::env::var("MAILGUARD_TEST_SECURE_BOOTSTRAP")
+        .expect("MAILGUARD_TEST_SECURE_BOOTSTRAP is not set; run `make test`")
+}
+
+fn kafka_local(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local");
+    let dir = secure_dir();
+    let out = Command::new(script)
+        .args(args)
+        .args(["--dir", dir.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/kafka-local");
+    assert!(
+        out.status.success(),
+        "kafka-local {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// librdkafka properties of `user` on the secured broker; the password as a `${file:}`
+/// reference (what mailguard is given) or read (what the test's own clients use).
+fn sasl_props(user: &str, password: &str) -> BTreeMap<String, String> {
+    let ca = secure_dir().join("ca.pem");
+    [
+        ("security.protocol", "SASL_SSL"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", user),
+        ("sasl.password", password),
+        ("ssl.ca.location", ca.to_str().unwrap()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn password_file(user: &str) -> PathBuf {
+    secure_dir().join("users").join(format!("{user}.password"))
+}
+
+fn read_password(user: &str) -> String {
+    std::fs::read_to_string(password_file(user))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The super user, for the test's own producers and readers.
+fn admin() -> Cluster {
+    Cluster {
+        bootstrap: secure_bootstrap(),
+        props: sasl_props("admin", &read_password("admin")),
+    }
+}
+
+/// A deployment: topics created by the admin, a SCRAM user granted exactly mailguard's ACLs.
+/// Shared by the tests of this file (a grant costs several JVM starts).
+struct Deployment {
+    cfg: Config,
+    user: String,
+    _dir: tempfile::TempDir,
+}
+
+fn deployment() -> &'static Deployment {
+    static D: OnceLock<Deployment> = OnceLock::new();
+    D.get_or_init(|| {
+        let (mut cfg, dir) = common::test_config(2);
+        cfg.kafka.bootstrap_servers = secure_bootstrap();
+        cfg.topics.create_missing = false;
+        let mut admin_cfg = cfg.clone();
+        admin_cfg.kafka.client_properties = admin().props;
+        common::create_topics(&admin_cfg);
+        let user = common::unique("mg");
+        kafka_local(&["user", "add", &user]);
+        let t = &cfg.topics;
+        let topics = [
+            ("verdicts", &t.verdicts),
+            ("commands", &t.commands),
+            ("mailboxes", &t.mailboxes),
+            ("devices", &t.devices),
+            ("tenants", &t.tenants),
+            ("changelog", &t.changelog),
+            ("blocks", &t.blocks),
+            ("scan_requests", &t.scan_requests),
+            ("alerts", &t.alerts),
+            ("events", &t.events),
+            ("dlq", &t.dlq),
+        ]
+        .iter()
+        .map(|(role, name)| format!("{role}={name}"))
+        .collect::<Vec<_>>()
+        .join(",");
+        kafka_local(&[
+            "grant-mailguard",
+            "--user",
+            &user,
+            "--group",
+            &cfg.kafka.group_id,
+            "--transactional-id-prefix",
+            &cfg.kafka.transactional_id_prefix,
+            "--topics",
+            &topics,
+        ]);
+        // mailguard is given the password as a file reference, as a mounted Secret would be.
+        let reference = format!("${{file:{}}}", password_file(&user).display());
+        cfg.kafka.client_properties = sasl_props(&user, &reference);
+        Deployment {
+            cfg,
+            user,
+            _dir: dir,
+        }
+    })
+}
+
+/// `cfg` with the secret references resolved, as `Config::load` would leave it.
+fn resolved(cfg: &Config) -> Config {
+    let text = toml::to_string(cfg).unwrap();
+    Config::from_sources(&text, Path::new("test.toml"), std::env::vars()).expect("valid config")
+}
+
+fn verdict(mailbox: &str, id: &str, sent_at: Millis) -> Vec<u8> {
+    let v = Verdict {
+        message_id: id.into(),
+        tenant_id: "acme".into(),
+        mailbox: mailbox.into(),
+        sent_at,
+        verdict: VerdictKind::Spam,
+    };
+    let mut out = Vec::new();
+    Codec::default().encode_verdict(&v, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn exactly_once_over_sasl_ssl_with_only_the_documented_acls() {
+    let d = deployment();
+    let cfg = resolved(&d.cfg);
+    let running = common::start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(Duration::from_secs(90));
+    let mailbox = "secure@example.com";
+    let t0 = common::now_ms() - 60_000;
+    let records: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..5)
+        .map(|i| (Some(mailbox), Some(verdict(mailbox, &format!("s-{i}"), t0 + i * 1_000))))
+        .collect();
+    common::produce_on(&admin(), &cfg.topics.verdicts, &records);
+    let (timeout, settle) = (Duration::from_secs(60), Duration::from_secs(2));
+    let blocks = common::consume_exactly_on(&admin(), &cfg.topics.blocks, 1, timeout, settle);
+    assert_eq!(blocks[0].key.as_deref(), Some(mailbox));
+    common::consume_exactly_on(&admin(), &cfg.topics.alerts, 1, timeout, settle);
+    // Owner unknown: MAILBOX_BLOCKED, SCAN_SKIPPED, ALERT_SENT.
+    common::consume_exactly_on(&admin(), &cfg.topics.events, 3, timeout, settle);
+    common::consume_exactly_on(&admin(), &cfg.topics.dlq, 0, timeout, settle);
+    running.stop().expect("pipeline ended cleanly");
+}
+
+/// Runs the binary on `cfg` and returns its stderr once it exited, asserting it failed fast.
+fn run_expecting_failure(cfg: &Config) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailguard.toml");
+    let mut cfg = cfg.clone();
+    cfg.state.dir = dir.path().join("state");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let mut child = Command::new(common::binary())
+        .args(["--config", path.to_str().unwrap(), "run"])
+        .env_remove("MAILGUARD_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mailguard");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!status.success(), "mailguard should have failed: {err}");
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "mailguard did not stop within 90 s: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_wrong_password_stops_mailguard_at_start_naming_the_cause_not_the_secret() {
+    let d = deployment();
+    let mut cfg = d.cfg.clone();
+    let wrong = "not-the-password-4711";
+    cfg.kafka
+        .client_properties
+        .insert("sasl.password".into(), wrong.into());
+    let err = run_expecting_failure(&cfg);
+    assert!(err.contains("uthentication"), "{err}");
+    assert!(err.contains(&secure_bootstrap()), "names the cluster: {err}");
+    assert!(!err.contains(wrong), "the password leaked: {err}");
+    assert!(!err.contains(&read_password(&d.user)), "the password leaked: {err}");
+}
+
+#[test]
+fn an_untrusted_certificate_stops_mailguard_at_start_naming_the_cause() {
+    let d = deployment();
+    let mut cfg = d.cfg.clone();
+    // The system's public roots do not include the cluster's private CA.
+    cfg.kafka.client_properties.insert(
+        "ssl.ca.location".into(),
+        "/etc/ssl/certs/ca-certificates.crt".into(),
+    );
+    let err = run_expecting_failure(&cfg);
+    assert!(
+        err.contains("SSL") && err.contains("certificate"),
+        "names the TLS failure: {err}"
+    );
+    assert!(!err.contains(&read_password(&d.user)), "the password leaked: {err}");
+}
+
+#[test]
+fn a_missing_acl_stops_mailguard_at_start_naming_the_resource() {
+    let d = deployment();
+    // An output topic the principal was granted nothing on.
+    let mut cfg = d.cfg.clone();
+    cfg.topics.alerts = format!("{}.ungranted", d.cfg.topics.alerts);
+    let mut admin_cfg = cfg.clone();
+    admin_cfg.kafka.client_properties = admin().props;
+    common::create_topics(&admin_cfg);
+    let err = run_expecting_failure(&cfg);
+    assert!(
+        err.contains(&format!("Topic:{}", cfg.topics.alerts)),
+        "names the topic: {err}"
+    );
+    assert!(err.contains(&format!("User:{}", d.user)), "names the principal: {err}");
+
+    // A consumer group outside the grant.
+    let mut cfg = d.cfg.clone();
+    cfg.kafka.group_id = format!("{}-other", d.cfg.kafka.group_id);
+    let err = run_expecting_failure(&cfg);
+    assert!(err.contains("Group:"), "names the group: {err}");
+
+    // A transactional id outside the grant.
+    let mut cfg = d.cfg.clone();
+    cfg.kafka.transactional_id_prefix = format!("{}-other", d.cfg.kafka.transactional_id_prefix);
+    let err = run_expecting_failure(&cfg);
+    assert!(
+        err.contains(&format!("TransactionalId:{}", cfg.transactional_id())),
+        "names the transactional id: {err}"
+    );
+}
