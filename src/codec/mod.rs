@@ -14,6 +14,11 @@
 //! | [`Framing::SingleObject`] (no registry, the default) | `C3 01`, 8-byte little-endian CRC-64-AVRO (Rabin) fingerprint of the schema's Parsing Canonical Form, Avro binary body |
 //! | [`Framing::Confluent`] (a registry is configured) | `00`, 4-byte big-endian schema id, Avro binary body |
 //!
+//! The fingerprint is the one the Avro specification defines, computed from the spec's Parsing
+//! Canonical Form by [`parsing_canonical_form`] (`canonical.rs`), so Java Avro and fastavro
+//! agree with it; apache-avro's own `Schema::canonical_form` does not (see `canonical.rs`), and
+//! what mailguard wrote with it earlier is still read (the "legacy" fingerprints).
+//!
 //! [`Codec::new`] takes the registry id of each record type that has one; those types are
 //! *written* with Confluent framing, the others with single-object framing. *Reading* accepts
 //! both, recognised by the first byte: a single-object fingerprint must be exactly the embedded
@@ -64,6 +69,7 @@
 //! default `CLEAN` (unknown verdicts never count, SPEC §1) and `EventLogEntry.kind` has default
 //! `UNKNOWN` (never written by mailguard) for the same reason.
 
+mod canonical;
 mod error;
 mod fast;
 mod json;
@@ -74,6 +80,7 @@ use std::collections::HashMap;
 
 use apache_avro::types::Value;
 
+pub use canonical::{crc64_avro, fingerprint as schema_fingerprint, parsing_canonical_form};
 pub use error::CodecError;
 pub use fast::{VerdictProgram, VerdictRef};
 pub(crate) use records::{lower, same_mailbox};
@@ -219,7 +226,7 @@ impl Codec {
         match header {
             Header::SingleObject { fingerprint } => {
                 let want = self.fingerprints[rt as usize];
-                if fingerprint != want {
+                if fingerprint != want && fingerprint != rt.legacy_fingerprint() {
                     return Err(match RecordType::from_fingerprint(fingerprint) {
                         Some(got) => CodecError::WrongRecordType { got, expected: rt },
                         None => CodecError::UnknownFingerprint {
