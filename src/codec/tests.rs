@@ -360,10 +360,17 @@ fn confluent_header() {
 fn decoders_accept_both_framings() {
     let so = Codec::default();
     let cf = confluent();
+    // A single-object reader must be told the writer's ids (the embedded schemas here).
+    let so_reading_ids = Codec::default();
+    for rt in RecordType::ALL {
+        so_reading_ids
+            .add_writer_schema(WriterKey::SchemaId(100 + rt as u32), rt.schema_json())
+            .unwrap();
+    }
     let v = verdict();
     for writer in [&so, &cf] {
         let b = enc_verdict(writer, &v);
-        for reader in [&so, &cf] {
+        for reader in [&so_reading_ids, &cf] {
             assert_eq!(reader.decode_verdict(&b).unwrap(), v);
             assert_eq!(reader.decode_verdict_generic(&b).unwrap(), v);
         }
@@ -411,36 +418,59 @@ fn wrong_fingerprint() {
     );
     assert!(c.decode_verdict_generic(&b).is_err());
 
+    let fp = u64::from_le_bytes(b[2..10].try_into().unwrap());
+    assert_eq!(
+        e.to_string(),
+        format!("unknown schema fingerprint 0x{fp:016x}")
+    );
+    assert_eq!(e, CodecError::UnknownFingerprint { fingerprint: fp });
+
     // A MailboxOwner on the verdict topic.
     let mut o = Vec::new();
     c.encode_owner("a@b.c", &owner(), &mut o).unwrap();
     let e = c.decode_verdict(&o).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "wrong record type: got MailboxOwner, expected OutboundVerdict"
+        format!(
+            "wrong record type: schema fingerprint 0x{:016x} is mailguard.v1.MailboxOwner, expected OutboundVerdict",
+            RecordType::MailboxOwner.fingerprint()
+        )
     );
+    assert_eq!(e.code(), "wrong_record_type");
 }
 
+/// An id other than the configured one is another writer schema: known ones are resolved,
+/// unknown ones are an error naming the id, never read with the embedded schema.
 #[test]
-fn wrong_confluent_id() {
+fn unknown_confluent_id() {
     let c = Codec::new(HashMap::from([(RecordType::OutboundVerdict, 7)]));
     let other = Codec::new(HashMap::from([(RecordType::OutboundVerdict, 8)]));
     let b = enc_verdict(&other, &verdict());
     let e = c.decode_verdict(&b).unwrap_err();
     assert_eq!(
         e,
-        CodecError::SchemaIdMismatch {
-            got: 8,
-            expected: RecordType::OutboundVerdict,
-            want: 7
+        CodecError::UnknownSchemaId {
+            id: 8,
+            registry: false
         }
     );
     assert_eq!(
         e.to_string(),
-        "unexpected schema id 8 for OutboundVerdict (configured 7)"
+        "unknown schema id 8 (no schema registry configured and not added)"
     );
-    // No id configured for the type: any id is accepted.
-    assert_eq!(Codec::default().decode_verdict(&b).unwrap(), verdict());
+    assert!(!e.is_transient());
+    assert_eq!(e.code(), "unknown_schema_id");
+    // Not even without a configured id.
+    assert_eq!(Codec::default().decode_verdict(&b).unwrap_err(), e);
+    assert!(Codec::default().decode_verdict_generic(&b).is_err());
+    // Once the id is known as the embedded schema, it reads.
+    c.set_schema_id(RecordType::OutboundVerdict, 8).unwrap();
+    assert_eq!(c.decode_verdict(&b).unwrap(), verdict());
+    // ... and is written from now on, by every clone.
+    let clone = c.clone();
+    assert_eq!(&enc_verdict(&clone, &verdict())[..5], &[0, 0, 0, 0, 8]);
+    // An id bound to one schema cannot be rebound to another.
+    assert!(c.set_schema_id(RecordType::MailboxOwner, 8).is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
