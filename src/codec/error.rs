@@ -1,6 +1,6 @@
 //! [`CodecError`]: why a record could not be decoded or encoded. Its `Display` is the DLQ reason.
 
-use super::RecordType;
+use super::{RecordType, WriterKey};
 
 /// Why a record could not be decoded (or encoded).
 ///
@@ -25,34 +25,69 @@ pub enum CodecError {
         /// Bytes the header needs.
         needed: usize,
     },
-    /// A single-object fingerprint that is not the expected record's (and not any record's we know).
-    #[error("unknown schema fingerprint {got:016x} (expected {expected} {want:016x})")]
+    /// A single-object fingerprint of no writer schema the codec knows (they are known only
+    /// from the embedded schemas, `Codec::add_writer_schema` and `Codec::load_writer_schemas`).
+    #[error("unknown schema fingerprint 0x{fingerprint:016x}")]
     UnknownFingerprint {
-        /// Fingerprint found (as the little-endian u64 of the header).
-        got: u64,
-        /// The expected record type.
-        expected: RecordType,
-        /// Its fingerprint.
-        want: u64,
+        /// Fingerprint found (the little-endian u64 of the header bytes).
+        fingerprint: u64,
     },
-    /// A single-object fingerprint of another record type we know (e.g. a `MailboxOwner` on the
-    /// verdicts topic).
-    #[error("wrong record type: got {got}, expected {expected}")]
+    /// A Confluent schema id the codec does not know and the registry (if any) does not have.
+    #[error("unknown schema id {id} ({})", why_unknown(*.registry))]
+    UnknownSchemaId {
+        /// Id found.
+        id: u32,
+        /// Whether a registry was asked (and said "not found").
+        registry: bool,
+    },
+    /// The writer schema is of another record type (e.g. a `MailboxOwner` on the verdicts
+    /// topic), or of no mailguard record at all.
+    #[error("wrong record type: {key} is {got}, expected {expected}")]
     WrongRecordType {
-        /// What the fingerprint says.
-        got: RecordType,
+        /// The header's key.
+        key: WriterKey,
+        /// Full name of the writer's record.
+        got: String,
         /// What was expected.
         expected: RecordType,
     },
-    /// A Confluent schema id that differs from the one configured for this record type.
-    #[error("unexpected schema id {got} for {expected} (configured {want})")]
-    SchemaIdMismatch {
-        /// Id found.
-        got: u32,
-        /// Expected record type.
-        expected: RecordType,
-        /// Configured id.
-        want: u32,
+    /// The writer schema cannot be resolved against mailguard's schema of the record.
+    #[error("{key} is incompatible with {}: {reason}", .record.full_name())]
+    IncompatibleSchema {
+        /// The header's key.
+        key: WriterKey,
+        /// The record type (reader schema).
+        record: RecordType,
+        /// Why (names the field).
+        reason: String,
+    },
+    /// The schema bound (or to be bound) to a key is not a valid Avro record schema, not a
+    /// mailguard record, or the key is already bound to another schema.
+    #[error("{key}: invalid writer schema: {reason}")]
+    BadWriterSchema {
+        /// The key.
+        key: WriterKey,
+        /// Why.
+        reason: String,
+    },
+    /// A writer schema file could not be loaded.
+    #[error("writer schema {path}: {reason}")]
+    SchemaFile {
+        /// The file (or directory).
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The schema source (registry) failed to answer for an unknown id. When `transient`, the
+    /// record should be retried, not dead-lettered ([`CodecError::is_transient`]).
+    #[error("schema id {id}: schema registry lookup failed: {message}")]
+    SchemaSource {
+        /// Id looked up.
+        id: u32,
+        /// The source's message.
+        message: String,
+        /// Whether asking again may succeed.
+        transient: bool,
     },
     /// The body ends inside a field.
     #[error("truncated body at field {field}")]
@@ -137,6 +172,14 @@ pub enum CodecError {
     },
 }
 
+fn why_unknown(registry: bool) -> &'static str {
+    if registry {
+        "not in the registry"
+    } else {
+        "no schema registry configured and not added"
+    }
+}
+
 impl CodecError {
     /// A short, stable label for metrics (`reason` label of the DLQ counter).
     pub fn code(&self) -> &'static str {
@@ -145,8 +188,13 @@ impl CodecError {
             CodecError::BadMagic(_) | CodecError::BadMarker(_) => "bad_magic",
             CodecError::TruncatedHeader { .. } => "truncated_header",
             CodecError::UnknownFingerprint { .. } => "unknown_fingerprint",
+            CodecError::UnknownSchemaId { .. } => "unknown_schema_id",
             CodecError::WrongRecordType { .. } => "wrong_record_type",
-            CodecError::SchemaIdMismatch { .. } => "schema_id_mismatch",
+            CodecError::IncompatibleSchema { .. } => "incompatible_schema",
+            CodecError::BadWriterSchema { .. } | CodecError::SchemaFile { .. } => {
+                "bad_writer_schema"
+            }
+            CodecError::SchemaSource { .. } => "schema_source",
             CodecError::Truncated { .. } => "truncated_body",
             CodecError::TrailingBytes(_) => "trailing_bytes",
             CodecError::InvalidEnumIndex { .. } | CodecError::InvalidEnumSymbol { .. } => {
@@ -162,6 +210,18 @@ impl CodecError {
             CodecError::Json(_) => "json",
             CodecError::Avro { .. } => "avro",
         }
+    }
+
+    /// Whether the failure may go away if the record is decoded again later (the schema
+    /// registry was unreachable): the caller should retry instead of dead-lettering.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CodecError::SchemaSource {
+                transient: true,
+                ..
+            }
+        )
     }
 
     pub(crate) fn avro(record: RecordType, e: apache_avro::Error) -> Self {

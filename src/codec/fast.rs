@@ -11,6 +11,7 @@
 
 use apache_avro::schema::{RecordField, Schema};
 
+use super::resolve::{self, intern, Checker, Names};
 use super::{CodecError, RecordType};
 use crate::policy::{Verdict, VerdictKind};
 
@@ -197,7 +198,13 @@ pub(crate) enum Shape {
 }
 
 impl Shape {
-    fn of(schema: &Schema) -> Result<Shape, String> {
+    /// The wire shape of `schema`; `Ref`s are followed through `names`. A recursive type has
+    /// no finite shape and is refused (mailguard's records have none).
+    pub(crate) fn of(schema: &Schema, names: &Names<'_>) -> Result<Shape, String> {
+        Self::of_in(schema, names, &mut Vec::new())
+    }
+
+    fn of_in(schema: &Schema, names: &Names<'_>, open: &mut Vec<String>) -> Result<Shape, String> {
         Ok(match schema {
             Schema::Null => Shape::Null,
             Schema::Boolean => Shape::Bool,
@@ -216,23 +223,31 @@ impl Shape {
             Schema::String | Schema::Uuid => Shape::Str,
             Schema::Fixed(f) => Shape::Fixed(f.size),
             Schema::Duration => Shape::Fixed(12),
-            Schema::Decimal(d) => Shape::of(&d.inner)?,
+            Schema::Decimal(d) => Self::of_in(&d.inner, names, open)?,
             Schema::Enum(e) => Shape::Enum(e.symbols.len()),
             Schema::Union(u) => Shape::Union(
                 u.variants()
                     .iter()
-                    .map(Shape::of)
+                    .map(|v| Self::of_in(v, names, open))
                     .collect::<Result<_, _>>()?,
             ),
-            Schema::Record(r) => Shape::Record(
-                r.fields
+            Schema::Record(r) => {
+                let name = r.name.fullname(None);
+                if open.contains(&name) {
+                    return Err(format!("recursive type {name} is not supported"));
+                }
+                open.push(name);
+                let fields = r
+                    .fields
                     .iter()
-                    .map(|f| Shape::of(&f.schema))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Schema::Array(a) => Shape::Array(Box::new(Shape::of(&a.items)?)),
-            Schema::Map(m) => Shape::Map(Box::new(Shape::of(&m.types)?)),
-            Schema::Ref { name } => return Err(format!("named reference {name} not supported")),
+                    .map(|f| Self::of_in(&f.schema, names, open))
+                    .collect::<Result<_, _>>()?;
+                open.pop();
+                Shape::Record(fields)
+            }
+            Schema::Array(a) => Shape::Array(Box::new(Self::of_in(&a.items, names, open)?)),
+            Schema::Map(m) => Shape::Map(Box::new(Self::of_in(&m.types, names, open)?)),
+            Schema::Ref { .. } => Self::of_in(names.deref(schema)?, names, open)?,
         })
     }
 }
@@ -247,15 +262,16 @@ pub(crate) struct Validator {
 }
 
 impl Validator {
-    pub(crate) fn compile(schema: &'static Schema) -> Result<Self, String> {
+    pub(crate) fn compile(schema: &Schema) -> Result<Self, String> {
         let Schema::Record(r) = schema else {
             return Err("not a record".into());
         };
+        let names = Names::of(schema);
         Ok(Validator {
             fields: r
                 .fields
                 .iter()
-                .map(|f| Ok((f.name.as_str(), Shape::of(&f.schema)?)))
+                .map(|f| Ok((intern(&f.name), Shape::of(&f.schema, &names)?)))
                 .collect::<Result<_, String>>()?,
         })
     }
@@ -328,28 +344,36 @@ enum Op {
     },
 }
 
-/// The compiled field program for `OutboundVerdict`.
+/// The compiled field program for `OutboundVerdict`: for one writer schema, resolved against
+/// the reader schema (the embedded one in production).
 #[derive(Debug, Clone)]
 pub struct VerdictProgram {
-    /// One op per writer field, in schema order, with the field name for errors.
+    /// One op per writer field, in writer order, with the field name for errors.
     ops: Box<[(&'static str, Op)]>,
     /// Branch ops of union fields (never themselves unions: Avro forbids nested unions).
     branches: Box<[Op]>,
     /// Shapes of skipped values that have no dedicated op.
     shapes: Box<[Shape]>,
-    /// `verdict` symbol index → domain kind.
-    kinds: Box<[VerdictKind]>,
+    /// Writer `verdict` symbol index → domain kind; `None`: a symbol the reader lacks, with no
+    /// reader default (an error when met, per the spec).
+    kinds: Box<[Option<VerdictKind>]>,
+    /// The writer's symbols, for that error.
+    symbols: Box<[Box<str>]>,
+    /// Slot values before the first field: the reader's defaults of fields the writer lacks.
+    initial: Slots<'static>,
 }
 
+const SLOT_NAMES: [&str; 5] = ["message_id", "tenant_id", "mailbox", "sent_at", "verdict"];
+const SLOTS: [Slot; 5] = [
+    Slot::MessageId,
+    Slot::TenantId,
+    Slot::Mailbox,
+    Slot::SentAt,
+    Slot::Verdict,
+];
+
 fn slot_of(name: &str) -> Option<Slot> {
-    Some(match name {
-        "message_id" => Slot::MessageId,
-        "tenant_id" => Slot::TenantId,
-        "mailbox" => Slot::Mailbox,
-        "sent_at" => Slot::SentAt,
-        "verdict" => Slot::Verdict,
-        _ => return None,
-    })
+    SLOT_NAMES.iter().position(|n| *n == name).map(|i| SLOTS[i])
 }
 
 /// Maps a verdict symbol to the domain. SPEC §1: "CLEAN and any other value never count", so a
@@ -367,7 +391,7 @@ fn verdict_of(symbol: &str) -> VerdictKind {
 struct Builder {
     branches: Vec<Op>,
     shapes: Vec<Shape>,
-    kinds: Option<Box<[VerdictKind]>>,
+    kinds: Option<(Box<[Option<VerdictKind>]>, Box<[Box<str>]>)>,
 }
 
 impl Builder {
@@ -384,18 +408,65 @@ impl Builder {
         })
     }
 
-    /// The op of a non-union value of a target field.
-    fn read(&mut self, slot: Slot, schema: &Schema, field: &str) -> Result<Op, String> {
-        Ok(match (slot, schema) {
-            (Slot::MessageId | Slot::TenantId | Slot::Mailbox, Schema::String) => Op::Str(slot),
-            (Slot::SentAt, Schema::Long | Schema::TimestampMillis) => Op::Long,
-            (Slot::SentAt, Schema::Int) => Op::Int,
-            (Slot::Verdict, Schema::Enum(e)) => {
-                self.kinds = Some(e.symbols.iter().map(|s| verdict_of(s)).collect());
+    /// The op that reads one non-union writer value `w` into `slot`, whose reader type is `r`
+    /// (a union is narrowed to the branch the writer type selects). Compatibility was checked
+    /// before (see [`resolve`]); what is left here is what the program can hold.
+    fn read<'w, 'r>(
+        &mut self,
+        c: &Checker<'w, 'r>,
+        slot: Slot,
+        w: &'w Schema,
+        r: &'r Schema,
+        field: &str,
+    ) -> Result<Op, String> {
+        let w = c.wn.deref(w)?;
+        let mut r = c.rn.deref(r)?;
+        if let Schema::Union(u) = r {
+            r = c.select(w, u)?;
+        }
+        Ok(match (slot, w, r) {
+            (_, Schema::Null, Schema::Null) => Op::SkipNull,
+            (
+                Slot::MessageId | Slot::TenantId | Slot::Mailbox,
+                Schema::String | Schema::Bytes,
+                Schema::String | Schema::Bytes,
+            ) => Op::Str(slot),
+            (
+                Slot::SentAt,
+                Schema::Long | Schema::TimestampMillis,
+                Schema::Long | Schema::TimestampMillis,
+            ) => Op::Long,
+            (Slot::SentAt, Schema::Int, Schema::Long | Schema::TimestampMillis) => Op::Int,
+            (Slot::Verdict, Schema::Enum(we), Schema::Enum(re)) => {
+                if self.kinds.is_some() {
+                    return Err(format!(
+                        "field '{field}': several enum branches (not supported)"
+                    ));
+                }
+                let default = re.default.as_deref();
+                let kinds = we
+                    .symbols
+                    .iter()
+                    .map(|s| {
+                        re.symbols
+                            .iter()
+                            .find(|r| *r == s)
+                            .map(|s| s.as_str())
+                            .or(default)
+                            .map(verdict_of)
+                    })
+                    .collect();
+                let symbols = we.symbols.iter().map(|s| s.as_str().into()).collect();
+                self.kinds = Some((kinds, symbols));
                 Op::Enum
             }
-            (_, Schema::Null) => Op::SkipNull,
-            (_, other) => return Err(format!("field {field}: unsupported type {other:?}")),
+            (_, w, r) => {
+                return Err(format!(
+                    "field '{field}': writer {} cannot be read as {}",
+                    resolve::describe(w),
+                    resolve::describe(r)
+                ))
+            }
         })
     }
 
@@ -408,30 +479,84 @@ impl Builder {
 }
 
 /// Decoded values, borrowed from the body until validated.
+#[derive(Debug, Clone, Copy)]
 struct Slots<'a> {
     strs: [Option<&'a str>; 3],
     sent_at: Option<i64>,
     verdict: Option<VerdictKind>,
 }
 
+impl Slots<'static> {
+    /// The reader default of a slot field the writer lacks. The embedded schema has none for
+    /// these five fields; a reader that adds one gets it here.
+    fn set_default(
+        &mut self,
+        slot: Slot,
+        d: &serde_json::Value,
+        field: &str,
+    ) -> Result<(), String> {
+        use serde_json::Value as J;
+        match (slot, d) {
+            (_, J::Null) => {}
+            (Slot::MessageId | Slot::TenantId | Slot::Mailbox, J::String(s)) => {
+                self.strs[slot as usize] = Some(intern(s))
+            }
+            (Slot::SentAt, J::Number(n)) if n.is_i64() => self.sent_at = n.as_i64(),
+            (Slot::Verdict, J::String(s)) => self.verdict = Some(verdict_of(s)),
+            (_, d) => return Err(format!("field '{field}': unsupported reader default {d}")),
+        }
+        Ok(())
+    }
+}
+
 impl VerdictProgram {
-    /// Compiles the program from a record schema (normally [`RecordType::OutboundVerdict`]'s).
-    pub fn compile(schema: &'static Schema) -> Result<Self, String> {
-        let Schema::Record(record) = schema else {
+    /// Compiles the program for data written *and* read with `schema` (normally
+    /// [`RecordType::OutboundVerdict`]'s).
+    pub fn compile(schema: &Schema) -> Result<Self, String> {
+        Self::resolve(schema, schema)
+    }
+
+    /// Compiles the program that reads data written with `writer` as `reader` (Avro schema
+    /// resolution): writer-only fields are skipped, reader fields the writer lacks take the
+    /// reader's default, `int` is promoted to `long` and `bytes` to `string`, writer unions and
+    /// reader unions are resolved per branch, and a writer enum symbol the reader lacks reads as
+    /// the reader's enum default. An incompatible pair is an error saying why.
+    pub fn resolve(writer: &Schema, reader: &Schema) -> Result<Self, String> {
+        let (Schema::Record(w), Schema::Record(r)) = (writer, reader) else {
             return Err("OutboundVerdict schema is not a record".into());
         };
+        let wn = Names::of(writer);
+        let rn = Names::of(reader);
+        let mut checker = Checker::new(&wn, &rn);
+        checker.check(writer, reader, "")?;
         let mut b = Builder::default();
-        let mut seen = [false; 5];
-        let mut ops = Vec::with_capacity(record.fields.len());
+        let mut initial = Slots {
+            strs: [None; 3],
+            sent_at: None,
+            verdict: None,
+        };
+        for (name, slot) in SLOT_NAMES.iter().zip(SLOTS) {
+            let Some(&ri) = r.lookup.get(*name) else {
+                return Err(format!("OutboundVerdict schema lacks field {name}"));
+            };
+            if !w.lookup.contains_key(*name) {
+                // The checker made sure the reader has a default.
+                if let Some(d) = &r.fields[ri].default {
+                    initial.set_default(slot, d, name)?;
+                }
+            }
+        }
+        let mut ops = Vec::with_capacity(w.fields.len());
         for RecordField {
             name, schema: fs, ..
-        } in &record.fields
+        } in &w.fields
         {
-            let field: &'static str = name.as_str();
-            let op = match slot_of(field) {
+            let field: &'static str = intern(name);
+            let target = slot_of(field).and_then(|slot| Some((slot, r.lookup.get(field)?)));
+            let op = match target {
                 // Unused fields are skipped; a union is split per branch so that the common
                 // `["null", primitive]` extras skip without leaving the interpreter loop.
-                None => match Shape::of(fs)? {
+                None => match Shape::of(fs, &wn)? {
                     Shape::Union(shapes) => {
                         let ops = shapes
                             .into_vec()
@@ -442,32 +567,36 @@ impl VerdictProgram {
                     }
                     shape => b.skip(shape)?,
                 },
-                Some(slot) => {
-                    seen[slot as usize] = true;
-                    match fs {
+                Some((slot, &ri)) => {
+                    let rs = &r.fields[ri].schema;
+                    match wn.deref(fs)? {
                         Schema::Union(u) => {
                             let ops = u
                                 .variants()
                                 .iter()
-                                .map(|s| b.read(slot, s, field))
+                                .map(|s| b.read(&checker, slot, s, rs, field))
                                 .collect::<Result<_, _>>()?;
                             b.union(ops)?
                         }
-                        other => b.read(slot, other, field)?,
+                        other => b.read(&checker, slot, other, rs, field)?,
                     }
                 }
             };
             ops.push((field, op));
         }
-        if let Some(i) = seen.iter().position(|s| !s) {
-            let names = ["message_id", "tenant_id", "mailbox", "sent_at", "verdict"];
-            return Err(format!("OutboundVerdict schema lacks field {}", names[i]));
-        }
+        let (kinds, symbols) = match b.kinds {
+            Some(k) => k,
+            // The writer has no verdict: the reader default is used, no table needed.
+            None if initial.verdict.is_some() => (Box::default(), Box::default()),
+            None => return Err("verdict is not an enum".into()),
+        };
         Ok(VerdictProgram {
             ops: ops.into(),
             branches: b.branches.into(),
             shapes: b.shapes.into(),
-            kinds: b.kinds.ok_or("verdict is not an enum")?,
+            kinds,
+            symbols,
+            initial,
         })
     }
 
@@ -493,7 +622,8 @@ impl VerdictProgram {
             Op::Enum => {
                 let i = r.long(field)?;
                 match usize::try_from(i).ok().and_then(|i| self.kinds.get(i)) {
-                    Some(k) => s.verdict = Some(*k),
+                    Some(Some(k)) => s.verdict = Some(*k),
+                    Some(None) => return Err(self.unknown_symbol(field, i)),
                     None => return Err(CodecError::InvalidEnumIndex { field, index: i }),
                 }
             }
@@ -514,6 +644,18 @@ impl VerdictProgram {
         Ok(())
     }
 
+    #[cold]
+    fn unknown_symbol(&self, field: &'static str, index: i64) -> CodecError {
+        let symbol = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.symbols.get(i))
+            .map_or("?", |s| s);
+        CodecError::invalid(
+            field,
+            format!("writer symbol {symbol} is not in the reader's enum, which has no default"),
+        )
+    }
+
     /// Decodes one Avro body (no framing) into a validated [`Verdict`].
     pub fn decode(&self, body: &[u8]) -> Result<Verdict, CodecError> {
         self.decode_ref(body).map(|v| v.to_owned())
@@ -523,11 +665,7 @@ impl VerdictProgram {
     /// allocation, so a CLEAN verdict (the vast majority) costs only the parse.
     pub fn decode_ref<'a>(&self, body: &'a [u8]) -> Result<VerdictRef<'a>, CodecError> {
         let mut r = Reader::new(body);
-        let mut s = Slots {
-            strs: [None; 3],
-            sent_at: None,
-            verdict: None,
-        };
+        let mut s: Slots<'a> = self.initial;
         for &(field, op) in self.ops.iter() {
             let op = match op {
                 Op::Union { first, len } => {

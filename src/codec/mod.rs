@@ -14,14 +14,57 @@
 //! | [`Framing::SingleObject`] (no registry, the default) | `C3 01`, 8-byte little-endian CRC-64-AVRO (Rabin) fingerprint of the schema's Parsing Canonical Form, Avro binary body |
 //! | [`Framing::Confluent`] (a registry is configured) | `00`, 4-byte big-endian schema id, Avro binary body |
 //!
+//! The fingerprint is the one the Avro specification defines, computed from the spec's Parsing
+//! Canonical Form by [`parsing_canonical_form`] (`canonical.rs`), so Java Avro, fastavro and
+//! serde_avro_fast agree with it; apache-avro's own `Schema::canonical_form` does not (see
+//! `canonical.rs`), and what mailguard wrote with it earlier is still read (its "legacy"
+//! fingerprints are known as the embedded schemas).
+//!
 //! [`Codec::new`] takes the registry id of each record type that has one; those types are
-//! *written* with Confluent framing, the others with single-object framing. *Reading* accepts
-//! both, recognised by the first byte: a single-object fingerprint must be exactly the embedded
-//! schema's (a known fingerprint of another record type gives "wrong record type"); a Confluent id
-//! must equal the configured id when one is configured for that type, and is accepted otherwise
-//! (the body is then read with the embedded schema: mailguard does no schema resolution, so a
-//! registry must hold our schema for these subjects). A body must be consumed exactly: trailing
-//! bytes are an error. Every failure is a [`CodecError`] whose `Display` is the DLQ reason.
+//! *written* with Confluent framing, the others with single-object framing.
+//! [`Codec::set_schema_id`] changes that later (the registry client, once it has registered the
+//! embedded schemas at start-up). *Reading* accepts both framings, recognised by the first
+//! byte. A body must be consumed exactly: trailing bytes are an error.
+//!
+//! # Writer schemas and resolution
+//!
+//! Producers evolve their schemas on their own schedule, and Avro data can only be read with
+//! the schema that wrote it. So the header's key (fingerprint or registry id, [`WriterKey`])
+//! selects the *writer* schema, and Avro schema resolution maps it onto mailguard's embedded
+//! schema of the record (the *reader* schema, which the domain mapping is written against):
+//! fields matched by name whatever their order, writer-only fields skipped, reader fields the
+//! writer lacks given the reader default, `int`→`long`/`float`/`double`, `long`→`float`/
+//! `double`, `float`→`double`, `string`↔`bytes`, unions on either side, a writer enum symbol the
+//! reader lacks read as the reader enum's default (`CLEAN`, `UNKNOWN`), nested records, arrays
+//! and maps. `resolve.rs` has the rules and the two places where mailguard is stricter than the
+//! spec, so that a record is never misread: every branch of a writer union must be readable, and
+//! writer logical types must match the reader's.
+//!
+//! The writer schemas live in a schema store shared by all clones of a [`Codec`]: the embedded
+//! schemas (under their fingerprint, and under each configured id), schemas given to
+//! [`Codec::add_writer_schema`] or found by [`Codec::load_writer_schemas`] (a directory of
+//! `.avsc`, each under its fingerprint), and, for a registry id the store does not know, the
+//! answer of the [`SchemaSource`] set with [`Codec::set_schema_source`] (the registry client).
+//! Each writer schema is checked and compiled once, when first met: into the structural
+//! validator over the writer schema and, for `OutboundVerdict`, a resolving field program. The
+//! outcome is cached whether it succeeded or not, so a record of an incompatible writer fails as
+//! fast as a good one decodes, and the registry is asked once per id. The record of the embedded
+//! schema (its fingerprint, or the configured id) needs no lookup at all; other writers in use
+//! are found in lock-free slots, so a resolved verdict costs about what an embedded one does.
+//!
+//! What a decoder does *not* do is read a record whose writer it cannot identify with the
+//! embedded schema "hoping it fits": an unknown id is an error even without a registry (reading
+//! it as ours would misread any other schema version silently).
+//!
+//! # Errors
+//!
+//! Every failure is a [`CodecError`] whose `Display` is the DLQ reason; those about the writer
+//! schema name its fingerprint or id: `unknown schema fingerprint 0x…`, `unknown schema id 999
+//! (not in the registry)`, `wrong record type: schema id 5 is mailguard.v1.MailboxOwner, …`,
+//! `schema id 999 is incompatible with mailguard.v1.OutboundVerdict: field 'sent_at': …`. The
+//! one failure a retry can cure, the registry being unreachable, is its own variant
+//! ([`CodecError::SchemaSource`], [`CodecError::is_transient`]) so that the pipeline retries it
+//! instead of dead-lettering the record; it is not cached.
 //!
 //! # The verdict hot path
 //!
@@ -42,15 +85,18 @@
 //! The owned form's extra cost is the three `String` allocations the domain `Verdict` needs, so
 //! the pipeline decodes into a [`VerdictRef`] and makes a `Verdict` only of offending verdicts.
 //!
-//! So verdicts are decoded by [`VerdictProgram`]: at start-up the parsed `OutboundVerdict`
-//! schema is compiled into a field program (per writer field: read into a slot of `Verdict`, or
-//! skip a value of the field's shape; `["null", T]` unions; the enum symbol table taken from the
-//! schema), which then runs straight over the byte slice (zig-zag varints, length-prefixed
-//! UTF-8) with no intermediate `Value` and allocates only the three strings of the result. It is
-//! checked against the apache-avro path by property tests (random records agree; random and
-//! truncated bytes never panic). All other records are rare (tables, commands, outputs) and use
-//! the apache-avro generic path, preceded by a strict structural check compiled from the same
-//! schema (same reader as the fast path): apache-avro alone reads an end of input where a union
+//! So verdicts are decoded by [`VerdictProgram`]: each writer schema of `OutboundVerdict`
+//! (the embedded one at start-up, others when first met) is compiled against the reader schema
+//! into a field program (per writer field: read into a slot of `Verdict`, or skip a value of the
+//! field's shape; unions per branch; promotions; the writer's enum symbols mapped to the reader's,
+//! reader defaults for slots the writer lacks), which then runs straight over the byte slice
+//! (zig-zag varints, length-prefixed UTF-8) with no intermediate `Value` and allocates only the
+//! three strings of the result. It is checked against the apache-avro path by property tests
+//! (random records, and random compatible writer schemas, agree; random and truncated bytes
+//! never panic). All other records are rare (tables, commands, outputs) and use the apache-avro
+//! generic path (its `from_avro_datum` with writer and reader schema does the value resolution,
+//! behind our compatibility check), preceded by a strict structural check compiled from the
+//! *writer* schema (same reader as the fast path): apache-avro alone reads an end of input where a union
 //! index should be as `null`, so a truncated record ending in an optional field would pass, and
 //! its errors do not name the field. With the check, every decoder reports e.g.
 //! "truncated body at field owner_name".
@@ -64,21 +110,29 @@
 //! default `CLEAN` (unknown verdicts never count, SPEC §1) and `EventLogEntry.kind` has default
 //! `UNKNOWN` (never written by mailguard) for the same reason.
 
+mod canonical;
 mod error;
 mod fast;
 mod json;
 mod records;
+mod resolve;
 mod schema;
+mod store;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use apache_avro::types::Value;
 
+pub use canonical::{crc64_avro, fingerprint as schema_fingerprint, parsing_canonical_form};
 pub use error::CodecError;
 pub use fast::{VerdictProgram, VerdictRef};
 pub(crate) use records::{lower, same_mailbox};
 pub use records::{EmailLicence, OwnerDevices, TenantRecord};
 pub use schema::{RecordType, UnknownRecordType, NAMESPACE};
+pub use store::{SchemaSource, SourceError, WriterKey};
 
 use crate::policy::{Command, Effect, Owner, TenantSettings, Verdict};
 
@@ -109,6 +163,16 @@ impl Framing {
     }
 }
 
+impl Header {
+    /// The key of the writer schema this header names.
+    pub fn key(self) -> WriterKey {
+        match self {
+            Header::SingleObject { fingerprint } => WriterKey::Fingerprint(fingerprint),
+            Header::Confluent { schema_id } => WriterKey::SchemaId(schema_id),
+        }
+    }
+}
+
 /// Which header a value carries (as read by [`Codec::header`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Header {
@@ -124,12 +188,26 @@ pub enum Header {
     },
 }
 
-/// Decodes and encodes every record of SPEC §3. Cheap to clone; immutable once built; `Send + Sync`.
+/// Decodes and encodes every record of SPEC §3. Cheap to clone; `Send + Sync`. Clones share
+/// one schema store and one set of output ids, so writer schemas added and ids set through any
+/// clone are seen by all.
 #[derive(Debug, Clone)]
 pub struct Codec {
-    confluent: [Option<u32>; 9],
+    inner: Arc<Inner>,
+}
+
+/// No output id (Confluent ids are u32).
+const NO_ID: u64 = u64::MAX;
+
+#[derive(Debug)]
+struct Inner {
+    /// Confluent id each record type is written with (`NO_ID`: single-object). Atomic so that
+    /// [`Codec::set_schema_id`] works on a shared codec; a relaxed load costs nothing.
+    output_ids: [AtomicU64; 9],
     fingerprints: [u64; 9],
+    /// The verdict program of the embedded schema (the hot path's common case, no lookup).
     verdict: VerdictProgram,
+    store: store::SchemaStore,
 }
 
 impl Default for Codec {
@@ -141,27 +219,91 @@ impl Default for Codec {
 
 impl Codec {
     /// A codec that writes Confluent framing with the given registry ids for those record types,
-    /// and single-object framing for the others. Empty map = no registry.
+    /// and single-object framing for the others. Empty map = no registry. Each id is taken to be
+    /// the registry id of the embedded schema (what registering it returned); should two types
+    /// be given one id, the first in [`RecordType::ALL`] order keeps it for [`Codec::detect`]
+    /// (each type's own decoder still reads it as its own).
     ///
     /// Parses the schemas (once per process) and compiles the verdict decoder; panics only if
     /// the embedded schemas are broken, which the unit tests rule out.
     pub fn new(confluent_ids: HashMap<RecordType, u32>) -> Self {
-        let mut confluent = [None; 9];
-        for (rt, id) in confluent_ids {
-            confluent[rt as usize] = Some(id);
+        let codec = Codec {
+            inner: Arc::new(Inner {
+                output_ids: std::array::from_fn(|_| AtomicU64::new(NO_ID)),
+                fingerprints: RecordType::ALL.map(|rt| rt.fingerprint()),
+                verdict: VerdictProgram::for_outbound_verdict(),
+                store: store::SchemaStore::new(),
+            }),
+        };
+        let mut ids: Vec<_> = confluent_ids.into_iter().collect();
+        ids.sort();
+        for (rt, id) in ids {
+            // A clash (same id for two types) only affects `detect`; see above.
+            let _ = codec.set_schema_id(rt, id);
+            codec.inner.output_ids[rt as usize].store(u64::from(id), Ordering::Relaxed);
         }
-        Codec {
-            confluent,
-            fingerprints: RecordType::ALL.map(|rt| rt.fingerprint()),
-            verdict: VerdictProgram::for_outbound_verdict(),
-        }
+        codec
+    }
+
+    /// Writes `rt` with Confluent framing and registry id `id` from now on (in every clone), and
+    /// reads `id` as the embedded schema of `rt`. For the registry client, once it has
+    /// registered the embedded schema at start-up. Fails if `id` is already bound to another
+    /// schema.
+    pub fn set_schema_id(&self, rt: RecordType, id: u32) -> Result<(), CodecError> {
+        self.inner
+            .store
+            .bind_embedded(WriterKey::SchemaId(id), rt)?;
+        self.inner.output_ids[rt as usize].store(u64::from(id), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes `json` the writer schema of `key` (a registry id, or a fingerprint: by convention
+    /// the schema's own, though any key a producer uses is accepted). It is matched by its full
+    /// name to a record type, checked and compiled against that type's embedded schema now; the
+    /// outcome, success or failure, is kept, so records with that key decode (or fail) without
+    /// further work. Fails if the schema is invalid, not a mailguard record, incompatible, or
+    /// `key` is already bound to a different schema.
+    pub fn add_writer_schema(&self, key: WriterKey, json: &str) -> Result<RecordType, CodecError> {
+        self.inner.store.add(key, json)
+    }
+
+    /// Adds every `*.avsc` file of `dir` as a writer schema under its reference fingerprint
+    /// (for single-object producers with other schema versions). Stops at the first file that
+    /// fails, naming it.
+    pub fn load_writer_schemas(
+        &self,
+        dir: impl AsRef<Path>,
+    ) -> Result<Vec<(PathBuf, RecordType)>, CodecError> {
+        self.inner.store.load_dir(dir.as_ref())
+    }
+
+    /// Where unknown Confluent ids are looked up (a schema registry client), in every clone.
+    /// Without a source, an unknown id is an error ([`CodecError::UnknownSchemaId`]).
+    pub fn set_schema_source(&self, source: Arc<dyn SchemaSource>) {
+        self.inner.store.set_source(Some(source));
     }
 
     /// How `rt` is written.
     pub fn framing(&self, rt: RecordType) -> Framing {
-        match self.confluent[rt as usize] {
-            Some(schema_id) => Framing::Confluent { schema_id },
-            None => Framing::SingleObject,
+        match self.inner.output_ids[rt as usize].load(Ordering::Relaxed) {
+            NO_ID => Framing::SingleObject,
+            id => Framing::Confluent {
+                schema_id: id as u32,
+            },
+        }
+    }
+
+    /// Whether `header` names the embedded schema of `rt` the quick way (its fingerprint or its
+    /// output id): the common case needs no store lookup.
+    #[inline(always)]
+    fn is_embedded(&self, rt: RecordType, header: Header) -> bool {
+        match header {
+            Header::SingleObject { fingerprint } => {
+                fingerprint == self.inner.fingerprints[rt as usize]
+            }
+            Header::Confluent { schema_id } => {
+                self.inner.output_ids[rt as usize].load(Ordering::Relaxed) == u64::from(schema_id)
+            }
         }
     }
 
@@ -212,37 +354,28 @@ impl Codec {
         }
     }
 
-    /// Checks the header against `rt` and returns the body.
+    /// Returns the body of a value of `rt` written with the embedded schema, which callers
+    /// may then read with [`RecordType::schema`]. A value written with another (even
+    /// compatible) writer schema is an error here, since reading it with the embedded schema
+    /// would misread it: the decoders resolve, this does not.
     #[inline]
     pub fn body<'a>(&self, rt: RecordType, bytes: &'a [u8]) -> Result<&'a [u8], CodecError> {
         let (header, body) = Self::header(bytes)?;
-        match header {
-            Header::SingleObject { fingerprint } => {
-                let want = self.fingerprints[rt as usize];
-                if fingerprint != want {
-                    return Err(match RecordType::from_fingerprint(fingerprint) {
-                        Some(got) => CodecError::WrongRecordType { got, expected: rt },
-                        None => CodecError::UnknownFingerprint {
-                            got: fingerprint,
-                            expected: rt,
-                            want,
-                        },
-                    });
-                }
-            }
-            Header::Confluent { schema_id } => {
-                if let Some(want) = self.confluent[rt as usize] {
-                    if schema_id != want {
-                        return Err(CodecError::SchemaIdMismatch {
-                            got: schema_id,
-                            expected: rt,
-                            want,
-                        });
-                    }
-                }
-            }
+        if self.is_embedded(rt, header) {
+            return Ok(body);
         }
-        Ok(body)
+        let key = header.key();
+        self.inner.store.with(key, rt, |w| {
+            if w.embedded {
+                Ok(body)
+            } else {
+                Err(CodecError::IncompatibleSchema {
+                    key,
+                    record: rt,
+                    reason: "another version of the schema; Codec::body reads only the embedded one (use a decoder)".into(),
+                })
+            }
+        })
     }
 
     /// Clears `out` and writes the header of `rt` into it.
@@ -251,7 +384,7 @@ impl Codec {
         match self.framing(rt) {
             Framing::SingleObject => {
                 out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
-                out.extend_from_slice(&rt.fingerprint().to_le_bytes());
+                out.extend_from_slice(&self.inner.fingerprints[rt as usize].to_le_bytes());
             }
             Framing::Confluent { schema_id } => {
                 out.push(CONFLUENT_MAGIC);
@@ -260,30 +393,36 @@ impl Codec {
         }
     }
 
-    /// The record type of a value, from its single-object fingerprint or, for Confluent
-    /// framing, from the ids configured in this codec.
+    /// The record type of a value, from the writer schema its header names (embedded, added,
+    /// or fetched from the schema source).
     pub fn detect(&self, bytes: &[u8]) -> Option<RecordType> {
-        match Self::header(bytes).ok()?.0 {
-            Header::SingleObject { fingerprint } => RecordType::from_fingerprint(fingerprint),
-            Header::Confluent { schema_id } => RecordType::ALL
-                .into_iter()
-                .find(|rt| self.confluent[*rt as usize] == Some(schema_id)),
+        self.record_type_of(Self::header(bytes).ok()?.0).ok()
+    }
+
+    fn record_type_of(&self, header: Header) -> Result<RecordType, CodecError> {
+        if let Some(rt) = RecordType::ALL
+            .into_iter()
+            .find(|&rt| self.is_embedded(rt, header))
+        {
+            return Ok(rt);
         }
+        self.inner.store.record_type(header.key())
     }
 
     // -----------------------------------------------------------------------------------------
     // Generic values
 
     /// Decodes a framed value of `rt` into an apache-avro generic value (the slow, general path).
+    /// Resolves the writer schema the header names against the embedded schema of `rt`: the
+    /// value has the embedded schema's shape whichever compatible writer wrote it.
     pub fn decode_value(&self, rt: RecordType, bytes: &[u8]) -> Result<Value, CodecError> {
-        let mut body = self.body(rt, bytes)?;
-        fast::validator(rt).validate(body)?;
-        let v = apache_avro::from_avro_datum(rt.schema(), &mut body, None)
-            .map_err(|e| CodecError::avro(rt, e))?;
-        if !body.is_empty() {
-            return Err(CodecError::TrailingBytes(body.len()));
+        let (header, body) = Self::header(bytes)?;
+        if self.is_embedded(rt, header) {
+            return decode_generic(rt, &store::EMBEDDED_WRITERS[rt as usize], body);
         }
-        Ok(v)
+        self.inner
+            .store
+            .with(header.key(), rt, |w| decode_generic(rt, w, body))
     }
 
     /// Clears `out` and writes a framed value of `rt` (validated against the schema) into it.
@@ -309,15 +448,23 @@ impl Codec {
     /// mailbox; rejects an empty `message_id`, `tenant_id` or `mailbox`.
     #[inline]
     pub fn decode_verdict(&self, bytes: &[u8]) -> Result<Verdict, CodecError> {
-        let body = self.body(RecordType::OutboundVerdict, bytes)?;
-        self.verdict.decode(body)
+        self.decode_verdict_ref(bytes).map(|v| v.to_owned())
     }
 
     /// Like [`Codec::decode_verdict`], borrowing the strings from `bytes` (see [`VerdictRef`]).
     #[inline]
     pub fn decode_verdict_ref<'a>(&self, bytes: &'a [u8]) -> Result<VerdictRef<'a>, CodecError> {
-        let body = self.body(RecordType::OutboundVerdict, bytes)?;
-        self.verdict.decode_ref(body)
+        const RT: RecordType = RecordType::OutboundVerdict;
+        let (header, body) = Self::header(bytes)?;
+        if self.is_embedded(RT, header) {
+            return self.inner.verdict.decode_ref(body);
+        }
+        self.inner
+            .store
+            .with(header.key(), RT, |w| match &w.verdict {
+                Some(p) => p.decode_ref(body),
+                None => Err(CodecError::invalid("record", "no verdict program")),
+            })
     }
 
     /// Same result as [`Codec::decode_verdict`] through apache-avro's generic path: the reference
@@ -357,14 +504,7 @@ impl Codec {
     /// Decodes one of mailguard's own outputs (`MailboxBlock`, `ScanRequest`, `Alert`,
     /// `EventLogEntry`), recognised by its header. For tests, replay and tooling.
     pub fn decode_effect(&self, bytes: &[u8]) -> Result<Effect, CodecError> {
-        let rt = match self.detect(bytes) {
-            Some(rt) => rt,
-            None => {
-                // Let the header check produce the precise reason.
-                self.body(RecordType::MailboxBlock, bytes)?;
-                return Err(CodecError::invalid("record", "not an output record type"));
-            }
-        };
+        let rt = self.record_type_of(Self::header(bytes)?.0)?;
         let v = self.decode_value(rt, bytes)?;
         Ok(match rt {
             RecordType::MailboxBlock => Effect::Block(records::block_from_value(v)?),
@@ -480,8 +620,23 @@ impl Codec {
     }
 }
 
-/// The record type of a single-object-encoded value, from its fingerprint (Confluent framing
-/// needs the configured ids: use [`Codec::detect`]).
+/// Decodes a body written with `w` as `rt`: strict structural check over the writer schema
+/// first (apache-avro reads an end of input where a union index should be as `null`), then
+/// apache-avro's decode, with its resolution against the embedded schema unless `w` is it.
+fn decode_generic(rt: RecordType, w: &store::Writer, mut body: &[u8]) -> Result<Value, CodecError> {
+    w.validator.validate(body)?;
+    let reader = (!w.embedded).then(|| rt.schema());
+    let v = apache_avro::from_avro_datum(&w.schema, &mut body, reader)
+        .map_err(|e| CodecError::avro(rt, e))?;
+    if !body.is_empty() {
+        return Err(CodecError::TrailingBytes(body.len()));
+    }
+    Ok(v)
+}
+
+/// The record type of a single-object-encoded value with an embedded schema, from its
+/// fingerprint (other writer schemas and Confluent framing need a codec: use
+/// [`Codec::detect`]).
 pub fn detect(bytes: &[u8]) -> Option<RecordType> {
     match Codec::header(bytes).ok()?.0 {
         Header::SingleObject { fingerprint } => RecordType::from_fingerprint(fingerprint),
@@ -489,5 +644,7 @@ pub fn detect(bytes: &[u8]) -> Option<RecordType> {
     }
 }
 
+#[cfg(test)]
+mod resolution_tests;
 #[cfg(test)]
 mod tests;

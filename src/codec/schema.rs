@@ -7,6 +7,8 @@ use std::sync::LazyLock;
 use apache_avro::rabin::Rabin;
 use apache_avro::Schema;
 
+use super::canonical;
+
 /// One record type of SPEC §3. The schema of each is `schemas/<Name>.avsc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RecordType {
@@ -50,22 +52,32 @@ const SOURCES: [&str; COUNT] = [
 /// A parsed schema with its single-object fingerprint.
 pub(crate) struct Parsed {
     pub(crate) schema: Schema,
-    /// CRC-64-AVRO (Rabin) fingerprint of the Parsing Canonical Form, as the little-endian u64
-    /// that the 8 header bytes spell.
+    /// The spec's Parsing Canonical Form (see [`canonical`]).
+    pub(crate) canonical: String,
+    /// CRC-64-AVRO fingerprint of `canonical`, as the little-endian u64 that the 8 header bytes
+    /// spell.
     pub(crate) fingerprint: u64,
+    /// The fingerprint mailguard wrote before it computed the spec's form (apache-avro's
+    /// `fingerprint::<Rabin>()`), still accepted on input for records written back then
+    /// (e.g. in compacted topics).
+    pub(crate) legacy_fingerprint: u64,
 }
 
 static PARSED: LazyLock<[Parsed; COUNT]> = LazyLock::new(|| {
     RecordType::ALL.map(|rt| {
         let schema = Schema::parse_str(SOURCES[rt as usize])
             .unwrap_or_else(|e| panic!("schemas/{}.avsc does not parse: {e}", rt.name()));
-        let fp = schema.fingerprint::<Rabin>();
-        let bytes: [u8; 8] = fp.bytes[..]
+        let canonical = canonical::parsing_canonical_form(SOURCES[rt as usize])
+            .unwrap_or_else(|e| panic!("schemas/{}.avsc: {e}", rt.name()));
+        let legacy = schema.fingerprint::<Rabin>();
+        let legacy: [u8; 8] = legacy.bytes[..]
             .try_into()
             .expect("a Rabin fingerprint has 8 bytes");
         Parsed {
             schema,
-            fingerprint: u64::from_le_bytes(bytes),
+            fingerprint: canonical::crc64_avro(canonical.as_bytes()),
+            canonical,
+            legacy_fingerprint: u64::from_le_bytes(legacy),
         }
     })
 });
@@ -119,9 +131,10 @@ impl RecordType {
         SOURCES[*self as usize]
     }
 
-    /// The Parsing Canonical Form of the schema.
-    pub fn canonical_form(&self) -> String {
-        self.schema().canonical_form()
+    /// The Parsing Canonical Form of the schema, per the Avro specification (as Java Avro and
+    /// fastavro compute it; not apache-avro's `Schema::canonical_form`).
+    pub fn canonical_form(&self) -> &'static str {
+        &PARSED[*self as usize].canonical
     }
 
     /// CRC-64-AVRO fingerprint of the canonical form, as the little-endian u64 of the 8 bytes in
@@ -130,9 +143,17 @@ impl RecordType {
         PARSED[*self as usize].fingerprint
     }
 
-    /// The record type whose single-object fingerprint this is.
+    /// The fingerprint mailguard used to write (apache-avro's canonical form); accepted on input
+    /// as the embedded schema.
+    pub fn legacy_fingerprint(&self) -> u64 {
+        PARSED[*self as usize].legacy_fingerprint
+    }
+
+    /// The record type whose single-object fingerprint (or legacy fingerprint) this is.
     pub fn from_fingerprint(fp: u64) -> Option<RecordType> {
-        Self::ALL.into_iter().find(|rt| rt.fingerprint() == fp)
+        Self::ALL
+            .into_iter()
+            .find(|rt| rt.fingerprint() == fp || rt.legacy_fingerprint() == fp)
     }
 }
 

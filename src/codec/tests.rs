@@ -223,6 +223,79 @@ fn schemas_parse_with_docs_namespace_and_distinct_fingerprints() {
     assert_eq!(RecordType::all().len(), 9);
 }
 
+/// Reference Parsing Canonical Forms and fingerprints of the nine schemas, computed with fastavro
+/// 1.13.1 (`to_parsing_canonical_form`, `fingerprint(.., "CRC-64-AVRO")`; the fingerprint as the
+/// little-endian u64 of the header bytes). Java Avro 1.12.1 agrees (the spec's algorithm).
+const REFERENCE: [(RecordType, &str, u64); 9] = [
+    (
+        RecordType::OutboundVerdict,
+        r#"{"name":"mailguard.v1.OutboundVerdict","type":"record","fields":[{"name":"message_id","type":"string"},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"sent_at","type":"long"},{"name":"verdict","type":{"name":"mailguard.v1.Verdict","type":"enum","symbols":["CLEAN","SPAM","VIRUS"]}},{"name":"recipient_count","type":["null","int"]},{"name":"gateway_id","type":["null","string"]}]}"#,
+        0x7c7a_939b_a345_b39a,
+    ),
+    (
+        RecordType::MailboxOwner,
+        r#"{"name":"mailguard.v1.MailboxOwner","type":"record","fields":[{"name":"mailbox","type":"string"},{"name":"tenant_id","type":"string"},{"name":"owner_id","type":"string"},{"name":"owner_name","type":["null","string"]}]}"#,
+        0xbfd6_0b54_11c2_47f7,
+    ),
+    (
+        RecordType::OwnerDevices,
+        r#"{"name":"mailguard.v1.OwnerDevices","type":"record","fields":[{"name":"owner_id","type":"string"},{"name":"tenant_id","type":"string"},{"name":"device_ids","type":{"type":"array","items":"string"}}]}"#,
+        0xc236_25f3_62a3_9ef1,
+    ),
+    (
+        RecordType::TenantSettings,
+        r#"{"name":"mailguard.v1.TenantSettings","type":"record","fields":[{"name":"tenant_id","type":"string"},{"name":"sync_security_enabled","type":"boolean"},{"name":"endpoint_licence","type":"boolean"},{"name":"email_licence","type":{"name":"mailguard.v1.EmailLicence","type":"enum","symbols":["STANDARD","ADVANCED","NONE"]}},{"name":"threshold","type":["null","int"]},{"name":"window_ms","type":["null","long"]},{"name":"base_block_ms","type":["null","long"]},{"name":"permanent_strike","type":["null","int"]}]}"#,
+        0x9f22_2d01_580e_8cdf,
+    ),
+    (
+        RecordType::AdminCommand,
+        r#"{"name":"mailguard.v1.AdminCommand","type":"record","fields":[{"name":"command_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"tenant_id","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.CommandKind","type":"enum","symbols":["SUPPORT_UNBLOCK","ADMIN_UNBLOCK","RESET_STRIKES","UNKNOWN"]}},{"name":"actor","type":"string"},{"name":"actor_role","type":{"name":"mailguard.v1.ActorRole","type":"enum","symbols":["SUPPORT","ADMIN","VIEWER"]}},{"name":"ticket","type":"string"},{"name":"issued_at","type":"long"}]}"#,
+        0x8b8e_f7f5_6ab5_f8fc,
+    ),
+    (
+        RecordType::MailboxBlock,
+        r#"{"name":"mailguard.v1.MailboxBlock","type":"record","fields":[{"name":"mailbox","type":"string"},{"name":"tenant_id","type":"string"},{"name":"state","type":{"name":"mailguard.v1.BlockState","type":"enum","symbols":["BLOCKED","PERMANENTLY_BLOCKED","UNBLOCKED"]}},{"name":"strike","type":"int"},{"name":"blocked_at","type":"long"},{"name":"blocked_until","type":["null","long"]},{"name":"incident_id","type":"string"},{"name":"evidence_message_ids","type":{"type":"array","items":"string"}},{"name":"updated_at","type":"long"}]}"#,
+        0x4d56_26a9_4b3a_72ff,
+    ),
+    (
+        RecordType::ScanRequest,
+        r#"{"name":"mailguard.v1.ScanRequest","type":"record","fields":[{"name":"request_id","type":"string"},{"name":"incident_id","type":"string"},{"name":"tenant_id","type":"string"},{"name":"device_id","type":"string"},{"name":"owner_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"requested_at","type":"long"}]}"#,
+        0xcf14_aaa2_c264_cee3,
+    ),
+    (
+        RecordType::Alert,
+        r#"{"name":"mailguard.v1.Alert","type":"record","fields":[{"name":"alert_id","type":"string"},{"name":"incident_id","type":"string"},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"owner_id","type":["null","string"]},{"name":"strike","type":"int"},{"name":"state","type":{"name":"mailguard.v1.BlockState","type":"enum","symbols":["BLOCKED","PERMANENTLY_BLOCKED","UNBLOCKED"]}},{"name":"blocked_until","type":["null","long"]},{"name":"devices_scanned","type":{"type":"array","items":"string"}},{"name":"scan_skipped_reason","type":["null",{"name":"mailguard.v1.ScanSkipReason","type":"enum","symbols":["SYNC_SECURITY_OFF","NO_ENDPOINT_LICENCE","OWNER_UNKNOWN","NO_DEVICES"]}]},{"name":"summary","type":"string"}]}"#,
+        0xd3b4_ec54_8869_bb36,
+    ),
+    (
+        RecordType::EventLogEntry,
+        r#"{"name":"mailguard.v1.EventLogEntry","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"incident_id","type":["null","string"]},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.EventKind","type":"enum","symbols":["MAILBOX_BLOCKED","MAILBOX_PERMANENTLY_BLOCKED","SCAN_REQUESTED","SCAN_SKIPPED","ALERT_SENT","MAILBOX_UNBLOCKED","SUPPORT_UNBLOCK","COMMAND_REJECTED","UNKNOWN"]}},{"name":"at","type":"long"},{"name":"detail","type":"string"}]}"#,
+        0x0ce7_f547_e669_ee8b,
+    ),
+];
+
+#[test]
+fn canonical_forms_and_fingerprints_match_the_reference() {
+    for (rt, canonical, fp) in REFERENCE {
+        assert_eq!(rt.canonical_form(), canonical, "{rt}");
+        assert_eq!(rt.fingerprint(), fp, "{rt}: 0x{:016x}", rt.fingerprint());
+        assert_eq!(parsing_canonical_form(rt.schema_json()).unwrap(), canonical);
+        assert_eq!(schema_fingerprint(rt.schema_json()), Ok(fp));
+    }
+    // The header bytes of OutboundVerdict, as other implementations write them.
+    let c = Codec::default();
+    let b = enc_verdict(&c, &verdict());
+    assert_eq!(&b[2..10], &[0x9a, 0xb3, 0x45, 0xa3, 0x9b, 0x93, 0x7a, 0x7c]);
+    // apache-avro 0.21 computes another form (see codec/canonical.rs); what mailguard wrote
+    // with it is still read as the embedded schema.
+    let legacy = RecordType::OutboundVerdict.legacy_fingerprint();
+    assert_eq!(legacy, 0xafb4_28aa_4b03_f8d4);
+    let mut old = b.clone();
+    old[2..10].copy_from_slice(&legacy.to_le_bytes());
+    assert_eq!(c.decode_verdict(&old).unwrap(), verdict());
+    assert_eq!(detect(&old), Some(RecordType::OutboundVerdict));
+}
+
 use apache_avro::Schema;
 
 #[test]
@@ -263,11 +336,8 @@ fn single_object_header() {
     );
     assert_eq!(detect(&b), Some(RecordType::OutboundVerdict));
     assert_eq!(c.detect(&b), Some(RecordType::OutboundVerdict));
-    // apache-avro's own single-object reader agrees with our framing.
-    let r =
-        apache_avro::GenericSingleObjectReader::new(RecordType::OutboundVerdict.schema().clone())
-            .unwrap();
-    assert!(r.read_value(&mut &b[..]).is_ok());
+    // (apache-avro's own single-object reader expects its non-standard fingerprint, so it
+    // rejects these headers: see codec/canonical.rs.)
 }
 
 #[test]
@@ -290,10 +360,17 @@ fn confluent_header() {
 fn decoders_accept_both_framings() {
     let so = Codec::default();
     let cf = confluent();
+    // A single-object reader must be told the writer's ids (the embedded schemas here).
+    let so_reading_ids = Codec::default();
+    for rt in RecordType::ALL {
+        so_reading_ids
+            .add_writer_schema(WriterKey::SchemaId(100 + rt as u32), rt.schema_json())
+            .unwrap();
+    }
     let v = verdict();
     for writer in [&so, &cf] {
         let b = enc_verdict(writer, &v);
-        for reader in [&so, &cf] {
+        for reader in [&so_reading_ids, &cf] {
             assert_eq!(reader.decode_verdict(&b).unwrap(), v);
             assert_eq!(reader.decode_verdict_generic(&b).unwrap(), v);
         }
@@ -341,36 +418,59 @@ fn wrong_fingerprint() {
     );
     assert!(c.decode_verdict_generic(&b).is_err());
 
+    let fp = u64::from_le_bytes(b[2..10].try_into().unwrap());
+    assert_eq!(
+        e.to_string(),
+        format!("unknown schema fingerprint 0x{fp:016x}")
+    );
+    assert_eq!(e, CodecError::UnknownFingerprint { fingerprint: fp });
+
     // A MailboxOwner on the verdict topic.
     let mut o = Vec::new();
     c.encode_owner("a@b.c", &owner(), &mut o).unwrap();
     let e = c.decode_verdict(&o).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "wrong record type: got MailboxOwner, expected OutboundVerdict"
+        format!(
+            "wrong record type: schema fingerprint 0x{:016x} is mailguard.v1.MailboxOwner, expected OutboundVerdict",
+            RecordType::MailboxOwner.fingerprint()
+        )
     );
+    assert_eq!(e.code(), "wrong_record_type");
 }
 
+/// An id other than the configured one is another writer schema: known ones are resolved,
+/// unknown ones are an error naming the id, never read with the embedded schema.
 #[test]
-fn wrong_confluent_id() {
+fn unknown_confluent_id() {
     let c = Codec::new(HashMap::from([(RecordType::OutboundVerdict, 7)]));
     let other = Codec::new(HashMap::from([(RecordType::OutboundVerdict, 8)]));
     let b = enc_verdict(&other, &verdict());
     let e = c.decode_verdict(&b).unwrap_err();
     assert_eq!(
         e,
-        CodecError::SchemaIdMismatch {
-            got: 8,
-            expected: RecordType::OutboundVerdict,
-            want: 7
+        CodecError::UnknownSchemaId {
+            id: 8,
+            registry: false
         }
     );
     assert_eq!(
         e.to_string(),
-        "unexpected schema id 8 for OutboundVerdict (configured 7)"
+        "unknown schema id 8 (no schema registry configured and not added)"
     );
-    // No id configured for the type: any id is accepted.
-    assert_eq!(Codec::default().decode_verdict(&b).unwrap(), verdict());
+    assert!(!e.is_transient());
+    assert_eq!(e.code(), "unknown_schema_id");
+    // Not even without a configured id.
+    assert_eq!(Codec::default().decode_verdict(&b).unwrap_err(), e);
+    assert!(Codec::default().decode_verdict_generic(&b).is_err());
+    // Once the id is known as the embedded schema, it reads.
+    c.set_schema_id(RecordType::OutboundVerdict, 8).unwrap();
+    assert_eq!(c.decode_verdict(&b).unwrap(), verdict());
+    // ... and is written from now on, by every clone.
+    let clone = c.clone();
+    assert_eq!(&enc_verdict(&clone, &verdict())[..5], &[0, 0, 0, 0, 8]);
+    // An id bound to one schema cannot be rebound to another.
+    assert!(c.set_schema_id(RecordType::MailboxOwner, 8).is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
