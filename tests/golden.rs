@@ -10,13 +10,13 @@
 //!
 //! `evolution/` holds newer writer schemas of `OutboundVerdict` (v2: a field appended; v2b:
 //! fields reordered and a new `Verdict` symbol) with Java's resolved reading; the resolution tests
-//! are ignored until mailguard can resolve writer schemas (see [`codec_with_writer_schema`]).
+//! are resolved with the writer schema registered by its fingerprint (see [`codec_with_writer_schema`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use mailguard::codec::{Codec, CodecError, RecordType};
+use mailguard::codec::{Codec, CodecError, RecordType, WriterKey};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
@@ -498,14 +498,16 @@ fn check_verdict(codec: &Codec, bytes: &[u8], want: &Json) -> Result<(), String>
 // -------------------------------------------------------------------------------------------------
 // Schema evolution: bytes of newer writer schemas of OutboundVerdict
 
-/// A codec that knows `writer_avsc` as a writer schema of `rt` besides mailguard's own schemas.
-///
-/// Current main cannot register writer schemas, so this returns the plain codec and the ignored
-/// tests below fail with "unknown fingerprint". The codec-resolution branch replaces the body
-/// with its registration call and removes the `#[ignore]`s.
+/// A codec that knows `writer_avsc` as a writer schema of `rt` besides mailguard's own schemas,
+/// under its reference fingerprint (what a producer's single-object header carries).
 fn codec_with_writer_schema(rt: RecordType, writer_avsc: &str) -> Codec {
-    let _ = (rt, writer_avsc);
-    Codec::default()
+    let codec = Codec::default();
+    let fp = mailguard::codec::schema_fingerprint(writer_avsc).expect("writer schema parses");
+    let got = codec
+        .add_writer_schema(WriterKey::Fingerprint(fp), writer_avsc)
+        .expect("writer schema accepted");
+    assert_eq!(got, rt);
+    codec
 }
 
 fn writer_avsc(g: &Golden) -> String {
@@ -554,7 +556,6 @@ fn check_resolution(name: &str) {
 
 /// v2 appends an optional `spam_score`: the reader skips it.
 #[test]
-#[ignore = "needs schema resolution (codec-resolution branch)"]
 fn resolves_v2_appended_field() {
     check_resolution("OutboundVerdict_v2");
 }
@@ -562,7 +563,6 @@ fn resolves_v2_appended_field() {
 /// v2b reorders the fields (with `spam_score` in the middle) and inserts `QUARANTINE` into
 /// `Verdict` before `SPAM`: fields and symbols resolve by name; `QUARANTINE` becomes `CLEAN`.
 #[test]
-#[ignore = "needs schema resolution (codec-resolution branch)"]
 fn resolves_v2b_reordered_fields_and_new_symbol() {
     check_resolution("OutboundVerdict_v2b");
 }
