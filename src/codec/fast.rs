@@ -101,6 +101,7 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(b).map_err(|_| CodecError::InvalidUtf8 { field })
     }
 
+    #[inline(always)]
     fn skip_n(&mut self, n: usize, field: &'static str) -> R<()> {
         if n > self.remaining() {
             return Err(CodecError::Truncated { field });
@@ -333,6 +334,9 @@ enum Op {
     SkipLong,
     /// Skip a string (UTF-8 checked).
     SkipStr,
+    /// Skip a fixed-size value (`boolean`, `float`, `double`, `fixed`) of this many bytes: the
+    /// common shapes of extra fields newer writers add, kept in the flat loop.
+    SkipFixed(u16),
     /// Skip anything else: `shapes[i]`.
     SkipShape(u16),
     /// A union: read the branch index, then run `branches[first + index]` (`len` branches).
@@ -386,12 +390,16 @@ fn verdict_of(symbol: &str) -> VerdictKind {
     }
 }
 
+/// Writer verdict symbol index → domain kind (see [`VerdictProgram`]), and the writer's
+/// symbols for errors.
+type EnumTable = (Box<[Option<VerdictKind>]>, Box<[Box<str>]>);
+
 /// The program under construction.
 #[derive(Default)]
 struct Builder {
     branches: Vec<Op>,
     shapes: Vec<Shape>,
-    kinds: Option<(Box<[Option<VerdictKind>]>, Box<[Box<str>]>)>,
+    kinds: Option<EnumTable>,
 }
 
 impl Builder {
@@ -401,6 +409,10 @@ impl Builder {
             Shape::Int => Op::SkipInt,
             Shape::Long => Op::SkipLong,
             Shape::Str => Op::SkipStr,
+            Shape::Bool => Op::SkipFixed(1),
+            Shape::Float => Op::SkipFixed(4),
+            Shape::Double => Op::SkipFixed(8),
+            Shape::Fixed(n) if n <= usize::from(u16::MAX) => Op::SkipFixed(n as u16),
             other => {
                 self.shapes.push(other);
                 Op::SkipShape(u16::try_from(self.shapes.len() - 1).map_err(|e| e.to_string())?)
@@ -637,6 +649,7 @@ impl VerdictProgram {
             Op::SkipStr => {
                 r.str(field)?;
             }
+            Op::SkipFixed(n) => r.skip_n(usize::from(n), field)?,
             Op::SkipShape(i) => r.skip(&self.shapes[usize::from(i)], field)?,
             // Not produced for branches (Avro forbids a union directly in a union).
             Op::Union { .. } => return Err(CodecError::InvalidUnionIndex { field, index: -1 }),

@@ -355,15 +355,12 @@ impl SchemaStore {
                 let e = CodecError::UnknownSchemaId { id, registry: true };
                 if self.unknown.load(Ordering::Relaxed) < MAX_UNKNOWN {
                     let mut map = write(&self.entries);
-                    if !map.contains_key(&key) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(key) {
                         self.unknown.fetch_add(1, Ordering::Relaxed);
-                        map.insert(
-                            key,
-                            Entry {
-                                fingerprint: None,
-                                outcome: Outcome::Failed(e.clone()),
-                            },
-                        );
+                        slot.insert(Entry {
+                            fingerprint: None,
+                            outcome: Outcome::Failed(e.clone()),
+                        });
                     }
                 }
                 Err(e)
