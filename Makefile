@@ -55,7 +55,7 @@ test: deps ## Everything: fmt, clippy, golden vectors, unit, property, integrati
 
 lint: ## rustfmt --check and clippy -D warnings
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --profile test -- -D warnings
 
 bench: deps ## criterion benches (policy, Avro decode, RocksDB) and the end-to-end bench
 	cargo bench --bench policy --bench avro_decode --bench store
