@@ -154,7 +154,8 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> Result<(), CliError> {
     let rt = resolve_type(cfg, &topic, args.record_type.as_deref())?;
     // With a registry, the record type is registered under the topic's subject, as any
     // Confluent serializer would do.
-    let codec = codec_for(cfg, &[(topic.as_str(), rt)]).map_err(|e| CliError::Wire(e.to_string()))?;
+    let codec =
+        codec_for(cfg, &[(topic.as_str(), rt)]).map_err(|e| CliError::Wire(e.to_string()))?;
     let producer: BaseProducer = client::plain_producer(&cfg.kafka, "cli").create()?;
     let stdin = std::io::stdin();
     let mut n = 0usize;

@@ -476,11 +476,7 @@ impl Config {
                 field: e.path().to_string(),
                 message: e.inner().to_string(),
             })?;
-        let lookup = |name: &str| {
-            env.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         config.resolve_secrets(&lookup)?;
         config.validate()?;
         Ok(config)

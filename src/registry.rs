@@ -54,7 +54,9 @@ pub enum RegistryError {
         status: u16,
     },
     /// 409: the subject's compatibility rule rejects the schema.
-    #[error("schema registry {url}: subject {subject} rejects the schema as incompatible: {message}")]
+    #[error(
+        "schema registry {url}: subject {subject} rejects the schema as incompatible: {message}"
+    )]
     Incompatible {
         /// Base URL.
         url: String,
@@ -113,10 +115,7 @@ impl RegistryClient {
             None => RootCerts::PlatformVerifier,
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| {
-                    RegistryError::Config(format!(
-                        "registry.ca_location {}: {e}",
-                        path.display()
-                    ))
+                    RegistryError::Config(format!("registry.ca_location {}: {e}", path.display()))
                 })?;
                 let cert = Certificate::from_pem(&pem).map_err(|e| {
                     RegistryError::Config(format!(
@@ -423,7 +422,10 @@ mod tests {
             .unwrap_err();
         assert!(e.is_transient(), "{e}");
         let s = e.to_string();
-        assert!(s.contains(&format!("127.0.0.1:{port}")) && s.contains("/schemas/ids/1"), "{s}");
+        assert!(
+            s.contains(&format!("127.0.0.1:{port}")) && s.contains("/schemas/ids/1"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -65,7 +65,12 @@ fn py(script: &str, args: &[&str], stdin: &str) -> Vec<Value> {
 
 /// Five SPAM verdicts of `mailbox` one second apart, as JSON lines; `extra` fields are added to
 /// the last `v2` of them (an evolved writer's field).
-fn spam_lines(mailbox: &str, tag: &str, range: std::ops::Range<i64>, extra: Option<Value>) -> String {
+fn spam_lines(
+    mailbox: &str,
+    tag: &str,
+    range: std::ops::Range<i64>,
+    extra: Option<Value>,
+) -> String {
     let t0 = common::now_ms() - 60_000;
     range
         .map(|i| {
@@ -86,8 +91,8 @@ fn spam_lines(mailbox: &str, tag: &str, range: std::ops::Range<i64>, extra: Opti
 
 /// OutboundVerdict v2: v1 plus one optional field at the end, as a gateway team would evolve it.
 fn v2_schema(dir: &std::path::Path) -> PathBuf {
-    let mut schema: Value = serde_json::from_str(include_str!("../schemas/OutboundVerdict.avsc"))
-        .expect("v1 schema");
+    let mut schema: Value =
+        serde_json::from_str(include_str!("../schemas/OutboundVerdict.avsc")).expect("v1 schema");
     schema["fields"].as_array_mut().unwrap().push(json!({
         "name": "spam_score", "type": ["null", "double"], "default": null,
         "doc": "v2: the gateway's spam score"
@@ -108,8 +113,8 @@ fn decoded_values(recs: &[Value]) -> Vec<&Value> {
 }
 
 #[test]
-fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_reads_every_output(
-) {
+fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_reads_every_output()
+{
     let (cfg, dir) = registry_config(2);
     common::create_topics(&cfg);
     let running = common::start(&cfg, Arc::new(SystemClock));
@@ -121,19 +126,39 @@ fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_
     // Three with mailguard's schema, two with the evolved one: the trip needs both.
     let v1_out = py(
         "produce_verdicts.py",
-        &["--bootstrap", &b, "--registry", &reg, "--topic", &cfg.topics.verdicts, "--compression", "zstd"],
+        &[
+            "--bootstrap",
+            &b,
+            "--registry",
+            &reg,
+            "--topic",
+            &cfg.topics.verdicts,
+            "--compression",
+            "zstd",
+        ],
         &spam_lines(mailbox, "m", 0..3, None),
     );
     let v2_out = py(
         "produce_verdicts.py",
         &[
-            "--bootstrap", &b, "--registry", &reg, "--topic", &cfg.topics.verdicts,
-            "--schema", v2.to_str().unwrap(), "--compression", "zstd",
+            "--bootstrap",
+            &b,
+            "--registry",
+            &reg,
+            "--topic",
+            &cfg.topics.verdicts,
+            "--schema",
+            v2.to_str().unwrap(),
+            "--compression",
+            "zstd",
         ],
         &spam_lines(mailbox, "m", 3..5, Some(json!({"spam_score": 9.5}))),
     );
     let (id1, id2) = (&v1_out[0]["schema_id"], &v2_out[0]["schema_id"]);
-    assert_ne!(id1, id2, "v2 must be registered under a new id: {v1_out:?} {v2_out:?}");
+    assert_ne!(
+        id1, id2,
+        "v2 must be registered under a new id: {v1_out:?} {v2_out:?}"
+    );
 
     // Exactly one block, read by our reader…
     let blocks = common::consume_exactly(
@@ -146,14 +171,25 @@ fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_
     // …and by confluent-kafka's AvroDeserializer, through the id mailguard registered.
     let args = |topic: &str, n: &str| {
         vec![
-            "--bootstrap".to_string(), b.clone(), "--registry".into(), reg.clone(),
-            "--topic".into(), topic.to_string(), "--expect".into(), n.to_string(),
-            "--timeout".into(), "60".into(),
+            "--bootstrap".to_string(),
+            b.clone(),
+            "--registry".into(),
+            reg.clone(),
+            "--topic".into(),
+            topic.to_string(),
+            "--expect".into(),
+            n.to_string(),
+            "--timeout".into(),
+            "60".into(),
         ]
     };
     let run = |topic: &str, n: usize| {
         let a = args(topic, &n.to_string());
-        py("consume_avro.py", &a.iter().map(String::as_str).collect::<Vec<_>>(), "")
+        py(
+            "consume_avro.py",
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            "",
+        )
     };
     let block = run(&cfg.topics.blocks, 1);
     let block = decoded_values(&block)[0].clone();
@@ -163,11 +199,24 @@ fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_
     let evidence = block["evidence_message_ids"].as_array().unwrap();
     assert_eq!(evidence.len(), 5, "{block}");
     let alerts = run(&cfg.topics.alerts, 1);
-    assert_eq!(decoded_values(&alerts)[0]["scan_skipped_reason"], "OWNER_UNKNOWN");
+    assert_eq!(
+        decoded_values(&alerts)[0]["scan_skipped_reason"],
+        "OWNER_UNKNOWN"
+    );
     let events = run(&cfg.topics.events, 3);
     let kinds: Vec<&Value> = decoded_values(&events).iter().map(|e| &e["kind"]).collect();
-    assert_eq!(kinds, ["MAILBOX_BLOCKED", "SCAN_SKIPPED", "ALERT_SENT"], "{events:?}");
-    assert!(common::consume_exactly(&cfg.topics.dlq, 0, Duration::from_secs(5), Duration::from_secs(1)).is_empty());
+    assert_eq!(
+        kinds,
+        ["MAILBOX_BLOCKED", "SCAN_SKIPPED", "ALERT_SENT"],
+        "{events:?}"
+    );
+    assert!(common::consume_exactly(
+        &cfg.topics.dlq,
+        0,
+        Duration::from_secs(5),
+        Duration::from_secs(1)
+    )
+    .is_empty());
     running.stop().expect("pipeline ended cleanly");
 }
 
@@ -192,8 +241,14 @@ fn an_incompatible_writer_schema_is_dead_lettered_naming_its_id() {
     let out = py(
         "produce_verdicts.py",
         &[
-            "--bootstrap", &common::bootstrap(), "--registry", &registry(),
-            "--topic", &cfg.topics.verdicts, "--schema", path.to_str().unwrap(),
+            "--bootstrap",
+            &common::bootstrap(),
+            "--registry",
+            &registry(),
+            "--topic",
+            &cfg.topics.verdicts,
+            "--schema",
+            path.to_str().unwrap(),
         ],
         &format!("{line}\n"),
     );
@@ -206,7 +261,10 @@ fn an_incompatible_writer_schema_is_dead_lettered_naming_its_id() {
     );
     let reason = &dlq[0].headers["mailguard.error.reason"];
     assert!(reason.contains(&format!("schema id {id}")), "{reason}");
-    assert!(reason.contains("sent_at"), "the reason names the field: {reason}");
+    assert!(
+        reason.contains("sent_at"),
+        "the reason names the field: {reason}"
+    );
     running.stop().expect("pipeline ended cleanly");
 }
 
@@ -224,14 +282,27 @@ fn single_object_verdicts_from_fastavro_v1_and_a_known_v2_writer_trip_without_a_
     let mailbox = "so@example.com";
     py(
         "produce_verdicts.py",
-        &["--bootstrap", &b, "--topic", &cfg.topics.verdicts, "--single-object"],
+        &[
+            "--bootstrap",
+            &b,
+            "--topic",
+            &cfg.topics.verdicts,
+            "--single-object",
+        ],
         &spam_lines(mailbox, "s", 0..3, None),
     );
     py(
         "produce_verdicts.py",
         &[
-            "--bootstrap", &b, "--topic", &cfg.topics.verdicts, "--single-object",
-            "--schema", v2.to_str().unwrap(), "--compression", "zstd",
+            "--bootstrap",
+            &b,
+            "--topic",
+            &cfg.topics.verdicts,
+            "--single-object",
+            "--schema",
+            v2.to_str().unwrap(),
+            "--compression",
+            "zstd",
         ],
         &spam_lines(mailbox, "s", 3..5, Some(json!({"spam_score": 1.0}))),
     );
@@ -246,8 +317,14 @@ fn single_object_verdicts_from_fastavro_v1_and_a_known_v2_writer_trip_without_a_
     let out = py(
         "consume_avro.py",
         &[
-            "--bootstrap", &b, "--topic", &cfg.topics.blocks, "--expect", "1",
-            "--schema", repo().join("schemas/MailboxBlock.avsc").to_str().unwrap(),
+            "--bootstrap",
+            &b,
+            "--topic",
+            &cfg.topics.blocks,
+            "--expect",
+            "1",
+            "--schema",
+            repo().join("schemas/MailboxBlock.avsc").to_str().unwrap(),
         ],
         "",
     );
@@ -266,8 +343,12 @@ fn verdicts_from_kafkas_own_java_client_zstd_compressed_trip_a_block() {
     // BinaryMessageEncoder: no line of it shares code with mailguard or librdkafka.
     let mut child = Command::new(repo().join("scripts/java-produce"))
         .args([
-            "--bootstrap", &common::bootstrap(), "--topic", &cfg.topics.verdicts,
-            "--compression", "zstd",
+            "--bootstrap",
+            &common::bootstrap(),
+            "--topic",
+            &cfg.topics.verdicts,
+            "--compression",
+            "zstd",
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -293,6 +374,12 @@ fn verdicts_from_kafkas_own_java_client_zstd_compressed_trip_a_block() {
         Duration::from_secs(2),
     );
     assert_eq!(blocks[0].key.as_deref(), Some("java.client@example.com"));
-    assert!(common::consume_exactly(&cfg.topics.dlq, 0, Duration::from_secs(5), Duration::from_secs(1)).is_empty());
+    assert!(common::consume_exactly(
+        &cfg.topics.dlq,
+        0,
+        Duration::from_secs(5),
+        Duration::from_secs(1)
+    )
+    .is_empty());
     running.stop().expect("pipeline ended cleanly");
 }

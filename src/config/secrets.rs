@@ -109,7 +109,9 @@ pub fn read_properties(field: &str, path: &Path) -> Result<BTreeMap<String, Stri
         if line.ends_with('\\') {
             return Err(bad("line continuations are not supported"));
         }
-        let split = line.find(['=', ':']).ok_or_else(|| bad("expected key=value"))?;
+        let split = line
+            .find(['=', ':'])
+            .ok_or_else(|| bad("expected key=value"))?;
         let (k, v) = (line[..split].trim(), line[split + 1..].trim());
         if k.is_empty() {
             return Err(bad("empty key"));
@@ -199,6 +201,9 @@ mod tests {
         assert_eq!(m["security.protocol"], "SASL_SSL");
         assert_eq!(m["sasl.mechanism"], "SCRAM-SHA-512");
         std::fs::write(&p, "novalue\n").unwrap();
-        assert!(read_properties("f", &p).unwrap_err().to_string().contains("line 1"));
+        assert!(read_properties("f", &p)
+            .unwrap_err()
+            .to_string()
+            .contains("line 1"));
     }
 }

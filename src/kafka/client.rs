@@ -74,15 +74,15 @@ pub fn reader(cfg: &KafkaConfig, purpose: &str) -> ClientConfig {
     // but librdkafka looks up its coordinator (ACL: Describe on the group). Derived from the
     // group id, so one prefixed ACL (`<group_id>.reader.`) covers every reader.
     c.set("group.id", reader_group(cfg, purpose))
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .set("auto.offset.reset", "earliest")
-    .set("isolation.level", "read_committed")
-    .set("enable.partition.eof", "true")
-    // End of partition is known only when a fetch at the end returns empty, after
-    // `fetch.wait.max.ms` (default 500 ms): that wait was most of a small partition's restore.
-    .set("fetch.wait.max.ms", "50")
-    .set("fetch.queue.backoff.ms", "10");
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        // End of partition is known only when a fetch at the end returns empty, after
+        // `fetch.wait.max.ms` (default 500 ms): that wait was most of a small partition's restore.
+        .set("fetch.wait.max.ms", "50")
+        .set("fetch.queue.backoff.ms", "10");
     for (k, v) in &cfg.client_properties {
         c.set(k, v);
     }

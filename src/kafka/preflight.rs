@@ -20,9 +20,9 @@ use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::AdminClient;
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError as RdError;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka_sys as sys;
 use tracing::{debug, info};
@@ -101,8 +101,11 @@ pub fn topic_needs(cfg: &Config) -> Vec<(String, Need)> {
 /// cannot be answered, and to stop waiting as soon as the error is one retrying cannot fix.
 #[derive(Clone, Default)]
 pub struct RecordingContext {
-    last: Arc<Mutex<Option<(Option<RDKafkaErrorCode>, String)>>>,
+    last: Arc<Mutex<Option<LastError>>>,
 }
+
+/// librdkafka's error code (if any) and its reason.
+type LastError = (Option<RDKafkaErrorCode>, String);
 
 impl RecordingContext {
     fn last(&self) -> Option<String> {
@@ -140,6 +143,11 @@ impl ClientContext for RecordingContext {
     }
 }
 
+impl rdkafka::producer::ProducerContext for RecordingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
 /// One topic as described by the cluster.
 #[derive(Debug)]
 struct Described {
@@ -152,7 +160,10 @@ struct Described {
 /// Runs the checks; `Ok` means every topic exists (or will be created) and is usable as needed.
 pub fn check(cfg: &Config, timeout: Duration) -> Result<(), KafkaError> {
     let ctx = RecordingContext::default();
-    let admin: AdminClient<RecordingContext> =
+    // A plain producer handle, not rust-rdkafka's AdminClient: the admin API works on any
+    // client, and polling a producer serves librdkafka's error callbacks, which is how an
+    // authentication or TLS failure reaches `ctx` while the request waits.
+    let admin: BaseProducer<RecordingContext> =
         client::admin(&cfg.kafka).create_with_context(ctx.clone())?;
     let needs = topic_needs(cfg);
     let names: Vec<&str> = needs.iter().map(|(n, _)| n.as_str()).collect();
@@ -166,7 +177,10 @@ pub fn check(cfg: &Config, timeout: Duration) -> Result<(), KafkaError> {
             })
         }
     };
-    debug!(elapsed_ms = started.elapsed().as_millis() as u64, "topics described");
+    debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "topics described: {described:?}"
+    );
     let principal = principal(cfg);
     for (name, need) in &needs {
         let Some(d) = described.iter().find(|d| &d.name == name) else {
@@ -215,7 +229,10 @@ pub fn check(cfg: &Config, timeout: Duration) -> Result<(), KafkaError> {
             }
         }
     }
-    info!(topics = needs.len(), "preflight: every topic usable as needed");
+    info!(
+        topics = needs.len(),
+        "preflight: every topic usable as needed"
+    );
     Ok(())
 }
 
@@ -230,12 +247,12 @@ pub(crate) fn principal(cfg: &Config) -> String {
 /// DescribeTopics with authorised operations, through librdkafka's C API (rust-rdkafka has no
 /// wrapper for it). Every pointer is owned by librdkafka's result event, destroyed at the end.
 fn describe_topics(
-    admin: &AdminClient<RecordingContext>,
+    admin: &BaseProducer<RecordingContext>,
     names: &[&str],
     timeout: Duration,
     ctx: &RecordingContext,
 ) -> Result<Vec<Described>, String> {
-    let rk = admin.inner().native_ptr();
+    let rk = admin.client().native_ptr();
     let cnames: Vec<CString> = names
         .iter()
         .map(|n| CString::new(*n).map_err(|_| format!("topic name {n:?} contains NUL")))
@@ -267,10 +284,12 @@ fn describe_topics(
         // The request's own timeout bounds the wait (a little more, so its answer wins), in
         // slices, so a definitive connection error ends it at once.
         let deadline = Instant::now() + timeout + Duration::from_secs(2);
-        let mut event = std::ptr::null_mut();
+        let mut event: *mut sys::rd_kafka_event_t = std::ptr::null_mut();
         let mut definitive = None;
         while event.is_null() && Instant::now() < deadline {
-            event = sys::rd_kafka_queue_poll(queue, 200);
+            // Serves the error callbacks (and waits a little), then looks for the answer.
+            admin.poll(Duration::from_millis(100));
+            event = sys::rd_kafka_queue_poll(queue, 100);
             if event.is_null() {
                 definitive = ctx.definitive();
                 if definitive.is_some() {
@@ -301,12 +320,15 @@ fn describe_topics(
                 {
                     None
                 } else {
-                    Some((sys::rd_kafka_error_code(e), cstr(sys::rd_kafka_error_string(e))))
+                    Some((
+                        sys::rd_kafka_error_code(e),
+                        cstr(sys::rd_kafka_error_string(e)),
+                    ))
                 };
                 let mut k = 0usize;
                 let ops_ptr = sys::rd_kafka_TopicDescription_authorized_operations(d, &mut k);
-                let ops = (!ops_ptr.is_null())
-                    .then(|| std::slice::from_raw_parts(ops_ptr, k).to_vec());
+                let ops =
+                    (!ops_ptr.is_null()).then(|| std::slice::from_raw_parts(ops_ptr, k).to_vec());
                 out.push(Described { name, error, ops });
             }
             Ok(out)

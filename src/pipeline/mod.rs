@@ -23,7 +23,7 @@ use std::time::Duration;
 use rdkafka::consumer::BaseConsumer;
 use tracing::{error, info, warn};
 
-use crate::codec::{Codec, RecordType};
+use crate::codec::RecordType;
 use crate::config::Config;
 use crate::kafka::{admin, client, preflight, KafkaError};
 use crate::registry;

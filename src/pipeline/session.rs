@@ -98,7 +98,10 @@ fn consumer_error(e: RdError, cfg: &Config) -> Option<SessionError> {
         Some(Code::TopicAuthorizationFailed) => {
             Some(SessionError::Kafka(KafkaError::NotAuthorised {
                 principal,
-                resource: format!("Topic:{} / Topic:{}", cfg.topics.verdicts, cfg.topics.commands),
+                resource: format!(
+                    "Topic:{} / Topic:{}",
+                    cfg.topics.verdicts, cfg.topics.commands
+                ),
                 operation: "READ".into(),
                 why: "mailguard consumes the input topics".into(),
             }))
