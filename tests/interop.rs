@@ -36,10 +36,12 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs `interop/python/<script>` with `args`, feeding `stdin`; returns stdout lines as JSON.
+/// Runs `interop/python/<script> --bootstrap <the test broker>` with `args`, feeding `stdin`;
+/// returns stdout lines as JSON.
 fn py(script: &str, args: &[&str], stdin: &str) -> Vec<Value> {
     let mut child = Command::new(python())
         .arg(repo().join("interop/python").join(script))
+        .args(["--bootstrap", &common::bootstrap()])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -119,7 +121,6 @@ fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_
     common::create_topics(&cfg);
     let running = common::start(&cfg, Arc::new(SystemClock));
     running.wait_ready(Duration::from_secs(60));
-    let b = common::bootstrap();
     let reg = registry();
     let v2 = v2_schema(dir.path());
     let mailbox = "Interop.User@Example.com";
@@ -127,8 +128,6 @@ fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_
     let v1_out = py(
         "produce_verdicts.py",
         &[
-            "--bootstrap",
-            &b,
             "--registry",
             &reg,
             "--topic",
@@ -141,8 +140,6 @@ fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_
     let v2_out = py(
         "produce_verdicts.py",
         &[
-            "--bootstrap",
-            &b,
             "--registry",
             &reg,
             "--topic",
@@ -169,41 +166,33 @@ fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_
     );
     assert_eq!(blocks[0].key.as_deref(), Some("interop.user@example.com"));
     // …and by confluent-kafka's AvroDeserializer, through the id mailguard registered.
-    let args = |topic: &str, n: &str| {
-        vec![
-            "--bootstrap".to_string(),
-            b.clone(),
-            "--registry".into(),
-            reg.clone(),
-            "--topic".into(),
-            topic.to_string(),
-            "--expect".into(),
-            n.to_string(),
-            "--timeout".into(),
-            "60".into(),
-        ]
+    let consume = |topic: &str, n: usize| {
+        let n = n.to_string();
+        let args = [
+            "--registry",
+            &reg,
+            "--topic",
+            topic,
+            "--expect",
+            &n,
+            "--timeout",
+            "60",
+        ];
+        py("consume_avro.py", &args, "")
     };
-    let run = |topic: &str, n: usize| {
-        let a = args(topic, &n.to_string());
-        py(
-            "consume_avro.py",
-            &a.iter().map(String::as_str).collect::<Vec<_>>(),
-            "",
-        )
-    };
-    let block = run(&cfg.topics.blocks, 1);
+    let block = consume(&cfg.topics.blocks, 1);
     let block = decoded_values(&block)[0].clone();
     assert_eq!(block["state"], "BLOCKED", "{block}");
     assert_eq!(block["strike"], 1, "{block}");
     assert_eq!(block["mailbox"], "interop.user@example.com");
     let evidence = block["evidence_message_ids"].as_array().unwrap();
     assert_eq!(evidence.len(), 5, "{block}");
-    let alerts = run(&cfg.topics.alerts, 1);
+    let alerts = consume(&cfg.topics.alerts, 1);
     assert_eq!(
         decoded_values(&alerts)[0]["scan_skipped_reason"],
         "OWNER_UNKNOWN"
     );
-    let events = run(&cfg.topics.events, 3);
+    let events = consume(&cfg.topics.events, 3);
     let kinds: Vec<&Value> = decoded_values(&events).iter().map(|e| &e["kind"]).collect();
     assert_eq!(
         kinds,
@@ -241,8 +230,6 @@ fn an_incompatible_writer_schema_is_dead_lettered_naming_its_id() {
     let out = py(
         "produce_verdicts.py",
         &[
-            "--bootstrap",
-            &common::bootstrap(),
             "--registry",
             &registry(),
             "--topic",
@@ -278,24 +265,15 @@ fn single_object_verdicts_from_fastavro_v1_and_a_known_v2_writer_trip_without_a_
     common::create_topics(&cfg);
     let running = common::start(&cfg, Arc::new(SystemClock));
     running.wait_ready(Duration::from_secs(60));
-    let b = common::bootstrap();
     let mailbox = "so@example.com";
     py(
         "produce_verdicts.py",
-        &[
-            "--bootstrap",
-            &b,
-            "--topic",
-            &cfg.topics.verdicts,
-            "--single-object",
-        ],
+        &["--topic", &cfg.topics.verdicts, "--single-object"],
         &spam_lines(mailbox, "s", 0..3, None),
     );
     py(
         "produce_verdicts.py",
         &[
-            "--bootstrap",
-            &b,
             "--topic",
             &cfg.topics.verdicts,
             "--single-object",
@@ -317,8 +295,6 @@ fn single_object_verdicts_from_fastavro_v1_and_a_known_v2_writer_trip_without_a_
     let out = py(
         "consume_avro.py",
         &[
-            "--bootstrap",
-            &b,
             "--topic",
             &cfg.topics.blocks,
             "--expect",
@@ -342,14 +318,8 @@ fn verdicts_from_kafkas_own_java_client_zstd_compressed_trip_a_block() {
     // Kafka's Java producer (zstd batches, its murmur2 partitioner) and Java Avro's
     // BinaryMessageEncoder: no line of it shares code with mailguard or librdkafka.
     let mut child = Command::new(repo().join("scripts/java-produce"))
-        .args([
-            "--bootstrap",
-            &common::bootstrap(),
-            "--topic",
-            &cfg.topics.verdicts,
-            "--compression",
-            "zstd",
-        ])
+        .args(["--bootstrap", &common::bootstrap()])
+        .args(["--topic", &cfg.topics.verdicts, "--compression", "zstd"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
