@@ -261,7 +261,20 @@ impl SessionContext {
     }
 }
 
-impl ClientContext for SessionContext {}
+impl ClientContext for SessionContext {
+    /// librdkafka statistics (`statistics.interval.ms`), delivered by `poll` on the session
+    /// thread: the consumer lag of the owned input partitions.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        // The loop never holds the lock around `poll`; try_lock still keeps a statistics report
+        // from ever waiting on the session (the next one comes in a few seconds).
+        let Ok(core) = self.core.try_lock() else {
+            return;
+        };
+        let metrics = core.metrics.clone();
+        drop(core);
+        metrics.set_consumer_lags(&crate::telemetry::lag::from_statistics(&statistics));
+    }
+}
 
 impl ConsumerContext for SessionContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
