@@ -154,7 +154,10 @@ const RESTORE_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
-/// Sources of DLQ records: the two input topics and the three tables (`store::Table::name`).
+/// The tables (`store::Table::name`).
+const TABLES: &[&str] = &["owners", "devices", "tenants"];
+
+/// Sources of DLQ records: the two input topics and the three tables.
 const DLQ_SOURCES: &[&str] = &["verdicts", "commands", "owners", "devices", "tenants"];
 
 /// The product promises an unblock within this long after `blocked_until`.
@@ -328,6 +331,7 @@ impl Metrics {
         touch(&m.unblocks, &["expired", "support"]);
         touch(&m.commands, &["applied", "rejected"]);
         touch(&m.dlq, DLQ_SOURCES);
+        touch(&m.table_records, TABLES);
         touch(
             &m.scan_skips,
             &[
