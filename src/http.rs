@@ -30,6 +30,9 @@ pub fn router(metrics: Metrics, health: Health) -> Router {
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+    // Readiness is sampled at scrape time, so `mailguard_ready` is what /readyz says right now.
+    s.metrics.observe_health(&s.health);
+    s.metrics.http_request("metrics", 200);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
@@ -37,19 +40,23 @@ async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.health.is_live() {
+    let answer = if s.health.is_live() {
         (StatusCode::OK, "ok\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "failed\n")
-    }
+    };
+    s.metrics.http_request("healthz", answer.0.as_u16());
+    answer
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.health.is_ready() {
+    let answer = if s.health.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-    }
+    };
+    s.metrics.http_request("readyz", answer.0.as_u16());
+    answer
 }
 
 /// Bind `listen` and return the bound address (port 0 picks a free one) and the serving future,

@@ -1,20 +1,31 @@
 //! Metrics and logging set-up: every metric name lives here, behind a named method.
 //!
-//! Names follow Prometheus conventions (`mailguard_<what>_total`, `_seconds`). Labels are bounded
-//! enumerations (verdict, strike, reason, result); never a mailbox, tenant or device id, whose
-//! cardinality would take Prometheus down before it helped anyone.
+//! Names follow Prometheus conventions (`mailguard_<what>_total`, `_seconds`; the standard
+//! `process_*` names for the process). Labels are bounded enumerations (verdict, strike, reason,
+//! result, topic, partition); never a mailbox, tenant or device id, whose cardinality would take
+//! Prometheus down before it helped anyone.
+//!
+//! What happens to mailboxes and transactions is reported through [`events`]: one struct per
+//! event whose `emit` both logs and counts, so the log and the metrics never drift apart.
 
+pub mod events;
+pub mod lag;
+mod process;
+
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::{LogConfig, LogFormat};
-use crate::policy::{Outcome, ScanSkipReason, VerdictKind};
+use crate::policy::{Millis, ScanSkipReason, VerdictKind};
+
+pub use events::InternalEvent;
 
 /// All metrics of one mailguard process, registered in their own registry.
 #[derive(Clone)]
@@ -43,7 +54,37 @@ pub struct Metrics {
     table_records: IntCounterVec,
     assigned_partitions: IntGauge,
     pending_timers: IntGauge,
+    next_unblock: Gauge,
+    unblocks_late: IntCounter,
     stage_seconds: HistogramVec,
+    last_commit: Gauge,
+    ready: IntGauge,
+    consumer_lag: IntGaugeVec,
+    /// (topic, partition) label pairs of `consumer_lag` currently exported.
+    lag_labels: Arc<Mutex<BTreeSet<(String, i32)>>>,
+    state_mailboxes: IntGaugeVec,
+    restore_seconds: Histogram,
+    http_requests: IntCounterVec,
+    process: process::ProcessMetrics,
+}
+
+/// What one restore of assigned partitions did (see `pipeline::restore`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// Changelog records applied.
+    pub records: u64,
+    /// Partitions restored.
+    pub partitions: usize,
+    /// Wall time, consumer start-up and watermark look-ups included.
+    pub took: Duration,
+}
+
+/// Seconds since the Unix epoch, for `_timestamp_seconds` gauges.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -71,6 +112,30 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> 
     h
 }
 
+fn float_gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+/// Create every label combination known in advance, so the series exist (at 0) from the start:
+/// `rate()` and `increase()` then see the first event instead of a series appearing at 1.
+fn touch(c: &IntCounterVec, values: &[&str]) {
+    for v in values {
+        c.with_label_values(&[*v]);
+    }
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
     registry
@@ -83,6 +148,21 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Restores take from milliseconds (a small partition) to minutes (a big one from scratch); the
+/// 60 s bound is what the `MailguardRestoreSlow` alert counts against.
+const RESTORE_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// The tables (`store::Table::name`).
+const TABLES: &[&str] = &["owners", "devices", "tenants"];
+
+/// Sources of DLQ records: the two input topics and the three tables.
+const DLQ_SOURCES: &[&str] = &["verdicts", "commands", "owners", "devices", "tenants"];
+
+/// The product promises an unblock within this long after `blocked_until`.
+pub const UNBLOCK_GRACE_MS: Millis = 2_000;
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -93,7 +173,7 @@ impl Metrics {
     /// A fresh set of metrics in a fresh registry (tests get their own; nothing global).
     pub fn new() -> Self {
         let r = Registry::new();
-        Metrics {
+        let m = Metrics {
             verdicts: {
                 // Resolved once: this counter is bumped for every input record.
                 let v = counter_vec(&r, "mailguard_verdicts_total", "Verdicts consumed, by verdict.", &["verdict"]);
@@ -190,12 +270,86 @@ impl Metrics {
                 r.register(Box::new(h.clone())).expect("unique metric");
                 h
             },
+            next_unblock: float_gauge(
+                &r,
+                "mailguard_next_unblock_timestamp_seconds",
+                "Earliest blocked_until of the timed blocks in force on owned partitions (Unix seconds; 0: none).",
+            ),
+            unblocks_late: counter(
+                &r,
+                "mailguard_unblocks_late_total",
+                "Timed blocks that ended more than 2 s after their blocked_until.",
+            ),
+            last_commit: float_gauge(
+                &r,
+                "mailguard_last_commit_timestamp_seconds",
+                "When the last transaction committed (Unix seconds; the process start before the first).",
+            ),
+            ready: gauge(
+                &r,
+                "mailguard_ready",
+                "1 while /readyz succeeds (tables loaded, owned partitions restored).",
+            ),
+            consumer_lag: gauge_vec(
+                &r,
+                "mailguard_consumer_lag",
+                "Records of an owned input partition not yet read: end (last stable offset) minus position.",
+                &["topic", "partition"],
+            ),
+            lag_labels: Arc::default(),
+            state_mailboxes: gauge_vec(
+                &r,
+                "mailguard_state_mailboxes",
+                "Mailbox states held in local state, by owned input partition.",
+                &["partition"],
+            ),
+            restore_seconds: histogram(
+                &r,
+                "mailguard_restore_seconds",
+                "Duration of one restore of newly assigned partitions from the changelog.",
+                RESTORE_BUCKETS.to_vec(),
+            ),
+            http_requests: counter_vec(
+                &r,
+                "mailguard_http_requests_total",
+                "HTTP requests served, by handler and status code.",
+                &["handler", "code"],
+            ),
+            process: process::ProcessMetrics::register(&r),
             registry: r,
-        }
+        };
+        let build_info = gauge_vec(
+            &m.registry,
+            "mailguard_build_info",
+            "Always 1; the labels say which build is running.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        touch(&m.transactions, &["committed", "aborted"]);
+        touch(&m.unblocks, &["expired", "support"]);
+        touch(&m.commands, &["applied", "rejected"]);
+        touch(&m.dlq, DLQ_SOURCES);
+        touch(&m.table_records, TABLES);
+        touch(
+            &m.scan_skips,
+            &[
+                ScanSkipReason::SyncSecurityOff,
+                ScanSkipReason::NoEndpointLicence,
+                ScanSkipReason::OwnerUnknown,
+                ScanSkipReason::NoDevices,
+            ]
+            .map(ScanSkipReason::as_str),
+        );
+        // "No commit for N s" counts from the start, not from 1970.
+        m.last_commit.set(unix_now());
+        m
     }
 
     /// Text exposition for `/metrics`.
     pub fn render(&self) -> String {
+        self.process.refresh();
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
@@ -218,31 +372,6 @@ impl Metrics {
         self.verdicts_clamped.inc();
     }
 
-    /// Record what the policy did with one input.
-    pub fn outcome(&self, outcome: &Outcome) {
-        match outcome {
-            Outcome::Late => self.verdicts_late.inc(),
-            Outcome::Duplicate => self.verdicts_duplicate.inc(),
-            Outcome::IgnoredWhileBlocked => self.verdicts_ignored_blocked.inc(),
-            Outcome::Tripped { strike, permanent } => {
-                self.trips.inc();
-                self.blocks
-                    .with_label_values(&[&strike.min(&99).to_string()])
-                    .inc();
-                if *permanent {
-                    self.permanent_blocks.inc();
-                }
-            }
-            Outcome::Unblocked => self.unblocks.with_label_values(&["expired"]).inc(),
-            Outcome::SupportUnblocked => {
-                self.unblocks.with_label_values(&["support"]).inc();
-                self.commands.with_label_values(&["applied"]).inc();
-            }
-            Outcome::CommandRejected => self.commands.with_label_values(&["rejected"]).inc(),
-            Outcome::NotOffending | Outcome::Counted | Outcome::Idle => {}
-        }
-    }
-
     /// A scan request was emitted.
     pub fn scan_request(&self) {
         self.scan_requests.inc();
@@ -263,16 +392,9 @@ impl Metrics {
         self.events.inc();
     }
 
-    /// A record went to the DLQ; `source` is `verdicts`, `commands` or a table name.
-    pub fn dlq(&self, source: &str) {
-        self.dlq.with_label_values(&[source]).inc();
-    }
-
-    /// A transaction committed: its duration, its size, and the age of its oldest input record.
+    /// A transaction committed: its duration and its size (see [`events::TransactionCommitted`]).
     pub fn committed(&self, took: Duration, records: usize) {
-        self.transactions.with_label_values(&["committed"]).inc();
-        self.commit_seconds.observe(took.as_secs_f64());
-        self.batch_records.observe(records as f64);
+        events::TransactionCommitted { took, records }.emit(self);
     }
 
     /// Input record timestamp → commit, one observation per record.
@@ -280,14 +402,15 @@ impl Metrics {
         self.processing_latency.observe(seconds.max(0.0));
     }
 
-    /// A transaction was aborted.
+    /// A transaction was aborted (see [`events::TransactionAborted`]).
     pub fn aborted(&self) {
-        self.transactions.with_label_values(&["aborted"]).inc();
+        events::TransactionAborted.emit(self);
     }
 
-    /// Changelog records applied during a restore.
-    pub fn restored(&self, n: u64) {
-        self.restored_records.inc_by(n);
+    /// A restore of assigned partitions finished.
+    pub fn restored(&self, r: Restored) {
+        self.restored_records.inc_by(r.records);
+        self.restore_seconds.observe(r.took.as_secs_f64());
     }
 
     /// A table record applied.
@@ -300,12 +423,63 @@ impl Metrics {
         self.assigned_partitions.set(n as i64);
     }
 
-    /// Number of timed blocks waiting for expiry.
-    pub fn set_pending_timers(&self, n: usize) {
+    /// The timed blocks waiting for expiry: how many, and the earliest `blocked_until` (epoch ms).
+    pub fn set_timers(&self, n: usize, next_deadline: Option<Millis>) {
         self.pending_timers.set(n as i64);
+        self.next_unblock
+            .set(next_deadline.map_or(0.0, |ms| ms as f64 / 1000.0));
     }
 
-    /// Time spent in one pipeline stage (`decode_step`, `produce`, `commit`, `store`).
+    /// Mailbox states held for an owned partition.
+    pub fn set_state_mailboxes(&self, partition: i32, n: i64) {
+        self.state_mailboxes
+            .with_label_values(&[&partition.to_string()])
+            .set(n);
+    }
+
+    /// A partition is no longer owned: its state gauge goes.
+    pub fn drop_state_partition(&self, partition: i32) {
+        let _ = self
+            .state_mailboxes
+            .remove_label_values(&[&partition.to_string()]);
+    }
+
+    /// Replace the consumer lag of every owned input partition (from librdkafka statistics);
+    /// partitions no longer listed (revoked) lose their series.
+    pub fn set_consumer_lags(&self, lags: &[lag::PartitionLag]) {
+        let mut exported = self.lag_labels.lock().expect("lag labels lock");
+        let now: BTreeSet<(String, i32)> = lags
+            .iter()
+            .map(|l| (l.topic.clone(), l.partition))
+            .collect();
+        for (topic, partition) in exported.difference(&now) {
+            let _ = self
+                .consumer_lag
+                .remove_label_values(&[topic.as_str(), &partition.to_string()]);
+        }
+        for l in lags {
+            self.consumer_lag
+                .with_label_values(&[l.topic.as_str(), &l.partition.to_string()])
+                .set(l.lag);
+        }
+        *exported = now;
+    }
+
+    /// An HTTP request was answered (`handler`: `metrics`, `healthz`, `readyz`).
+    pub fn http_request(&self, handler: &str, code: u16) {
+        self.http_requests
+            .with_label_values(&[handler, &code.to_string()])
+            .inc();
+    }
+
+    /// Copy readiness into `mailguard_ready` (called when `/metrics` is scraped).
+    pub fn observe_health(&self, health: &Health) {
+        self.ready.set(i64::from(health.is_ready()));
+    }
+
+    /// Time spent in one stage of a commit: `stage_changelog` (changelog records of the changed
+    /// states sent), `deliver` (every record of the transaction acknowledged), `send_offsets`,
+    /// `commit_transaction`, `store` (the RocksDB batch written after the commit).
     pub fn stage(&self, stage: &str, took: Duration) {
         self.stage_seconds
             .with_label_values(&[stage])
@@ -356,15 +530,22 @@ pub fn init_logging(cfg: &LogConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Outcome;
 
     #[test]
     fn names_follow_conventions_and_render() {
         let m = Metrics::new();
         m.verdict(VerdictKind::Spam);
-        m.outcome(&Outcome::Tripped {
-            strike: 2,
-            permanent: false,
-        });
+        events::PolicyOutcome {
+            mailbox: "a@example.com",
+            outcome: &Outcome::Tripped {
+                strike: 2,
+                permanent: false,
+            },
+            blocked_until: None,
+            now: 0,
+        }
+        .emit(&m);
         m.scan_skipped(ScanSkipReason::NoDevices);
         m.committed(Duration::from_millis(3), 10);
         let text = m.render();
@@ -380,13 +561,97 @@ mod tests {
             text.contains("mailguard_scan_skips_total{reason=\"NO_DEVICES\"} 1"),
             "{text}"
         );
+        // Known label values exist before their first event.
+        assert!(
+            text.contains("mailguard_transactions_total{result=\"aborted\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mailguard_dlq_records_total{source=\"tenants\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "mailguard_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             let mut parts = line.split_whitespace().skip(2);
             let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
-            assert!(name.starts_with("mailguard_"), "{name}");
+            assert!(
+                name.starts_with("mailguard_") || name.starts_with("process_"),
+                "{name}"
+            );
             if kind == "counter" {
                 assert!(name.ends_with("_total"), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn timers_lag_state_and_readiness_gauges() {
+        let m = Metrics::new();
+        m.set_timers(2, Some(1_500));
+        m.set_state_mailboxes(3, 7);
+        let lag = |topic: &str, partition, lag| lag::PartitionLag {
+            topic: topic.into(),
+            partition,
+            lag,
+        };
+        m.set_consumer_lags(&[lag("v", 0, 5), lag("v", 1, 0)]);
+        let health = Health::default();
+        health.set_ready(true);
+        m.observe_health(&health);
+        let text = m.render();
+        for want in [
+            "mailguard_timed_blocks 2",
+            "mailguard_next_unblock_timestamp_seconds 1.5",
+            "mailguard_state_mailboxes{partition=\"3\"} 7",
+            "mailguard_consumer_lag{partition=\"0\",topic=\"v\"} 5",
+            "mailguard_consumer_lag{partition=\"1\",topic=\"v\"} 0",
+            "mailguard_ready 1",
+        ] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+        // Revoked partitions lose their series; no timed block is 0, not a stale deadline.
+        m.set_consumer_lags(&[lag("v", 1, 4)]);
+        m.drop_state_partition(3);
+        m.set_timers(0, None);
+        let text = m.render();
+        assert!(!text.contains("partition=\"0\""), "{text}");
+        assert!(!text.contains("mailguard_state_mailboxes{"), "{text}");
+        assert!(
+            text.contains("mailguard_consumer_lag{partition=\"1\",topic=\"v\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mailguard_next_unblock_timestamp_seconds 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn restore_durations_land_in_the_buckets_the_alert_uses() {
+        let m = Metrics::new();
+        m.restored(Restored {
+            records: 10,
+            partitions: 2,
+            took: Duration::from_secs(90),
+        });
+        let text = m.render();
+        assert!(
+            text.contains("mailguard_restore_seconds_bucket{le=\"60\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mailguard_restore_seconds_bucket{le=\"+Inf\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mailguard_state_restored_records_total 10"),
+            "{text}"
+        );
     }
 }

@@ -76,7 +76,9 @@ fn only_committed_changelog_writes_are_restored_and_the_latest_wins() {
     );
 
     let store = Store::open(&dir.path().join("restored")).unwrap();
-    let applied = restore_partitions(&cfg.kafka, &store, topic, &all(), T).unwrap();
+    let applied = restore_partitions(&cfg.kafka, &store, topic, &all(), T)
+        .unwrap()
+        .records;
     assert_eq!(applied, 4, "two committed transactions of two records each");
     assert_eq!(state(&store, "a@x.com").as_deref(), Some(&b"a2"[..]));
     assert_eq!(state(&store, "b@x.com"), None, "tombstone deletes");
@@ -84,13 +86,17 @@ fn only_committed_changelog_writes_are_restored_and_the_latest_wins() {
 
     // Restored to the end (past the transaction markers): nothing to do a second time.
     assert_eq!(
-        restore_partitions(&cfg.kafka, &store, topic, &all(), T).unwrap(),
+        restore_partitions(&cfg.kafka, &store, topic, &all(), T)
+            .unwrap()
+            .records,
         0
     );
     // New committed writes after that are picked up incrementally.
     changelog_txn(&p, topic, &[("a@x.com", Some(b"a3"))], true);
     assert_eq!(
-        restore_partitions(&cfg.kafka, &store, topic, &all(), T).unwrap(),
+        restore_partitions(&cfg.kafka, &store, topic, &all(), T)
+            .unwrap()
+            .records,
         1
     );
     assert_eq!(state(&store, "a@x.com").as_deref(), Some(&b"a3"[..]));

@@ -5,17 +5,18 @@
 //! live in `dirty` (an overlay over RocksDB) until [`Processor::prepare_commit`] turns them into
 //! changelog records and a RocksDB batch, which the session writes only after Kafka committed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::codec::Codec;
 use crate::config::TopicsConfig;
 use crate::pipeline::directory::TableDirectory;
 use crate::pipeline::sink::{dlq_headers, Header, Sink, SinkError};
-use crate::policy::{self, Effect, Input, MailboxState, Millis, Outcome, Policy};
+use crate::policy::{self, Effect, Input, MailboxState, Millis, Policy};
 use crate::store::{Batch, Store, StoreError};
-use crate::telemetry::Metrics;
+use crate::telemetry::events::{DeadLettered, PolicyOutcome};
+use crate::telemetry::{InternalEvent, Metrics};
 use crate::timers::Timers;
 
 /// One consumed record, borrowed from the consumer.
@@ -67,6 +68,12 @@ pub struct Processor {
     metrics: Metrics,
     topics: TopicsConfig,
     dirty: HashMap<(i32, String), MailboxState>,
+    /// Keys of `dirty` that local state did not hold before this transaction.
+    fresh: HashSet<(i32, String)>,
+    /// Mailbox states in local state per owned partition (as of the last commit).
+    state_counts: HashMap<i32, i64>,
+    /// Change of `state_counts` that the open transaction makes once it commits.
+    pending_counts: HashMap<i32, i64>,
     timers: Timers,
     owned: BTreeSet<i32>,
     buf: Vec<u8>,
@@ -90,6 +97,9 @@ impl Processor {
             metrics,
             topics,
             dirty: HashMap::new(),
+            fresh: HashSet::new(),
+            state_counts: HashMap::new(),
+            pending_counts: HashMap::new(),
             timers: Timers::new(),
             owned: BTreeSet::new(),
             buf: Vec::with_capacity(512),
@@ -101,11 +111,13 @@ impl Processor {
         &self.owned
     }
 
-    /// Take ownership of a restored partition: index its timed blocks.
+    /// Take ownership of a restored partition: index its timed blocks and count its states.
     pub fn assign(&mut self, partition: i32) -> Result<(), ProcessError> {
         let timers = &mut self.timers;
         let mut corrupt = None;
+        let mut states = 0i64;
         self.store.for_each_state(partition, |mailbox, bytes| {
+            states += 1;
             match MailboxState::decode(bytes) {
                 Ok(s) => timers.set(partition, mailbox, s.next_deadline()),
                 Err(e) => corrupt = Some(format!("{mailbox}: {e}")),
@@ -116,8 +128,10 @@ impl Processor {
             return Err(ProcessError::CorruptState { partition, reason });
         }
         self.owned.insert(partition);
+        self.state_counts.insert(partition, states);
+        self.metrics.set_state_mailboxes(partition, states);
         self.metrics.set_assigned_partitions(self.owned.len());
-        self.metrics.set_pending_timers(self.timers.len());
+        self.timers_changed();
         Ok(())
     }
 
@@ -126,8 +140,19 @@ impl Processor {
         self.owned.remove(&partition);
         self.timers.drop_partition(partition);
         self.dirty.retain(|(p, _), _| *p != partition);
+        self.fresh.retain(|(p, _)| *p != partition);
+        self.state_counts.remove(&partition);
+        self.pending_counts.remove(&partition);
+        self.metrics.drop_state_partition(partition);
         self.metrics.set_assigned_partitions(self.owned.len());
-        self.metrics.set_pending_timers(self.timers.len());
+        self.timers_changed();
+    }
+
+    /// Export the timer index: how many timed blocks, and the earliest end (an overdue one shows
+    /// as a `blocked_until` in the past: the `MailguardUnblockOverdue` alert).
+    fn timers_changed(&self) {
+        self.metrics
+            .set_timers(self.timers.len(), self.timers.next_deadline());
     }
 
     /// The earliest pending block expiry on owned partitions.
@@ -143,18 +168,27 @@ impl Processor {
     /// Drop every uncommitted change (the transaction was aborted).
     pub fn discard_uncommitted(&mut self) {
         self.dirty.clear();
+        self.fresh.clear();
+        self.pending_counts.clear();
     }
 
-    fn load(&mut self, partition: i32, mailbox: &str) -> Result<MailboxState, ProcessError> {
+    /// The current state of a mailbox, and whether local state or this transaction holds it.
+    fn load(
+        &mut self,
+        partition: i32,
+        mailbox: &str,
+    ) -> Result<(MailboxState, bool), ProcessError> {
         if let Some(s) = self.dirty.get(&(partition, mailbox.to_string())) {
-            return Ok(s.clone());
+            return Ok((s.clone(), true));
         }
         match self.store.get_state(partition, mailbox)? {
-            Some(bytes) => MailboxState::decode(&bytes).map_err(|e| ProcessError::CorruptState {
-                partition,
-                reason: format!("{mailbox}: {e}"),
-            }),
-            None => Ok(MailboxState::default()),
+            Some(bytes) => MailboxState::decode(&bytes)
+                .map(|s| (s, true))
+                .map_err(|e| ProcessError::CorruptState {
+                    partition,
+                    reason: format!("{mailbox}: {e}"),
+                }),
+            None => Ok((MailboxState::default(), false)),
         }
     }
 
@@ -235,7 +269,7 @@ impl Processor {
             self.apply(partition, &mailbox, &input, now, sink)?;
         }
         if n > 0 {
-            self.metrics.set_pending_timers(self.timers.len());
+            self.timers_changed();
         }
         Ok(n)
     }
@@ -248,29 +282,31 @@ impl Processor {
         now: Millis,
         sink: &mut impl Sink,
     ) -> Result<(), ProcessError> {
-        let mut state = self.load(partition, mailbox)?;
+        let (mut state, known) = self.load(partition, mailbox)?;
+        let blocked_until = state.blocked_until();
         let result = policy::step(&mut state, input, now, &self.directory, &self.policy);
         if result.clamped {
             self.metrics.clamped();
         }
         for outcome in &result.outcomes {
-            self.metrics.outcome(outcome);
-            match outcome {
-                Outcome::Tripped { strike, permanent } => {
-                    info!(%mailbox, strike, permanent, "mailbox blocked")
-                }
-                Outcome::Unblocked => info!(%mailbox, "block expired"),
-                Outcome::SupportUnblocked => info!(%mailbox, "support unblock"),
-                Outcome::CommandRejected => info!(%mailbox, "command rejected"),
-                _ => {}
+            PolicyOutcome {
+                mailbox,
+                outcome,
+                blocked_until,
+                now,
             }
+            .emit(&self.metrics);
         }
         for effect in &result.effects {
             self.send_effect(effect, sink)?;
         }
         if result.state_changed {
             self.timers.set(partition, mailbox, state.next_deadline());
+            if !known {
+                self.fresh.insert((partition, mailbox.to_string()));
+            }
             self.dirty.insert((partition, mailbox.to_string()), state);
+            self.timers_changed();
         }
         Ok(())
     }
@@ -311,8 +347,14 @@ impl Processor {
         reason: &str,
         sink: &mut impl Sink,
     ) -> Result<(), ProcessError> {
-        warn!(topic = rec.topic, partition = rec.partition, offset = rec.offset, %reason, "record sent to DLQ");
-        self.metrics.dlq(source);
+        DeadLettered {
+            source,
+            topic: rec.topic,
+            partition: rec.partition,
+            offset: rec.offset,
+            reason,
+        }
+        .emit(&self.metrics);
         let owned = dlq_headers(reason, rec.topic, rec.partition, rec.offset);
         let headers = owned.each_ref().map(|(key, value)| Header {
             key,
@@ -339,7 +381,18 @@ impl Processor {
         let mut batch = Batch::new();
         let changelog = self.topics.changelog.clone();
         for ((partition, mailbox), state) in self.dirty.drain() {
-            if state.is_forgettable(now, &self.policy) {
+            let fresh = self.fresh.remove(&(partition, mailbox.clone()));
+            let forget = state.is_forgettable(now, &self.policy);
+            // A state new to local state adds one, a stored one deleted removes one.
+            let delta = match (fresh, forget) {
+                (true, false) => 1,
+                (false, true) => -1,
+                _ => 0,
+            };
+            if delta != 0 {
+                *self.pending_counts.entry(partition).or_default() += delta;
+            }
+            if forget {
                 sink.send(&changelog, mailbox.as_bytes(), None, Some(partition), &[])?;
                 self.store
                     .stage_state(&mut batch, partition, &mailbox, None);
@@ -362,10 +415,17 @@ impl Processor {
     }
 
     /// Stage the restore positions reported by the producer (next offset per changelog
-    /// partition) into the batch written after commit.
-    pub fn stage_positions(&self, batch: &mut Batch, positions: &HashMap<i32, i64>) {
+    /// partition) into the batch written after commit. Called once the transaction committed,
+    /// so the state counts of its changes take effect here.
+    pub fn stage_positions(&mut self, batch: &mut Batch, positions: &HashMap<i32, i64>) {
         for (p, next) in positions {
             self.store.stage_changelog_position(batch, *p, *next);
+        }
+        for (partition, delta) in self.pending_counts.drain() {
+            if let Some(n) = self.state_counts.get_mut(&partition) {
+                *n = (*n + delta).max(0);
+                self.metrics.set_state_mailboxes(partition, *n);
+            }
         }
     }
 

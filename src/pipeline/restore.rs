@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::config::KafkaConfig;
 use crate::kafka::{client, KafkaError};
 use crate::store::{Batch, Store, StoreError};
+use crate::telemetry::Restored;
 
 /// Errors restoring a partition.
 #[derive(Debug, thiserror::Error)]
@@ -74,14 +75,14 @@ fn start_offset(
 
 /// Bring local state of `partitions` up to the end of their changelog partitions, with one
 /// consumer for all of them (a rebalance that hands over many partitions pays one consumer
-/// start-up, not one each). Returns records applied.
+/// start-up, not one each). Returns what was done (records applied, how long it took).
 pub fn restore_partitions(
     kafka: &KafkaConfig,
     store: &Store,
     changelog: &str,
     partitions: &[i32],
     timeout: Duration,
-) -> Result<u64, RestoreError> {
+) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     let consumer: BaseConsumer<client::ReaderContext> =
         client::reader(kafka, "restore").create_with_context(client::ReaderContext)?;
@@ -96,8 +97,13 @@ pub fn restore_partitions(
             next.insert(p, from);
         }
     }
+    let done = |records| Restored {
+        records,
+        partitions: partitions.len(),
+        took: started.elapsed(),
+    };
     if next.is_empty() {
-        return Ok(0);
+        return Ok(done(0));
     }
     consumer.assign(&tpl)?;
     let mut pending: HashSet<i32> = next.keys().copied().collect();
@@ -148,6 +154,7 @@ pub fn restore_partitions(
         store.stage_changelog_position(&mut batch, p, n);
     }
     store.write(batch)?;
-    info!(%changelog, partitions = ?partitions, applied, took_ms = started.elapsed().as_millis() as u64, "partitions restored");
-    Ok(applied)
+    let restored = done(applied);
+    info!(%changelog, partitions = ?partitions, applied, took_ms = restored.took.as_millis() as u64, "partitions restored");
+    Ok(restored)
 }

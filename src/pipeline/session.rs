@@ -23,7 +23,7 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::kafka::{client, KafkaError};
@@ -258,11 +258,7 @@ impl Core {
             self.metrics
                 .processing_latency((committed_at - ts) as f64 / 1000.0);
         }
-        debug!(
-            records = self.records,
-            took_ms = started.elapsed().as_millis() as u64,
-            "transaction committed"
-        );
+        // `committed` logs and counts the commit (one event, see telemetry::events).
         self.offsets.clear();
         self.records = 0;
         Ok(())
@@ -304,7 +300,20 @@ impl SessionContext {
     }
 }
 
-impl ClientContext for SessionContext {}
+impl ClientContext for SessionContext {
+    /// librdkafka statistics (`statistics.interval.ms`), delivered by `poll` on the session
+    /// thread: the consumer lag of the owned input partitions.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        // The loop never holds the lock around `poll`; try_lock still keeps a statistics report
+        // from ever waiting on the session (the next one comes in a few seconds).
+        let Ok(core) = self.core.try_lock() else {
+            return;
+        };
+        let metrics = core.metrics.clone();
+        drop(core);
+        metrics.set_consumer_lags(&crate::telemetry::lag::from_statistics(&statistics));
+    }
+}
 
 impl ConsumerContext for SessionContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -26,7 +26,8 @@ use crate::kafka::{admin, client, KafkaError};
 use crate::pipeline::directory::TenantMap;
 use crate::pipeline::sink::dlq_headers;
 use crate::store::{Batch, Store, StoreError, Table};
-use crate::telemetry::Metrics;
+use crate::telemetry::events::DeadLettered;
+use crate::telemetry::{InternalEvent, Metrics};
 
 /// Errors of the table loader.
 #[derive(Debug, thiserror::Error)]
@@ -209,14 +210,17 @@ fn poll_table(
             send_dlq(
                 dlq,
                 dlq_topic,
-                &r.topic,
-                p,
-                offset,
+                metrics,
+                DeadLettered {
+                    source: r.table.name(),
+                    topic: &r.topic,
+                    partition: p,
+                    offset,
+                    reason: "missing or non-UTF-8 key",
+                },
                 msg.key(),
                 msg.payload(),
-                "missing or non-UTF-8 key",
             );
-            metrics.dlq(r.table.name());
             continue;
         };
         let Some(payload) = msg.payload() else {
@@ -261,14 +265,17 @@ fn poll_table(
                 send_dlq(
                     dlq,
                     dlq_topic,
-                    &r.topic,
-                    p,
-                    offset,
+                    metrics,
+                    DeadLettered {
+                        source: r.table.name(),
+                        topic: &r.topic,
+                        partition: p,
+                        offset,
+                        reason: &reason,
+                    },
                     msg.key(),
                     Some(payload),
-                    &reason,
                 );
-                metrics.dlq(r.table.name());
             }
         }
     }
@@ -293,27 +300,24 @@ fn decode_table(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Send a table record that cannot be applied to the DLQ; `event` logs and counts it.
 fn send_dlq(
     producer: &BaseProducer,
     dlq_topic: &str,
-    topic: &str,
-    partition: i32,
-    offset: i64,
+    metrics: &Metrics,
+    event: DeadLettered<'_>,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
-    reason: &str,
 ) {
-    warn!(%topic, partition, offset, %reason, "table record sent to DLQ");
-    let headers = dlq_headers(reason, topic, partition, offset).iter().fold(
-        OwnedHeaders::new(),
-        |h, (key, value)| {
+    event.emit(metrics);
+    let headers = dlq_headers(event.reason, event.topic, event.partition, event.offset)
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
             h.insert(Header {
                 key,
                 value: Some(value),
             })
-        },
-    );
+        });
     let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(dlq_topic)
         .key(key.unwrap_or_default())
         .headers(headers);
