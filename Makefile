@@ -12,7 +12,7 @@ CONFIG ?= config/local.toml
 LOCAL_ENV = MAILGUARD_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
 	MAILGUARD_REGISTRY__URL=http://127.0.0.1:$(REGISTRY_PORT)/apis/ccompat/v7
 
-.PHONY: help deps kafka-up kafka-down kafka-status kafka-logs registry-up registry-down topics build run test lint bench clean-state
+.PHONY: help deps kafka-up kafka-down kafka-status kafka-logs registry-up registry-down topics build run test lint ops-check image bench clean-state
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ run: kafka-up registry-up build ## Run mailguard on the local broker and registr
 
 test: deps ## Everything: fmt, clippy, golden vectors, unit, property, integration and interop tests on fresh brokers and registry
 	scripts/test-all
+
+ops-check: ## Alert rule tests (promtool), dashboard queries, helm lint/template + kubernetes-validate, hadolint
+	scripts/check-ops
+
+image: ## Build the container image (needs a Docker-compatible builder: IMAGE_BUILDER, default docker)
+	$(or $(IMAGE_BUILDER),docker) build -t mailguard:$$(sed -nE 's/^version = "(.*)"/\1/p' Cargo.toml | head -1) .
 
 lint: ## rustfmt --check and clippy -D warnings
 	cargo fmt --all -- --check

@@ -285,3 +285,54 @@ fn a_missing_acl_stops_mailguard_at_start_naming_the_resource() {
         "names the principal: {err}"
     );
 }
+
+#[test]
+fn a_missing_group_acl_stops_mailguard_at_start_naming_the_group() {
+    let d = deployment();
+    // A group the principal was granted nothing on (nor on its `.reader.` prefix).
+    let mut cfg = d.cfg.clone();
+    cfg.kafka.group_id = common::unique("ungranted-group");
+    let err = run_expecting_failure(&cfg);
+    assert!(
+        err.contains(&format!("Group:{}", cfg.kafka.group_id)),
+        "names the group: {err}"
+    );
+    assert!(
+        err.contains(&format!("User:{}", d.user)),
+        "names the principal: {err}"
+    );
+}
+
+#[test]
+fn a_missing_transactional_id_acl_stops_mailguard_at_start_naming_the_id() {
+    let d = deployment();
+    // A transactional-id prefix outside the granted `T-` prefix.
+    let mut cfg = d.cfg.clone();
+    cfg.kafka.transactional_id_prefix = common::unique("ungranted-txn");
+    let err = run_expecting_failure(&cfg);
+    assert!(
+        err.contains(&format!(
+            "TransactionalId:{}",
+            cfg.kafka.transactional_id_prefix
+        )),
+        "names the transactional id: {err}"
+    );
+    assert!(
+        err.contains(&format!("User:{}", d.user)),
+        "names the principal: {err}"
+    );
+}
+
+#[test]
+fn a_group_with_describe_but_not_read_stops_mailguard_naming_the_group_and_read() {
+    let d = deployment();
+    // Under the granted `G.reader.` prefix: its readers' groups (`G.reader.x.reader.…`) may be
+    // described, so the tables load, but the group itself lacks READ, which joining needs.
+    let mut cfg = d.cfg.clone();
+    cfg.kafka.group_id = format!("{}.reader.{}", d.cfg.kafka.group_id, common::unique("g"));
+    let err = run_expecting_failure(&cfg);
+    assert!(
+        err.contains(&format!("READ on Group:{}", cfg.kafka.group_id)),
+        "names the group and the operation: {err}"
+    );
+}
