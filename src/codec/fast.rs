@@ -146,6 +146,12 @@ impl<'a> Reader<'a> {
     }
 
     /// Array/map blocks: `count items...`, negative count = `-count size items...`, 0 ends.
+    ///
+    /// Every item is walked, in negative-count blocks too (whose `size` must then match): the
+    /// generic decoder that runs after this check ignores `size` and reserves room for `count`
+    /// items, so an unchecked count is an allocation bomb (−536 870 912 with size 0 asked for
+    /// 30 GB). Walking bounds each block by the input: an item that occupies bytes consumes at
+    /// least one, and a block of zero-size items (nulls, empty records) is capped.
     fn skip_blocks(
         &mut self,
         field: &'static str,
@@ -156,25 +162,51 @@ impl<'a> Reader<'a> {
             if count == 0 {
                 return Ok(());
             }
+            let n = count.unsigned_abs();
             if count < 0 {
-                // The block size lets us jump over the whole block.
                 let size = self.long(field)?;
-                let n = usize::try_from(size)
-                    .map_err(|_| CodecError::InvalidLength { field, len: size })?;
-                self.skip_n(n, field)?;
-                continue;
-            }
-            let start = self.pos;
-            for _ in 0..count {
-                item(self)?;
-                if self.pos == start {
-                    // Zero-size items: nothing to consume, and `count` may be huge.
-                    break;
+                let size = usize::try_from(size)
+                    .ok()
+                    .filter(|s| *s <= self.remaining())
+                    .ok_or(CodecError::InvalidLength { field, len: size })?;
+                let start = self.pos;
+                self.items(n, field, &mut item)?;
+                if self.pos - start != size {
+                    return Err(CodecError::InvalidLength {
+                        field,
+                        len: size as i64,
+                    });
                 }
+            } else {
+                self.items(n, field, &mut item)?;
             }
         }
     }
+
+    /// `n` items of one block.
+    fn items(
+        &mut self,
+        n: u64,
+        field: &'static str,
+        item: &mut impl FnMut(&mut Self) -> R<()>,
+    ) -> R<()> {
+        let start = self.pos;
+        for i in 0..n {
+            item(self)?;
+            if i == 0 && self.pos == start && n > MAX_ZERO_SIZE_ITEMS {
+                return Err(CodecError::InvalidLength {
+                    field,
+                    len: n.min(i64::MAX as u64) as i64,
+                });
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Most items of zero size (null, empty record) one array block may hold: they cost no input
+/// bytes but a value each in the generic decoder. No mailguard schema has such arrays.
+const MAX_ZERO_SIZE_ITEMS: u64 = 1024;
 
 /// What a value of a skipped field looks like on the wire.
 #[derive(Debug, Clone)]
@@ -737,16 +769,15 @@ impl VerdictRef<'_> {
         Verdict {
             message_id: self.message_id.to_owned(),
             tenant_id: self.tenant_id.to_owned(),
-            mailbox: super::records::lower(self.mailbox),
+            mailbox: crate::policy::Mailbox::new(self.mailbox).into_string(),
             sent_at: self.sent_at,
             verdict: self.verdict,
         }
     }
 
-    /// Whether `key` names this verdict's mailbox, case-insensitively (as the codec lower-cases
-    /// mailboxes).
-    pub fn mailbox_is(&self, key: &str) -> bool {
-        super::records::same_mailbox(key, self.mailbox)
+    /// Whether this verdict is about `mailbox` (its body may spell it in any case).
+    pub fn is_about(&self, mailbox: &crate::policy::mailbox::MailboxKey<'_>) -> bool {
+        mailbox.matches(self.mailbox)
     }
 }
 

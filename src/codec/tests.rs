@@ -571,9 +571,7 @@ fn borrowed_verdict_keeps_the_wire_mailbox_and_matches_keys_case_insensitively()
     for (mailbox, key, matches) in [
         ("alice@example.com", "alice@example.com", true),
         ("Alice@Example.COM", "alice@example.com", true),
-        ("alice@example.com", "ALICE@example.com", true),
         ("ÄRGER@Beispiel.DE", "ärger@beispiel.de", true),
-        ("ärger@beispiel.de", "ÄRGER@BEISPIEL.DE", true),
         ("alice@example.com", "bob@example.com", false),
         ("ärger@beispiel.de", "arger@beispiel.de", false),
     ] {
@@ -584,7 +582,8 @@ fn borrowed_verdict_keeps_the_wire_mailbox_and_matches_keys_case_insensitively()
         let b = enc_verdict(&c, &v);
         let r = c.decode_verdict_ref(&b).unwrap();
         assert_eq!(r.mailbox, mailbox, "as on the wire");
-        assert_eq!(r.mailbox_is(key), matches, "{mailbox} vs key {key}");
+        let key = crate::policy::MailboxKey::new(key).unwrap();
+        assert_eq!(r.is_about(&key), matches, "{mailbox} vs key {key:?}");
         assert_eq!(r.to_owned(), c.decode_verdict(&b).unwrap());
     }
 }
@@ -1096,5 +1095,58 @@ proptest! {
             prop_assert_eq!(got.verdict, v.verdict);
             prop_assert_eq!(&got.message_id, &v.message_id);
         }
+    }
+}
+
+/// Avro's zig-zag varint of `v`.
+fn zigzag(v: i64) -> Vec<u8> {
+    let mut u = ((v << 1) ^ (v >> 63)) as u64;
+    let mut out = Vec::new();
+    while u >= 0x80 {
+        out.push((u as u8) | 0x80);
+        u >>= 7;
+    }
+    out.push(u as u8);
+    out
+}
+
+/// An `OwnerDevices` framed by `c` with the given raw `device_ids` encoding.
+fn devices_with_array(c: &Codec, array: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let empty = OwnerDevices {
+        device_ids: vec![],
+        ..devices()
+    };
+    c.encode_devices(&empty, &mut out).unwrap();
+    assert_eq!(out.pop(), Some(0), "an empty array ends the record");
+    out.extend_from_slice(array);
+    out
+}
+
+#[test]
+fn a_negative_block_count_is_walked_not_trusted() {
+    for c in both() {
+        // The record: count −536 870 912, size 0. It once asked for 30 GB and aborted.
+        let bomb = [zigzag(-536_870_912), zigzag(0), vec![0]].concat();
+        let e = c
+            .decode_devices(&devices_with_array(&c, &bomb))
+            .unwrap_err();
+        assert!(matches!(e, CodecError::Truncated { .. }), "{e}");
+        // A size that does not match its items is rejected, whichever way it is off.
+        for size in [1, 3] {
+            let block = [zigzag(-1), zigzag(size), vec![2, b'd'], vec![0]].concat();
+            let e = c
+                .decode_devices(&devices_with_array(&c, &block))
+                .unwrap_err();
+            assert!(matches!(e, CodecError::InvalidLength { .. }), "{e}");
+        }
+        // A correct negative-count block decodes.
+        let block = [zigzag(-2), zigzag(4), vec![2, b'a', 2, b'b'], vec![0]].concat();
+        let d = c.decode_devices(&devices_with_array(&c, &block)).unwrap();
+        assert_eq!(d.device_ids, ["a", "b"]);
+        // A huge positive count runs out of input after the bytes there are.
+        let big = [zigzag(i64::MAX), vec![2, b'a'], vec![0]].concat();
+        let e = c.decode_devices(&devices_with_array(&c, &big)).unwrap_err();
+        assert!(matches!(e, CodecError::Truncated { .. }), "{e}");
     }
 }
