@@ -20,14 +20,23 @@
 //! - [`registry`] — client of a Confluent-compatible schema registry.
 //! - [`cli`] — `mailguard produce` / `tail`: the codec for people.
 
+#[cfg(feature = "runtime")]
 pub mod cli;
 pub mod codec;
+#[cfg(feature = "runtime")]
 pub mod config;
+#[cfg(feature = "runtime")]
 pub mod http;
+#[cfg(feature = "runtime")]
 pub mod kafka;
+#[cfg(feature = "runtime")]
 pub mod pipeline;
 pub mod policy;
+#[cfg(feature = "runtime")]
 pub mod registry;
+#[cfg(feature = "runtime")]
 pub mod store;
+#[cfg(feature = "runtime")]
 pub mod telemetry;
+#[cfg(feature = "runtime")]
 pub mod timers;
