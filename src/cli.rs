@@ -175,7 +175,7 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> Result<(), CliError> {
             .and_then(Value::as_str)
             .map(|k| {
                 if key_field(rt) == "mailbox" {
-                    k.to_ascii_lowercase()
+                    crate::policy::Mailbox::new(k).into_string()
                 } else {
                     k.to_string()
                 }

@@ -723,3 +723,69 @@ fn unblock_arrives_within_two_seconds_also_across_a_restart() {
     );
     running.stop().unwrap();
 }
+
+#[test]
+fn a_mailbox_in_another_case_never_gets_a_second_state() {
+    // Mixed-case keys are partitioned by their spelling, so they may land on another partition
+    // than the normalised key (here they do, with 4 partitions): counting them there would split
+    // one mailbox's strikes across two states. They go to the DLQ, saying which key to use.
+    let (cfg, _dir) = test_config(4);
+    create_topics(&cfg);
+    let (mixed, lower) = ("Mixed-Case@example.com", "mixed-case@example.com");
+    assert_ne!(
+        partition_for(mixed.as_bytes(), 4),
+        partition_for(lower.as_bytes(), 4)
+    );
+    let now = now_ms();
+    let first: Vec<(&str, Vec<u8>)> = (0..5)
+        .map(|i| {
+            let key = if i < 3 { mixed } else { lower };
+            (
+                key,
+                verdict(key, &format!("m-{i}"), now + i, VerdictKind::Spam),
+            )
+        })
+        .collect();
+    let running = start(&cfg, Arc::new(SystemClock));
+    let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = first
+        .iter()
+        .map(|(k, v)| (Some(*k), Some(v.clone())))
+        .collect();
+    produce(&cfg.topics.verdicts, &recs);
+    let dlq = consume_exactly(&cfg.topics.dlq, 3, T, SETTLE);
+    for r in &dlq {
+        assert_eq!(
+            r.key.as_deref(),
+            Some(mixed),
+            "the DLQ keeps the original key"
+        );
+        let reason = &r.headers["mailguard.error.reason"];
+        assert!(reason.contains(&format!("`{lower}`")), "{reason}");
+    }
+    // 2 counted so far: three more in the normalised spelling (body in any case) trip it once.
+    let more: Vec<(Option<&str>, Option<Vec<u8>>)> = (5..8)
+        .map(|i| {
+            (
+                Some(lower),
+                Some(verdict(
+                    mixed,
+                    &format!("m-{i}"),
+                    now + i,
+                    VerdictKind::Spam,
+                )),
+            )
+        })
+        .collect();
+    produce(&cfg.topics.verdicts, &more);
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!(b[0].mailbox, lower);
+    assert_eq!(b[0].evidence_message_ids.len(), 5);
+    assert!(
+        b[0].evidence_message_ids
+            .iter()
+            .all(|m| m.as_str() >= "m-3"),
+        "the dead-lettered ones did not count: {:?}",
+        b[0].evidence_message_ids
+    );
+    running.stop().unwrap();
+}

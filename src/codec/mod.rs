@@ -129,7 +129,6 @@ use apache_avro::types::Value;
 pub use canonical::{crc64_avro, fingerprint as schema_fingerprint, parsing_canonical_form};
 pub use error::CodecError;
 pub use fast::{VerdictProgram, VerdictRef};
-pub(crate) use records::{lower, same_mailbox};
 pub use records::{EmailLicence, OwnerDevices, TenantRecord};
 pub use schema::{RecordType, UnknownRecordType, NAMESPACE};
 pub use store::{SchemaSource, SourceError, WriterKey};

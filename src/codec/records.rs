@@ -9,26 +9,13 @@ use apache_avro::types::Value;
 use super::{CodecError, RecordType};
 use crate::policy::{
     ActorRole, Alert, BlockRecord, BlockState, Command, CommandKind, EventKind, EventLogEntry,
-    Millis, Owner, PolicyOverrides, ScanRequest, ScanSkipReason, TenantSettings, Verdict,
+    Mailbox, Millis, Owner, PolicyOverrides, ScanRequest, ScanSkipReason, TenantSettings, Verdict,
     VerdictKind,
 };
 
-/// Lower-cases a mailbox address (ASCII fast path; full Unicode lower-casing otherwise).
-#[inline]
-pub(crate) fn lower(s: &str) -> String {
-    if s.is_ascii() {
-        s.to_ascii_lowercase()
-    } else {
-        s.to_lowercase()
-    }
-}
-
-/// Whether a record key names `mailbox`, compared as the codec compares mailboxes (lower-cased).
-/// Exact and ASCII case-insensitive equality, the common cases, allocate nothing.
-pub(crate) fn same_mailbox(key: &str, mailbox: &str) -> bool {
-    key == mailbox
-        || key.eq_ignore_ascii_case(mailbox)
-        || (!(key.is_ascii() && mailbox.is_ascii()) && lower(key) == lower(mailbox))
+/// A body's `mailbox`, normalised (see [`Mailbox`]).
+fn lower(s: &str) -> String {
+    Mailbox::new(s).into_string()
 }
 
 /// `OwnerDevices`: every device assigned to an owner (table value of `directory.devices`).

@@ -13,7 +13,7 @@ use crate::codec::Codec;
 use crate::config::TopicsConfig;
 use crate::pipeline::directory::TableDirectory;
 use crate::pipeline::sink::{dlq_headers, Header, Sink, SinkError};
-use crate::policy::{self, Effect, Input, MailboxState, Millis, Policy};
+use crate::policy::{self, Effect, Input, MailboxKey, MailboxState, Millis, Policy};
 use crate::store::{Batch, Store, StoreError};
 use crate::telemetry::events::{DeadLettered, PolicyOutcome};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -208,6 +208,12 @@ impl Processor {
         let Ok(key) = std::str::from_utf8(key) else {
             return self.dead_letter(rec, source, "key is not UTF-8", sink);
         };
+        // One mailbox, one spelling, one partition: a key in another case was partitioned by
+        // that spelling, so counting it would give the mailbox a second state elsewhere.
+        let key = match MailboxKey::new(key) {
+            Ok(k) => k,
+            Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
+        };
         let Some(payload) = rec.payload else {
             return self.dead_letter(
                 rec,
@@ -218,7 +224,8 @@ impl Processor {
         };
         // The key decides the partition and so which state the record may touch; a record whose
         // key disagrees with its body would corrupt another partition's state.
-        let mismatch = |mailbox: &str| format!("key `{key}` does not match mailbox `{mailbox}`");
+        let mismatch =
+            |mailbox: &str| format!("key `{}` does not match mailbox `{mailbox}`", key.as_str());
         let input = if is_verdicts {
             // Borrowing decode: a CLEAN verdict (the hot path) allocates nothing and never
             // touches state.
@@ -228,7 +235,7 @@ impl Processor {
                 Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
             };
             self.metrics.verdict(v.verdict);
-            if !v.mailbox_is(key) {
+            if !v.is_about(&key) {
                 return self.dead_letter(rec, source, &mismatch(v.mailbox), sink);
             }
             if !v.verdict.is_offending() {
@@ -241,7 +248,7 @@ impl Processor {
                 Err(e) if e.is_transient() => return Err(ProcessError::SchemaUnavailable(e)),
                 Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
             };
-            if !crate::codec::same_mailbox(key, &c.mailbox) {
+            if !key.matches(&c.mailbox) {
                 return self.dead_letter(rec, source, &mismatch(&c.mailbox), sink);
             }
             Input::Command(c)

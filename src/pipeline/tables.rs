@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::kafka::{admin, client, KafkaError};
 use crate::pipeline::directory::TenantMap;
 use crate::pipeline::sink::dlq_headers;
+use crate::policy::TenantSettings;
 use crate::store::{Batch, Store, StoreError, Table};
 use crate::telemetry::events::DeadLettered;
 use crate::telemetry::{InternalEvent, Metrics};
@@ -223,14 +224,11 @@ fn poll_table(
             );
             continue;
         };
+        // Upserts and tombstones are stored under the key (a mailbox normalised): the same entity
+        // is then replaced and deleted by the same record key, whatever its body says.
+        let key = r.table.id_of_key(key);
         let Some(payload) = msg.payload() else {
             // Tombstone: the entity is gone.
-            // Owners are stored under the mailbox as the codec lower-cases it (Unicode too).
-            let key = if r.table == Table::Owners {
-                crate::codec::lower(key)
-            } else {
-                key.to_string()
-            };
             store.stage_table(&mut batch, r.table, &key, None);
             if r.table == Table::Tenants {
                 tenants.write().expect("tenant lock").remove(&key);
@@ -243,8 +241,8 @@ fn poll_table(
         // letters. The table stalls meanwhile (and says so); on shutdown the batch is dropped
         // unwritten, so these records are read again at the next start.
         let mut backoff = Duration::from_millis(200);
-        let decoded: Result<String, String> = loop {
-            match decode_table(r.table, codec, payload, tenants) {
+        let decoded = loop {
+            match decode_table(r.table, codec, payload) {
                 Err(e) if e.is_transient() => {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
@@ -256,9 +254,19 @@ fn poll_table(
                 other => break other.map_err(|e| e.to_string()),
             }
         };
+        let decoded = decoded.and_then(|(id, tenant)| {
+            if id == key {
+                Ok(tenant)
+            } else {
+                Err(format!("key `{key}` does not match the record's id `{id}`"))
+            }
+        });
         match decoded {
-            Ok(id) => {
-                store.stage_table(&mut batch, r.table, &id, Some(payload));
+            Ok(tenant) => {
+                if let Some(t) = tenant {
+                    tenants.write().expect("tenant lock").insert(key.clone(), t);
+                }
+                store.stage_table(&mut batch, r.table, &key, Some(payload));
                 metrics.table_record(r.table.name());
             }
             Err(reason) => {
@@ -283,20 +291,19 @@ fn poll_table(
     Ok(())
 }
 
-/// Decodes a table record; returns the id it is stored under.
+/// Decodes a table record; returns the id in its body (and a tenant's settings, which are also
+/// kept in memory).
 fn decode_table(
     table: Table,
     codec: &Codec,
     payload: &[u8],
-    tenants: &TenantMap,
-) -> Result<String, crate::codec::CodecError> {
+) -> Result<(String, Option<TenantSettings>), crate::codec::CodecError> {
     match table {
-        Table::Owners => codec.decode_owner(payload).map(|(mailbox, _)| mailbox),
-        Table::Devices => codec.decode_devices(payload).map(|d| d.owner_id),
-        Table::Tenants => codec.decode_tenant(payload).map(|(id, t)| {
-            tenants.write().expect("tenant lock").insert(id.clone(), t);
-            id
-        }),
+        Table::Owners => codec
+            .decode_owner(payload)
+            .map(|(mailbox, _)| (mailbox, None)),
+        Table::Devices => codec.decode_devices(payload).map(|d| (d.owner_id, None)),
+        Table::Tenants => codec.decode_tenant(payload).map(|(id, t)| (id, Some(t))),
     }
 }
 

@@ -95,6 +95,7 @@ pub mod config;
 pub mod engine;
 pub mod ids;
 pub mod ladder;
+pub mod mailbox;
 pub mod model;
 pub mod state;
 pub mod text;
@@ -102,6 +103,7 @@ pub mod window;
 
 pub use config::{Policy, PolicyError};
 pub use engine::step;
+pub use mailbox::{KeyError as MailboxKeyError, Mailbox, MailboxKey};
 pub use model::*;
 pub use state::{CurrentBlock, MailboxState, StateDecodeError};
 

@@ -35,6 +35,15 @@ impl Table {
         }
     }
 
+    /// The id a record key of this table stores its entity under: the key itself, for
+    /// `directory.mailboxes` normalised as every mailbox is ([`crate::policy::Mailbox`]).
+    pub fn id_of_key(self, key: &str) -> String {
+        match self {
+            Table::Owners => crate::policy::Mailbox::new(key).into_string(),
+            Table::Devices | Table::Tenants => key.to_string(),
+        }
+    }
+
     /// Short name for metrics and logs.
     pub fn name(self) -> &'static str {
         self.cf()
