@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Policy, PolicyOverrides, TenantSettings};
+use crate::policy::{Limits, Policy, PolicyOverrides, TenantSettings};
 
 pub mod secrets;
 
@@ -72,6 +72,8 @@ pub struct Config {
     pub state: StateConfig,
     /// Policy numbers (SPEC §1 defaults).
     pub policy: Policy,
+    /// Size limits on input fields and outputs.
+    pub limits: Limits,
     /// Settings used for tenants absent from `tenant.settings`.
     pub tenant_defaults: TenantDefaults,
     /// HTTP endpoints (/metrics, /healthz, /readyz).
@@ -635,6 +637,18 @@ impl Config {
         self.policy
             .validate()
             .map_err(|e| ConfigError::invalid("policy", e.to_string()))?;
+        self.limits
+            .validate()
+            .map_err(|(setting, why)| ConfigError::invalid(&format!("limits.{setting}"), why))?;
+        if self.policy.threshold > self.limits.max_threshold {
+            return Err(ConfigError::invalid(
+                "policy.threshold",
+                format!(
+                    "must be <= limits.max_threshold ({})",
+                    self.limits.max_threshold
+                ),
+            ));
+        }
         Ok(())
     }
 

@@ -59,6 +59,7 @@ pub struct Metrics {
     stage_seconds: HistogramVec,
     last_commit: Gauge,
     ready: IntGauge,
+    table_loader_failures: IntCounter,
     consumer_lag: IntGaugeVec,
     /// (topic, partition) label pairs of `consumer_lag` currently exported.
     lag_labels: Arc<Mutex<BTreeSet<(String, i32)>>>,
@@ -285,6 +286,11 @@ impl Metrics {
                 "mailguard_last_commit_timestamp_seconds",
                 "When the last transaction committed (Unix seconds; the process start before the first).",
             ),
+            table_loader_failures: counter(
+                &r,
+                "mailguard_table_loader_failures_total",
+                "Times the table loader failed (the instance then stops, so a stale directory never looks healthy).",
+            ),
             ready: gauge(
                 &r,
                 "mailguard_ready",
@@ -470,6 +476,11 @@ impl Metrics {
         self.http_requests
             .with_label_values(&[handler, &code.to_string()])
             .inc();
+    }
+
+    /// The table loader failed (see `mailguard_table_loader_failures_total`).
+    pub fn table_loader_failed(&self) {
+        self.table_loader_failures.inc();
     }
 
     /// Copy readiness into `mailguard_ready` (called when `/metrics` is scraped).

@@ -789,3 +789,113 @@ fn a_mailbox_in_another_case_never_gets_a_second_state() {
     );
     running.stop().unwrap();
 }
+
+#[test]
+fn oversized_input_is_set_aside_and_every_other_mailbox_still_trips() {
+    let (cfg, _dir) = test_config(1);
+    create_topics(&cfg);
+    let now = now_ms();
+    let running = start(&cfg, Arc::new(SystemClock));
+    // The records: four SPAM verdicts with 300 000-character message ids and a normal one
+    // (their block and state records were too large for the broker and stopped every mailbox),
+    // then a single 1 010 000-byte verdict (too large even for a DLQ copy as it was).
+    let huge: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..5)
+        .map(|i| {
+            let id = if i < 4 {
+                format!("{i}{}", "x".repeat(300_000))
+            } else {
+                "normal".to_string()
+            };
+            let v = verdict("big@example.com", &id, now + i, VerdictKind::Spam);
+            (Some("big@example.com"), Some(v))
+        })
+        .collect();
+    produce(&cfg.topics.verdicts, &huge);
+    let mut larger = Cluster::plain();
+    larger
+        .props
+        .insert("message.max.bytes".into(), "2000000".into());
+    let giant = verdict(
+        "giant@example.com",
+        &"y".repeat(1_010_000),
+        now,
+        VerdictKind::Spam,
+    );
+    produce_on(
+        &larger,
+        &cfg.topics.verdicts,
+        &[(Some("giant@example.com"), Some(giant))],
+    );
+    burst(&cfg, "other@example.com", "o", now);
+
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!(b[0].mailbox, "other@example.com");
+    let dlq = consume_exactly(&cfg.topics.dlq, 5, T, SETTLE);
+    for r in &dlq[..4] {
+        assert!(
+            r.headers["mailguard.error.reason"].contains("limits.max_id_bytes"),
+            "{:?}",
+            r.headers
+        );
+        assert!(!r.headers.contains_key("mailguard.dlq.truncated"));
+    }
+    let cut = &dlq[4];
+    assert_eq!(cut.key.as_deref(), Some("giant@example.com"));
+    let original = cut.headers["mailguard.dlq.truncated"].clone();
+    assert!(original.starts_with("value=10100"), "{original}");
+    assert!(cut.value.as_ref().unwrap().len() < 900_000);
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_directory_record_asking_for_gigabytes_is_set_aside() {
+    let (cfg, _dir) = test_config(1);
+    create_topics(&cfg);
+    // The record: a device array block with count −536 870 912 and size 0. It aborted
+    // the process (a 30 GB allocation) at every start, as it lives in a compacted topic.
+    let mut bomb = Vec::new();
+    codec()
+        .encode_devices(
+            &OwnerDevices {
+                owner_id: "owner-b".into(),
+                tenant_id: "tenant-1".into(),
+                device_ids: vec![],
+            },
+            &mut bomb,
+        )
+        .unwrap();
+    assert_eq!(bomb.pop(), Some(0));
+    bomb.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x03, 0x00, 0x00]);
+    produce(&cfg.topics.devices, &[(Some("owner-b"), Some(bomb))]);
+    // A devices record keyed by another owner than its body names: upserts and tombstones go by
+    // the key, so it could never be deleted; it is set aside instead.
+    let mut other = Vec::new();
+    codec()
+        .encode_devices(
+            &OwnerDevices {
+                owner_id: "owner-x".into(),
+                tenant_id: "tenant-1".into(),
+                device_ids: vec!["dev-x".into()],
+            },
+            &mut other,
+        )
+        .unwrap();
+    produce(&cfg.topics.devices, &[(Some("owner-k"), Some(other))]);
+    owner(&cfg, "a@example.com", "owner-a", Some(&["dev-1"]));
+    let running = start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(T);
+    burst(&cfg, "a@example.com", "a", now_ms());
+    let s = scans(&consume_exactly(&cfg.topics.scan_requests, 1, T, SETTLE));
+    assert_eq!(s[0].device_id, "dev-1");
+    let dlq = consume_exactly(&cfg.topics.dlq, 2, T, SETTLE);
+    let reasons: Vec<&str> = dlq
+        .iter()
+        .map(|r| r.headers["mailguard.error.reason"].as_str())
+        .collect();
+    assert!(reasons[0].contains("device_ids"), "{reasons:?}");
+    assert_eq!(
+        reasons[1], "key `owner-k` does not match the record's id `owner-x`",
+        "{reasons:?}"
+    );
+    running.stop().unwrap();
+}

@@ -159,6 +159,7 @@ pub async fn run(
                         Processor::new(
                             codec.clone(),
                             deps.cfg.policy.clone(),
+                            deps.cfg.limits.clone(),
                             directory.clone(),
                             store.clone(),
                             deps.metrics.clone(),

@@ -12,8 +12,8 @@ use tracing::debug;
 use crate::codec::Codec;
 use crate::config::TopicsConfig;
 use crate::pipeline::directory::TableDirectory;
-use crate::pipeline::sink::{dlq_headers, Header, Sink, SinkError};
-use crate::policy::{self, Effect, Input, MailboxKey, MailboxState, Millis, Policy};
+use crate::pipeline::sink::{DeadLetter, Sink, SinkError};
+use crate::policy::{self, Effect, Input, Limits, MailboxKey, MailboxState, Millis, Policy};
 use crate::store::{Batch, Store, StoreError};
 use crate::telemetry::events::{DeadLettered, PolicyOutcome};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -63,6 +63,7 @@ pub enum ProcessError {
 pub struct Processor {
     codec: Codec,
     policy: Policy,
+    limits: Limits,
     directory: TableDirectory,
     store: Store,
     metrics: Metrics,
@@ -84,6 +85,7 @@ impl Processor {
     pub fn new(
         codec: Codec,
         policy: Policy,
+        limits: Limits,
         directory: TableDirectory,
         store: Store,
         metrics: Metrics,
@@ -92,6 +94,7 @@ impl Processor {
         Processor {
             codec,
             policy,
+            limits,
             directory,
             store,
             metrics,
@@ -238,6 +241,10 @@ impl Processor {
             if !v.is_about(&key) {
                 return self.dead_letter(rec, source, &mismatch(v.mailbox), sink);
             }
+            // Bounded fields keep every state and output this verdict may end up in bounded.
+            if let Err(e) = self.limits.verdict(v.message_id, v.tenant_id, v.mailbox) {
+                return self.dead_letter(rec, source, &e.to_string(), sink);
+            }
             if !v.verdict.is_offending() {
                 return Ok(());
             }
@@ -250,6 +257,9 @@ impl Processor {
             };
             if !key.matches(&c.mailbox) {
                 return self.dead_letter(rec, source, &mismatch(&c.mailbox), sink);
+            }
+            if let Err(e) = self.limits.command(&c) {
+                return self.dead_letter(rec, source, &e.to_string(), sink);
             }
             Input::Command(c)
         };
@@ -362,19 +372,14 @@ impl Processor {
             reason,
         }
         .emit(&self.metrics);
-        let owned = dlq_headers(reason, rec.topic, rec.partition, rec.offset);
-        let headers = owned.each_ref().map(|(key, value)| Header {
-            key,
-            value: value.as_bytes(),
-        });
-        let dlq = self.topics.dlq.clone();
-        sink.send(
-            &dlq,
-            rec.key.unwrap_or_default(),
-            rec.payload,
-            None,
-            &headers,
-        )?;
+        DeadLetter {
+            topic: rec.topic,
+            partition: rec.partition,
+            offset: rec.offset,
+            key: rec.key.unwrap_or_default(),
+            payload: rec.payload,
+        }
+        .send(sink, &self.topics.dlq, reason, self.limits.max_record_bytes)?;
         Ok(())
     }
 
@@ -494,6 +499,7 @@ mod tests {
         let mut processor = Processor::new(
             codec.clone(),
             Policy::default(),
+            Limits::default(),
             directory,
             store,
             Metrics::new(),
@@ -608,6 +614,63 @@ mod tests {
         assert!(sink2.records[0].payload.is_some());
         assert_eq!(batch.len(), 1);
         assert!(!f.processor.has_dirty());
+    }
+
+    #[test]
+    fn oversized_fields_go_to_the_dlq_and_count_nothing() {
+        let mut f = fixture();
+        let mut sink = VecSink::default();
+        let vt = f.topics.verdicts.clone();
+        // The record: a 300 000-character message id, whose block evidence and changelog
+        // state could not be produced (MessageSizeTooLarge stopped every mailbox).
+        for i in 0..4 {
+            let id = format!("{i}{}", "x".repeat(300_000));
+            let v = verdict(&f.codec, "a@x.com", &id, 1_000 + i, VerdictKind::Spam);
+            f.processor
+                .handle(rec(&vt, i, Some(b"a@x.com"), Some(&v)), 2_000, &mut sink)
+                .unwrap();
+        }
+        assert_eq!(sink.records.len(), 4);
+        for r in &sink.records {
+            assert_eq!(r.topic, f.topics.dlq);
+            let reason = &r.headers[0].1;
+            assert_eq!(
+                std::str::from_utf8(reason).unwrap(),
+                "field `message_id` is 300001 bytes, over the limit of 256 (limits.max_id_bytes)"
+            );
+        }
+        assert!(!f.processor.has_dirty(), "nothing was counted");
+    }
+
+    #[test]
+    fn a_dlq_copy_too_large_for_the_broker_is_cut_and_says_so() {
+        let mut f = fixture();
+        let mut sink = VecSink::default();
+        let vt = f.topics.verdicts.clone();
+        let big = vec![7u8; 1_010_000];
+        f.processor
+            .handle(rec(&vt, 3, Some(b"a@x.com"), Some(&big)), 1, &mut sink)
+            .unwrap();
+        let r = &sink.records[0];
+        let limit = Limits::default().max_record_bytes;
+        let size = r.key.len()
+            + r.payload.as_ref().map_or(0, Vec::len)
+            + r.headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        assert!(size <= limit, "{size} > {limit}");
+        assert!(
+            r.payload.as_ref().unwrap().len() > limit / 2,
+            "most of it is kept"
+        );
+        let truncated = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == crate::pipeline::sink::TRUNCATED_HEADER)
+            .expect("truncation header");
+        assert_eq!(truncated.1, b"value=1010000,key=7");
+        assert_eq!(r.key, b"a@x.com");
     }
 
     #[test]

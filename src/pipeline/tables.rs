@@ -15,17 +15,18 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdError;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::BaseProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::kafka::{admin, client, KafkaError};
 use crate::pipeline::directory::TenantMap;
-use crate::pipeline::sink::dlq_headers;
-use crate::policy::TenantSettings;
+use crate::pipeline::sink::{
+    deliver_all, take_deliveries, DeadLetter, DeliveryTracker, ProducerSink, TrackingContext,
+};
+use crate::policy::{Limits, TenantSettings};
 use crate::store::{Batch, Store, StoreError, Table};
 use crate::telemetry::events::DeadLettered;
 use crate::telemetry::{InternalEvent, Metrics};
@@ -39,6 +40,9 @@ pub enum TableError {
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A table record could not be set aside in the DLQ.
+    #[error("table DLQ: {0}")]
+    Dlq(String),
 }
 
 impl From<RdError> for TableError {
@@ -116,39 +120,47 @@ pub fn spawn(
             group: client::reader_group(&cfg.kafka, &format!("table-{}", table.name())),
         });
     }
-    let dlq_producer: BaseProducer = client::plain_producer(&cfg.kafka, "tables-dlq").create()?;
-    let dlq_topic = cfg.topics.dlq.clone();
+    let tracker = DeliveryTracker::new("");
+    let mut dlq = TableDlq {
+        producer: client::plain_producer(&cfg.kafka, "tables-dlq")
+            .create_with_context(TrackingContext(tracker.clone()))?,
+        tracker,
+        topic: cfg.topics.dlq.clone(),
+        limits: cfg.limits.clone(),
+        pending: 0,
+    };
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("mailguard-tables".into())
         .spawn(move || {
             let mut loaded_sent = false;
-            while !stop.load(Ordering::Relaxed) {
-                for r in readers.iter_mut() {
-                    poll_table(
-                        r,
-                        &store,
-                        &codec,
-                        &tenants,
-                        &metrics,
-                        &dlq_producer,
-                        &dlq_topic,
-                        &stop,
-                    )?;
+            let result = (|| {
+                while !stop.load(Ordering::Relaxed) {
+                    for r in readers.iter_mut() {
+                        poll_table(r, &store, &codec, &tenants, &metrics, &mut dlq, &stop)?;
+                    }
+                    if !loaded_sent
+                        && readers
+                            .iter()
+                            .all(|r| r.at_end.len() as i32 >= r.partitions)
+                    {
+                        info!("tables loaded");
+                        let _ = tx.send(());
+                        loaded_sent = true;
+                    }
+                    dlq.producer.poll(Duration::ZERO);
                 }
-                if !loaded_sent
-                    && readers
-                        .iter()
-                        .all(|r| r.at_end.len() as i32 >= r.partitions)
-                {
-                    info!("tables loaded");
-                    let _ = tx.send(());
-                    loaded_sent = true;
-                }
-                dlq_producer.poll(Duration::ZERO);
+                Ok(())
+            })();
+            if let Err(e) = &result {
+                // A stale directory must not look healthy: stopping the pipeline fails
+                // /healthz and ends the process with this error, and its restart reads the
+                // tables from the last stored position again.
+                error!(error = %e, "table loader failed; stopping");
+                metrics.table_loader_failed();
+                stop.store(true, Ordering::Relaxed);
             }
-            let _ = dlq_producer.flush(Duration::from_secs(5));
-            Ok(())
+            result
         })
         .expect("spawn table loader thread");
     Ok(TableLoader { loaded: rx, thread })
@@ -180,8 +192,7 @@ fn poll_table(
     codec: &Codec,
     tenants: &TenantMap,
     metrics: &Metrics,
-    dlq: &BaseProducer,
-    dlq_topic: &str,
+    dlq: &mut TableDlq,
     stop: &AtomicBool,
 ) -> Result<(), TableError> {
     let mut batch = Batch::new();
@@ -207,21 +218,15 @@ fn poll_table(
         let (p, offset) = (msg.partition(), msg.offset());
         store.stage_table_position(&mut batch, &r.topic, p, offset + 1);
         let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
+        let dead_letter = DeadLetter {
+            topic: &r.topic,
+            partition: p,
+            offset,
+            key: msg.key().unwrap_or_default(),
+            payload: msg.payload(),
+        };
         let Some(key) = key else {
-            send_dlq(
-                dlq,
-                dlq_topic,
-                metrics,
-                DeadLettered {
-                    source: r.table.name(),
-                    topic: &r.topic,
-                    partition: p,
-                    offset,
-                    reason: "missing or non-UTF-8 key",
-                },
-                msg.key(),
-                msg.payload(),
-            );
+            dlq.send(r.table, dead_letter, "missing or non-UTF-8 key", metrics)?;
             continue;
         };
         // Upserts and tombstones are stored under the key (a mailbox normalised): the same entity
@@ -242,7 +247,7 @@ fn poll_table(
         // unwritten, so these records are read again at the next start.
         let mut backoff = Duration::from_millis(200);
         let decoded = loop {
-            match decode_table(r.table, codec, payload) {
+            match decode_table(r.table, codec, &dlq.limits, payload) {
                 Err(e) if e.is_transient() => {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
@@ -251,7 +256,8 @@ fn poll_table(
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                other => break other.map_err(|e| e.to_string()),
+                Err(e) => break Err(e.to_string()),
+                Ok(checked) => break checked,
             }
         };
         let decoded = decoded.and_then(|(id, tenant)| {
@@ -269,24 +275,13 @@ fn poll_table(
                 store.stage_table(&mut batch, r.table, &key, Some(payload));
                 metrics.table_record(r.table.name());
             }
-            Err(reason) => {
-                send_dlq(
-                    dlq,
-                    dlq_topic,
-                    metrics,
-                    DeadLettered {
-                        source: r.table.name(),
-                        topic: &r.topic,
-                        partition: p,
-                        offset,
-                        reason: &reason,
-                    },
-                    msg.key(),
-                    Some(payload),
-                );
-            }
+            Err(reason) => dlq.send(r.table, dead_letter, &reason, metrics)?,
         }
     }
+    // At least once: the positions move past a dead-lettered record only once its DLQ copy is
+    // acknowledged. A copy that cannot be delivered fails the loader (and /healthz); the restart
+    // reads the record again.
+    dlq.confirm()?;
     store.write(batch)?;
     Ok(())
 }
@@ -296,42 +291,82 @@ fn poll_table(
 fn decode_table(
     table: Table,
     codec: &Codec,
+    limits: &Limits,
     payload: &[u8],
-) -> Result<(String, Option<TenantSettings>), crate::codec::CodecError> {
-    match table {
-        Table::Owners => codec
-            .decode_owner(payload)
-            .map(|(mailbox, _)| (mailbox, None)),
-        Table::Devices => codec.decode_devices(payload).map(|d| (d.owner_id, None)),
-        Table::Tenants => codec.decode_tenant(payload).map(|(id, t)| (id, Some(t))),
+) -> Result<Result<(String, Option<TenantSettings>), String>, crate::codec::CodecError> {
+    let over = |e: crate::policy::LimitError| e.to_string();
+    Ok(match table {
+        Table::Owners => {
+            let (mailbox, o) = codec.decode_owner(payload)?;
+            limits
+                .owner(&mailbox, &o)
+                .map_err(over)
+                .map(|()| (mailbox, None))
+        }
+        Table::Devices => {
+            let d = codec.decode_devices(payload)?;
+            limits
+                .devices(&d.owner_id, &d.tenant_id, &d.device_ids)
+                .map_err(over)
+                .map(|()| (d.owner_id, None))
+        }
+        Table::Tenants => {
+            let (id, t) = codec.decode_tenant(payload)?;
+            limits.tenant(&id, &t).map_err(over).map(|()| (id, Some(t)))
+        }
+    })
+}
+
+/// The table loader's DLQ: the same dead-letter record and the same producer path as the
+/// session's ([`DeadLetter::send`] through a [`ProducerSink`]), delivery confirmed before the
+/// table positions move.
+struct TableDlq {
+    producer: BaseProducer<TrackingContext>,
+    tracker: Arc<DeliveryTracker>,
+    topic: String,
+    limits: Limits,
+    /// Records sent since the last confirmation.
+    pending: usize,
+}
+
+impl TableDlq {
+    fn send(
+        &mut self,
+        table: Table,
+        record: DeadLetter<'_>,
+        reason: &str,
+        metrics: &Metrics,
+    ) -> Result<(), TableError> {
+        DeadLettered {
+            source: table.name(),
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+            reason,
+        }
+        .emit(metrics);
+        let mut sink = ProducerSink {
+            producer: &self.producer,
+        };
+        record
+            .send(&mut sink, &self.topic, reason, self.limits.max_record_bytes)
+            .map_err(|e| TableError::Dlq(e.to_string()))?;
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// Waits until every DLQ record sent since the last call is acknowledged.
+    fn confirm(&mut self) -> Result<(), TableError> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        deliver_all(&self.producer, DLQ_TIMEOUT)
+            .map_err(|e| TableError::Dlq(format!("DLQ delivery not confirmed: {e}")))?;
+        take_deliveries(&self.tracker).map_err(TableError::Dlq)?;
+        self.pending = 0;
+        Ok(())
     }
 }
 
-/// Send a table record that cannot be applied to the DLQ; `event` logs and counts it.
-fn send_dlq(
-    producer: &BaseProducer,
-    dlq_topic: &str,
-    metrics: &Metrics,
-    event: DeadLettered<'_>,
-    key: Option<&[u8]>,
-    payload: Option<&[u8]>,
-) {
-    event.emit(metrics);
-    let headers = dlq_headers(event.reason, event.topic, event.partition, event.offset)
-        .iter()
-        .fold(OwnedHeaders::new(), |h, (key, value)| {
-            h.insert(Header {
-                key,
-                value: Some(value),
-            })
-        });
-    let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(dlq_topic)
-        .key(key.unwrap_or_default())
-        .headers(headers);
-    if let Some(v) = payload {
-        rec = rec.payload(v);
-    }
-    if let Err((e, _)) = producer.send(rec) {
-        warn!(error = %e, "could not send table record to DLQ");
-    }
-}
+/// How long a table DLQ delivery may take before the loader gives up.
+const DLQ_TIMEOUT: Duration = Duration::from_secs(30);

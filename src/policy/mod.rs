@@ -95,6 +95,7 @@ pub mod config;
 pub mod engine;
 pub mod ids;
 pub mod ladder;
+pub mod limits;
 pub mod mailbox;
 pub mod model;
 pub mod state;
@@ -103,6 +104,7 @@ pub mod window;
 
 pub use config::{Policy, PolicyError};
 pub use engine::step;
+pub use limits::{LimitError, Limits};
 pub use mailbox::{KeyError as MailboxKeyError, Mailbox, MailboxKey};
 pub use model::*;
 pub use state::{CurrentBlock, MailboxState, StateDecodeError};
