@@ -256,6 +256,10 @@ pub struct StateConfig {
     pub dir: PathBuf,
     /// Wall-clock timer resolution for block expiry, in ms (SPEC §5: unblock within 2 s).
     pub tick_interval_ms: u64,
+    /// How often (processor time, ms) idle states are swept out of local state and the changelog
+    /// (`policy.state_idle_ttl_ms` says which are idle). A sweep walks a few thousand states per
+    /// tick, so it never holds up processing.
+    pub sweep_interval_ms: u64,
 }
 
 impl Default for StateConfig {
@@ -263,6 +267,7 @@ impl Default for StateConfig {
         StateConfig {
             dir: PathBuf::from("data/state"),
             tick_interval_ms: 250,
+            sweep_interval_ms: 60_000,
         }
     }
 }

@@ -899,3 +899,67 @@ fn a_directory_record_asking_for_gigabytes_is_set_aside() {
     );
     running.stop().unwrap();
 }
+
+/// Sum of `mailguard_state_mailboxes` over the owned partitions.
+fn state_mailboxes(running: &Running) -> i64 {
+    running
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("mailguard_state_mailboxes{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum()
+}
+
+fn await_state_mailboxes(running: &Running, n: i64) {
+    let deadline = std::time::Instant::now() + T;
+    while state_mailboxes(running) != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "state count stayed {} (expected {n})",
+            state_mailboxes(running)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn idle_states_are_forgotten_and_the_state_count_goes_back_to_zero() {
+    let (mut cfg, _dir) = test_config(2);
+    cfg.state.sweep_interval_ms = 1_000;
+    create_topics(&cfg);
+    let now = now_ms();
+    let clock = Arc::new(ManualClock::new(now));
+    let running = start(&cfg, clock.clone());
+    running.wait_ready(T);
+    let recs: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| {
+            let m = format!("idle-{i}@example.com");
+            let v = verdict(&m, "m1", now, VerdictKind::Spam);
+            (m, v)
+        })
+        .collect();
+    let refs: Vec<(Option<&str>, Option<Vec<u8>>)> = recs
+        .iter()
+        .map(|(m, v)| (Some(m.as_str()), Some(v.clone())))
+        .collect();
+    produce(&cfg.topics.verdicts, &refs);
+    await_state_mailboxes(&running, 10);
+    // A day later in processor time, nothing has happened to them: the sweep forgets them all.
+    clock.advance(cfg.policy.state_idle_ttl_ms + 2_000);
+    await_state_mailboxes(&running, 0);
+    // Each left a tombstone in the changelog after its state, so a restore forgets it too.
+    let log = consume_exactly(&cfg.topics.changelog, 20, T, SETTLE);
+    for (m, _) in &recs {
+        let last = log
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(m.as_str()))
+            .max_by_key(|r| r.offset)
+            .expect("changelog record");
+        assert!(
+            last.value.is_none(),
+            "{m}: the last changelog record is a tombstone"
+        );
+    }
+    running.stop().unwrap();
+}

@@ -77,6 +77,8 @@ pub struct Processor {
     pending_counts: HashMap<i32, i64>,
     timers: Timers,
     owned: BTreeSet<i32>,
+    /// Where the idle-state sweep goes on: partition and the last mailbox it looked at.
+    sweep_cursor: Option<(i32, Option<String>)>,
     buf: Vec<u8>,
 }
 
@@ -105,6 +107,7 @@ impl Processor {
             pending_counts: HashMap::new(),
             timers: Timers::new(),
             owned: BTreeSet::new(),
+            sweep_cursor: None,
             buf: Vec::with_capacity(512),
         }
     }
@@ -136,6 +139,65 @@ impl Processor {
         self.metrics.set_assigned_partitions(self.owned.len());
         self.timers_changed();
         Ok(())
+    }
+
+    /// Forget idle states: walks the stored states of the owned partitions, at most `budget` of
+    /// them, going on where the last call stopped; every state that is forgettable at `now`
+    /// (processor time; see [`MailboxState::is_forgettable`]) becomes a tombstone in the changelog
+    /// and the store at the next commit. Returns how many were forgotten and whether the walk
+    /// went round every owned partition (the caller then rests until the next sweep interval).
+    ///
+    /// Without it, a state is looked at only when its mailbox sends again, so every mailbox that
+    /// ever sent one offending message would stay in RocksDB and the changelog for good, and
+    /// each rebalance would decode all of them.
+    pub fn sweep(&mut self, now: Millis, budget: usize) -> Result<(usize, bool), ProcessError> {
+        let Some(&first) = self.owned.iter().next() else {
+            self.sweep_cursor = None;
+            return Ok((0, true));
+        };
+        let (mut partition, mut after) = match self.sweep_cursor.take() {
+            Some((p, after)) if self.owned.contains(&p) => (p, after),
+            Some((p, _)) => match self.owned.range(p..).next() {
+                Some(&next) => (next, None),
+                None => (first, None),
+            },
+            None => (first, None),
+        };
+        let (mut seen, mut forgotten) = (0usize, Vec::new());
+        loop {
+            let mut last = None;
+            let policy = &self.policy;
+            self.store
+                .scan_states(partition, after.as_deref(), |mailbox, bytes| {
+                    seen += 1;
+                    last = Some(mailbox.to_string());
+                    // A state that does not decode is left for the processor to report when
+                    // its mailbox is next used.
+                    if MailboxState::decode(bytes).is_ok_and(|s| s.is_forgettable(now, policy)) {
+                        forgotten.push((partition, mailbox.to_string()));
+                    }
+                    Ok(seen < budget)
+                })?;
+            if seen >= budget {
+                self.sweep_cursor = Some((partition, last));
+                break;
+            }
+            match self.owned.range(partition + 1..).next() {
+                Some(&next) => (partition, after) = (next, None),
+                None => break,
+            }
+        }
+        let mut n = 0;
+        for key in forgotten {
+            // A state changed in the open transaction is newer than the stored one and is
+            // judged at commit as usual. The initial state stands for a forgotten one:
+            // `prepare_commit` turns it into a tombstone.
+            if let std::collections::hash_map::Entry::Vacant(e) = self.dirty.entry(key) {
+                e.insert(MailboxState::default());
+                n += 1;
+            }
+        }
+        Ok((n, self.sweep_cursor.is_none()))
     }
 
     /// Give up a partition (after its transaction committed).
@@ -614,6 +676,53 @@ mod tests {
         assert!(sink2.records[0].payload.is_some());
         assert_eq!(batch.len(), 1);
         assert!(!f.processor.has_dirty());
+    }
+
+    #[test]
+    fn the_sweep_forgets_idle_states_in_budgeted_steps() {
+        let mut f = fixture();
+        let vt = f.topics.verdicts.clone();
+        let mut sink = VecSink::default();
+        for (i, m) in ["a@x.com", "b@x.com", "c@x.com"].iter().enumerate() {
+            let v = verdict(&f.codec, m, "m1", 1_000, VerdictKind::Spam);
+            f.processor
+                .handle(
+                    rec(&vt, i as i64, Some(m.as_bytes()), Some(&v)),
+                    1_000,
+                    &mut sink,
+                )
+                .unwrap();
+        }
+        let batch = f.processor.prepare_commit(1_000, &mut sink).unwrap();
+        f.processor.store().write(batch).unwrap();
+        let stored = |f: &Fixture| {
+            let mut n = 0;
+            f.processor
+                .store()
+                .for_each_state(0, |_, _| {
+                    n += 1;
+                    Ok(())
+                })
+                .unwrap();
+            n
+        };
+        assert_eq!(stored(&f), 3);
+        let ttl = Policy::default().state_idle_ttl_ms;
+        // Not idle yet: a full round forgets nothing.
+        assert_eq!(f.processor.sweep(1_000 + ttl, 10).unwrap(), (0, true));
+        // Idle: two steps of budget 2 go round the partition.
+        let later = 1_000 + ttl + 1;
+        assert_eq!(f.processor.sweep(later, 2).unwrap(), (2, false));
+        assert_eq!(f.processor.sweep(later, 2).unwrap(), (1, true));
+        let mut sink = VecSink::default();
+        let batch = f.processor.prepare_commit(later, &mut sink).unwrap();
+        assert_eq!(sink.records.len(), 3);
+        assert!(sink
+            .records
+            .iter()
+            .all(|r| r.topic == f.topics.changelog && r.payload.is_none()));
+        f.processor.store().write(batch).unwrap();
+        assert_eq!(stored(&f), 0, "local state is empty again");
     }
 
     #[test]

@@ -119,6 +119,9 @@ fn consumer_error(e: RdError, cfg: &Config) -> Option<SessionError> {
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Stored states one tick's sweep looks at (a few milliseconds of decoding).
+const SWEEP_BUDGET: usize = 5_000;
+
 /// Records handled per wake-up of the session loop before timers and commits are checked.
 const BURST: usize = 512;
 
@@ -139,6 +142,8 @@ struct Core {
     records: usize,
     timestamps: Vec<i64>,
     failed: Option<SessionError>,
+    /// Processor time at which the next idle-state sweep starts (or goes on).
+    next_sweep: i64,
 }
 
 impl Core {
@@ -191,6 +196,16 @@ impl Core {
                 producer: &self.producer,
             };
             self.processor.tick(now, &mut sink)?;
+        }
+        if now >= self.next_sweep {
+            let (forgotten, round_done) = self.processor.sweep(now, SWEEP_BUDGET)?;
+            if forgotten > 0 {
+                // Their tombstones go out with the next commit.
+                self.begin()?;
+            }
+            if round_done {
+                self.next_sweep = now + self.cfg.state.sweep_interval_ms as i64;
+            }
         }
         Ok(())
     }
@@ -430,6 +445,7 @@ pub fn run_session(
         records: 0,
         timestamps: Vec::new(),
         failed: None,
+        next_sweep: deps.clock.now_ms(),
     }));
     let consumer: BaseConsumer<SessionContext> = client::group_consumer(&cfg.kafka)
         .create_with_context(SessionContext { core: core.clone() })?;

@@ -206,10 +206,25 @@ impl Store {
         partition: i32,
         mut f: impl FnMut(&str, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        self.scan_states(partition, None, |m, v| f(m, v).map(|()| true))
+    }
+
+    /// Visit (mailbox, encoded state) of `partition` in mailbox order, starting after `after`
+    /// (exclusive), while `f` returns `true`.
+    pub fn scan_states(
+        &self,
+        partition: i32,
+        after: Option<&str>,
+        mut f: impl FnMut(&str, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
         let prefix = (partition as u32).to_be_bytes();
+        let mut from = prefix.to_vec();
+        if let Some(m) = after {
+            from.extend_from_slice(m.as_bytes());
+        }
         let iter = self.db.iterator_cf(
             self.cf(CF_STATE),
-            IteratorMode::From(&prefix, Direction::Forward),
+            IteratorMode::From(&from, Direction::Forward),
         );
         for item in iter {
             let (k, v) = item?;
@@ -220,7 +235,12 @@ impl Store {
                 what: "state key",
                 reason: e.to_string(),
             })?;
-            f(mailbox, &v)?;
+            if after == Some(mailbox) {
+                continue;
+            }
+            if !f(mailbox, &v)? {
+                break;
+            }
         }
         Ok(())
     }
