@@ -357,6 +357,18 @@ fn the_ladder_doubles_then_blocks_for_good_and_only_support_lifts_it() {
             // One millisecond before: still blocked; offending verdicts sent then never count.
             clock.set(until - 1);
             burst(&cfg, mb, &format!("during{strike}"), until - 5_000);
+            await_counter(
+                &running,
+                "mailguard_verdicts_ignored_blocked_total",
+                5 * u64::from(strike),
+            );
+            // Ticks run every 250 ms of wall time: within the settle time an early unblock at
+            // `until - 1` would have been written.
+            assert_eq!(
+                consume_exactly(&cfg.topics.blocks, expected_records, T, SETTLE).len(),
+                expected_records,
+                "not unblocked before blocked_until"
+            );
             clock.set(until);
             expected_records += 1;
             let b = blocks_of(&cfg, mb, expected_records);
@@ -417,13 +429,14 @@ fn the_ladder_doubles_then_blocks_for_good_and_only_support_lifts_it() {
     let t0 = clock.now();
     burst(&cfg, mb, "after", t0);
     expected_records += 1;
-    let b = blocks_of(&cfg, mb, expected_records);
-    assert_eq!(b.last().unwrap().strike, 1);
-    assert_eq!(
-        b.len(),
+    // Exactly these and nothing after them (the reader waits SETTLE for more).
+    let b = blocks(&consume_exactly(
+        &cfg.topics.blocks,
         expected_records,
-        "no block record beyond the expected ones"
-    );
+        T,
+        SETTLE,
+    ));
+    assert_eq!(b.last().unwrap().strike, 1);
     running.stop().unwrap();
 }
 
@@ -962,4 +975,25 @@ fn idle_states_are_forgotten_and_the_state_count_goes_back_to_zero() {
         );
     }
     running.stop().unwrap();
+}
+
+/// Wait until the counter `name` (no labels) reaches `n`.
+fn await_counter(running: &Running, name: &str, n: u64) {
+    let value = || {
+        running
+            .metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + T;
+    while value() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed at {} (expected {n})",
+            value()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -350,13 +350,28 @@ impl ConsumerContext for SessionContext {
         info!(partitions = ?tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect::<Vec<_>>(), "partitions revoked");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let mut core = self.lock();
                 let partitions: BTreeSet<i32> =
                     tpl.elements().iter().map(|e| e.partition()).collect();
                 core.health.set_ready(false);
+                // Kafka Streams' order: committed offsets first, then restore. A read_committed
+                // consumer's offset fetch is "stable" (KIP-447): it waits while a previous
+                // owner's transaction holding offsets for these partitions is still open. Only
+                // once it has committed or aborted does the changelog show all of its state
+                // changes. Restoring first could stop short of them while the offsets, fetched
+                // afterwards, skip the input that made them.
+                if core.failed.is_none() {
+                    let wait = Duration::from_millis(core.cfg.kafka.transaction_timeout_ms)
+                        + Duration::from_secs(30);
+                    if let Err(e) = consumer.committed_offsets((*tpl).clone(), wait) {
+                        error!(error = %e, "committed offsets of the assigned partitions not available");
+                        core.failed
+                            .get_or_insert(SessionError::Kafka(KafkaError::Client(e)));
+                    }
+                }
                 if core.failed.is_none() {
                     let partitions: Vec<i32> = partitions.into_iter().collect();
                     let (kafka, changelog, store) = (
@@ -479,6 +494,7 @@ pub fn run_session(
         // were a fifth of the pipeline thread's time. The lock is released around every poll
         // because poll may run the rebalance callbacks, which take it.
         let mut next = consumer.poll(timeout);
+        deps.health.beat();
         let now = deps.clock.now_ms();
         let mut step = Ok(());
         let mut handled = 0;
@@ -521,6 +537,7 @@ pub fn run_session(
             c.abort();
         }
         c.health.set_ready(false);
+        c.health.rest();
     }
     // Leaving the group runs the revoke callback, which must find the lock free.
     consumer.unsubscribe();

@@ -214,7 +214,7 @@ mod tests {
     fn defaults_are_consistent_and_leave_room_under_the_broker_default() {
         let l = Limits::default();
         l.validate().unwrap();
-        assert!(l.largest_output() < 100_000, "{}", l.largest_output());
+        assert!(l.largest_output() < 300_000, "{}", l.largest_output());
     }
 
     #[test]

@@ -1,0 +1,199 @@
+//! Broker faults on a broker of the test's own (the shared test broker cannot be restarted under
+//! the other tests): restarts while verdicts flow, one short and one longer than the consumer
+//! session timeout. Afterwards every expected block and alert exists exactly once and the DLQ is
+//! empty.
+//!
+//! Found by trying it: after a broker restart the static consumer could be fenced
+//! (`FencedInstanceId`), log it, and go on processing nothing with `/healthz` green.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mailguard::codec::Codec;
+use mailguard::policy::{Effect, Verdict, VerdictKind};
+use mailguard::timers::SystemClock;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// A single-node broker started by `scripts/kafka-local` for this test only.
+struct OwnBroker {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    fn start() -> OwnBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let b = OwnBroker {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        b.up();
+        b
+    }
+
+    fn kafka_local(&self, args: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local");
+        let out = Command::new(script)
+            .args(args)
+            .args(["--dir", self.instance().to_str().unwrap()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/kafka-local");
+        assert!(
+            out.status.success(),
+            "kafka-local {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn instance(&self) -> PathBuf {
+        self.dir.path().join("kafka")
+    }
+
+    fn up(&self) {
+        self.kafka_local(&["up", "--port", &self.port.to_string()]);
+    }
+
+    fn down(&self) {
+        self.kafka_local(&["down"]);
+    }
+
+    /// Stops the broker, keeps it down for `down_for` (the fault itself), starts it again on
+    /// the same data and returns once it answers.
+    fn restart(&self, down_for: Duration) {
+        self.down();
+        std::thread::sleep(down_for);
+        self.up();
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local"))
+            .args([
+                "down",
+                "--purge",
+                "--dir",
+                self.instance().to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+fn burst(mailbox: &str) -> Vec<(String, Vec<u8>)> {
+    let now = now_ms();
+    (0..5)
+        .map(|i| {
+            let v = Verdict {
+                message_id: format!("{mailbox}-{i}"),
+                tenant_id: "tenant-1".into(),
+                mailbox: mailbox.into(),
+                sent_at: now + i,
+                verdict: VerdictKind::Spam,
+            };
+            let mut out = Vec::new();
+            Codec::default().encode_verdict(&v, &mut out).unwrap();
+            (mailbox.to_string(), out)
+        })
+        .collect()
+}
+
+#[test]
+fn broker_restarts_mid_stream_lose_and_duplicate_nothing() {
+    let broker = OwnBroker::start();
+    let cluster = Cluster {
+        bootstrap: broker.bootstrap(),
+        props: Default::default(),
+    };
+    let (mut cfg, _dir) = test_config(3);
+    cfg.kafka.bootstrap_servers = broker.bootstrap();
+    create_topics(&cfg);
+    let running = start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(Duration::from_secs(60));
+
+    // One mailbox trips every 250 ms for 20 s, through both outages.
+    const MAILBOXES: usize = 80;
+    let mailboxes: Vec<String> = (0..MAILBOXES)
+        .map(|i| format!("chaos-{i}@example.com"))
+        .collect();
+    let producer = {
+        let (cluster, topic, mailboxes) = (
+            Cluster {
+                bootstrap: cluster.bootstrap.clone(),
+                props: Default::default(),
+            },
+            cfg.topics.verdicts.clone(),
+            mailboxes.clone(),
+        );
+        std::thread::spawn(move || {
+            // Through the outages the producer buffers and retries; it may take as long as both
+            // outages and restarts together, so its timeouts are generous.
+            let producer: BaseProducer = cluster
+                .client()
+                .set("partitioner", "murmur2_random")
+                .set("enable.idempotence", "true")
+                .set("message.timeout.ms", "300000")
+                .create()
+                .expect("producer");
+            let started = Instant::now();
+            for (i, m) in mailboxes.iter().enumerate() {
+                let due = started + Duration::from_millis(250 * i as u64);
+                while Instant::now() < due {
+                    producer.poll(due.saturating_duration_since(Instant::now()));
+                }
+                for (key, value) in burst(m) {
+                    let record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&topic)
+                        .key(key.as_str())
+                        .payload(value.as_slice());
+                    producer.send(record).map_err(|(e, _)| e).expect("send");
+                }
+            }
+            producer
+                .flush(Duration::from_secs(300))
+                .expect("every verdict acknowledged");
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    broker.restart(Duration::from_secs(3));
+    // Longer than the consumer session timeout: the group forgets its member meanwhile.
+    broker.restart(Duration::from_millis(cfg.kafka.session_timeout_ms + 4_000));
+    producer.join().expect("producer thread");
+
+    let t = Duration::from_secs(120);
+    let settle = Duration::from_secs(3);
+    let blocks = consume_exactly_on(&cluster, &cfg.topics.blocks, MAILBOXES, t, settle);
+    let mut blocked: Vec<String> = blocks
+        .iter()
+        .map(|r| {
+            match Codec::default()
+                .decode_effect(r.value.as_deref().unwrap())
+                .unwrap()
+            {
+                Effect::Block(b) => b.mailbox,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    blocked.sort();
+    let mut expected = mailboxes.clone();
+    expected.sort();
+    assert_eq!(blocked, expected, "every mailbox blocked exactly once");
+    consume_exactly_on(&cluster, &cfg.topics.alerts, MAILBOXES, t, settle);
+    consume_exactly_on(&cluster, &cfg.topics.dlq, 0, t, settle);
+    assert!(running.health.is_live(), "alive and processing");
+    running.stop().expect("pipeline ended cleanly");
+}
