@@ -82,6 +82,58 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The admin and query API under `/v1` (off unless `api.enabled`).
+    pub api: ApiConfig,
+}
+
+/// The admin and query API (`/v1` on the `http.listen` server).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve `/v1` and build the queryable view (a reader of the changelog, blocks, events and
+    /// tenant topics).
+    pub enabled: bool,
+    /// The callers: bearer tokens stored as SHA-256 hashes.
+    pub tokens: Vec<ApiToken>,
+}
+
+/// One API caller (`[[api.tokens]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Lower-case hex SHA-256 of the bearer token (`mailguard admin issue-token` prints it);
+    /// `${file:…}` / `${env:…}` references are resolved at start.
+    pub sha256: String,
+    /// Who the caller is: written into every command it issues (and so into the events topic).
+    pub principal: String,
+    /// What the caller may do.
+    pub role: ApiRole,
+    /// The one tenant the caller may see; required but for `SUPPORT` (absent = every tenant).
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// Role of an API caller: the roles `AdminCommand.actor_role` carries.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ApiRole {
+    /// Reads a tenant's mailbox states and blocked list.
+    Viewer,
+    /// Also reads incidents, command outcomes and the tenant's settings.
+    Admin,
+    /// Also lifts permanent blocks (`support-unblock`).
+    Support,
+}
+
+impl ApiRole {
+    /// Upper-case name, as in the configuration and `AdminCommand`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Viewer => "VIEWER",
+            ApiRole::Admin => "ADMIN",
+            ApiRole::Support => "SUPPORT",
+        }
+    }
 }
 
 /// Kafka client settings. `Debug` redacts secret client properties.
@@ -498,6 +550,11 @@ impl Config {
         let r = &mut self.registry;
         r.username = secrets::resolve("registry.username", &r.username, env)?;
         r.password = secrets::resolve("registry.password", &r.password, env)?;
+        for (i, t) in self.api.tokens.iter_mut().enumerate() {
+            t.sha256 = secrets::resolve(&format!("api.tokens[{i}].sha256"), &t.sha256, env)?
+                .trim()
+                .to_ascii_lowercase();
+        }
         Ok(())
     }
 
@@ -629,6 +686,44 @@ impl Config {
                     &format!("codec.confluent_schema_ids.{name}"),
                     "not a record name of schemas/ (e.g. OutboundVerdict, MailboxBlock)",
                 ));
+            }
+        }
+        let mut hashes = std::collections::HashSet::new();
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            let field = format!("api.tokens[{i}]");
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::invalid(
+                    &format!("{field}.sha256"),
+                    "must be 64 hex digits (the SHA-256 of the token, not the token)",
+                ));
+            }
+            if !hashes.insert(t.sha256.as_str()) {
+                return Err(ConfigError::invalid(
+                    &format!("{field}.sha256"),
+                    "the same token hash is listed twice",
+                ));
+            }
+            if t.principal.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    &format!("{field}.principal"),
+                    "must not be empty",
+                ));
+            }
+            match (&t.tenant, t.role) {
+                (None, ApiRole::Support) => {}
+                (None, _) => {
+                    return Err(ConfigError::invalid(
+                        &format!("{field}.tenant"),
+                        "required for VIEWER and ADMIN (only SUPPORT may be global)",
+                    ))
+                }
+                (Some(x), _) if x.trim().is_empty() => {
+                    return Err(ConfigError::invalid(
+                        &format!("{field}.tenant"),
+                        "must not be empty",
+                    ))
+                }
+                _ => {}
             }
         }
         // The policy's own error names the field (`policy.threshold must be >= 1`).
