@@ -803,6 +803,36 @@ mod tests {
     }
 
     #[test]
+    fn api_tokens_are_validated_and_hashes_may_come_from_the_environment() {
+        let hash = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD";
+        let ok = load(
+            "[api]\nenabled = true\n[[api.tokens]]\nsha256 = \"${env:H}\"\nprincipal = \"s\"\nrole = \"SUPPORT\"\n",
+            &[("H", hash)],
+        )
+        .unwrap();
+        assert_eq!(ok.api.tokens[0].sha256, hash.to_ascii_lowercase());
+        assert_eq!(ok.api.tokens[0].role, ApiRole::Support);
+        let no_tenant =
+            format!("[[api.tokens]]\nsha256 = \"{hash}\"\nprincipal = \"v\"\nrole = \"VIEWER\"\n");
+        assert!(load(&no_tenant, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("api.tokens[0].tenant"));
+        let not_a_hash =
+            "[[api.tokens]]\nsha256 = \"secret\"\nprincipal = \"a\"\nrole = \"ADMIN\"\ntenant = \"t\"\n";
+        let err = load(not_a_hash, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("api.tokens[0].sha256") && !err.contains("secret"),
+            "{err}"
+        );
+        assert!(load(
+            "[[api.tokens]]\nsha256 = \"x\"\nprincipal = \"a\"\nrole = \"ROOT\"\n",
+            &[]
+        )
+        .is_err());
+    }
+
+    #[test]
     fn empty_file_gives_spec_defaults() {
         let c = load("", &[]).unwrap();
         assert_eq!(c.topics.verdicts, "mail.outbound.verdicts");
