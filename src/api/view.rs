@@ -383,3 +383,71 @@ pub fn blocked_page<'a>(
     }
     (out, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::CurrentBlock;
+
+    fn blocked_state(tenant: &str, until: Option<Millis>) -> MailboxState {
+        MailboxState {
+            strikes: 1,
+            block: Some(CurrentBlock {
+                strike: 1,
+                blocked_at: 1_000,
+                blocked_until: until,
+                incident_id: uuid::Uuid::nil(),
+                evidence_message_ids: vec!["m1".into()],
+            }),
+            tenant_id: tenant.into(),
+            ..MailboxState::default()
+        }
+    }
+
+    #[test]
+    fn blocked_list_pages_in_order_filters_by_state_and_hides_expired_blocks() {
+        let mut v = ViewData::default();
+        for (mb, until) in [
+            ("a@t", Some(10_000)),
+            ("b@t", None),
+            ("c@t", Some(10_000)),
+            ("d@t", Some(500)), // expired at now = 1 000, expiry not yet committed
+            ("e@t", None),
+        ] {
+            v.set_state(mb, Some(blocked_state("t", until)));
+        }
+        v.set_state("x@other", Some(blocked_state("other", None)));
+        let names = |page: &[(&str, &MailboxState, BlockState)]| {
+            page.iter()
+                .map(|(m, _, _)| m.to_string())
+                .collect::<Vec<_>>()
+        };
+        let (p1, next) = blocked_page(&v, "t", None, None, 2, 1_000);
+        assert_eq!(names(&p1), ["a@t", "b@t"]);
+        let (p2, next) = blocked_page(&v, "t", None, next.as_deref(), 2, 1_000);
+        assert_eq!(names(&p2), ["c@t", "e@t"]);
+        assert_eq!(next, None, "d@t is no longer blocked at now");
+        let (perm, _) = blocked_page(
+            &v,
+            "t",
+            Some(BlockState::PermanentlyBlocked),
+            None,
+            10,
+            1_000,
+        );
+        assert_eq!(names(&perm), ["b@t", "e@t"]);
+        // A lifted block leaves the list; a tombstone forgets the mailbox.
+        v.set_state(
+            "b@t",
+            Some(MailboxState {
+                tenant_id: "t".into(),
+                ..MailboxState::default()
+            }),
+        );
+        v.set_state("e@t", None);
+        let (all, _) = blocked_page(&v, "t", None, None, 10, 1_000);
+        assert_eq!(names(&all), ["a@t", "c@t"]);
+        assert_eq!(v.tenant_of("x@other"), Some("other"));
+        assert_eq!(v.tenant_of("e@t"), None);
+    }
+}
