@@ -1,5 +1,5 @@
 //! `mailguard produce` and `mailguard tail`: the codec for people, so the pipeline can be seen
-//! and driven by hand with JSON lines.
+//! and driven by hand with JSON lines. `mailguard admin`: the admin API's client.
 
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
@@ -286,6 +286,302 @@ pub fn tail(cfg: &Config, args: &TailArgs) -> Result<(), CliError> {
         n += 1;
     }
     Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// `mailguard admin`: the API's client, for support staff and scripts.
+
+/// Arguments of `mailguard admin`.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Base URL of a mailguard instance (any instance answers for any mailbox).
+    #[arg(
+        long,
+        env = "MAILGUARD_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// File holding the bearer token (else MAILGUARD_API_TOKEN).
+    #[arg(long, global = true)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// `mailguard admin` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// A mailbox's state, strikes, window and recent incidents.
+    Status {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Mailbox.
+        mailbox: String,
+    },
+    /// A tenant's blocked mailboxes (every page).
+    Blocked {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// BLOCKED or PERMANENTLY_BLOCKED.
+        #[arg(long)]
+        state: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
+    },
+    /// An incident's evidence and timeline.
+    Incident {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Incident id.
+        incident_id: String,
+    },
+    /// Lift a permanent block (role SUPPORT); waits for the pipeline's decision.
+    Unblock {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Support ticket reference.
+        #[arg(long)]
+        ticket: String,
+        /// Mailbox.
+        mailbox: String,
+        /// Seconds to wait for the outcome (0: print the command id and return).
+        #[arg(long, default_value_t = 30.0)]
+        wait: f64,
+    },
+    /// A new random token: prints the token (once) and the `[[api.tokens]]` entry to configure.
+    IssueToken {
+        /// Principal name (written into every command the token issues).
+        #[arg(long)]
+        principal: String,
+        /// VIEWER, ADMIN or SUPPORT.
+        #[arg(long)]
+        role: String,
+        /// Tenant scope (required but for SUPPORT).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// The SHA-256 (hex) of a token read from stdin, for `[[api.tokens]] sha256`.
+    HashToken,
+}
+
+fn admin_token(args: &AdminArgs) -> Result<String, CliError> {
+    let token = match &args.token_file {
+        Some(p) => std::fs::read_to_string(p)?,
+        None => std::env::var("MAILGUARD_API_TOKEN").map_err(|_| {
+            CliError::Wire("no token: pass --token-file or set MAILGUARD_API_TOKEN".into())
+        })?,
+    };
+    Ok(token.trim().to_string())
+}
+
+fn url_part(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+struct ApiClient {
+    agent: ureq::Agent,
+    base: String,
+    authorization: String,
+}
+
+impl ApiClient {
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        let url = format!("{}{path}", self.base);
+        let result = match (method, body) {
+            ("POST", Some(b)) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &self.authorization)
+                .content_type("application/json")
+                .send(b.to_string()),
+            _ => self
+                .agent
+                .get(&url)
+                .header("Authorization", &self.authorization)
+                .call(),
+        };
+        let mut resp = result.map_err(|e| CliError::Wire(format!("{url}: {e}")))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| CliError::Wire(format!("{url}: {e}")))?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status >= 400 {
+            let msg = v
+                .get("error")
+                .and_then(Value::as_str)
+                .map_or_else(|| v.to_string(), str::to_owned);
+            return Err(CliError::Wire(format!("HTTP {status}: {msg}")));
+        }
+        Ok(v)
+    }
+}
+
+fn print_json(v: &Value) -> Result<(), CliError> {
+    let out = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    writeln!(std::io::stdout().lock(), "{out}")?;
+    Ok(())
+}
+
+/// `mailguard admin`.
+pub fn admin(args: &AdminArgs) -> Result<(), CliError> {
+    match &args.command {
+        AdminCommand::HashToken => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token)?;
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(CliError::Wire("no token on stdin".into()));
+            }
+            writeln!(std::io::stdout(), "{}", crate::api::auth::hash_token(token))?;
+            return Ok(());
+        }
+        AdminCommand::IssueToken {
+            principal,
+            role,
+            tenant,
+        } => {
+            let role = role.to_ascii_uppercase();
+            if !matches!(role.as_str(), "VIEWER" | "ADMIN" | "SUPPORT") {
+                return Err(CliError::Wire(
+                    "--role must be VIEWER, ADMIN or SUPPORT".into(),
+                ));
+            }
+            if tenant.is_none() && role != "SUPPORT" {
+                return Err(CliError::Wire(
+                    "--tenant is required but for SUPPORT".into(),
+                ));
+            }
+            let mut bytes = [0u8; 32];
+            openssl::rand::rand_bytes(&mut bytes).map_err(|e| CliError::Wire(e.to_string()))?;
+            use base64::Engine as _;
+            let token = format!(
+                "mgt_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            );
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "# token (give it to {principal}; it is not stored anywhere):"
+            )?;
+            writeln!(out, "# {token}")?;
+            writeln!(out, "[[api.tokens]]")?;
+            writeln!(out, "sha256 = \"{}\"", crate::api::auth::hash_token(&token))?;
+            writeln!(out, "principal = {}", Value::String(principal.clone()))?;
+            writeln!(out, "role = \"{role}\"")?;
+            if let Some(t) = tenant {
+                writeln!(out, "tenant = {}", Value::String(t.clone()))?;
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let client = ApiClient {
+        agent: ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .build()
+            .into(),
+        base: args.url.trim_end_matches('/').to_string(),
+        authorization: format!("Bearer {}", admin_token(args)?),
+    };
+    match &args.command {
+        AdminCommand::Status { tenant, mailbox } => print_json(&client.call(
+            "GET",
+            &format!(
+                "/v1/tenants/{}/mailboxes/{}",
+                url_part(tenant),
+                url_part(mailbox)
+            ),
+            None,
+        )?),
+        AdminCommand::Blocked {
+            tenant,
+            state,
+            limit,
+        } => {
+            let mut cursor: Option<String> = None;
+            let mut items = Vec::new();
+            loop {
+                let mut q = format!("limit={limit}");
+                if let Some(s) = state {
+                    q.push_str(&format!("&state={}", url_part(s)));
+                }
+                if let Some(c) = &cursor {
+                    q.push_str(&format!("&cursor={}", url_part(c)));
+                }
+                let page = client.call(
+                    "GET",
+                    &format!("/v1/tenants/{}/blocked?{q}", url_part(tenant)),
+                    None,
+                )?;
+                if let Some(a) = page.get("items").and_then(Value::as_array) {
+                    items.extend(a.iter().cloned());
+                }
+                cursor = page
+                    .get("next_cursor")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            print_json(&json!({ "tenant_id": tenant, "items": items }))
+        }
+        AdminCommand::Incident {
+            tenant,
+            incident_id,
+        } => print_json(&client.call(
+            "GET",
+            &format!(
+                "/v1/tenants/{}/incidents/{}",
+                url_part(tenant),
+                url_part(incident_id)
+            ),
+            None,
+        )?),
+        AdminCommand::Unblock {
+            tenant,
+            ticket,
+            mailbox,
+            wait,
+        } => {
+            let sent = client.call(
+                "POST",
+                &format!(
+                    "/v1/tenants/{}/mailboxes/{}/support-unblock",
+                    url_part(tenant),
+                    url_part(mailbox)
+                ),
+                Some(&json!({ "ticket": ticket })),
+            )?;
+            let Some(status_url) = sent.get("status_url").and_then(Value::as_str) else {
+                return print_json(&sent);
+            };
+            let deadline = Instant::now() + Duration::from_secs_f64(wait.max(0.0));
+            loop {
+                let st = client.call("GET", status_url, None)?;
+                let pending = st.get("status").and_then(Value::as_str) == Some("PENDING");
+                if !pending || Instant::now() >= deadline {
+                    print_json(&st)?;
+                    return match st.get("status").and_then(Value::as_str) {
+                        Some("REJECTED") => Err(CliError::Wire("command rejected".into())),
+                        _ => Ok(()),
+                    };
+                }
+                // The outcome appears once the pipeline committed the command's transaction.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        AdminCommand::HashToken | AdminCommand::IssueToken { .. } => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,58 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The admin and query API under `/v1` (off unless `api.enabled`).
+    pub api: ApiConfig,
+}
+
+/// The admin and query API (`/v1` on the `http.listen` server).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve `/v1` and build the queryable view (a reader of the changelog, blocks, events and
+    /// tenant topics).
+    pub enabled: bool,
+    /// The callers: bearer tokens stored as SHA-256 hashes.
+    pub tokens: Vec<ApiToken>,
+}
+
+/// One API caller (`[[api.tokens]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Lower-case hex SHA-256 of the bearer token (`mailguard admin issue-token` prints it);
+    /// `${file:…}` / `${env:…}` references are resolved at start.
+    pub sha256: String,
+    /// Who the caller is: written into every command it issues (and so into the events topic).
+    pub principal: String,
+    /// What the caller may do.
+    pub role: ApiRole,
+    /// The one tenant the caller may see; required but for `SUPPORT` (absent = every tenant).
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// Role of an API caller: the roles `AdminCommand.actor_role` carries.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ApiRole {
+    /// Reads a tenant's mailbox states and blocked list.
+    Viewer,
+    /// Also reads incidents, command outcomes and the tenant's settings.
+    Admin,
+    /// Also lifts permanent blocks (`support-unblock`).
+    Support,
+}
+
+impl ApiRole {
+    /// Upper-case name, as in the configuration and `AdminCommand`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Viewer => "VIEWER",
+            ApiRole::Admin => "ADMIN",
+            ApiRole::Support => "SUPPORT",
+        }
+    }
 }
 
 /// Kafka client settings. `Debug` redacts secret client properties.
@@ -505,6 +557,11 @@ impl Config {
         let r = &mut self.registry;
         r.username = secrets::resolve("registry.username", &r.username, env)?;
         r.password = secrets::resolve("registry.password", &r.password, env)?;
+        for (i, t) in self.api.tokens.iter_mut().enumerate() {
+            t.sha256 = secrets::resolve(&format!("api.tokens[{i}].sha256"), &t.sha256, env)?
+                .trim()
+                .to_ascii_lowercase();
+        }
         Ok(())
     }
 
@@ -638,6 +695,44 @@ impl Config {
                 ));
             }
         }
+        let mut hashes = std::collections::HashSet::new();
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            let field = format!("api.tokens[{i}]");
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::invalid(
+                    &format!("{field}.sha256"),
+                    "must be 64 hex digits (the SHA-256 of the token, not the token)",
+                ));
+            }
+            if !hashes.insert(t.sha256.as_str()) {
+                return Err(ConfigError::invalid(
+                    &format!("{field}.sha256"),
+                    "the same token hash is listed twice",
+                ));
+            }
+            if t.principal.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    &format!("{field}.principal"),
+                    "must not be empty",
+                ));
+            }
+            match (&t.tenant, t.role) {
+                (None, ApiRole::Support) => {}
+                (None, _) => {
+                    return Err(ConfigError::invalid(
+                        &format!("{field}.tenant"),
+                        "required for VIEWER and ADMIN (only SUPPORT may be global)",
+                    ))
+                }
+                (Some(x), _) if x.trim().is_empty() => {
+                    return Err(ConfigError::invalid(
+                        &format!("{field}.tenant"),
+                        "must not be empty",
+                    ))
+                }
+                _ => {}
+            }
+        }
         // The policy's own error names the field (`policy.threshold must be >= 1`).
         self.policy
             .validate()
@@ -724,6 +819,36 @@ mod tests {
             Path::new("test.toml"),
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn api_tokens_are_validated_and_hashes_may_come_from_the_environment() {
+        let hash = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD";
+        let ok = load(
+            "[api]\nenabled = true\n[[api.tokens]]\nsha256 = \"${env:H}\"\nprincipal = \"s\"\nrole = \"SUPPORT\"\n",
+            &[("H", hash)],
+        )
+        .unwrap();
+        assert_eq!(ok.api.tokens[0].sha256, hash.to_ascii_lowercase());
+        assert_eq!(ok.api.tokens[0].role, ApiRole::Support);
+        let no_tenant =
+            format!("[[api.tokens]]\nsha256 = \"{hash}\"\nprincipal = \"v\"\nrole = \"VIEWER\"\n");
+        assert!(load(&no_tenant, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("api.tokens[0].tenant"));
+        let not_a_hash =
+            "[[api.tokens]]\nsha256 = \"secret\"\nprincipal = \"a\"\nrole = \"ADMIN\"\ntenant = \"t\"\n";
+        let err = load(not_a_hash, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("api.tokens[0].sha256") && !err.contains("secret"),
+            "{err}"
+        );
+        assert!(load(
+            "[[api.tokens]]\nsha256 = \"x\"\nprincipal = \"a\"\nrole = \"ROOT\"\n",
+            &[]
+        )
+        .is_err());
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! HTTP adapter: `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz` (readiness).
+//! HTTP adapter: `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz` (readiness),
+//! and, when `api.enabled`, the admin and query API under `/v1` ([`crate::api`]).
 //!
-//! Kept separate from the pipeline so that a later admin/query API (with roles) is one more
-//! router here, not a change to the processing loop.
+//! Kept separate from the pipeline: the API is one more router here, not a change to the
+//! processing loop. Health and metrics answer without credentials; everything under `/v1`
+//! requires a bearer token.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::api::Api;
 use crate::telemetry::{Health, Metrics};
 
 #[derive(Clone)]
@@ -21,12 +24,16 @@ struct AppState {
 }
 
 /// The router, separate from serving so tests can drive it without a socket.
-pub fn router(metrics: Metrics, health: Health) -> Router {
-    Router::new()
+pub fn router(metrics: Metrics, health: Health, api: Option<&Api>) -> Router {
+    let base = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health })
+        .with_state(AppState { metrics, health });
+    match api {
+        Some(api) => base.merge(api.router()),
+        None => base,
+    }
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
@@ -65,11 +72,12 @@ pub async fn bind(
     listen: &str,
     metrics: Metrics,
     health: Health,
+    api: Option<&Api>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let app = router(metrics, health);
+    let app = router(metrics, health, api);
     Ok((addr, async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

@@ -14,12 +14,16 @@
 //! - [`kafka`] — client configurations, topic admin, the Java-compatible partitioner.
 //! - [`pipeline`] — where the adapters meet: tables, restore, the exactly-once session.
 //! - [`timers`] — the wall clock and the index of blocks waiting to expire.
-//! - [`http`] — `/metrics`, `/healthz`, `/readyz`.
+//! - [`http`] — `/metrics`, `/healthz`, `/readyz`, and the [`api`] under `/v1`.
+//! - [`api`] — the admin and query API: roles, tenant scopes, the queryable view.
 //! - [`telemetry`] — every metric name, and logging set-up.
 //! - [`config`] — the one validated configuration; secrets from files or the environment.
 //! - [`registry`] — client of a Confluent-compatible schema registry.
-//! - [`cli`] — `mailguard produce` / `tail`: the codec for people.
+//! - [`cli`] — `mailguard produce` / `tail`: the codec for people; `mailguard admin`: the API's
+//!   client.
 
+#[cfg(feature = "runtime")]
+pub mod api;
 #[cfg(feature = "runtime")]
 pub mod cli;
 pub mod codec;

@@ -37,6 +37,8 @@ enum Command {
     Produce(mailguard::cli::ProduceArgs),
     /// Print Avro records of a topic as JSON lines.
     Tail(mailguard::cli::TailArgs),
+    /// Call the admin API (status, blocked, incident, unblock) or issue API tokens.
+    Admin(mailguard::cli::AdminArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +79,7 @@ fn real_main(command: Command, config: Config) -> anyhow::Result<()> {
         }),
         Command::Produce(args) => mailguard::cli::produce(&config, &args).context("produce"),
         Command::Tail(args) => mailguard::cli::tail(&config, &args).context("tail"),
+        Command::Admin(args) => mailguard::cli::admin(&args).context("admin"),
         Command::Run => rt.block_on(run(config)),
     }
 }
@@ -86,10 +89,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let health = Health::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
+    let api = if config.api.enabled {
+        // The view reads the pipeline's topics: create them first when the pipeline would.
+        if config.topics.create_missing {
+            mailguard::kafka::admin::ensure_topics(&config).await?;
+        }
+        let (cfg, m) = (config.clone(), metrics.clone());
+        let api = tokio::task::spawn_blocking(move || mailguard::api::Api::start(&cfg, m))
+            .await
+            .expect("api start task")
+            .context("api")?;
+        info!(
+            tokens = config.api.tokens.len(),
+            "admin and query API under /v1"
+        );
+        Some(api)
+    } else {
+        None
+    };
     let (addr, server) = mailguard::http::bind(
         &config.http.listen,
         metrics.clone(),
         health.clone(),
+        api.as_ref(),
         async move {
             let _ = http_stop.wait_for(|s| *s).await;
         },
@@ -109,6 +131,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // The HTTP server outlives the pipeline only until here, also when the pipeline failed.
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(api) = api {
+        tokio::task::spawn_blocking(move || api.stop())
+            .await
+            .expect("api stop task");
+    }
     result.context("pipeline")
 }
 

@@ -152,6 +152,7 @@ fn every_metric_the_dashboard_and_the_alert_rules_use_is_exported() {
             "127.0.0.1:0",
             running.metrics.clone(),
             running.health.clone(),
+            None,
             async {
                 let _ = stopped.await;
             },
