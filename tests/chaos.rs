@@ -1,7 +1,9 @@
-//! Broker faults on a broker of the test's own (the shared test broker cannot be restarted under
-//! the other tests): restarts while verdicts flow, one short and one longer than the consumer
-//! session timeout. Afterwards every expected block and alert exists exactly once and the DLQ is
-//! empty.
+//! Faults while verdicts flow, each checked for exactly-once outputs (every expected block and
+//! alert once, nothing else):
+//!
+//! - broker restarts, one short and one longer than the consumer session timeout, on a broker of
+//!   the test's own (the shared test broker cannot be restarted under the other tests);
+//! - `kill -9` of one of two instances in a group, with the failover time reported.
 //!
 //! Found by trying it: after a broker restart the static consumer could be fenced
 //! (`FencedInstanceId`), log it, and go on processing nothing with `/healthz` green.
@@ -9,7 +11,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -196,4 +198,114 @@ fn broker_restarts_mid_stream_lose_and_duplicate_nothing() {
     consume_exactly_on(&cluster, &cfg.topics.dlq, 0, t, settle);
     assert!(running.health.is_live(), "alive and processing");
     running.stop().expect("pipeline ended cleanly");
+}
+
+/// The real binary on `cfg` (written next to its state), logging to `log`.
+fn spawn(cfg: &mailguard::config::Config, dir: &Path, name: &str) -> Child {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml::to_string(cfg).unwrap()).unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    Command::new(binary())
+        .args(["--config", path.to_str().unwrap(), "run"])
+        .env_remove("MAILGUARD_CONFIG")
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn mailguard")
+}
+
+#[test]
+fn kill_9_of_one_of_two_instances_fails_over_exactly_once() {
+    let (mut cfg, dir) = test_config(4);
+    cfg.topics.create_missing = false;
+    create_topics(&cfg);
+    let mut a_cfg = cfg.clone();
+    a_cfg.kafka.instance_id = "a".into();
+    a_cfg.state.dir = dir.path().join("state-a");
+    let mut b_cfg = cfg.clone();
+    b_cfg.kafka.instance_id = "b".into();
+    b_cfg.state.dir = dir.path().join("state-b");
+    let mut a = spawn(&a_cfg, dir.path(), "a");
+    let mut b = spawn(&b_cfg, dir.path(), "b");
+
+    // A first mailbox on each partition trips before the fault: both instances are up and own
+    // their share once all four are blocked.
+    const MAILBOXES: usize = 60;
+    let mailboxes: Vec<String> = (0..MAILBOXES)
+        .map(|i| format!("fail-{i}@example.com"))
+        .collect();
+    let send = |m: &str| -> i64 {
+        let records = burst(m);
+        let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = records
+            .iter()
+            .map(|(k, v)| (Some(k.as_str()), Some(v.clone())))
+            .collect();
+        produce(&cfg.topics.verdicts, &recs);
+        now_ms()
+    };
+    let mut sent_at = std::collections::HashMap::new();
+    for m in &mailboxes[..8] {
+        sent_at.insert(m.clone(), send(m));
+    }
+    consume_exactly(
+        &cfg.topics.blocks,
+        8,
+        Duration::from_secs(120),
+        Duration::ZERO,
+    );
+    // Under load: one mailbox trips every 100 ms; A dies a second in.
+    let mut send_paced = |ms: &[String]| {
+        for m in ms {
+            sent_at.insert(m.clone(), send(m));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    send_paced(&mailboxes[8..18]);
+    a.kill().expect("kill -9");
+    a.wait().unwrap();
+    let killed_at = now_ms();
+    send_paced(&mailboxes[18..]);
+
+    let blocks = consume_exactly(
+        &cfg.topics.blocks,
+        MAILBOXES,
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+    );
+    consume_exactly(
+        &cfg.topics.alerts,
+        MAILBOXES,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
+    let mut blocked: Vec<&str> = blocks.iter().filter_map(|r| r.key.as_deref()).collect();
+    blocked.sort();
+    blocked.dedup();
+    assert_eq!(
+        blocked.len(),
+        MAILBOXES,
+        "every mailbox blocked exactly once"
+    );
+    // Failover: the longest a burst sent after the kill waited for its block.
+    let failover_ms = blocks
+        .iter()
+        .filter_map(|r| {
+            let sent = sent_at[r.key.as_deref()?];
+            let produced = r.timestamp?;
+            (sent >= killed_at).then_some(produced - sent)
+        })
+        .max()
+        .expect("blocks after the kill");
+    eprintln!(
+        "failover after kill -9: {:.1} s (session timeout {} s)",
+        failover_ms as f64 / 1000.0,
+        cfg.kafka.session_timeout_ms / 1000
+    );
+    assert!(
+        failover_ms < cfg.kafka.session_timeout_ms as i64 + 30_000,
+        "failover took {failover_ms} ms"
+    );
+    b.kill().unwrap();
+    b.wait().unwrap();
 }

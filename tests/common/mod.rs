@@ -144,6 +144,8 @@ pub struct Rec {
     pub key: Option<String>,
     pub value: Option<Vec<u8>>,
     pub headers: BTreeMap<String, String>,
+    /// The record's timestamp (for mailguard's outputs: when it produced them), epoch ms.
+    pub timestamp: Option<i64>,
 }
 
 /// A read_committed reader of every partition of `topic` from the beginning.
@@ -188,6 +190,7 @@ fn to_rec(m: &rdkafka::message::BorrowedMessage<'_>) -> Rec {
         partition: m.partition(),
         offset: m.offset(),
         key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        timestamp: m.timestamp().to_millis(),
         value: m.payload().map(<[u8]>::to_vec),
         headers,
     }
