@@ -309,3 +309,109 @@ fn kill_9_of_one_of_two_instances_fails_over_exactly_once() {
     b.kill().unwrap();
     b.wait().unwrap();
 }
+
+/// A directory that knows nothing (the zombie's state needs no lookup).
+struct NoDirectory;
+
+impl mailguard::policy::Directory for NoDirectory {
+    fn owner(&self, _: &str) -> Option<mailguard::policy::Owner> {
+        None
+    }
+    fn devices(&self, _: &str) -> Option<Vec<String>> {
+        None
+    }
+    fn tenant(&self, _: &str) -> mailguard::policy::TenantSettings {
+        mailguard::policy::TenantSettings {
+            sync_security_enabled: true,
+            endpoint_licence: true,
+            overrides: Default::default(),
+        }
+    }
+}
+
+#[test]
+fn a_zombies_open_transaction_is_waited_for_before_restoring() {
+    use mailguard::policy::{self, Input, MailboxState, Policy};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    // A previous owner (the zombie) processed four offending verdicts of one mailbox: its open
+    // transaction holds their state change in the changelog and their offsets for the group.
+    let (cfg, _dir) = test_config(1);
+    create_topics(&cfg);
+    let mb = "zombie-victim@example.com";
+    let records = burst(mb);
+    let first_four: Vec<(Option<&str>, Option<Vec<u8>>)> = records[..4]
+        .iter()
+        .map(|(k, v)| (Some(k.as_str()), Some(v.clone())))
+        .collect();
+    produce(&cfg.topics.verdicts, &first_four);
+    let policy = Policy::default();
+    let mut state = MailboxState::default();
+    let now = now_ms();
+    for (i, (_, bytes)) in records[..4].iter().enumerate() {
+        let v = Codec::default().decode_verdict(bytes).unwrap();
+        policy::step(
+            &mut state,
+            &Input::Verdict(v),
+            now + i as i64,
+            &NoDirectory,
+            &policy,
+        );
+    }
+    let mut encoded = Vec::new();
+    state.encode(&mut encoded);
+
+    let zombie: BaseProducer = Cluster::plain()
+        .client()
+        .set("transactional.id", common::unique("zombie"))
+        .create()
+        .expect("zombie producer");
+    let t = Duration::from_secs(30);
+    zombie.init_transactions(t).unwrap();
+    zombie.begin_transaction().unwrap();
+    zombie
+        .send(
+            BaseRecord::to(&cfg.topics.changelog)
+                .partition(0)
+                .key(mb)
+                .payload(&encoded),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    zombie.flush(t).unwrap();
+    let group: BaseConsumer = Cluster::plain()
+        .client()
+        .set("group.id", &cfg.kafka.group_id)
+        .create()
+        .unwrap();
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&cfg.topics.verdicts, 0, rdkafka::Offset::Offset(4))
+        .unwrap();
+    zombie
+        .send_offsets_to_transaction(&offsets, &group.group_metadata().unwrap(), t)
+        .unwrap();
+
+    // The new owner starts while that transaction is open; the zombie commits three seconds
+    // later (the fault is the delay: nothing to await).
+    let running = start(&cfg, Arc::new(SystemClock));
+    std::thread::sleep(Duration::from_secs(3));
+    zombie.commit_transaction(t).unwrap();
+    running.wait_ready(Duration::from_secs(60));
+
+    // The fifth offending verdict trips only if the new owner has the zombie's four: its
+    // committed offsets skip them, so they count only through the restored state.
+    let fifth: Vec<(Option<&str>, Option<Vec<u8>>)> = records[4..]
+        .iter()
+        .map(|(k, v)| (Some(k.as_str()), Some(v.clone())))
+        .collect();
+    produce(&cfg.topics.verdicts, &fifth);
+    let blocks = consume_exactly(
+        &cfg.topics.blocks,
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    );
+    assert_eq!(blocks[0].key.as_deref(), Some(mb));
+    running.stop().unwrap();
+}
