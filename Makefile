@@ -12,7 +12,7 @@ CONFIG ?= config/local.toml
 LOCAL_ENV = MAILGUARD_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
 	MAILGUARD_REGISTRY__URL=http://127.0.0.1:$(REGISTRY_PORT)/apis/ccompat/v7
 
-.PHONY: help deps kafka-up kafka-down kafka-status kafka-logs registry-up registry-down topics build run test lint ops-check image bench clean-state
+.PHONY: help deps kafka-up kafka-down kafka-status kafka-logs registry-up registry-down topics build run test lint ops-check image bench fuzz fuzz-merge clean-state
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -66,6 +66,12 @@ lint: ## rustfmt --check and clippy -D warnings
 bench: deps ## criterion benches (policy, Avro decode, RocksDB) and the end-to-end bench
 	cargo bench --bench policy --bench avro_decode --bench store
 	scripts/bench-e2e
+
+fuzz: ## Fuzz every decoder for FUZZ_RUNS inputs each (default 1 M; needs nightly and cargo-fuzz, installed if missing)
+	nice -n 10 scripts/fuzz
+
+fuzz-merge: ## Add the coverage of the last `make fuzz` working corpus to the committed fuzz/corpus
+	scripts/fuzz --merge
 
 clean-state: ## Delete local RocksDB state of `make run` (it is a cache of Kafka)
 	rm -rf data/state

@@ -29,6 +29,9 @@ pub mod cli;
 pub mod codec;
 #[cfg(feature = "runtime")]
 pub mod config;
+// Bodies of the fuzz targets (fuzz/), shared with tests/fuzz_replay.rs; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "runtime")]
 pub mod http;
 #[cfg(feature = "runtime")]

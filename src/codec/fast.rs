@@ -19,13 +19,19 @@ use crate::policy::{Verdict, VerdictKind};
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Array items of zero size this body may still hold (see [`MAX_ZERO_SIZE_ITEMS`]).
+    zero_size_left: u64,
 }
 
 type R<T> = Result<T, CodecError>;
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            zero_size_left: MAX_ZERO_SIZE_ITEMS,
+        }
     }
 
     pub(crate) fn remaining(&self) -> usize {
@@ -151,7 +157,7 @@ impl<'a> Reader<'a> {
     /// generic decoder that runs after this check ignores `size` and reserves room for `count`
     /// items, so an unchecked count is an allocation bomb (−536 870 912 with size 0 asked for
     /// 30 GB). Walking bounds each block by the input: an item that occupies bytes consumes at
-    /// least one, and a block of zero-size items (nulls, empty records) is capped.
+    /// least one, and zero-size items (nulls, empty records) are capped per body.
     fn skip_blocks(
         &mut self,
         field: &'static str,
@@ -190,22 +196,29 @@ impl<'a> Reader<'a> {
         field: &'static str,
         item: &mut impl FnMut(&mut Self) -> R<()>,
     ) -> R<()> {
-        let start = self.pos;
-        for i in 0..n {
+        for _ in 0..n {
+            let start = self.pos;
             item(self)?;
-            if i == 0 && self.pos == start && n > MAX_ZERO_SIZE_ITEMS {
-                return Err(CodecError::InvalidLength {
-                    field,
-                    len: n.min(i64::MAX as u64) as i64,
-                });
+            if self.pos == start {
+                // Counted over the whole body, not per block: blocks of 1024 nulls cost two
+                // bytes each, and 4 KB of them once made apache-avro reserve 117 MB.
+                if self.zero_size_left == 0 {
+                    return Err(CodecError::InvalidLength {
+                        field,
+                        len: n.min(i64::MAX as u64) as i64,
+                    });
+                }
+                self.zero_size_left -= 1;
             }
         }
         Ok(())
     }
 }
 
-/// Most items of zero size (null, empty record) one array block may hold: they cost no input
-/// bytes but a value each in the generic decoder. No mailguard schema has such arrays.
+/// Most array items of zero size (null, empty record) one body may hold, in all its arrays and
+/// blocks together: they cost no input bytes but a value each in the generic decoder, so without
+/// a cap per body the values would not be bounded by the input's length. No mailguard schema
+/// has such arrays.
 const MAX_ZERO_SIZE_ITEMS: u64 = 1024;
 
 /// What a value of a skipped field looks like on the wire.

@@ -1150,3 +1150,36 @@ fn a_negative_block_count_is_walked_not_trusted() {
         assert!(matches!(e, CodecError::Truncated { .. }), "{e}");
     }
 }
+
+#[test]
+fn zero_size_array_items_are_capped_per_body_not_per_block() {
+    // Found while writing the fuzz target `resolve`, which reproduces it
+    // (fuzz/regressions/resolve/zero-size-items-per-body): a writer schema with an array of
+    // nulls, and blocks of 1024 nulls, 2 bytes each. The cap was per block, so 4 KB of
+    // blocks made apache-avro reserve 117 MB for the values.
+    let schema = r#"{"type":"record","name":"OwnerDevices","namespace":"mailguard.v1","fields":[
+        {"name":"owner_id","type":"string"},{"name":"tenant_id","type":"string"},
+        {"name":"device_ids","type":{"type":"array","items":"string"}},
+        {"name":"nulls","type":{"type":"array","items":"null"}}]}"#;
+    let fp = schema_fingerprint(schema).unwrap();
+    let c = Codec::default();
+    c.add_writer_schema(WriterKey::Fingerprint(fp), schema)
+        .unwrap();
+    let value = |blocks: &[i64]| {
+        let mut v = [SINGLE_OBJECT_MAGIC.to_vec(), fp.to_le_bytes().to_vec()].concat();
+        v.extend_from_slice(&[2, b'o', 2, b't', 0]);
+        for &n in blocks {
+            v.extend(zigzag(n));
+        }
+        v.push(0);
+        v
+    };
+    // Up to the cap, in any number of blocks: read (and the writer-only field skipped).
+    let d = c.decode_devices(&value(&[256; 4])).unwrap();
+    assert_eq!(d.owner_id, "o");
+    // One more, whether in one block or spread over many, is refused before apache-avro runs.
+    for blocks in [vec![1025], vec![256, 256, 256, 256, 1], vec![1024; 2000]] {
+        let e = c.decode_devices(&value(&blocks)).unwrap_err();
+        assert!(matches!(e, CodecError::InvalidLength { .. }), "{e}");
+    }
+}
