@@ -43,18 +43,7 @@ impl OwnBroker {
     }
 
     fn kafka_local(&self, args: &[&str]) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local");
-        let out = Command::new(script)
-            .args(args)
-            .args(["--dir", self.instance().to_str().unwrap()])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run scripts/kafka-local");
-        assert!(
-            out.status.success(),
-            "kafka-local {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::kafka_local(&self.instance(), args);
     }
 
     fn instance(&self) -> PathBuf {
@@ -200,19 +189,11 @@ fn broker_restarts_mid_stream_lose_and_duplicate_nothing() {
     running.stop().expect("pipeline ended cleanly");
 }
 
-/// The real binary on `cfg` (written next to its state), logging to `log`.
+/// The real binary on `cfg` (its configuration and log written to `dir`).
 fn spawn(cfg: &mailguard::config::Config, dir: &Path, name: &str) -> Child {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, toml::to_string(cfg).unwrap()).unwrap();
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    Command::new(binary())
-        .args(["--config", path.to_str().unwrap(), "run"])
-        .env_remove("MAILGUARD_CONFIG")
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn mailguard")
+    spawn_binary(&path, &dir.join(format!("{name}.log")))
 }
 
 #[test]

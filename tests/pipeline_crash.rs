@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -14,21 +13,6 @@ use common::*;
 use mailguard::codec::{Codec, OwnerDevices};
 use mailguard::config::Config;
 use mailguard::policy::{BlockState, Effect, Owner, Verdict, VerdictKind};
-
-fn spawn(config_path: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(binary())
-        .args(["--config", config_path.to_str().unwrap(), "run"])
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn mailguard")
-}
 
 #[test]
 fn kill_9_at_random_points_loses_and_duplicates_nothing() {
@@ -108,7 +92,7 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
         }
     }
 
-    let mut child = spawn(&config_path, &log_path);
+    let mut child = spawn_binary(&config_path, &log_path);
     let chunks: Vec<&[(String, Vec<u8>)]> = stream.chunks(stream.len() / 6 + 1).collect();
     for (i, chunk) in chunks.iter().enumerate() {
         let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = chunk
@@ -121,7 +105,7 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
             std::thread::sleep(Duration::from_millis(rng.random_range(50..2_500)));
             child.kill().expect("kill -9");
             child.wait().unwrap();
-            child = spawn(&config_path, &log_path);
+            child = spawn_binary(&config_path, &log_path);
         }
     }
 

@@ -32,20 +32,7 @@ fn secure_bootstrap() -> String {
 }
 
 fn kafka_local(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local");
-    let dir = secure_dir();
-    let out = Command::new(script)
-        .args(args)
-        .args(["--dir", dir.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run scripts/kafka-local");
-    assert!(
-        out.status.success(),
-        "kafka-local {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::kafka_local(&secure_dir(), args)
 }
 
 /// librdkafka properties of `user` on the secured broker; the password as a `${file:}`

@@ -343,3 +343,37 @@ pub fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// `scripts/kafka-local <args> --dir <dir>`, asserting it succeeded; returns its stdout.
+pub fn kafka_local(dir: &std::path::Path, args: &[&str]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local");
+    let out = std::process::Command::new(script)
+        .args(args)
+        .args(["--dir", dir.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run scripts/kafka-local");
+    assert!(
+        out.status.success(),
+        "kafka-local {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The real binary running `config_path`, its log appended to `log`.
+pub fn spawn_binary(config_path: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    std::process::Command::new(binary())
+        .args(["--config", config_path.to_str().unwrap(), "run"])
+        .env_remove("MAILGUARD_CONFIG")
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn mailguard")
+}
