@@ -997,3 +997,48 @@ fn await_counter(running: &Running, name: &str, n: u64) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_table_loader_that_cannot_set_a_record_aside_stops_the_instance() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+
+    let (cfg, _dir) = test_config(1);
+    create_topics(&cfg);
+    let running = start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(T);
+    // The DLQ disappears (the broker does not create topics on produce); then a table record
+    // arrives that must be set aside. Its position must not move past it, and a loader that can
+    // go no further must not leave a stale directory looking healthy.
+    let admin: AdminClient<DefaultClientContext> = Cluster::plain().client().create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for r in rt
+        .block_on(admin.delete_topics(&[&cfg.topics.dlq], &AdminOptions::new()))
+        .unwrap()
+    {
+        r.expect("DLQ topic deleted");
+    }
+    produce(
+        &cfg.topics.devices,
+        &[(Some("owner-z"), Some(b"not avro".to_vec()))],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while running.health.is_live() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still live with a table loader that cannot go on"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(running
+        .metrics
+        .render()
+        .contains("mailguard_table_loader_failures_total 1"));
+    let err = running
+        .stop()
+        .expect_err("the pipeline stops with the loader's error");
+    assert!(err.contains("table DLQ"), "{err}");
+}
