@@ -363,6 +363,15 @@ pub fn kafka_local(dir: &std::path::Path, args: &[&str]) -> String {
 
 /// The real binary running `config_path`, its log appended to `log`.
 pub fn spawn_binary(config_path: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    spawn_binary_logging(config_path, log, "info,rdkafka=warn")
+}
+
+/// [`spawn_binary`] with the `RUST_LOG` filter `filter`.
+pub fn spawn_binary_logging(
+    config_path: &std::path::Path,
+    log: &std::path::Path,
+    filter: &str,
+) -> std::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -371,7 +380,7 @@ pub fn spawn_binary(config_path: &std::path::Path, log: &std::path::Path) -> std
     std::process::Command::new(binary())
         .args(["--config", config_path.to_str().unwrap(), "run"])
         .env_remove("MAILGUARD_CONFIG")
-        .env("RUST_LOG", "info,rdkafka=warn")
+        .env("RUST_LOG", filter)
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
