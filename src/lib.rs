@@ -7,8 +7,9 @@
 //!
 //! # Layout
 //!
-//! - [`policy`] — the pure core: window, de-duplication, lateness, lockout ladder, commands.
-//!   Deterministic; takes time as an argument; no I/O of any kind.
+//! - [`policy`] — the pure core: window, de-duplication, lateness, lockout ladder, commands, the
+//!   one mailbox normalisation and the size limits. Deterministic; takes time as an argument; no
+//!   I/O of any kind.
 //! - [`codec`] — Avro records of `schemas/` ⇄ policy types; single-object and Confluent framing.
 //! - [`store`] — RocksDB cache of state and tables (never ahead of Kafka).
 //! - [`kafka`] — client configurations, topic admin, the Java-compatible partitioner.
@@ -21,6 +22,9 @@
 //! - [`registry`] — client of a Confluent-compatible schema registry.
 //! - [`cli`] — `mailguard produce` / `tail`: the codec for people; `mailguard admin`: the API's
 //!   client.
+//!
+//! Everything but `policy` and `codec` is behind the default `runtime` feature: without it the
+//! crate is the pure core alone, which is what the fuzz targets (`fuzz/`) build.
 
 #[cfg(feature = "runtime")]
 pub mod api;
