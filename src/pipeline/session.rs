@@ -210,6 +210,21 @@ impl Core {
         Ok(())
     }
 
+    /// How long the loop may wait for input: until the open transaction is due, and never past
+    /// the next tick.
+    fn poll_timeout(&self, next_tick: Instant) -> Duration {
+        let tick = Duration::from_millis(self.cfg.state.tick_interval_ms);
+        let to_commit = if self.txn_open {
+            Duration::from_millis(self.cfg.kafka.commit_interval_ms)
+                .saturating_sub(self.txn_started.elapsed())
+        } else {
+            tick
+        };
+        to_commit
+            .min(next_tick.saturating_duration_since(Instant::now()))
+            .min(tick)
+    }
+
     fn due(&self) -> bool {
         self.txn_open
             && (self.records >= self.cfg.kafka.max_batch_records
@@ -428,24 +443,7 @@ pub fn run_session(
     stop: &AtomicBool,
 ) -> Result<(), SessionError> {
     let cfg = &deps.cfg;
-    let tracker = DeliveryTracker::new(&cfg.topics.changelog);
-    let producer: BaseProducer<TrackingContext> =
-        client::transactional_producer(&cfg.kafka, &cfg.transactional_id())
-            .create_with_context(TrackingContext(tracker.clone()))?;
-    // Fences any earlier incarnation with our transactional id and aborts its open transaction.
-    producer
-        .init_transactions(TXN_TIMEOUT)
-        .map_err(|e| match e.rdkafka_error_code() {
-            Some(rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
-                SessionError::Kafka(KafkaError::NotAuthorised {
-                    principal: crate::kafka::preflight::principal(cfg),
-                    resource: format!("TransactionalId:{}", cfg.transactional_id()),
-                    operation: "WRITE".into(),
-                    why: "outputs, state and offsets commit in one transaction".into(),
-                })
-            }
-            _ => txn_error(e),
-        })?;
+    let (producer, tracker) = open_producer(cfg)?;
     let core = Arc::new(Mutex::new(Core {
         cfg: cfg.clone(),
         processor,
@@ -468,7 +466,6 @@ pub fn run_session(
     info!(group = %cfg.kafka.group_id, transactional_id = %cfg.transactional_id(), "session started");
 
     let tick = Duration::from_millis(cfg.state.tick_interval_ms);
-    let commit_every = Duration::from_millis(cfg.kafka.commit_interval_ms);
     let mut next_tick = Instant::now();
     let result = loop {
         if stop.load(Ordering::Relaxed) {
@@ -478,43 +475,9 @@ pub fn run_session(
         if let Some(e) = core.lock().expect("lock").failed.take() {
             break Err(e);
         }
-        let timeout = {
-            let c = core.lock().expect("lock");
-            let to_commit = if c.txn_open {
-                commit_every.saturating_sub(c.txn_started.elapsed())
-            } else {
-                tick
-            };
-            to_commit
-                .min(next_tick.saturating_duration_since(Instant::now()))
-                .min(tick)
-        };
-        // Wait for the next record, then take whatever else is ready (up to BURST) without
-        // waiting. Clock reads, timer and commit checks happen once per burst: per record they
-        // were a fifth of the pipeline thread's time. The lock is released around every poll
-        // because poll may run the rebalance callbacks, which take it.
-        let mut next = consumer.poll(timeout);
-        deps.health.beat();
-        let now = deps.clock.now_ms();
-        let mut step = Ok(());
-        let mut handled = 0;
-        while let Some(polled) = next.take() {
-            match polled {
-                Ok(m) => step = core.lock().expect("lock").handle(&m, now),
-                Err(e) => {
-                    if let Some(fatal) = consumer_error(e, cfg) {
-                        step = Err(fatal);
-                    }
-                }
-            }
-            handled += 1;
-            if step.is_err() || handled >= BURST {
-                break;
-            }
-            next = consumer.poll(Duration::ZERO);
-        }
-        let mut c = core.lock().expect("lock");
-        let step = step.and_then(|()| {
+        let timeout = core.lock().expect("lock").poll_timeout(next_tick);
+        let step = handle_burst(&consumer, &core, deps, timeout).and_then(|()| {
+            let mut c = core.lock().expect("lock");
             // Serve delivery reports once per burst, so the producer queue never fills up
             // between commits.
             c.producer.poll(Duration::ZERO);
@@ -543,4 +506,61 @@ pub fn run_session(
     consumer.unsubscribe();
     drop(consumer);
     result
+}
+
+/// The session's transactional producer, initialised: `init_transactions` fences any earlier
+/// incarnation with our transactional id and aborts its open transaction.
+fn open_producer(
+    cfg: &Config,
+) -> Result<(BaseProducer<TrackingContext>, Arc<DeliveryTracker>), SessionError> {
+    let tracker = DeliveryTracker::new(&cfg.topics.changelog);
+    let producer: BaseProducer<TrackingContext> =
+        client::transactional_producer(&cfg.kafka, &cfg.transactional_id())
+            .create_with_context(TrackingContext(tracker.clone()))?;
+    producer
+        .init_transactions(TXN_TIMEOUT)
+        .map_err(|e| match e.rdkafka_error_code() {
+            Some(rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
+                SessionError::Kafka(KafkaError::NotAuthorised {
+                    principal: crate::kafka::preflight::principal(cfg),
+                    resource: format!("TransactionalId:{}", cfg.transactional_id()),
+                    operation: "WRITE".into(),
+                    why: "outputs, state and offsets commit in one transaction".into(),
+                })
+            }
+            _ => txn_error(e),
+        })?;
+    Ok((producer, tracker))
+}
+
+/// Waits up to `timeout` for the next record, then handles whatever else is ready (up to
+/// `BURST`) without waiting. Clock reads, timer and commit checks happen once per burst, in the
+/// caller: per record they were a fifth of the pipeline thread's time. The lock is released
+/// around every poll because poll may run the rebalance callbacks, which take it.
+fn handle_burst(
+    consumer: &BaseConsumer<SessionContext>,
+    core: &Mutex<Core>,
+    deps: &SessionDeps,
+    timeout: Duration,
+) -> Result<(), SessionError> {
+    let mut next = consumer.poll(timeout);
+    deps.health.beat();
+    let now = deps.clock.now_ms();
+    let mut handled = 0;
+    while let Some(polled) = next.take() {
+        match polled {
+            Ok(m) => core.lock().expect("lock").handle(&m, now)?,
+            Err(e) => {
+                if let Some(fatal) = consumer_error(e, &deps.cfg) {
+                    return Err(fatal);
+                }
+            }
+        }
+        handled += 1;
+        if handled >= BURST {
+            break;
+        }
+        next = consumer.poll(Duration::ZERO);
+    }
+    Ok(())
 }
