@@ -217,12 +217,7 @@ fn kill_9_of_one_of_two_instances_fails_over_exactly_once() {
         .map(|i| format!("fail-{i}@example.com"))
         .collect();
     let send = |m: &str| -> i64 {
-        let records = burst(m);
-        let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = records
-            .iter()
-            .map(|(k, v)| (Some(k.as_str()), Some(v.clone())))
-            .collect();
-        produce(&cfg.topics.verdicts, &recs);
+        produce_keyed(&cfg.topics.verdicts, &burst(m));
         now_ms()
     };
     let mut sent_at = std::collections::HashMap::new();
@@ -321,11 +316,7 @@ fn a_zombies_open_transaction_is_waited_for_before_restoring() {
     create_topics(&cfg);
     let mb = "zombie-victim@example.com";
     let records = burst(mb);
-    let first_four: Vec<(Option<&str>, Option<Vec<u8>>)> = records[..4]
-        .iter()
-        .map(|(k, v)| (Some(k.as_str()), Some(v.clone())))
-        .collect();
-    produce(&cfg.topics.verdicts, &first_four);
+    produce_keyed(&cfg.topics.verdicts, &records[..4]);
     let policy = Policy::default();
     let mut state = MailboxState::default();
     let now = now_ms();
@@ -382,11 +373,7 @@ fn a_zombies_open_transaction_is_waited_for_before_restoring() {
 
     // The fifth offending verdict trips only if the new owner has the zombie's four: its
     // committed offsets skip them, so they count only through the restored state.
-    let fifth: Vec<(Option<&str>, Option<Vec<u8>>)> = records[4..]
-        .iter()
-        .map(|(k, v)| (Some(k.as_str()), Some(v.clone())))
-        .collect();
-    produce(&cfg.topics.verdicts, &fifth);
+    produce_keyed(&cfg.topics.verdicts, &records[4..]);
     let blocks = consume_exactly(
         &cfg.topics.blocks,
         1,
@@ -450,11 +437,7 @@ fn kill_9_inside_the_commit_path_loses_and_duplicates_nothing() {
             .map(|i| format!("commit-{round}-{i}@example.com"))
             .collect();
         let records: Vec<(String, Vec<u8>)> = ms.iter().flat_map(|m| burst(m)).collect();
-        let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = records
-            .iter()
-            .map(|(k, v)| (Some(k.as_str()), Some(v.clone())))
-            .collect();
-        produce(&cfg.topics.verdicts, &recs);
+        produce_keyed(&cfg.topics.verdicts, &records);
         mailboxes.extend(ms);
         if round == ROUNDS - 1 {
             break;

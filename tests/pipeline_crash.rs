@@ -95,11 +95,7 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let mut child = spawn_binary(&config_path, &log_path);
     let chunks: Vec<&[(String, Vec<u8>)]> = stream.chunks(stream.len() / 6 + 1).collect();
     for (i, chunk) in chunks.iter().enumerate() {
-        let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = chunk
-            .iter()
-            .map(|(k, v)| (Some(k.as_str()), Some(v.clone())))
-            .collect();
-        produce(&cfg.topics.verdicts, &recs);
+        produce_keyed(&cfg.topics.verdicts, chunk);
         if i < chunks.len() - 1 {
             // A random kill point: during start-up, restore, processing or a commit.
             std::thread::sleep(Duration::from_millis(rng.random_range(50..2_500)));

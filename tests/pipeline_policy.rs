@@ -760,11 +760,7 @@ fn a_mailbox_in_another_case_never_gets_a_second_state() {
         })
         .collect();
     let running = start(&cfg, Arc::new(SystemClock));
-    let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = first
-        .iter()
-        .map(|(k, v)| (Some(*k), Some(v.clone())))
-        .collect();
-    produce(&cfg.topics.verdicts, &recs);
+    produce_keyed(&cfg.topics.verdicts, &first);
     let dlq = consume_exactly(&cfg.topics.dlq, 3, T, SETTLE);
     for r in &dlq {
         assert_eq!(
@@ -952,11 +948,7 @@ fn idle_states_are_forgotten_and_the_state_count_goes_back_to_zero() {
             (m, v)
         })
         .collect();
-    let refs: Vec<(Option<&str>, Option<Vec<u8>>)> = recs
-        .iter()
-        .map(|(m, v)| (Some(m.as_str()), Some(v.clone())))
-        .collect();
-    produce(&cfg.topics.verdicts, &refs);
+    produce_keyed(&cfg.topics.verdicts, &recs);
     await_state_mailboxes(&running, 10);
     // A day later in processor time, nothing has happened to them: the sweep forgets them all.
     clock.advance(cfg.policy.state_idle_ttl_ms + 2_000);

@@ -19,14 +19,14 @@ use rdkafka::producer::BaseProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
-use crate::codec::Codec;
+use crate::codec::{Codec, OwnerDevices};
 use crate::config::Config;
 use crate::kafka::{admin, client, KafkaError};
 use crate::pipeline::directory::TenantMap;
 use crate::pipeline::sink::{
     deliver_all, take_deliveries, DeadLetter, DeliveryTracker, ProducerSink, TrackingContext,
 };
-use crate::policy::{Limits, TenantSettings};
+use crate::policy::{LimitError, Limits, Owner, TenantSettings};
 use crate::store::{Batch, Store, StoreError, Table};
 use crate::telemetry::events::DeadLettered;
 use crate::telemetry::{InternalEvent, Metrics};
@@ -247,7 +247,7 @@ fn poll_table(
         // unwritten, so these records are read again at the next start.
         let mut backoff = Duration::from_millis(200);
         let decoded = loop {
-            match decode_table(r.table, codec, &dlq.limits, payload) {
+            match decode_table(r.table, codec, payload) {
                 Err(e) if e.is_transient() => {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
@@ -256,20 +256,20 @@ fn poll_table(
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                Err(e) => break Err(e.to_string()),
-                Ok(checked) => break checked,
+                other => break other.map_err(|e| e.to_string()),
             }
         };
-        let decoded = decoded.and_then(|(id, tenant)| {
+        let checked = decoded.and_then(|record| {
+            let id = record.checked_id(&dlq.limits).map_err(|e| e.to_string())?;
             if id == key {
-                Ok(tenant)
+                Ok(record)
             } else {
                 Err(format!("key `{key}` does not match the record's id `{id}`"))
             }
         });
-        match decoded {
-            Ok(tenant) => {
-                if let Some(t) = tenant {
+        match checked {
+            Ok(record) => {
+                if let TableRecord::Tenant(_, t) = record {
                     tenants.write().expect("tenant lock").insert(key.clone(), t);
                 }
                 store.stage_table(&mut batch, r.table, &key, Some(payload));
@@ -286,33 +286,40 @@ fn poll_table(
     Ok(())
 }
 
-/// Decodes a table record; returns the id in its body (and a tenant's settings, which are also
-/// kept in memory).
+/// A decoded table record.
+enum TableRecord {
+    Owner(String, Owner),
+    Devices(OwnerDevices),
+    Tenant(String, TenantSettings),
+}
+
+impl TableRecord {
+    /// The id in its body (what it must be keyed by), once its fields are within the limits.
+    fn checked_id(&self, limits: &Limits) -> Result<&str, LimitError> {
+        match self {
+            TableRecord::Owner(mailbox, o) => limits.owner(mailbox, o).map(|()| mailbox.as_str()),
+            TableRecord::Devices(d) => limits
+                .devices(&d.owner_id, &d.tenant_id, &d.device_ids)
+                .map(|()| d.owner_id.as_str()),
+            TableRecord::Tenant(id, t) => limits.tenant(id, t).map(|()| id.as_str()),
+        }
+    }
+}
+
 fn decode_table(
     table: Table,
     codec: &Codec,
-    limits: &Limits,
     payload: &[u8],
-) -> Result<Result<(String, Option<TenantSettings>), String>, crate::codec::CodecError> {
-    let over = |e: crate::policy::LimitError| e.to_string();
+) -> Result<TableRecord, crate::codec::CodecError> {
     Ok(match table {
         Table::Owners => {
             let (mailbox, o) = codec.decode_owner(payload)?;
-            limits
-                .owner(&mailbox, &o)
-                .map_err(over)
-                .map(|()| (mailbox, None))
+            TableRecord::Owner(mailbox, o)
         }
-        Table::Devices => {
-            let d = codec.decode_devices(payload)?;
-            limits
-                .devices(&d.owner_id, &d.tenant_id, &d.device_ids)
-                .map_err(over)
-                .map(|()| (d.owner_id, None))
-        }
+        Table::Devices => TableRecord::Devices(codec.decode_devices(payload)?),
         Table::Tenants => {
             let (id, t) = codec.decode_tenant(payload)?;
-            limits.tenant(&id, &t).map_err(over).map(|()| (id, Some(t)))
+            TableRecord::Tenant(id, t)
         }
     })
 }

@@ -118,6 +118,15 @@ pub fn produce(topic: &str, records: &[(Option<&str>, Option<Vec<u8>>)]) {
     produce_on(&Cluster::plain(), topic, records)
 }
 
+/// [`produce`] of keyed values (no tombstones, no missing keys).
+pub fn produce_keyed<K: AsRef<str>>(topic: &str, records: &[(K, Vec<u8>)]) {
+    let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_ref()), Some(v.clone())))
+        .collect();
+    produce(topic, &recs)
+}
+
 /// [`produce`] on `cluster`.
 pub fn produce_on(cluster: &Cluster, topic: &str, records: &[(Option<&str>, Option<Vec<u8>>)]) {
     let p = producer_on(cluster);
