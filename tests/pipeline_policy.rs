@@ -697,8 +697,28 @@ fn poison_input_goes_to_the_dlq_and_the_rest_is_processed() {
     running.stop().unwrap();
 }
 
+/// The records of `mailbox` on the blocks topic once there are `n`, undecoded (their timestamps
+/// say when mailguard produced them).
+fn block_records_of(cfg: &Config, mailbox: &str, n: usize) -> Vec<Rec> {
+    consume_until(&cfg.topics.blocks, T, |r| {
+        r.iter()
+            .filter(|x| x.key.as_deref() == Some(mailbox))
+            .count()
+            >= n
+    })
+    .into_iter()
+    .filter(|x| x.key.as_deref() == Some(mailbox))
+    .collect()
+}
+
 #[test]
 fn unblock_arrives_within_two_seconds_also_across_a_restart() {
+    // The contract (docs/SPEC.md §5) bounds when mailguard *emits* the unblock: tick interval +
+    // commit interval after `blocked_until`. When readers see it also depends on the broker
+    // committing the transaction, which on this 2-core machine, with other test binaries
+    // loading the same broker, once took 5 s. So the bound is checked on the record's
+    // timestamp, which mailguard's producer sets when it produces the record, and visibility
+    // is awaited.
     let (mut cfg, _dir) = test_config(1);
     cfg.policy.base_block_ms = 3_000;
     create_topics(&cfg);
@@ -707,13 +727,13 @@ fn unblock_arrives_within_two_seconds_also_across_a_restart() {
 
     let last = burst(&cfg, "u1@x.com", "u1", now_ms() - 4_000);
     let until = last + 3_000;
-    let b = blocks_of(&cfg, "u1@x.com", 2);
-    assert_eq!(b[1].state, BlockState::Unblocked);
-    let seen_at = now_ms();
+    let recs = block_records_of(&cfg, "u1@x.com", 2);
+    assert_eq!(blocks(&recs)[1].state, BlockState::Unblocked);
+    let emitted = recs[1].timestamp.expect("record timestamp");
     assert!(
-        seen_at - until <= 2_000,
-        "unblock visible {} ms after blocked_until",
-        seen_at - until
+        (until..=until + 2_000).contains(&emitted),
+        "unblock emitted {} ms after blocked_until",
+        emitted - until
     );
 
     // A block whose expiry passes while mailguard is down is lifted right after the restart.
@@ -727,12 +747,13 @@ fn unblock_arrives_within_two_seconds_also_across_a_restart() {
     let running = start(&cfg, Arc::new(SystemClock));
     running.wait_ready(T);
     let ready_at = now_ms();
-    let b = blocks_of(&cfg, "u2@x.com", 2);
-    assert_eq!(b[1].state, BlockState::Unblocked);
+    let recs = block_records_of(&cfg, "u2@x.com", 2);
+    assert_eq!(blocks(&recs)[1].state, BlockState::Unblocked);
+    let emitted = recs[1].timestamp.expect("record timestamp");
     assert!(
-        now_ms() - ready_at <= 2_000,
-        "unblock {} ms after restart",
-        now_ms() - ready_at
+        emitted - ready_at <= 2_000,
+        "unblock emitted {} ms after the restarted instance was ready",
+        emitted - ready_at
     );
     running.stop().unwrap();
 }
@@ -994,6 +1015,7 @@ fn await_counter(running: &Running, name: &str, n: u64) {
 fn a_table_loader_that_cannot_set_a_record_aside_stops_the_instance() {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::Producer;
 
     let (cfg, _dir) = test_config(1);
     create_topics(&cfg);
@@ -1012,6 +1034,23 @@ fn a_table_loader_that_cannot_set_a_record_aside_stops_the_instance() {
         .unwrap()
     {
         r.expect("DLQ topic deleted");
+    }
+    // The controller has deleted it; the broker applies that a moment later (seconds on a
+    // loaded machine), and until then a produce to it still succeeds. Wait until the broker
+    // itself no longer knows the topic.
+    let probe = producer();
+    let deadline = std::time::Instant::now() + T;
+    while probe
+        .client()
+        .fetch_metadata(Some(&cfg.topics.dlq), Duration::from_secs(5))
+        .map(|md| md.topics().iter().all(|t| t.error().is_none()))
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker still lists the deleted DLQ topic"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     produce(
         &cfg.topics.devices,

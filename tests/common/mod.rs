@@ -324,10 +324,17 @@ pub fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Running {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(mailguard::pipeline::run(cfg, m, h, clock, async {
-            let _ = rx.await;
-        }))
-        .map_err(|e| e.to_string())
+        let ended = rt
+            .block_on(mailguard::pipeline::run(cfg, m, h, clock, async {
+                let _ = rx.await;
+            }))
+            .map_err(|e| e.to_string());
+        // Said at once: a test waiting for output would otherwise only time out, and the cause
+        // would surface (from `stop`) after the timeout's panic, that is never.
+        if let Err(e) = &ended {
+            eprintln!("the mailguard instance under test stopped with an error: {e}");
+        }
+        ended
     });
     Running {
         stop: Some(tx),
