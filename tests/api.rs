@@ -759,6 +759,9 @@ fn schemathesis_finds_no_violation() {
     for config in [&empty, &fixed] {
         let out = Proc::new(&st)
             .env("NO_COLOR", "1")
+            // schemathesis keeps a cache of crashes in `.schemathesis/` of its working directory:
+            // the test's own directory, not the repository.
+            .current_dir(dir.path())
             .arg("--config-file")
             .arg(config)
             .arg("run")
