@@ -172,19 +172,23 @@ fn scans(recs: &[Rec]) -> Vec<ScanRequest> {
         .collect()
 }
 
-fn blocks_of(cfg: &Config, mailbox: &str, n: usize) -> Vec<BlockRecord> {
-    let recs = consume_until(&cfg.topics.blocks, T, |r| {
+/// The records of `mailbox` on the blocks topic once there are `n`, undecoded (their timestamps
+/// say when mailguard produced them).
+fn block_records_of(cfg: &Config, mailbox: &str, n: usize) -> Vec<Rec> {
+    consume_until(&cfg.topics.blocks, T, |r| {
         r.iter()
             .filter(|x| x.key.as_deref() == Some(mailbox))
             .count()
             >= n
-    });
-    blocks(
-        &recs
-            .into_iter()
-            .filter(|x| x.key.as_deref() == Some(mailbox))
-            .collect::<Vec<_>>(),
-    )
+    })
+    .into_iter()
+    .filter(|x| x.key.as_deref() == Some(mailbox))
+    .collect()
+}
+
+/// [`block_records_of`], decoded.
+fn blocks_of(cfg: &Config, mailbox: &str, n: usize) -> Vec<BlockRecord> {
+    blocks(&block_records_of(cfg, mailbox, n))
 }
 
 #[test]
@@ -695,20 +699,6 @@ fn poison_input_goes_to_the_dlq_and_the_rest_is_processed() {
         .render()
         .contains("mailguard_dlq_records_total{source=\"verdicts\"} 4"));
     running.stop().unwrap();
-}
-
-/// The records of `mailbox` on the blocks topic once there are `n`, undecoded (their timestamps
-/// say when mailguard produced them).
-fn block_records_of(cfg: &Config, mailbox: &str, n: usize) -> Vec<Rec> {
-    consume_until(&cfg.topics.blocks, T, |r| {
-        r.iter()
-            .filter(|x| x.key.as_deref() == Some(mailbox))
-            .count()
-            >= n
-    })
-    .into_iter()
-    .filter(|x| x.key.as_deref() == Some(mailbox))
-    .collect()
 }
 
 #[test]
