@@ -1007,7 +1007,13 @@ fn a_table_loader_that_cannot_set_a_record_aside_stops_the_instance() {
     use rdkafka::client::DefaultClientContext;
     use rdkafka::producer::Producer;
 
-    let (cfg, _dir) = test_config(1);
+    let (mut cfg, _dir) = test_config(1);
+    // librdkafka holds records for a topic it cannot see for this long before failing them
+    // (default 30 s, meant for topics still propagating after creation); the DLQ here is gone
+    // for good, so the failure may come sooner.
+    cfg.kafka
+        .client_properties
+        .insert("topic.metadata.propagation.max.ms".into(), "3000".into());
     create_topics(&cfg);
     let running = start(&cfg, Arc::new(SystemClock));
     running.wait_ready(T);

@@ -97,40 +97,39 @@ pub fn topic_needs(cfg: &Config) -> Vec<(String, Need)> {
     .collect()
 }
 
-/// Remembers the last connection-level error librdkafka reported, to explain a request that
-/// cannot be answered, and to stop waiting as soon as the error is one retrying cannot fix.
+/// Remembers the connection-level errors librdkafka reported, to explain a request that cannot
+/// be answered, and to stop waiting as soon as one is an error retrying cannot fix.
 #[derive(Clone, Default)]
 pub struct RecordingContext {
-    last: Arc<Mutex<Option<LastError>>>,
+    errors: Arc<Mutex<Recorded>>,
 }
 
-/// librdkafka's error code (if any) and its reason.
-type LastError = (Option<RDKafkaErrorCode>, String);
+#[derive(Default)]
+struct Recorded {
+    /// The latest error's reason.
+    last: Option<String>,
+    /// The first wrong password or untrusted certificate. Kept apart from `last` because
+    /// librdkafka follows it at once with "1/1 brokers are down", which says nothing about why.
+    definitive: Option<String>,
+}
 
 impl RecordingContext {
-    fn last(&self) -> Option<String> {
-        self.last
-            .lock()
-            .ok()
-            .and_then(|l| l.as_ref().map(|(_, r)| r.clone()))
+    /// The best explanation there is: the definitive error if one came, else the latest.
+    fn reason(&self) -> Option<String> {
+        let r = self.errors.lock().ok()?;
+        r.definitive.clone().or_else(|| r.last.clone())
     }
 
     /// A wrong password or an untrusted certificate: librdkafka would retry it forever.
     fn definitive(&self) -> Option<String> {
-        let l = self.last.lock().ok()?;
-        let (code, reason) = l.as_ref()?;
-        matches!(
-            code,
-            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
-        )
-        .then(|| reason.clone())
+        self.errors.lock().ok()?.definitive.clone()
     }
 }
 
 impl ClientContext for RecordingContext {
     fn error(&self, error: RdError, reason: &str) {
         debug!(%error, %reason, "librdkafka error during preflight");
-        if let Ok(mut l) = self.last.lock() {
+        if let Ok(mut r) = self.errors.lock() {
             // librdkafka's reason says what failed and in which state ("SASL authentication
             // error: …", "SSL handshake failed: …"); it never contains a credential.
             let reason = if reason.is_empty() {
@@ -138,7 +137,14 @@ impl ClientContext for RecordingContext {
             } else {
                 reason.to_string()
             };
-            *l = Some((error.rdkafka_error_code(), reason));
+            let definitive = matches!(
+                error.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+            );
+            if definitive && r.definitive.is_none() {
+                r.definitive = Some(reason.clone());
+            }
+            r.last = Some(reason);
         }
     }
 }
@@ -173,7 +179,7 @@ pub fn check(cfg: &Config, timeout: Duration) -> Result<(), KafkaError> {
         Err(reason) => {
             return Err(KafkaError::Connect {
                 bootstrap: cfg.kafka.bootstrap_servers.clone(),
-                reason: ctx.last().unwrap_or(reason),
+                reason: ctx.reason().unwrap_or(reason),
             })
         }
     };
@@ -350,4 +356,43 @@ fn cstr(p: *const std::os::raw::c_char) -> String {
     // SAFETY: librdkafka returns NUL-terminated strings that live as long as their owner, which
     // the caller keeps alive while this copies.
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_definitive_error_is_not_hidden_by_the_brokers_down_that_follows_it() {
+        let ctx = RecordingContext::default();
+        assert_eq!(ctx.reason(), None);
+        ctx.error(
+            RdError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "Connection refused",
+        );
+        assert_eq!(ctx.definitive(), None, "a refused connection may recover");
+        assert_eq!(ctx.reason().as_deref(), Some("Connection refused"));
+        let sasl = "SASL authentication error: Authentication failed due to invalid credentials";
+        ctx.error(RdError::Global(RDKafkaErrorCode::Authentication), sasl);
+        ctx.error(
+            RdError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        assert_eq!(ctx.definitive().as_deref(), Some(sasl));
+        assert_eq!(ctx.reason().as_deref(), Some(sasl));
+    }
+
+    #[test]
+    fn a_tls_failure_is_definitive_and_the_first_one_is_kept() {
+        let ctx = RecordingContext::default();
+        ctx.error(
+            RdError::Global(RDKafkaErrorCode::SSL),
+            "SSL handshake failed: certificate verify failed",
+        );
+        ctx.error(RdError::Global(RDKafkaErrorCode::SSL), "");
+        assert_eq!(
+            ctx.definitive().as_deref(),
+            Some("SSL handshake failed: certificate verify failed")
+        );
+    }
 }
