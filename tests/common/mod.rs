@@ -62,13 +62,27 @@ pub fn test_config(partitions: i32) -> (Config, tempfile::TempDir) {
 }
 
 /// Create the configuration's topics now (tests that produce before the pipeline starts).
+///
+/// A broker stalled by a loaded machine (a JVM pause of seconds while the compiler and other
+/// tests have the CPU) answers for a moment "Invalid replication factor": it has fenced itself
+/// and counts no live broker. Creating is idempotent, so that is retried for a minute, as the
+/// readers do; the tests are about mailguard, not about how fast the broker recovers.
 pub fn create_topics(cfg: &Config) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(mailguard::kafka::admin::ensure_topics(cfg))
-        .expect("create topics");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match rt.block_on(mailguard::kafka::admin::ensure_topics(cfg)) {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("create topics: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("create topics: {e}"),
+        }
+    }
 }
 
 /// A broker of this test run and the client properties that reach it.
