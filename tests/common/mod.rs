@@ -72,15 +72,27 @@ pub fn create_topics(cfg: &Config) {
         .enable_all()
         .build()
         .unwrap();
+    retried_for_a_minute("create topics", || {
+        rt.block_on(mailguard::kafka::admin::ensure_topics(cfg))
+    });
+}
+
+/// `attempt` until it succeeds, for up to a minute, saying each failure; then the last failure
+/// is the test's. For requests a broker stalled by a loaded machine fails for a moment, that
+/// are safe to repeat.
+fn retried_for_a_minute<T, E: std::fmt::Display>(
+    what: &str,
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match rt.block_on(mailguard::kafka::admin::ensure_topics(cfg)) {
-            Ok(_) => return,
+        match attempt() {
+            Ok(v) => return v,
             Err(e) if Instant::now() < deadline => {
-                eprintln!("create topics: {e}; retrying");
+                eprintln!("{what}: {e}; retrying");
                 std::thread::sleep(Duration::from_millis(500));
             }
-            Err(e) => panic!("create topics: {e}"),
+            Err(e) => panic!("{what}: {e}"),
         }
     }
 }
@@ -190,14 +202,9 @@ pub fn reader_on(cluster: &Cluster, topic: &str) -> BaseConsumer {
     // mailguard gives up after its grace period; a reader keeps trying for a minute, because
     // on a loaded test machine the broker has stalled for more than ten seconds (and the test
     // is about what mailguard does, not about how fast the broker answers).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let n = loop {
-        match mailguard::kafka::admin::partition_count(&c, topic) {
-            Ok(n) => break n,
-            Err(e) if Instant::now() < deadline => eprintln!("topic {topic}: {e}; retrying"),
-            Err(e) => panic!("topic {topic}: {e}"),
-        }
-    };
+    let n = retried_for_a_minute(&format!("topic {topic}"), || {
+        mailguard::kafka::admin::partition_count(&c, topic)
+    });
     let mut tpl = TopicPartitionList::new();
     for p in 0..n {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
