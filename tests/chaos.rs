@@ -451,7 +451,17 @@ fn kill_9_inside_the_commit_path_loses_and_duplicates_nothing() {
             if new.contains("changelog staged") {
                 break;
             }
-            assert!(Instant::now() < deadline, "no commit after round {round}");
+            // An instance that exited, or a deadline missed: the instances' log says why.
+            let exited = child.try_wait().unwrap();
+            if exited.is_some() || Instant::now() >= deadline {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "no commit after round {round} (instance exited: {exited:?}); the instances' log ends:\n{}",
+                    tail.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_micros(200));
         }
         child.kill().expect("kill -9");

@@ -6,7 +6,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::kafka::{client, KafkaError};
@@ -54,22 +54,30 @@ pub async fn ensure_topics(cfg: &Config) -> Result<Vec<String>, KafkaError> {
 /// unknown.
 pub const TOPIC_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a metadata request may keep failing in the client (a dropped connection, a broker
+/// that does not answer) before that is an error: Kafka's own clients' `default.api.timeout.ms`.
+/// One attempt may itself take 10 s (librdkafka's request timeout), so a grace as short as
+/// [`TOPIC_GRACE`] let a single stall of a loaded broker stop mailguard at start (seen in the
+/// chaos tests: `ApiVersionRequest` timed out after 10 s, and the instance exited).
+pub const BROKER_GRACE: Duration = Duration::from_secs(60);
+
 /// Partition count of `topic`, or an error naming the topic when it is still missing (or
-/// unusable, or the metadata request keeps failing) after [`TOPIC_GRACE`].
+/// unusable) after [`TOPIC_GRACE`], or when the metadata request keeps failing for
+/// [`BROKER_GRACE`].
 pub fn partition_count(
     consumer: &BaseConsumer<impl rdkafka::consumer::ConsumerContext>,
     topic: &str,
 ) -> Result<i32, KafkaError> {
-    let deadline = Instant::now() + TOPIC_GRACE;
+    let started = Instant::now();
     loop {
         match partition_count_once(consumer, topic) {
-            Err(KafkaError::Topic { reason, .. }) if Instant::now() < deadline => {
+            Err(KafkaError::Topic { reason, .. }) if started.elapsed() < TOPIC_GRACE => {
                 debug!(topic, %reason, "topic not in metadata yet; retrying");
                 std::thread::sleep(Duration::from_millis(200));
             }
             // A dropped connection or a slow broker: the same request again is the remedy.
-            Err(KafkaError::Client(e)) if Instant::now() < deadline => {
-                debug!(topic, error = %e, "metadata request failed; retrying");
+            Err(KafkaError::Client(e)) if started.elapsed() < BROKER_GRACE => {
+                warn!(topic, error = %e, "metadata request failed; retrying");
                 std::thread::sleep(Duration::from_millis(200));
             }
             other => return other,
