@@ -6,6 +6,7 @@
 //! - [`processor`] decodes one record, steps the policy core and stages its effects.
 //! - [`sink`] is where records go (the transactional producer, or a vector in tests).
 //! - [`directory`] is the core's read-only view of the tables.
+//! - [`watchdog`] notices a librdkafka call that outlives its own timeout.
 
 pub mod directory;
 pub mod processor;
@@ -13,12 +14,13 @@ pub mod restore;
 pub mod session;
 pub mod sink;
 pub mod tables;
+pub mod watchdog;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
 use tracing::{error, info, warn};
@@ -35,6 +37,7 @@ use self::directory::TableDirectory;
 use self::processor::Processor;
 use self::session::{run_session, SessionDeps, SessionError};
 use self::tables::TableError;
+use self::watchdog::Watchdog;
 
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +57,23 @@ pub enum PipelineError {
     /// A session failed in a way a new session cannot fix, or too often in a row.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// A librdkafka call outlived its timeout (see [`watchdog`]): only a restart recovers.
+    #[error("librdkafka's {what} has not returned, {overdue_s} s past its timeout and the grace; exiting so that a restart recovers (exactly once holds: the next instance fences the stuck transaction)")]
+    Stuck {
+        /// The call.
+        what: &'static str,
+        /// Seconds past the grace.
+        overdue_s: u64,
+    },
+    /// The pipeline did not finish its shutdown in time.
+    #[error("shutdown did not finish within {0} s; exiting without it (as after a crash, the broker aborts the open transaction)")]
+    ShutdownTimeout(u64),
 }
+
+/// How long a shutdown may take: the last commit and leaving the group take seconds at most
+/// on a healthy cluster. Below the chart's `terminationGracePeriodSeconds` (60 s), so that
+/// mailguard says why it stops rather than being killed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(40);
 
 /// How long the start-up checks wait for the cluster to describe the topics.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -134,7 +153,8 @@ pub async fn run(
         stop.clone(),
     )?;
 
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let watchdog = Arc::new(Watchdog::default());
     let worker = {
         let stop = stop.clone();
         let deps = SessionDeps {
@@ -142,6 +162,7 @@ pub async fn run(
             metrics: metrics.clone(),
             health: health.clone(),
             clock,
+            watchdog: watchdog.clone(),
         };
         let directory = TableDirectory::new(
             store.clone(),
@@ -175,20 +196,58 @@ pub async fn run(
             })
             .expect("spawn pipeline thread")
     };
-    tokio::pin!(shutdown);
-    tokio::select! {
-        _ = &mut shutdown => info!("shutting down"),
-        _ = done_rx => {}
-    }
+    let stopped = supervise(shutdown, &stop, &mut done_rx, &watchdog, SHUTDOWN_GRACE).await;
     stop.store(true, Ordering::Relaxed);
-    let result = tokio::task::spawn_blocking(move || worker.join().expect("pipeline thread"))
-        .await
-        .expect("join");
+    // The pipeline thread is joined only once it has said it is done: a thread stuck in
+    // librdkafka is left behind, and the process exits around it.
+    let result = match stopped {
+        Ok(()) => tokio::task::spawn_blocking(move || worker.join().expect("pipeline thread"))
+            .await
+            .expect("join"),
+        Err(e) => Err(e),
+    };
     if let Err(e) = &result {
         error!(error = %e, "pipeline stopped");
         health.set_failed();
     }
     result
+}
+
+/// Wait until the pipeline thread is done, by itself or after `shutdown` has set `stop` (then
+/// at most `grace`), checking the watchdog once a second. `Err` means the thread is not done
+/// and should not be waited for.
+async fn supervise(
+    shutdown: impl Future<Output = ()>,
+    stop: &AtomicBool,
+    done: &mut tokio::sync::oneshot::Receiver<()>,
+    watchdog: &Watchdog,
+    grace: Duration,
+) -> Result<(), PipelineError> {
+    tokio::pin!(shutdown);
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let grace_over = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown, if deadline.is_none() => {
+                info!("shutting down");
+                deadline = Some(tokio::time::Instant::now() + grace);
+                stop.store(true, Ordering::Relaxed);
+            }
+            _ = &mut *done => return Ok(()),
+            _ = grace_over => return Err(PipelineError::ShutdownTimeout(grace.as_secs())),
+            _ = check.tick() => {
+                if let Some(o) = watchdog.overdue(Instant::now()) {
+                    return Err(PipelineError::Stuck { what: o.what, overdue_s: o.by.as_secs() });
+                }
+            }
+        }
+    }
 }
 
 fn pipeline_thread(
@@ -235,6 +294,86 @@ fn pipeline_thread(
                 }
             }
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_shutdown_that_does_not_finish_in_time_is_given_up_on() {
+        let (_done_tx, mut done) = tokio::sync::oneshot::channel::<()>();
+        let stop = AtomicBool::new(false);
+        let r = runtime().block_on(supervise(
+            async {},
+            &stop,
+            &mut done,
+            &Watchdog::default(),
+            Duration::from_millis(50),
+        ));
+        assert!(matches!(r, Err(PipelineError::ShutdownTimeout(_))), "{r:?}");
+        assert!(
+            stop.load(Ordering::Relaxed),
+            "the pipeline thread was told to stop"
+        );
+    }
+
+    #[test]
+    fn a_shutdown_that_finishes_is_waited_for() {
+        let (done_tx, mut done) = tokio::sync::oneshot::channel::<()>();
+        let stop = AtomicBool::new(false);
+        let rt = runtime();
+        // The pipeline thread: says it is done once it sees the stop flag.
+        let r = rt.block_on(async {
+            let pipeline = async {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::task::yield_now().await;
+                }
+                done_tx.send(()).unwrap();
+                std::future::pending::<()>().await;
+            };
+            let watchdog = Watchdog::default();
+            let grace = Duration::from_secs(3600);
+            tokio::select! {
+                r = supervise(async {}, &stop, &mut done, &watchdog, grace) => r,
+                _ = pipeline => unreachable!(),
+            }
+        });
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn an_overdue_librdkafka_call_stops_the_pipeline_without_a_shutdown() {
+        let (_done_tx, mut done) = tokio::sync::oneshot::channel::<()>();
+        let stop = AtomicBool::new(false);
+        let watchdog = Watchdog::new(Duration::ZERO);
+        watchdog.enter(
+            "send_offsets_to_transaction",
+            Duration::ZERO,
+            Instant::now() - Duration::from_secs(5),
+        );
+        let r = runtime().block_on(supervise(
+            std::future::pending(),
+            &stop,
+            &mut done,
+            &watchdog,
+            SHUTDOWN_GRACE,
+        ));
+        match r {
+            Err(PipelineError::Stuck { what, overdue_s }) => {
+                assert_eq!(what, "send_offsets_to_transaction");
+                assert!(overdue_s >= 5);
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::pipeline::restore::{restore_partitions, RestoreError};
 use crate::pipeline::sink::{
     deliver_all, take_deliveries, DeliveryTracker, ProducerSink, TrackingContext,
 };
+use crate::pipeline::watchdog::Watchdog;
 use crate::store::StoreError;
 use crate::telemetry::{Health, Metrics};
 use crate::timers::Clock;
@@ -135,6 +136,7 @@ struct Core {
     metrics: Metrics,
     health: Health,
     clock: Arc<dyn Clock>,
+    watchdog: Arc<Watchdog>,
     txn_open: bool,
     txn_started: Instant,
     /// Next offset per (is-commands-topic, partition): no allocation per record.
@@ -261,13 +263,19 @@ impl Core {
         if tpl.count() > 0 {
             let cgm =
                 cgm.ok_or_else(|| SessionError::Transaction("no consumer group metadata".into()))?;
-            self.producer
-                .send_offsets_to_transaction(&tpl, &cgm, TXN_TIMEOUT)
+            let producer = &self.producer;
+            self.watchdog
+                .guard("send_offsets_to_transaction", TXN_TIMEOUT, || {
+                    producer.send_offsets_to_transaction(&tpl, &cgm, TXN_TIMEOUT)
+                })
                 .map_err(txn_error)?;
         }
         let end_started = Instant::now();
-        self.producer
-            .commit_transaction(TXN_TIMEOUT)
+        let producer = &self.producer;
+        self.watchdog
+            .guard("commit_transaction", TXN_TIMEOUT, || {
+                producer.commit_transaction(TXN_TIMEOUT)
+            })
             .map_err(txn_error)?;
         self.txn_open = false;
         // `deliver_all` above served every delivery report, so the changelog positions are
@@ -297,7 +305,11 @@ impl Core {
     /// Abort after a failure, dropping everything uncommitted.
     fn abort(&mut self) {
         if self.txn_open {
-            if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
+            let producer = &self.producer;
+            let aborted = self.watchdog.guard("abort_transaction", TXN_TIMEOUT, || {
+                producer.abort_transaction(TXN_TIMEOUT)
+            });
+            if let Err(e) = aborted {
                 warn!(error = %e, "abort failed; the next session's init_transactions fences it");
             }
             self.metrics.aborted();
@@ -434,6 +446,8 @@ pub struct SessionDeps {
     pub health: Health,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
+    /// Watches the librdkafka calls that may outlive their timeout.
+    pub watchdog: Arc<Watchdog>,
 }
 
 /// Run one session until `stop` is set (Ok) or something fails (Err).
@@ -443,7 +457,7 @@ pub fn run_session(
     stop: &AtomicBool,
 ) -> Result<(), SessionError> {
     let cfg = &deps.cfg;
-    let (producer, tracker) = open_producer(cfg)?;
+    let (producer, tracker) = open_producer(cfg, &deps.watchdog)?;
     let core = Arc::new(Mutex::new(Core {
         cfg: cfg.clone(),
         processor,
@@ -452,6 +466,7 @@ pub fn run_session(
         metrics: deps.metrics.clone(),
         health: deps.health.clone(),
         clock: deps.clock.clone(),
+        watchdog: deps.watchdog.clone(),
         txn_open: false,
         txn_started: Instant::now(),
         offsets: HashMap::new(),
@@ -512,13 +527,16 @@ pub fn run_session(
 /// incarnation with our transactional id and aborts its open transaction.
 fn open_producer(
     cfg: &Config,
+    watchdog: &Watchdog,
 ) -> Result<(BaseProducer<TrackingContext>, Arc<DeliveryTracker>), SessionError> {
     let tracker = DeliveryTracker::new(&cfg.topics.changelog);
     let producer: BaseProducer<TrackingContext> =
         client::transactional_producer(&cfg.kafka, &cfg.transactional_id())
             .create_with_context(TrackingContext(tracker.clone()))?;
-    producer
-        .init_transactions(TXN_TIMEOUT)
+    watchdog
+        .guard("init_transactions", TXN_TIMEOUT, || {
+            producer.init_transactions(TXN_TIMEOUT)
+        })
         .map_err(|e| match e.rdkafka_error_code() {
             Some(rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
                 SessionError::Kafka(KafkaError::NotAuthorised {
