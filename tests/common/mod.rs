@@ -421,8 +421,28 @@ pub fn kafka_local(dir: &std::path::Path, args: &[&str]) -> String {
 }
 
 /// The real binary running `config_path`, its log appended to `log`.
-pub fn spawn_binary(config_path: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+pub fn spawn_binary(config_path: &std::path::Path, log: &std::path::Path) -> Instance {
     spawn_binary_logging(config_path, log, "info,rdkafka=warn")
+}
+
+/// Prints the end of an instance's log if the test fails while it is in scope: the log lives in
+/// the test's temporary directory, which is gone by the time anyone looks.
+pub struct LogOnFailure(pub std::path::PathBuf);
+
+impl Drop for LogOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "--- the last {} lines of {} ---\n{}",
+                tail.len(),
+                self.0.display(),
+                tail.join("\n")
+            );
+        }
+    }
 }
 
 /// [`spawn_binary`] with the `RUST_LOG` filter `filter`.
@@ -430,7 +450,7 @@ pub fn spawn_binary_logging(
     config_path: &std::path::Path,
     log: &std::path::Path,
     filter: &str,
-) -> std::process::Child {
+) -> Instance {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -443,5 +463,30 @@ pub fn spawn_binary_logging(
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Instance)
         .expect("spawn mailguard")
+}
+
+/// A mailguard process that is killed when it goes out of scope: a failing test must not leave
+/// an instance running (one did, and went on using the shared broker for minutes).
+pub struct Instance(pub std::process::Child);
+
+impl std::ops::Deref for Instance {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Instance {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
