@@ -223,30 +223,30 @@ async fn supervise(
     watchdog: &Watchdog,
     grace: Duration,
 ) -> Result<(), PipelineError> {
-    tokio::pin!(shutdown);
-    let mut check = tokio::time::interval(Duration::from_secs(1));
-    let mut deadline: Option<tokio::time::Instant> = None;
-    loop {
-        let grace_over = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = &mut shutdown, if deadline.is_none() => {
-                info!("shutting down");
-                deadline = Some(tokio::time::Instant::now() + grace);
-                stop.store(true, Ordering::Relaxed);
-            }
-            _ = &mut *done => return Ok(()),
-            _ = grace_over => return Err(PipelineError::ShutdownTimeout(grace.as_secs())),
-            _ = check.tick() => {
-                if let Some(o) = watchdog.overdue(Instant::now()) {
-                    return Err(PipelineError::Stuck { what: o.what, overdue_s: o.by.as_secs() });
-                }
+    let overdue = async {
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            check.tick().await;
+            if let Some(o) = watchdog.overdue(Instant::now()) {
+                return PipelineError::Stuck {
+                    what: o.what,
+                    overdue_s: o.by.as_secs(),
+                };
             }
         }
+    };
+    tokio::pin!(overdue);
+    tokio::select! {
+        _ = &mut *done => return Ok(()),
+        e = &mut overdue => return Err(e),
+        _ = shutdown => {}
+    }
+    info!("shutting down");
+    stop.store(true, Ordering::Relaxed);
+    tokio::select! {
+        _ = done => Ok(()),
+        e = overdue => Err(e),
+        _ = tokio::time::sleep(grace) => Err(PipelineError::ShutdownTimeout(grace.as_secs())),
     }
 }
 

@@ -263,18 +263,17 @@ impl Core {
         if tpl.count() > 0 {
             let cgm =
                 cgm.ok_or_else(|| SessionError::Transaction("no consumer group metadata".into()))?;
-            let producer = &self.producer;
             self.watchdog
                 .guard("send_offsets_to_transaction", TXN_TIMEOUT, || {
-                    producer.send_offsets_to_transaction(&tpl, &cgm, TXN_TIMEOUT)
+                    self.producer
+                        .send_offsets_to_transaction(&tpl, &cgm, TXN_TIMEOUT)
                 })
                 .map_err(txn_error)?;
         }
         let end_started = Instant::now();
-        let producer = &self.producer;
         self.watchdog
             .guard("commit_transaction", TXN_TIMEOUT, || {
-                producer.commit_transaction(TXN_TIMEOUT)
+                self.producer.commit_transaction(TXN_TIMEOUT)
             })
             .map_err(txn_error)?;
         self.txn_open = false;
@@ -305,9 +304,8 @@ impl Core {
     /// Abort after a failure, dropping everything uncommitted.
     fn abort(&mut self) {
         if self.txn_open {
-            let producer = &self.producer;
             let aborted = self.watchdog.guard("abort_transaction", TXN_TIMEOUT, || {
-                producer.abort_transaction(TXN_TIMEOUT)
+                self.producer.abort_transaction(TXN_TIMEOUT)
             });
             if let Err(e) = aborted {
                 warn!(error = %e, "abort failed; the next session's init_transactions fences it");
