@@ -353,3 +353,83 @@ fn verdicts_from_kafkas_own_java_client_zstd_compressed_trip_a_block() {
     .is_empty());
     running.stop().expect("pipeline ended cleanly");
 }
+
+/// The registry's own compatibility check (`BACKWARD`, Confluent's default) of every schema in
+/// `schemas/` against each earlier version in `schemas/history/`: records that earlier writers
+/// produced stay readable by the current schema. A deliberately incompatible change is refused,
+/// so the check can fail.
+#[test]
+fn every_schema_is_backward_compatible_with_its_history() {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let call = |method: &str, path: &str, body: Value| -> (u16, Value) {
+        let url = format!("{}{path}", registry());
+        let req = match method {
+            "PUT" => agent.put(&url),
+            _ => agent.post(&url),
+        };
+        let mut r = req
+            .content_type("application/vnd.schemaregistry.v1+json")
+            .send(body.to_string())
+            .expect("registry answers");
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    };
+    // Registers `old` under a new subject with BACKWARD and asks whether `new` may follow it.
+    let compatible = |old: &str, new: &str| -> bool {
+        let subject = common::unique("compat");
+        let (s, v) = call(
+            "PUT",
+            &format!("/config/{subject}"),
+            json!({"compatibility": "BACKWARD"}),
+        );
+        assert_eq!(s, 200, "set compatibility: {v}");
+        let (s, v) = call(
+            "POST",
+            &format!("/subjects/{subject}/versions"),
+            json!({"schema": old}),
+        );
+        assert_eq!(s, 200, "register: {v}");
+        let (s, v) = call(
+            "POST",
+            &format!("/compatibility/subjects/{subject}/versions/latest"),
+            json!({"schema": new}),
+        );
+        assert_eq!(s, 200, "compatibility check: {v}");
+        v["is_compatible"].as_bool().expect("is_compatible")
+    };
+    let history = repo().join("schemas/history");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&history).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(record) = name.strip_suffix(".avsc").and_then(|n| n.split_once(".v")) else {
+            continue;
+        };
+        let old = std::fs::read_to_string(&path).unwrap();
+        let new =
+            std::fs::read_to_string(repo().join(format!("schemas/{}.avsc", record.0))).unwrap();
+        assert!(
+            compatible(&old, &new),
+            "schemas/{}.avsc cannot read {name}",
+            record.0
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no schema history in {}", history.display());
+    // The control: a new field without a default cannot read the old records.
+    let old = std::fs::read_to_string(history.join("EventLogEntry.v1.avsc")).unwrap();
+    let mut breaking: Value = serde_json::from_str(&old).unwrap();
+    breaking["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "required_new", "type": "string"}));
+    assert!(
+        !compatible(&old, &breaking.to_string()),
+        "the registry accepted a field without a default"
+    );
+}

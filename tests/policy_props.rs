@@ -194,6 +194,7 @@ impl Reference<'_> {
             kind: EventKind::MailboxUnblocked,
             at: now,
             detail: text::unblocked_detail(b.strike, until),
+            reason: None,
         }));
         r.outcomes.push(Outcome::Unblocked);
         mb.block = None;
@@ -223,6 +224,7 @@ impl Reference<'_> {
                 kind: EventKind::CommandRejected,
                 at: now,
                 detail: text::rejected_detail(c, reason),
+                reason: Some(reason.code()),
             }));
             r.outcomes.push(Outcome::CommandRejected);
             return;
@@ -248,6 +250,7 @@ impl Reference<'_> {
             kind: EventKind::SupportUnblock,
             at: now,
             detail: text::support_unblock_detail(c),
+            reason: None,
         }));
         r.outcomes.push(Outcome::SupportUnblocked);
         mb.strikes = 0;
@@ -393,6 +396,7 @@ impl Reference<'_> {
                 kind,
                 at: now,
                 detail,
+                reason: None,
             })
         };
         r.effects.push(Effect::Block(BlockRecord {

@@ -234,6 +234,13 @@ impl Codec {
                 store: store::SchemaStore::new(),
             }),
         };
+        for json in schema::HISTORY {
+            // Embedded and tested (`earlier_versions_of_our_own_schemas_are_read`): cannot fail.
+            let fp = canonical::fingerprint(json).expect("a schema of schemas/history parses");
+            codec
+                .add_writer_schema(WriterKey::Fingerprint(fp), json)
+                .expect("a schema of schemas/history resolves to its record type");
+        }
         let mut ids: Vec<_> = confluent_ids.into_iter().collect();
         ids.sort();
         for (rt, id) in ids {

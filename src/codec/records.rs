@@ -9,8 +9,8 @@ use apache_avro::types::Value;
 use super::{CodecError, RecordType};
 use crate::policy::{
     ActorRole, Alert, BlockRecord, BlockState, Command, CommandKind, EventKind, EventLogEntry,
-    Mailbox, Millis, Owner, PolicyOverrides, ScanRequest, ScanSkipReason, TenantSettings, Verdict,
-    VerdictKind,
+    Mailbox, Millis, Owner, PolicyOverrides, RejectCode, ScanRequest, ScanSkipReason,
+    TenantSettings, Verdict, VerdictKind,
 };
 
 /// A body's `mailbox`, normalised (see [`Mailbox`]).
@@ -628,6 +628,12 @@ pub(crate) fn event_to_value(e: &EventLogEntry) -> Result<Value, CodecError> {
         .sym("kind", e.kind.as_str())?
         .ts("at", e.at)
         .str("detail", &e.detail)
+        .opt(
+            "reason",
+            e.reason
+                .map(|r| enum_value(RecordType::EventLogEntry, "reason", r.as_str()))
+                .transpose()?,
+        )?
         .finish())
 }
 
@@ -657,5 +663,9 @@ pub(crate) fn event_from_value(v: Value) -> Result<EventLogEntry, CodecError> {
         kind,
         at: f.long("at")?,
         detail: f.string("detail")?,
+        reason: f
+            .opt_symbol("reason")?
+            .map(|s| RejectCode::parse(&s).ok_or_else(|| bad_symbol("reason", s)))
+            .transpose()?,
     })
 }

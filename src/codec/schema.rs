@@ -49,6 +49,11 @@ const SOURCES: [&str; COUNT] = [
     include_str!("../../schemas/EventLogEntry.avsc"),
 ];
 
+/// Earlier versions of the schemas that mailguard itself wrote (`schemas/history/`): records of
+/// an older mailguard in its own topics (read back by the API's view and the CLI) stay readable
+/// with no registry and no `codec.writer_schemas_dir`.
+pub(crate) const HISTORY: &[&str] = &[include_str!("../../schemas/history/EventLogEntry.v1.avsc")];
+
 /// A parsed schema with its single-object fingerprint.
 pub(crate) struct Parsed {
     pub(crate) schema: Schema,

@@ -132,6 +132,7 @@ fn effects() -> Vec<Effect> {
             kind: EventKind::ScanSkipped,
             at: 7,
             detail: "OWNER_UNKNOWN".into(),
+            reason: None,
         }),
         Effect::Event(EventLogEntry {
             event_id: "e-2".into(),
@@ -141,6 +142,7 @@ fn effects() -> Vec<Effect> {
             kind: EventKind::CommandRejected,
             at: 8,
             detail: "role VIEWER".into(),
+            reason: None,
         }),
     ]
 }
@@ -269,8 +271,8 @@ const REFERENCE: [(RecordType, &str, u64); 9] = [
     ),
     (
         RecordType::EventLogEntry,
-        r#"{"name":"mailguard.v1.EventLogEntry","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"incident_id","type":["null","string"]},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.EventKind","type":"enum","symbols":["MAILBOX_BLOCKED","MAILBOX_PERMANENTLY_BLOCKED","SCAN_REQUESTED","SCAN_SKIPPED","ALERT_SENT","MAILBOX_UNBLOCKED","SUPPORT_UNBLOCK","COMMAND_REJECTED","UNKNOWN"]}},{"name":"at","type":"long"},{"name":"detail","type":"string"}]}"#,
-        0x0ce7_f547_e669_ee8b,
+        r#"{"name":"mailguard.v1.EventLogEntry","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"incident_id","type":["null","string"]},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.EventKind","type":"enum","symbols":["MAILBOX_BLOCKED","MAILBOX_PERMANENTLY_BLOCKED","SCAN_REQUESTED","SCAN_SKIPPED","ALERT_SENT","MAILBOX_UNBLOCKED","SUPPORT_UNBLOCK","COMMAND_REJECTED","UNKNOWN"]}},{"name":"at","type":"long"},{"name":"detail","type":"string"},{"name":"reason","type":["null",{"name":"mailguard.v1.RejectReason","type":"enum","symbols":["UNKNOWN_KIND","ROLE_NOT_ALLOWED","TIMED_BLOCK","NOT_BLOCKED","OTHER"]}]}]}"#,
+        0x40e6_ad04_cbda_5a94,
     ),
 ];
 
@@ -905,7 +907,7 @@ fn json_round_trips_every_record_type() {
         (
             RecordType::EventLogEntry,
             serde_json::json!({"event_id":"e","incident_id":null,"tenant_id":"t","mailbox":"a@b.c",
-                "kind":"COMMAND_REJECTED","at":9,"detail":"d"}),
+                "kind":"COMMAND_REJECTED","at":9,"detail":"d","reason":"TIMED_BLOCK"}),
         ),
     ];
     for c in [c, confluent()] {
@@ -1182,4 +1184,36 @@ fn zero_size_array_items_are_capped_per_body_not_per_block() {
         let e = c.decode_devices(&value(&blocks)).unwrap_err();
         assert!(matches!(e, CodecError::InvalidLength { .. }), "{e}");
     }
+}
+
+/// An event written by a mailguard of before `EventLogEntry.reason` (single-object, its schema's
+/// own fingerprint) is read by this one with no registry: `reason` takes its default.
+#[test]
+fn earlier_versions_of_our_own_schemas_are_read() {
+    let v1 = schema::HISTORY[0];
+    let writer = apache_avro::Schema::parse_str(v1).unwrap();
+    let value = Value::Record(vec![
+        ("event_id".into(), Value::String("ev-old".into())),
+        ("incident_id".into(), Value::Union(0, Box::new(Value::Null))),
+        ("tenant_id".into(), Value::String("acme".into())),
+        ("mailbox".into(), Value::String("alice@example.com".into())),
+        ("kind".into(), Value::Enum(7, "COMMAND_REJECTED".into())),
+        ("at".into(), Value::Long(5)),
+        ("detail".into(), Value::String("rejected: old text".into())),
+    ]);
+    let mut bytes = vec![0xC3, 0x01];
+    let fp = canonical::fingerprint(v1).unwrap();
+    bytes.extend_from_slice(&fp.to_le_bytes());
+    bytes.extend(apache_avro::to_avro_datum(&writer, value).unwrap());
+    assert_ne!(
+        fp,
+        RecordType::EventLogEntry.fingerprint(),
+        "the schema did change"
+    );
+    let Effect::Event(e) = Codec::default().decode_effect(&bytes).unwrap() else {
+        panic!("not an event")
+    };
+    assert_eq!(e.event_id, "ev-old");
+    assert_eq!(e.kind, EventKind::CommandRejected);
+    assert_eq!(e.reason, None);
 }

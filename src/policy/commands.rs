@@ -38,6 +38,7 @@ pub(crate) fn apply(state: &mut MailboxState, cmd: &Command, now: Millis, r: &mu
             kind: EventKind::CommandRejected,
             at: now,
             detail: text::rejected_detail(cmd, reason),
+            reason: Some(reason.code()),
         }));
         r.outcomes.push(Outcome::CommandRejected);
         return;
@@ -72,6 +73,7 @@ pub(crate) fn apply(state: &mut MailboxState, cmd: &Command, now: Millis, r: &mu
         kind: EventKind::SupportUnblock,
         at: now,
         detail: text::support_unblock_detail(cmd),
+        reason: None,
     }));
     state.strikes = 0;
     state.window.clear();

@@ -82,6 +82,7 @@ fn expire_if_due(state: &mut MailboxState, mailbox: &str, now: Millis, r: &mut S
         kind: EventKind::MailboxUnblocked,
         at: now,
         detail: text::unblocked_detail(block.strike, until),
+        reason: None,
     }));
     state.last_block_end = Some(until);
     state.touched_at = now;
@@ -204,6 +205,7 @@ fn verdict(
             kind,
             at: now,
             detail,
+            reason: None,
         })
     };
     let evidence_len = evidence.len();

@@ -344,6 +344,48 @@ pub struct EventLogEntry {
     pub at: Millis,
     /// Free-form detail (reason, actor and ticket, device id, ...).
     pub detail: String,
+    /// `COMMAND_REJECTED`: why, as a code; `None` on every other kind.
+    pub reason: Option<RejectCode>,
+}
+
+/// Why a command was rejected, as data (`EventLogEntry.reason`; the API reports it as is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectCode {
+    /// Kind other than `SUPPORT_UNBLOCK`.
+    UnknownKind,
+    /// The actor's role may not do this.
+    RoleNotAllowed,
+    /// A timed block is in force: nothing can end it early.
+    TimedBlock,
+    /// The mailbox is not (permanently) blocked.
+    NotBlocked,
+    /// A reason of a newer writer (the resolution default; never written).
+    Other,
+}
+
+impl RejectCode {
+    /// Upper-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::UnknownKind => "UNKNOWN_KIND",
+            RejectCode::RoleNotAllowed => "ROLE_NOT_ALLOWED",
+            RejectCode::TimedBlock => "TIMED_BLOCK",
+            RejectCode::NotBlocked => "NOT_BLOCKED",
+            RejectCode::Other => "OTHER",
+        }
+    }
+
+    /// From the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "UNKNOWN_KIND" => RejectCode::UnknownKind,
+            "ROLE_NOT_ALLOWED" => RejectCode::RoleNotAllowed,
+            "TIMED_BLOCK" => RejectCode::TimedBlock,
+            "NOT_BLOCKED" => RejectCode::NotBlocked,
+            "OTHER" => RejectCode::Other,
+            _ => return None,
+        })
+    }
 }
 
 /// A record the pipeline must publish, in order, in the same transaction as the state change.

@@ -352,6 +352,7 @@ fn expiry_exactly_at_blocked_until_not_one_ms_before() {
                 kind: EventKind::MailboxUnblocked,
                 at: until,
                 detail: text::unblocked_detail(1, until),
+                reason: None,
             }),
         ]
     );
@@ -468,6 +469,7 @@ fn support_unblock_lifts_a_permanent_block() {
                 kind: EventKind::SupportUnblock,
                 at: now,
                 detail: text::support_unblock_detail(c),
+                reason: None,
             }),
         ]
     );
@@ -501,13 +503,14 @@ fn command_rejections() {
         rig.trip_at("a", T0);
         rig
     };
-    let cases: Vec<(&str, Setup, CommandKind, ActorRole, &str)> = vec![
+    let cases: Vec<(&str, Setup, CommandKind, ActorRole, &str, RejectCode)> = vec![
         (
             "admin role",
             permanent_rig,
             CommandKind::SupportUnblock,
             ActorRole::Admin,
             "role ADMIN may not SUPPORT_UNBLOCK",
+            RejectCode::RoleNotAllowed,
         ),
         (
             "viewer role",
@@ -515,6 +518,7 @@ fn command_rejections() {
             CommandKind::SupportUnblock,
             ActorRole::Viewer,
             "role VIEWER may not SUPPORT_UNBLOCK",
+            RejectCode::RoleNotAllowed,
         ),
         (
             "support on a timed block",
@@ -522,6 +526,7 @@ fn command_rejections() {
             CommandKind::SupportUnblock,
             ActorRole::Support,
             "a timed block cannot be ended early",
+            RejectCode::TimedBlock,
         ),
         (
             "support on an unblocked mailbox",
@@ -529,6 +534,7 @@ fn command_rejections() {
             CommandKind::SupportUnblock,
             ActorRole::Support,
             "mailbox is not permanently blocked",
+            RejectCode::NotBlocked,
         ),
         (
             "unknown kind",
@@ -536,9 +542,10 @@ fn command_rejections() {
             CommandKind::Other("ADMIN_UNBLOCK".into()),
             ActorRole::Support,
             "unknown command kind ADMIN_UNBLOCK",
+            RejectCode::UnknownKind,
         ),
     ];
-    for (name, setup, kind, role, reason) in cases {
+    for (name, setup, kind, role, reason, code) in cases {
         let mut rig = setup();
         let before = rig.state.clone();
         let now = T0 + 10_000;
@@ -557,6 +564,7 @@ fn command_rejections() {
         );
         assert_eq!(e.incident_id, before.incident_id(), "{name}");
         assert!(e.detail.contains(reason), "{name}: {}", e.detail);
+        assert_eq!(e.reason, Some(code), "{name}: the reason travels as data");
         assert!(e.detail.contains("bob") && e.detail.contains("TCK-1"));
     }
 }
@@ -577,6 +585,7 @@ fn trip_effects_in_order_one_scan_per_distinct_device() {
             kind,
             at: now,
             detail,
+            reason: None,
         })
     };
     let scan = |d: &str| {

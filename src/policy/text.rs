@@ -2,7 +2,7 @@
 //! one place so their wording can change without touching the rules, and so tests can build the
 //! expected records.
 
-use super::model::{ActorRole, Command, Millis, ScanSkipReason};
+use super::model::{ActorRole, Command, Millis, RejectCode, ScanSkipReason};
 
 /// `2023-11-14T22:13:20.000Z` (proleptic Gregorian, UTC) for a millisecond timestamp.
 pub fn iso8601(ms: Millis) -> String {
@@ -100,6 +100,18 @@ pub enum RejectReason {
     TimedBlock(Millis),
     /// The mailbox is not blocked.
     NotBlocked,
+}
+
+impl RejectReason {
+    /// The reason as the code `EventLogEntry.reason` carries.
+    pub fn code(self) -> RejectCode {
+        match self {
+            RejectReason::UnknownKind => RejectCode::UnknownKind,
+            RejectReason::RoleNotAllowed(_) => RejectCode::RoleNotAllowed,
+            RejectReason::TimedBlock(_) => RejectCode::TimedBlock,
+            RejectReason::NotBlocked => RejectCode::NotBlocked,
+        }
+    }
 }
 
 /// Detail of `COMMAND_REJECTED`.
