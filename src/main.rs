@@ -95,10 +95,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             mailguard::kafka::admin::ensure_topics(&config).await?;
         }
         let (cfg, m) = (config.clone(), metrics.clone());
-        let api = tokio::task::spawn_blocking(move || mailguard::api::Api::start(&cfg, m))
-            .await
-            .expect("api start task")
-            .context("api")?;
+        let api = tokio::task::spawn_blocking(move || {
+            mailguard::api::Api::start(&cfg, m, Arc::new(SystemClock))
+        })
+        .await
+        .expect("api start task")
+        .context("api")?;
         info!(
             tokens = config.api.tokens.len(),
             "admin and query API under /v1"

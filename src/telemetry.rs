@@ -66,6 +66,8 @@ pub struct Metrics {
     state_mailboxes: IntGaugeVec,
     restore_seconds: Histogram,
     http_requests: IntCounterVec,
+    api_view_lag: IntGauge,
+    api_view_staleness: Gauge,
     process: process::ProcessMetrics,
 }
 
@@ -321,6 +323,16 @@ impl Metrics {
                 "HTTP requests served, by handler and status code.",
                 &["handler", "code"],
             ),
+            api_view_lag: gauge(
+                &r,
+                "mailguard_api_view_lag_records",
+                "Records of mailguard's topics the API's view has not read yet (api.enabled).",
+            ),
+            api_view_staleness: float_gauge(
+                &r,
+                "mailguard_api_view_staleness_seconds",
+                "Age of the newest point up to which the API's view holds everything committed; past 30 s the API answers 503.",
+            ),
             process: process::ProcessMetrics::register(&r),
             registry: r,
         };
@@ -476,6 +488,12 @@ impl Metrics {
         self.http_requests
             .with_label_values(&[handler, &code.to_string()])
             .inc();
+    }
+
+    /// The API's view: records behind, and how stale it is.
+    pub fn set_api_view(&self, lag: i64, staleness: Duration) {
+        self.api_view_lag.set(lag);
+        self.api_view_staleness.set(staleness.as_secs_f64());
     }
 
     /// The table loader failed (see `mailguard_table_loader_failures_total`).

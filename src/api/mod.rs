@@ -23,9 +23,10 @@ use rdkafka::producer::FutureProducer;
 use crate::codec::{Codec, RecordType};
 use crate::config::Config;
 use crate::kafka::{client, KafkaError};
-use crate::policy::{Policy, TenantSettings};
+use crate::policy::{Limits, Policy, TenantSettings};
 use crate::registry::{self, WireError};
 use crate::telemetry::Metrics;
+use crate::timers::Clock;
 
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,21 +54,29 @@ pub(crate) struct Inner {
     pub(crate) policy: Policy,
     pub(crate) tenant_defaults: TenantSettings,
     pub(crate) metrics: Metrics,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limits: Limits,
     stop: Arc<AtomicBool>,
     reader: std::sync::Mutex<Option<view::ViewReader>>,
 }
 
 impl Api {
     /// Start the view reader and the command producer. Blocking (registry, metadata): call it
-    /// from a blocking context.
-    pub fn start(cfg: &Config, metrics: Metrics) -> Result<Api, ApiError> {
+    /// from a blocking context. `clock` is the wall clock of block states and command times.
+    pub fn start(cfg: &Config, metrics: Metrics, clock: Arc<dyn Clock>) -> Result<Api, ApiError> {
         let codec = registry::codec_for(
             cfg,
             &[(cfg.topics.commands.as_str(), RecordType::AdminCommand)],
         )?;
         let view: view::SharedView = Arc::new(RwLock::new(view::ViewData::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let reader = view::spawn(cfg, codec.clone(), view.clone(), stop.clone())?;
+        let reader = view::spawn(
+            cfg,
+            codec.clone(),
+            view.clone(),
+            stop.clone(),
+            metrics.clone(),
+        )?;
         let producer: FutureProducer = client::plain_producer(&cfg.kafka, "api-commands")
             .create()
             .map_err(KafkaError::Client)?;
@@ -81,6 +90,8 @@ impl Api {
                 policy: cfg.policy.clone(),
                 tenant_defaults: cfg.tenant_defaults.to_settings(),
                 metrics,
+                clock,
+                limits: cfg.limits.clone(),
                 stop,
                 reader: std::sync::Mutex::new(Some(reader)),
             }),

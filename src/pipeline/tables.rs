@@ -259,14 +259,7 @@ fn poll_table(
                 other => break other.map_err(|e| e.to_string()),
             }
         };
-        let checked = decoded.and_then(|record| {
-            let id = record.checked_id(&dlq.limits).map_err(|e| e.to_string())?;
-            if id == key {
-                Ok(record)
-            } else {
-                Err(format!("key `{key}` does not match the record's id `{id}`"))
-            }
-        });
+        let checked = decoded.and_then(|record| checked(record, &key, &dlq.limits));
         match checked {
             Ok(record) => {
                 if let TableRecord::Tenant(_, t) = record {
@@ -286,8 +279,23 @@ fn poll_table(
     Ok(())
 }
 
+/// `record`, read under `key` (normalised), if it may be applied: its fields within the limits
+/// and keyed by its own id. Else why not (the loader dead-letters it; the API's view skips it).
+pub(crate) fn checked(
+    record: TableRecord,
+    key: &str,
+    limits: &Limits,
+) -> Result<TableRecord, String> {
+    let id = record.checked_id(limits).map_err(|e| e.to_string())?;
+    if id == key {
+        Ok(record)
+    } else {
+        Err(format!("key `{key}` does not match the record's id `{id}`"))
+    }
+}
+
 /// A decoded table record.
-enum TableRecord {
+pub(crate) enum TableRecord {
     Owner(String, Owner),
     Devices(OwnerDevices),
     Tenant(String, TenantSettings),

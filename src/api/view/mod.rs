@@ -4,30 +4,41 @@
 //! settings — into memory, so any instance answers for any mailbox, whichever instance owns its
 //! partition (docs/DESIGN.md §8 says why this and not routing to the owner).
 //!
-//! The reader is a plain `assign()` consumer (`read_committed`, never committing, group id from
-//! [`client::reader_group`]): it sees exactly what the pipeline committed, a few milliseconds after
-//! the commit. Rebalances of the pipeline's group do not touch it.
+//! - this module — the data model and how each record changes it;
+//! - [`loader`] — the reader thread that feeds it (`read_committed`, never committing);
+//! - [`freshness`] — how far behind its topics the view is (503 beyond a bound);
+//! - [`queries`] — what the handlers ask of it.
+//!
+//! Every map is bounded: mailbox states by the changelog (which forgets idle mailboxes),
+//! incidents by [`INCIDENTS_PER_MAILBOX`] per mailbox with state, commands and their outcomes by
+//! [`MAX_COMMANDS`].
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+pub mod freshness;
+pub mod loader;
+pub mod queries;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError as RdError;
-use rdkafka::{Message, Offset, TopicPartitionList};
-use tracing::{info, warn};
-
-use crate::codec::Codec;
-use crate::config::Config;
-use crate::kafka::{admin, client, KafkaError};
 use crate::policy::{
-    BlockState, Command, Effect, EventLogEntry, MailboxState, Millis, TenantSettings,
+    BlockState, Command, Effect, EventKind, EventLogEntry, MailboxState, Millis, TenantSettings,
 };
 
-/// How many incidents the view keeps per mailbox (newest first); older ones are dropped from
-/// memory (the events topic still has them).
+pub use loader::{spawn, ViewReader};
+pub use queries::{blocked_page, recent_incidents};
+
+/// How many incidents the view keeps per mailbox; beyond it the oldest by `blocked_at` goes
+/// (never the block in force). The events topic still has them.
 pub const INCIDENTS_PER_MAILBOX: usize = 20;
+
+/// How many commands (and command outcomes) the view remembers; the oldest go first. A command's
+/// status is asked for within minutes of sending it.
+pub const MAX_COMMANDS: usize = 100_000;
+
+/// Beyond this the view answers 503 instead of serving stale data: well above one statistics
+/// interval (1 s) plus a loaded broker's stall, well below what a person waits for.
+pub const MAX_STALENESS: Duration = Duration::from_secs(30);
 
 /// What the view knows of one incident.
 #[derive(Debug, Clone, Default)]
@@ -52,8 +63,63 @@ pub struct Incident {
     pub events: Vec<EventLogEntry>,
 }
 
+impl Incident {
+    /// When it happened, for ordering: `blocked_at`, or before its block record is read (the
+    /// topics are read independently) its earliest event.
+    pub fn when(&self) -> Millis {
+        self.blocked_at
+            .or_else(|| self.events.iter().map(|e| e.at).min())
+            .unwrap_or(Millis::MAX)
+    }
+}
+
+/// A map that keeps its newest `cap` entries (by first insertion).
+#[derive(Debug)]
+pub struct Bounded<V> {
+    map: HashMap<String, V>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl<V> Bounded<V> {
+    /// Empty, holding at most `cap` entries.
+    pub fn new(cap: usize) -> Self {
+        Bounded {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// Insert or replace; the oldest entry goes when full.
+    pub fn insert(&mut self, key: String, value: V) {
+        if self.map.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The entry of `key`.
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 /// The data of the view (behind one lock: updates are applied per polled batch).
-#[derive(Default)]
 pub struct ViewData {
     /// Current state per (lower-cased) mailbox, from the changelog.
     pub mailboxes: HashMap<String, MailboxState>,
@@ -61,29 +127,79 @@ pub struct ViewData {
     pub blocked: HashMap<String, BTreeSet<String>>,
     /// Incidents by id.
     pub incidents: HashMap<String, Incident>,
-    /// Newest-first incident ids per mailbox.
-    pub recent: HashMap<String, VecDeque<String>>,
+    /// The incident ids of each mailbox (at most [`INCIDENTS_PER_MAILBOX`], unordered).
+    pub recent: HashMap<String, Vec<String>>,
     /// Commands by id (from the commands topic, and those this instance just sent).
-    pub commands: HashMap<String, Command>,
+    pub commands: Bounded<Command>,
     /// Command events (`SUPPORT_UNBLOCK`, `COMMAND_REJECTED`) by event id.
-    pub command_events: HashMap<String, EventLogEntry>,
-    /// Tenant settings from the tenant table.
+    pub command_events: Bounded<EventLogEntry>,
+    /// Tenant settings from the tenant table, checked as the pipeline checks them.
     pub tenants: HashMap<String, TenantSettings>,
     /// Every partition of every topic has been read to its end once.
     pub caught_up: bool,
+    /// The view holds everything committed before this instant (see [`freshness`]).
+    pub fresh_at: Option<Instant>,
+}
+
+impl Default for ViewData {
+    fn default() -> Self {
+        ViewData {
+            mailboxes: HashMap::new(),
+            blocked: HashMap::new(),
+            incidents: HashMap::new(),
+            recent: HashMap::new(),
+            commands: Bounded::new(MAX_COMMANDS),
+            command_events: Bounded::new(MAX_COMMANDS),
+            tenants: HashMap::new(),
+            caught_up: false,
+            fresh_at: None,
+        }
+    }
 }
 
 /// Shared handle of the view.
 pub type SharedView = Arc<RwLock<ViewData>>;
 
+/// One change the loader read.
+pub enum Update {
+    /// A mailbox's state (`None`: the changelog forgot it).
+    State(String, Option<MailboxState>),
+    /// A block or event record.
+    Effect(Effect),
+    /// A command.
+    Command(Command),
+    /// A tenant's settings (`None`: tombstone), already checked.
+    Tenant(String, Option<TenantSettings>),
+}
+
 impl ViewData {
-    /// The tenant a mailbox belongs to, as far as the view knows.
+    /// The tenant a mailbox belongs to, as far as the view knows: its state's, or its newest
+    /// incident's.
     pub fn tenant_of(&self, mailbox: &str) -> Option<&str> {
         if let Some(t) = self.mailboxes.get(mailbox).and_then(|s| s.tenant_id()) {
             return Some(t);
         }
-        let id = self.recent.get(mailbox)?.front()?;
-        self.incidents.get(id).map(|i| i.tenant_id.as_str())
+        self.recent
+            .get(mailbox)?
+            .iter()
+            .filter_map(|id| self.incidents.get(id))
+            .max_by_key(|i| i.when())
+            .map(|i| i.tenant_id.as_str())
+    }
+
+    /// Applies one update.
+    pub fn apply(&mut self, u: Update) {
+        match u {
+            Update::State(mb, s) => self.set_state(&mb, s),
+            Update::Effect(e) => self.apply_effect(e),
+            Update::Command(c) => self.commands.insert(c.command_id.clone(), c),
+            Update::Tenant(id, Some(t)) => {
+                self.tenants.insert(id, t);
+            }
+            Update::Tenant(id, None) => {
+                self.tenants.remove(&id);
+            }
+        }
     }
 
     fn set_state(&mut self, mailbox: &str, state: Option<MailboxState>) {
@@ -91,11 +207,18 @@ impl ViewData {
         if let Some(t) = old_tenant {
             if let Some(set) = self.blocked.get_mut(&t) {
                 set.remove(mailbox);
+                if set.is_empty() {
+                    self.blocked.remove(&t);
+                }
             }
         }
         match state {
             None => {
+                // Forgotten by the changelog (idle past its TTL): so are its incidents here.
                 self.mailboxes.remove(mailbox);
+                for id in self.recent.remove(mailbox).unwrap_or_default() {
+                    self.incidents.remove(&id);
+                }
             }
             Some(s) => {
                 if s.block().is_some() {
@@ -107,19 +230,17 @@ impl ViewData {
                     }
                 }
                 self.mailboxes.insert(mailbox.to_owned(), s);
+                self.evict(mailbox);
             }
         }
     }
 
     fn incident(&mut self, id: &str, mailbox: &str, tenant: &str) -> &mut Incident {
         if !self.incidents.contains_key(id) {
-            let recent = self.recent.entry(mailbox.to_owned()).or_default();
-            recent.push_front(id.to_owned());
-            if recent.len() > INCIDENTS_PER_MAILBOX {
-                if let Some(old) = recent.pop_back() {
-                    self.incidents.remove(&old);
-                }
-            }
+            self.recent
+                .entry(mailbox.to_owned())
+                .or_default()
+                .push(id.to_owned());
             self.incidents.insert(
                 id.to_owned(),
                 Incident {
@@ -132,8 +253,31 @@ impl ViewData {
         self.incidents.get_mut(id).expect("just inserted")
     }
 
+    /// Keeps at most [`INCIDENTS_PER_MAILBOX`] incidents of `mailbox`: the oldest by
+    /// [`Incident::when`] go, never the one whose block is in force.
+    fn evict(&mut self, mailbox: &str) {
+        let in_force = self
+            .mailboxes
+            .get(mailbox)
+            .and_then(MailboxState::incident_id);
+        let Some(ids) = self.recent.get_mut(mailbox) else {
+            return;
+        };
+        while ids.len() > INCIDENTS_PER_MAILBOX {
+            let oldest = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| in_force.as_deref() != Some(id.as_str()))
+                .min_by_key(|(_, id)| self.incidents.get(*id).map_or(Millis::MIN, Incident::when))
+                .map(|(i, _)| i);
+            let Some(i) = oldest else { break };
+            let id = ids.swap_remove(i);
+            self.incidents.remove(&id);
+        }
+    }
+
     fn apply_effect(&mut self, effect: Effect) {
-        match effect {
+        let mailbox = match effect {
             Effect::Block(b) => {
                 let inc = self.incident(&b.incident_id, &b.mailbox, &b.tenant_id);
                 if b.state != BlockState::Unblocked {
@@ -146,242 +290,35 @@ impl ViewData {
                 if !b.evidence_message_ids.is_empty() {
                     inc.evidence = b.evidence_message_ids;
                 }
+                b.mailbox
             }
             Effect::Event(e) => {
-                use crate::policy::EventKind as K;
-                if matches!(e.kind, K::SupportUnblock | K::CommandRejected) {
+                if matches!(
+                    e.kind,
+                    EventKind::SupportUnblock | EventKind::CommandRejected
+                ) {
                     self.command_events.insert(e.event_id.clone(), e.clone());
                 }
-                if let Some(id) = e.incident_id.clone() {
-                    let inc = self.incident(&id, &e.mailbox, &e.tenant_id);
-                    // Redelivered events (same deterministic id) are kept once.
-                    if !inc.events.iter().any(|x| x.event_id == e.event_id) {
-                        inc.events.push(e);
-                    }
+                let Some(id) = e.incident_id.clone() else {
+                    return;
+                };
+                let mailbox = e.mailbox.clone();
+                let inc = self.incident(&id, &e.mailbox, &e.tenant_id);
+                // Redelivered events (same deterministic id) are kept once.
+                if !inc.events.iter().any(|x| x.event_id == e.event_id) {
+                    inc.events.push(e);
                 }
+                mailbox
             }
-            Effect::Scan(_) | Effect::Alert(_) => {}
-        }
-    }
-}
-
-/// Handle of the running view reader.
-pub struct ViewReader {
-    /// The thread; ends when `stop` is set.
-    pub thread: std::thread::JoinHandle<()>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Changelog,
-    Blocks,
-    Events,
-    Commands,
-    Tenants,
-}
-
-struct Reader {
-    source: Source,
-    consumer: BaseConsumer<client::ReaderContext>,
-    partitions: usize,
-    at_end: HashSet<i32>,
-}
-
-/// Start reading every partition of the view's topics from the beginning. One consumer per
-/// topic, because librdkafka's end-of-partition event names the partition but not the topic.
-pub fn spawn(
-    cfg: &Config,
-    codec: Codec,
-    view: SharedView,
-    stop: Arc<AtomicBool>,
-) -> Result<ViewReader, KafkaError> {
-    let t = &cfg.topics;
-    let mut readers = Vec::new();
-    for (topic, source, purpose) in [
-        (&t.changelog, Source::Changelog, "api-view-changelog"),
-        (&t.blocks, Source::Blocks, "api-view-blocks"),
-        (&t.events, Source::Events, "api-view-events"),
-        (&t.commands, Source::Commands, "api-view-commands"),
-        (&t.tenants, Source::Tenants, "api-view-tenants"),
-    ] {
-        let consumer: BaseConsumer<client::ReaderContext> = client::reader(&cfg.kafka, purpose)
-            .create_with_context(client::ReaderContext)
-            .map_err(KafkaError::Client)?;
-        let n = admin::partition_count(&consumer, topic)?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..n {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .map_err(KafkaError::Client)?;
-        }
-        consumer.assign(&tpl).map_err(KafkaError::Client)?;
-        readers.push(Reader {
-            source,
-            consumer,
-            partitions: n as usize,
-            at_end: HashSet::new(),
-        });
-    }
-    let thread = std::thread::Builder::new()
-        .name("mailguard-api-view".into())
-        .spawn(move || run(readers, codec, view, stop))
-        .expect("spawn view thread");
-    Ok(ViewReader { thread })
-}
-
-enum Update {
-    State(String, Option<MailboxState>),
-    Effect(Effect),
-    Command(Command),
-    Tenant(String, Option<TenantSettings>),
-}
-
-fn run(mut readers: Vec<Reader>, codec: Codec, view: SharedView, stop: Arc<AtomicBool>) {
-    let mut updates = Vec::with_capacity(1024);
-    let mut caught_up = false;
-    while !stop.load(Ordering::Relaxed) {
-        for r in readers.iter_mut() {
-            poll_reader(r, &codec, &mut updates);
-        }
-        if updates.is_empty() {
-            // Idle. librdkafka cannot wait on five consumers at once (short of forwarding their
-            // queues), so the loop naps: 5 ms bounds what this adds to the view's staleness, at
-            // 200 cheap wake-ups a second.
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if !updates.is_empty() {
-            // One burst of already-fetched records per lock: queries wait at most one burst.
-            let mut v = view.write().expect("view lock");
-            for u in updates.drain(..) {
-                match u {
-                    Update::State(mb, s) => v.set_state(&mb, s),
-                    Update::Effect(e) => v.apply_effect(e),
-                    Update::Command(c) => {
-                        v.commands.insert(c.command_id.clone(), c);
-                    }
-                    Update::Tenant(id, Some(t)) => {
-                        v.tenants.insert(id, t);
-                    }
-                    Update::Tenant(id, None) => {
-                        v.tenants.remove(&id);
-                    }
-                }
-            }
-        }
-        if !caught_up && readers.iter().all(|r| r.at_end.len() >= r.partitions) {
-            caught_up = true;
-            info!("api view caught up");
-            view.write().expect("view lock").caught_up = true;
-        }
-    }
-}
-
-/// Take what one reader has fetched (at most 1024 records).
-fn poll_reader(r: &mut Reader, codec: &Codec, updates: &mut Vec<Update>) {
-    for _ in 0..1024 {
-        let msg = match r.consumer.poll(Duration::ZERO) {
-            None => return,
-            Some(Err(RdError::PartitionEOF(p))) => {
-                r.at_end.insert(p);
-                continue;
-            }
-            Some(Err(e)) => {
-                warn!(error = %e, "api view consumer error");
-                return;
-            }
-            Some(Ok(m)) => m,
+            Effect::Scan(_) | Effect::Alert(_) => return,
         };
-        let key = msg
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .map(str::to_owned);
-        if let Some(u) = decode(r.source, codec, key, msg.payload()) {
-            updates.push(u);
-        }
+        self.evict(&mailbox);
     }
-}
 
-fn decode(
-    source: Source,
-    codec: &Codec,
-    key: Option<String>,
-    payload: Option<&[u8]>,
-) -> Option<Update> {
-    let result = match (source, payload) {
-        (Source::Changelog, None) => return key.map(|k| Update::State(k, None)),
-        (Source::Changelog, Some(b)) => MailboxState::decode(b)
-            .map(|s| Update::State(key.clone().unwrap_or_default(), Some(s)))
-            .map_err(|e| e.to_string()),
-        (Source::Tenants, None) => return key.map(|k| Update::Tenant(k, None)),
-        (Source::Tenants, Some(b)) => codec
-            .decode_tenant(b)
-            .map(|(id, t)| Update::Tenant(id, Some(t)))
-            .map_err(|e| e.to_string()),
-        (Source::Commands, Some(b)) => codec
-            .decode_command(b)
-            .map(Update::Command)
-            .map_err(|e| e.to_string()),
-        (Source::Blocks | Source::Events, Some(b)) => codec
-            .decode_effect(b)
-            .map(Update::Effect)
-            .map_err(|e| e.to_string()),
-        (_, None) => return None,
-    };
-    match result {
-        Ok(u) => Some(u),
-        Err(e) => {
-            // The pipeline dead-letters what it cannot read; the view only skips it.
-            warn!(error = %e, "api view: record skipped");
-            None
-        }
+    /// How far behind its topics the view is at `now` (`None` before it was ever fresh).
+    pub fn staleness(&self, now: Instant) -> Option<Duration> {
+        self.fresh_at.map(|f| now.saturating_duration_since(f))
     }
-}
-
-/// Incidents of a mailbox, newest first.
-pub fn recent_incidents<'a>(v: &'a ViewData, mailbox: &str) -> Vec<(&'a str, &'a Incident)> {
-    v.recent
-        .get(mailbox)
-        .map(|ids| {
-            ids.iter()
-                .filter_map(|id| v.incidents.get(id).map(|i| (id.as_str(), i)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A page of a tenant's blocked mailboxes after `cursor`, with their state at `now`.
-pub fn blocked_page<'a>(
-    v: &'a ViewData,
-    tenant: &str,
-    filter: Option<BlockState>,
-    cursor: Option<&str>,
-    limit: usize,
-    now: Millis,
-) -> (Vec<(&'a str, &'a MailboxState, BlockState)>, Option<String>) {
-    let Some(set) = v.blocked.get(tenant) else {
-        return (Vec::new(), None);
-    };
-    let range = match cursor {
-        Some(c) => set.range::<str, _>((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded)),
-        None => set.range::<str, _>(..),
-    };
-    let mut out = Vec::new();
-    for mb in range {
-        let Some(s) = v.mailboxes.get(mb) else {
-            continue;
-        };
-        let state = s.block_state_at(now);
-        if state == BlockState::Unblocked || filter.is_some_and(|f| f != state) {
-            continue;
-        }
-        if out.len() == limit {
-            let next = out
-                .last()
-                .map(|(m, _, _): &(&str, &MailboxState, BlockState)| m.to_string());
-            return (out, next);
-        }
-        out.push((mb.as_str(), s, state));
-    }
-    (out, None)
 }
 
 #[cfg(test)]
@@ -449,5 +386,99 @@ mod tests {
         assert_eq!(names(&all), ["a@t", "c@t"]);
         assert_eq!(v.tenant_of("x@other"), Some("other"));
         assert_eq!(v.tenant_of("e@t"), None);
+    }
+
+    fn block(mailbox: &str, tenant: &str, incident: uuid::Uuid, at: Millis) -> Effect {
+        Effect::Block(crate::policy::BlockRecord {
+            mailbox: mailbox.into(),
+            tenant_id: tenant.into(),
+            state: BlockState::Blocked,
+            strike: 1,
+            blocked_at: at,
+            blocked_until: Some(at + 3_600_000),
+            incident_id: incident.to_string(),
+            evidence_message_ids: vec!["m1".into()],
+            updated_at: at,
+        })
+    }
+
+    fn incident_id(n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn a_mailbox_shows_only_the_incidents_of_the_tenant_asked_about() {
+        let mut v = ViewData::default();
+        // Tripped under tenant a, then moved to tenant b and tripped there.
+        v.apply(Update::Effect(block("m@x", "a", incident_id(1), 1_000)));
+        v.apply(Update::Effect(block("m@x", "b", incident_id(2), 9_000)));
+        let mut state = blocked_state("b", Some(20_000));
+        state.block.as_mut().unwrap().incident_id = incident_id(2);
+        v.apply(Update::State("m@x".into(), Some(state)));
+        let ids = |t: &str| {
+            recent_incidents(&v, "m@x", t)
+                .into_iter()
+                .map(|(id, _)| id.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids("b"), [incident_id(2).to_string()]);
+        assert_eq!(ids("a"), [incident_id(1).to_string()]);
+        assert_eq!(v.tenant_of("m@x"), Some("b"));
+    }
+
+    #[test]
+    fn incidents_are_evicted_oldest_first_by_blocked_at_but_never_the_block_in_force() {
+        let mut v = ViewData::default();
+        // The block in force is the oldest incident by blocked_at, and read last (readers of
+        // different topics run independently, so arrival order says nothing).
+        let in_force = incident_id(999);
+        let mut state = blocked_state("t", None);
+        state.block.as_mut().unwrap().incident_id = in_force;
+        v.apply(Update::State("m@t".into(), Some(state)));
+        for n in 0..INCIDENTS_PER_MAILBOX as u128 + 5 {
+            v.apply(Update::Effect(block(
+                "m@t",
+                "t",
+                incident_id(n),
+                10_000 + n as Millis,
+            )));
+        }
+        v.apply(Update::Effect(block("m@t", "t", in_force, 1)));
+        let kept = recent_incidents(&v, "m@t", "t");
+        assert_eq!(kept.len(), INCIDENTS_PER_MAILBOX);
+        assert_eq!(
+            kept.last().unwrap().0,
+            in_force.to_string(),
+            "in force, oldest, kept"
+        );
+        assert_eq!(kept.last().unwrap().1.strike, Some(1));
+        // Newest first; the oldest others (0..=5) went.
+        assert_eq!(
+            kept[0].0,
+            incident_id(INCIDENTS_PER_MAILBOX as u128 + 4).to_string()
+        );
+        assert!(kept.iter().all(|(id, _)| *id != incident_id(5).to_string()));
+        assert!(kept.iter().any(|(id, _)| *id == incident_id(6).to_string()));
+        assert_eq!(
+            v.incidents.len(),
+            INCIDENTS_PER_MAILBOX,
+            "evicted ones are gone"
+        );
+        // The changelog forgets the mailbox: its incidents go too.
+        v.apply(Update::State("m@t".into(), None));
+        assert!(v.incidents.is_empty() && v.recent.is_empty() && v.blocked.is_empty());
+    }
+
+    #[test]
+    fn commands_are_bounded_oldest_first() {
+        let mut b = Bounded::new(3);
+        for i in 0..5 {
+            b.insert(format!("c{i}"), i);
+        }
+        b.insert("c4".into(), 40); // a replacement is no new entry
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.get("c1"), None);
+        assert_eq!(b.get("c2"), Some(&2));
+        assert_eq!(b.get("c4"), Some(&40));
     }
 }

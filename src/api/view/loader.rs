@@ -1,0 +1,297 @@
+//! The view's reader thread: plain `assign()` consumers (`read_committed`, never committing,
+//! group ids from [`client::reader_group`]) of mailguard's own topics, from the beginning. It
+//! sees exactly what the pipeline committed, a few milliseconds after the commit; rebalances of
+//! the pipeline's group do not touch it.
+//!
+//! Records are checked as the pipeline checks them (tenant settings through the tables' own
+//! [`tables::checked`]); one whose writer schema the registry cannot serve right now is retried,
+//! never skipped, so a registry outage makes the view stale (and the API say so), not wrong.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::freshness::{self, Freshness, Report};
+use super::{SharedView, Update};
+use crate::codec::{Codec, CodecError};
+use crate::config::Config;
+use crate::kafka::{admin, client, KafkaError};
+use crate::pipeline::tables::{self, TableRecord};
+use crate::policy::{Limits, MailboxState};
+use crate::store::Table;
+use crate::telemetry::Metrics;
+
+/// Handle of the running view reader.
+pub struct ViewReader {
+    /// The thread; ends when `stop` is set.
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Changelog,
+    Blocks,
+    Events,
+    Commands,
+    Tenants,
+}
+
+/// A reader's context: end of partition is no error, and the latest statistics report is kept
+/// for [`freshness`].
+#[derive(Default)]
+struct ViewContext {
+    stats: Mutex<Option<(Instant, Statistics)>>,
+}
+
+impl ClientContext for ViewContext {
+    fn stats(&self, statistics: Statistics) {
+        *self.stats.lock().expect("stats lock") = Some((Instant::now(), statistics));
+    }
+
+    fn error(&self, error: RdError, reason: &str) {
+        client::ReaderContext.error(error, reason);
+    }
+}
+
+impl ConsumerContext for ViewContext {}
+
+struct Reader {
+    source: Source,
+    topic: String,
+    consumer: BaseConsumer<ViewContext>,
+    partitions: usize,
+    freshness: Freshness,
+}
+
+/// librdkafka's statistics interval of the view's readers: how often a freshness target is set.
+const STATS_INTERVAL_MS: &str = "1000";
+
+/// Start reading every partition of the view's topics from the beginning. One consumer per
+/// topic, because librdkafka's end-of-partition event names the partition but not the topic.
+pub fn spawn(
+    cfg: &Config,
+    codec: Codec,
+    view: SharedView,
+    stop: Arc<AtomicBool>,
+    metrics: Metrics,
+) -> Result<ViewReader, KafkaError> {
+    let t = &cfg.topics;
+    let mut readers = Vec::new();
+    for (topic, source, purpose) in [
+        (&t.changelog, Source::Changelog, "api-view-changelog"),
+        (&t.blocks, Source::Blocks, "api-view-blocks"),
+        (&t.events, Source::Events, "api-view-events"),
+        (&t.commands, Source::Commands, "api-view-commands"),
+        (&t.tenants, Source::Tenants, "api-view-tenants"),
+    ] {
+        let consumer: BaseConsumer<ViewContext> = client::reader(&cfg.kafka, purpose)
+            .set("statistics.interval.ms", STATS_INTERVAL_MS)
+            .create_with_context(ViewContext::default())
+            .map_err(KafkaError::Client)?;
+        let n = admin::partition_count(&consumer, topic)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..n {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(KafkaError::Client)?;
+        }
+        consumer.assign(&tpl).map_err(KafkaError::Client)?;
+        readers.push(Reader {
+            source,
+            topic: topic.clone(),
+            consumer,
+            partitions: n as usize,
+            freshness: Freshness::default(),
+        });
+    }
+    let limits = cfg.limits.clone();
+    let thread = std::thread::Builder::new()
+        .name("mailguard-api-view".into())
+        .spawn(move || run(readers, codec, limits, view, stop, metrics))
+        .expect("spawn view thread");
+    Ok(ViewReader { thread })
+}
+
+fn run(
+    mut readers: Vec<Reader>,
+    codec: Codec,
+    limits: Limits,
+    view: SharedView,
+    stop: Arc<AtomicBool>,
+    metrics: Metrics,
+) {
+    let mut updates = Vec::with_capacity(1024);
+    let mut caught_up = false;
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        for r in readers.iter_mut() {
+            poll_reader(r, &codec, &limits, &stop, &mut updates);
+            if let Some((at, stats)) = r
+                .consumer
+                .context()
+                .stats
+                .lock()
+                .expect("stats lock")
+                .take()
+            {
+                r.freshness.on_report(at, report(&stats, &r.topic));
+            }
+            r.freshness.settle();
+        }
+        if updates.is_empty() {
+            // Idle. librdkafka cannot wait on five consumers at once (short of forwarding their
+            // queues), so the loop naps: 5 ms bounds what this adds to the view's staleness, at
+            // 200 cheap wake-ups a second.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let fresh_at = freshness::staleness(
+            Instant::now(),
+            readers.iter().map(|r| r.freshness.fresh_at()),
+        )
+        .and_then(|age| Instant::now().checked_sub(age));
+        metrics.set_api_view(
+            readers.iter().map(|r| r.freshness.lag()).sum(),
+            fresh_at.unwrap_or(started).elapsed(),
+        );
+        if !caught_up && readers.iter().all(|r| r.freshness.loaded(r.partitions)) {
+            caught_up = true;
+            info!("api view caught up");
+        }
+        // One burst of already-fetched records per lock: queries wait at most one burst.
+        let mut v = view.write().expect("view lock");
+        for u in updates.drain(..) {
+            v.apply(u);
+        }
+        v.caught_up = caught_up;
+        v.fresh_at = fresh_at;
+    }
+}
+
+/// What a statistics report says of the reader's topic: each assigned partition's end, and
+/// whether every one has a leader it is fetching from.
+fn report(stats: &Statistics, topic: &str) -> Report {
+    let mut r = Report {
+        healthy: true,
+        ..Report::default()
+    };
+    let Some(t) = stats.topics.get(topic) else {
+        r.healthy = false;
+        return r;
+    };
+    for p in t
+        .partitions
+        .values()
+        .filter(|p| p.partition >= 0 && p.desired)
+    {
+        let end = if p.ls_offset >= 0 {
+            p.ls_offset
+        } else {
+            p.hi_offset
+        };
+        if p.leader < 0 || p.fetch_state != "active" || end < 0 {
+            r.healthy = false;
+        }
+        r.ends.insert(p.partition, end);
+    }
+    r
+}
+
+/// Take what one reader has fetched (at most 1024 records).
+fn poll_reader(
+    r: &mut Reader,
+    codec: &Codec,
+    limits: &Limits,
+    stop: &AtomicBool,
+    updates: &mut Vec<Update>,
+) {
+    for _ in 0..1024 {
+        let msg = match r.consumer.poll(Duration::ZERO) {
+            None => return,
+            Some(Err(RdError::PartitionEOF(p))) => {
+                r.freshness.on_end(p);
+                continue;
+            }
+            Some(Err(e)) => {
+                warn!(topic = %r.topic, error = %e, "api view consumer error");
+                return;
+            }
+            Some(Ok(m)) => m,
+        };
+        r.freshness.on_record(msg.partition(), msg.offset());
+        let key = msg
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .map(str::to_owned);
+        // A writer schema the registry cannot serve right now is waited for: skipping the record
+        // would leave the view wrong for good while it looks healthy.
+        let mut backoff = Duration::from_millis(200);
+        let decoded = loop {
+            match decode(r.source, codec, limits, key.clone(), msg.payload()) {
+                Err(Skip::Codec(e)) if e.is_transient() => {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    warn!(topic = %r.topic, partition = msg.partition(), offset = msg.offset(), error = %e, "api view: writer schema unavailable; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                other => break other,
+            }
+        };
+        match decoded {
+            Ok(Some(u)) => updates.push(u),
+            Ok(None) => {}
+            // The pipeline dead-letters what it cannot read or accept; the view only skips it.
+            Err(e) => {
+                warn!(topic = %r.topic, partition = msg.partition(), offset = msg.offset(), error = %e, "api view: record skipped")
+            }
+        }
+    }
+}
+
+/// Why a record does not change the view.
+#[derive(Debug, thiserror::Error)]
+enum Skip {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("mailbox state: {0}")]
+    State(String),
+    #[error("tenant settings: {0}")]
+    Tenant(String),
+}
+
+fn decode(
+    source: Source,
+    codec: &Codec,
+    limits: &Limits,
+    key: Option<String>,
+    payload: Option<&[u8]>,
+) -> Result<Option<Update>, Skip> {
+    Ok(match (source, payload) {
+        (Source::Changelog, None) => key.map(|k| Update::State(k, None)),
+        (Source::Changelog, Some(b)) => {
+            let s = MailboxState::decode(b).map_err(|e| Skip::State(e.to_string()))?;
+            Some(Update::State(key.unwrap_or_default(), Some(s)))
+        }
+        (Source::Tenants, None) => key.map(|k| Update::Tenant(Table::Tenants.id_of_key(&k), None)),
+        (Source::Tenants, Some(b)) => {
+            let Some(key) = key else {
+                return Err(Skip::Tenant("missing or non-UTF-8 key".into()));
+            };
+            let key = Table::Tenants.id_of_key(&key);
+            let (id, t) = codec.decode_tenant(b)?;
+            match tables::checked(TableRecord::Tenant(id, t), &key, limits) {
+                Ok(TableRecord::Tenant(_, t)) => Some(Update::Tenant(key, Some(t))),
+                Ok(_) => None,
+                Err(reason) => return Err(Skip::Tenant(reason)),
+            }
+        }
+        (Source::Commands, Some(b)) => Some(Update::Command(codec.decode_command(b)?)),
+        (Source::Blocks | Source::Events, Some(b)) => Some(Update::Effect(codec.decode_effect(b)?)),
+        (_, None) => None,
+    })
+}
