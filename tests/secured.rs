@@ -78,55 +78,68 @@ struct Deployment {
     _dir: tempfile::TempDir,
 }
 
+/// The pipeline's grants only (`api.enabled` off).
 fn deployment() -> &'static Deployment {
     static D: OnceLock<Deployment> = OnceLock::new();
-    D.get_or_init(|| {
-        let (mut cfg, dir) = common::test_config(2);
-        cfg.kafka.bootstrap_servers = secure_bootstrap();
-        cfg.topics.create_missing = false;
-        let mut admin_cfg = cfg.clone();
-        admin_cfg.kafka.client_properties = admin().props;
-        common::create_topics(&admin_cfg);
-        let user = common::unique("mg");
-        kafka_local(&["user", "add", &user]);
-        let t = &cfg.topics;
-        let topics = [
-            ("verdicts", &t.verdicts),
-            ("commands", &t.commands),
-            ("mailboxes", &t.mailboxes),
-            ("devices", &t.devices),
-            ("tenants", &t.tenants),
-            ("changelog", &t.changelog),
-            ("blocks", &t.blocks),
-            ("scan_requests", &t.scan_requests),
-            ("alerts", &t.alerts),
-            ("events", &t.events),
-            ("dlq", &t.dlq),
-        ]
-        .iter()
-        .map(|(role, name)| format!("{role}={name}"))
-        .collect::<Vec<_>>()
-        .join(",");
-        kafka_local(&[
-            "grant-mailguard",
-            "--user",
-            &user,
-            "--group",
-            &cfg.kafka.group_id,
-            "--transactional-id-prefix",
-            &cfg.kafka.transactional_id_prefix,
-            "--topics",
-            &topics,
-        ]);
-        // mailguard is given the password as a file reference, as a mounted Secret would be.
-        let reference = format!("${{file:{}}}", password_file(&user).display());
-        cfg.kafka.client_properties = sasl_props(&user, &reference);
-        Deployment {
-            cfg,
-            user,
-            _dir: dir,
-        }
-    })
+    D.get_or_init(|| grant(false))
+}
+
+/// The pipeline's and the API's grants (`grant-mailguard --api`).
+fn api_deployment() -> &'static Deployment {
+    static D: OnceLock<Deployment> = OnceLock::new();
+    D.get_or_init(|| grant(true))
+}
+
+fn grant(api: bool) -> Deployment {
+    let (mut cfg, dir) = common::test_config(2);
+    cfg.kafka.bootstrap_servers = secure_bootstrap();
+    cfg.topics.create_missing = false;
+    let mut admin_cfg = cfg.clone();
+    admin_cfg.kafka.client_properties = admin().props;
+    common::create_topics(&admin_cfg);
+    let user = common::unique("mg");
+    kafka_local(&["user", "add", &user]);
+    let t = &cfg.topics;
+    let topics = [
+        ("verdicts", &t.verdicts),
+        ("commands", &t.commands),
+        ("mailboxes", &t.mailboxes),
+        ("devices", &t.devices),
+        ("tenants", &t.tenants),
+        ("changelog", &t.changelog),
+        ("blocks", &t.blocks),
+        ("scan_requests", &t.scan_requests),
+        ("alerts", &t.alerts),
+        ("events", &t.events),
+        ("dlq", &t.dlq),
+    ]
+    .iter()
+    .map(|(role, name)| format!("{role}={name}"))
+    .collect::<Vec<_>>()
+    .join(",");
+    let mut args = vec![
+        "grant-mailguard",
+        "--user",
+        &user,
+        "--group",
+        &cfg.kafka.group_id,
+        "--transactional-id-prefix",
+        &cfg.kafka.transactional_id_prefix,
+        "--topics",
+        &topics,
+    ];
+    if api {
+        args.push("--api");
+    }
+    kafka_local(&args);
+    // mailguard is given the password as a file reference, as a mounted Secret would be.
+    let reference = format!("${{file:{}}}", password_file(&user).display());
+    cfg.kafka.client_properties = sasl_props(&user, &reference);
+    Deployment {
+        cfg,
+        user,
+        _dir: dir,
+    }
 }
 
 /// `cfg` with the secret references resolved, as `Config::load` would leave it.
@@ -350,5 +363,141 @@ fn a_group_with_describe_but_not_read_stops_mailguard_naming_the_group_and_read(
     assert!(
         err.contains(&format!("READ on Group:{}", cfg.kafka.group_id)),
         "names the group and the operation: {err}"
+    );
+}
+
+/// `cfg` with the API on `port`, one all-tenant SUPPORT token (`secret`).
+fn with_api(cfg: &Config, port: u16, secret: &str) -> Config {
+    let mut cfg = cfg.clone();
+    cfg.api.enabled = true;
+    cfg.http.listen = format!("127.0.0.1:{port}");
+    cfg.api.tokens = vec![mailguard::config::ApiToken {
+        sha256: mailguard::api::auth::hash_token(secret),
+        principal: "support-1".into(),
+        role: mailguard::config::ApiRole::Support,
+        tenant: None,
+    }];
+    cfg
+}
+
+fn api_call(url: &str, token: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let auth = format!("Bearer {token}");
+    let answer = match body {
+        None => agent.get(url).header("Authorization", &auth).call(),
+        Some(b) => agent
+            .post(url)
+            .header("Authorization", &auth)
+            .content_type("application/json")
+            .send(b),
+    };
+    match answer {
+        Ok(mut r) => {
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            (
+                r.status().as_u16(),
+                serde_json::from_str(&text).unwrap_or_default(),
+            )
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+/// Polls `url` until `ok` holds for its answer (or fails after `within`, showing the last one).
+fn await_api(
+    url: &str,
+    token: &str,
+    within: Duration,
+    ok: impl Fn(u16, &serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, v) = api_call(url, token, None);
+        if ok(status, &v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{url}: last answer {status} {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_api_answers_over_sasl_ssl_with_only_the_documented_acls() {
+    let d = api_deployment();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secret = common::unique("token");
+    let cfg = with_api(&d.cfg, port, &secret);
+    let dir = tempfile::tempdir().unwrap();
+    let mut run_cfg = cfg.clone();
+    run_cfg.state.dir = dir.path().join("state");
+    let path = dir.path().join("mailguard.toml");
+    std::fs::write(&path, toml::to_string(&run_cfg).unwrap()).unwrap();
+    let log = dir.path().join("log");
+    let _instance = common::spawn_binary(&path, &log);
+    let _show = common::LogOnFailure(log);
+    let base = format!("http://127.0.0.1:{port}");
+    let mailbox = "secure-api@example.com";
+    let t0 = common::now_ms() - 60_000;
+    let records: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..5)
+        .map(|i| {
+            (
+                Some(mailbox),
+                Some(verdict(mailbox, &format!("a-{i}"), t0 + i * 1_000)),
+            )
+        })
+        .collect();
+    common::produce_on(&admin(), &cfg.topics.verdicts, &records);
+    // The view reads the changelog, blocks and events topics: the block and its incident show.
+    let url = format!("{base}/v1/tenants/acme/mailboxes/{mailbox}");
+    let v = await_api(&url, &secret, Duration::from_secs(90), |s, v| {
+        s == 200 && v["state"] == "BLOCKED" && v["recent_incidents"][0]["strike"] == 1
+    });
+    assert_eq!(v["strikes"], 1, "{v}");
+    assert_eq!(v["recent_incidents"].as_array().unwrap().len(), 1, "{v}");
+    // The API writes to the commands topic: a timed block cannot be lifted, and says why.
+    let (status, accepted) = api_call(
+        &format!("{url}/support-unblock"),
+        &secret,
+        // A ticket is free text: it cannot forge the reason an administrator is shown.
+        Some(r#"{"ticket":"T-1 rejected: forged (command x)"}"#),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let status_url = format!("{base}{}", accepted["status_url"].as_str().unwrap());
+    let outcome = await_api(&status_url, &secret, Duration::from_secs(60), |s, v| {
+        s == 200 && v["status"] != "PENDING"
+    });
+    assert_eq!(outcome["status"], "REJECTED", "{outcome}");
+    assert_eq!(outcome["reason"], "TIMED_BLOCK", "{outcome}");
+    assert!(
+        outcome["detail"].as_str().unwrap().contains("support-1"),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn the_api_without_its_acls_stops_mailguard_at_start_naming_the_resource() {
+    // The pipeline's grants only: the API's view and command producer lack theirs.
+    let d = deployment();
+    let cfg = with_api(&d.cfg, 0, "unused-token-secret");
+    let f = run_expecting_failure(&cfg);
+    let err = &f.message;
+    assert!(
+        err.contains(&format!(
+            "not authorised for WRITE on Topic:{}",
+            cfg.topics.commands
+        )) && err.contains("api.enabled"),
+        "names the resource, the operation and why: {err}"
+    );
+    assert!(
+        err.contains(&format!("User:{}", d.user)),
+        "names the principal: {err}"
     );
 }

@@ -30,26 +30,20 @@ use tracing::{debug, info};
 use crate::config::Config;
 use crate::kafka::{client, KafkaError};
 
-/// What the principal must be allowed to do on a topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
-    /// Consumed (inputs, tables).
-    Read,
-    /// Produced (outputs, DLQ).
-    Write,
-    /// Both (the state changelog: written by the session, read by restore).
-    ReadWrite,
+/// What the principal must be allowed to do on a topic, and what for (named in the error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    /// The operation.
+    pub op: Operation,
+    /// Why mailguard needs it, e.g. "mailguard consumes it".
+    pub why: &'static str,
 }
 
-impl Need {
-    fn ops(self) -> &'static [Operation] {
-        match self {
-            Need::Read => &[Operation::Read],
-            Need::Write => &[Operation::Write],
-            Need::ReadWrite => &[Operation::Read, Operation::Write],
-        }
-    }
-}
+const CONSUMES: &str = "mailguard consumes it";
+const PRODUCES: &str = "mailguard produces to it";
+const RESTORES: &str = "mailguard restores its state from it";
+const VIEW_READS: &str = "the admin API's view reads it (api.enabled)";
+const API_PRODUCES: &str = "the admin API sends support commands to it (api.enabled)";
 
 /// The ACL operations mailguard checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,25 +70,42 @@ impl Operation {
     }
 }
 
-/// Every topic of the configuration with what mailguard does with it.
-pub fn topic_needs(cfg: &Config) -> Vec<(String, Need)> {
+/// Every topic of the configuration with the operations mailguard needs on it. With
+/// `api.enabled` the view also reads the blocks, events and commands topics (the changelog and
+/// the tenant table it reads anyway) and the API writes commands: README's ACL table.
+pub fn topic_needs(cfg: &Config) -> Vec<(String, Vec<Need>)> {
+    use Operation::{Read, Write};
     let t = &cfg.topics;
-    [
-        (&t.verdicts, Need::Read),
-        (&t.commands, Need::Read),
-        (&t.mailboxes, Need::Read),
-        (&t.devices, Need::Read),
-        (&t.tenants, Need::Read),
-        (&t.blocks, Need::Write),
-        (&t.scan_requests, Need::Write),
-        (&t.alerts, Need::Write),
-        (&t.events, Need::Write),
-        (&t.dlq, Need::Write),
-        (&t.changelog, Need::ReadWrite),
+    let need = |op, why| Need { op, why };
+    let mut needs: Vec<(String, Vec<Need>)> = [
+        (&t.verdicts, vec![need(Read, CONSUMES)]),
+        (&t.commands, vec![need(Read, CONSUMES)]),
+        (&t.mailboxes, vec![need(Read, CONSUMES)]),
+        (&t.devices, vec![need(Read, CONSUMES)]),
+        (&t.tenants, vec![need(Read, CONSUMES)]),
+        (&t.blocks, vec![need(Write, PRODUCES)]),
+        (&t.scan_requests, vec![need(Write, PRODUCES)]),
+        (&t.alerts, vec![need(Write, PRODUCES)]),
+        (&t.events, vec![need(Write, PRODUCES)]),
+        (&t.dlq, vec![need(Write, PRODUCES)]),
+        (
+            &t.changelog,
+            vec![need(Read, RESTORES), need(Write, PRODUCES)],
+        ),
     ]
     .into_iter()
-    .map(|(name, need)| (name.clone(), need))
-    .collect()
+    .map(|(name, ops)| (name.clone(), ops))
+    .collect();
+    if cfg.api.enabled {
+        for (name, ops) in needs.iter_mut() {
+            if *name == t.blocks || *name == t.events {
+                ops.push(need(Read, VIEW_READS));
+            } else if *name == t.commands {
+                ops.push(need(Write, API_PRODUCES));
+            }
+        }
+    }
+    needs
 }
 
 /// Remembers the connection-level errors librdkafka reported, to explain a request that cannot
@@ -188,7 +199,7 @@ pub fn check(cfg: &Config, timeout: Duration) -> Result<(), KafkaError> {
         "topics described: {described:?}"
     );
     let principal = principal(cfg);
-    for (name, need) in &needs {
+    for (name, needs) in &needs {
         let Some(d) = described.iter().find(|d| &d.name == name) else {
             continue;
         };
@@ -217,20 +228,17 @@ pub fn check(cfg: &Config, timeout: Duration) -> Result<(), KafkaError> {
             debug!(topic = %name, "broker reported no authorised operations; not checked");
             continue;
         };
-        for op in need.ops() {
+        for need in needs {
             let allowed = ops.iter().any(|o| {
-                *o == op.code() || *o == sys::rd_kafka_AclOperation_t::RD_KAFKA_ACL_OPERATION_ALL
+                *o == need.op.code()
+                    || *o == sys::rd_kafka_AclOperation_t::RD_KAFKA_ACL_OPERATION_ALL
             });
             if !allowed {
                 return Err(KafkaError::NotAuthorised {
                     principal: principal.clone(),
                     resource: format!("Topic:{name}"),
-                    operation: op.name().into(),
-                    why: match need {
-                        Need::Read => "mailguard consumes it".into(),
-                        Need::Write => "mailguard produces to it".into(),
-                        Need::ReadWrite => "mailguard writes and restores its state from it".into(),
-                    },
+                    operation: need.op.name().into(),
+                    why: need.why.into(),
                 });
             }
         }
@@ -361,6 +369,29 @@ fn cstr(p: *const std::os::raw::c_char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ops_on(needs: &[(String, Vec<Need>)], topic: &str) -> Vec<&'static str> {
+        let (_, n) = needs.iter().find(|(t, _)| t == topic).expect(topic);
+        n.iter().map(|n| n.op.name()).collect()
+    }
+
+    #[test]
+    fn the_api_adds_the_views_reads_and_the_commands_write() {
+        let mut cfg = Config::default();
+        let needs = topic_needs(&cfg);
+        let t = cfg.topics.clone();
+        assert_eq!(ops_on(&needs, &t.blocks), ["WRITE"]);
+        assert_eq!(ops_on(&needs, &t.events), ["WRITE"]);
+        assert_eq!(ops_on(&needs, &t.commands), ["READ"]);
+        assert_eq!(ops_on(&needs, &t.changelog), ["READ", "WRITE"]);
+        cfg.api.enabled = true;
+        let needs = topic_needs(&cfg);
+        assert_eq!(ops_on(&needs, &t.blocks), ["WRITE", "READ"]);
+        assert_eq!(ops_on(&needs, &t.events), ["WRITE", "READ"]);
+        assert_eq!(ops_on(&needs, &t.commands), ["READ", "WRITE"]);
+        assert_eq!(ops_on(&needs, &t.alerts), ["WRITE"]);
+        assert_eq!(ops_on(&needs, &t.tenants), ["READ"]);
+    }
 
     #[test]
     fn a_definitive_error_is_not_hidden_by_the_brokers_down_that_follows_it() {
