@@ -46,9 +46,14 @@ build: deps ## Build mailguard
 topics: build ## Create every topic of CONFIG on the local broker
 	$(LOCAL_ENV) $(CARGO_TARGET_DIR)/debug/mailguard --config $(CONFIG) topics
 
-run: kafka-up registry-up build ## Run mailguard on the local broker and registry (topics created); Ctrl-C stops it
+HTTP_PORT ?= 8080
+
+run: kafka-up registry-up build ## Run mailguard on the local broker and registry (topics created, API on with a dev token); Ctrl-C stops it
 	$(LOCAL_ENV) $(CARGO_TARGET_DIR)/debug/mailguard --config $(CONFIG) topics
-	$(LOCAL_ENV) exec $(CARGO_TARGET_DIR)/debug/mailguard --config $(CONFIG) run
+	@echo "make run: admin API on http://127.0.0.1:$(HTTP_PORT)/v1, token (SUPPORT, every tenant) in $$(scripts/dev-token --path)"
+	$(LOCAL_ENV) MAILGUARD_HTTP__LISTEN=127.0.0.1:$(HTTP_PORT) MAILGUARD_API__ENABLED=true \
+		MAILGUARD_API__TOKENS='$(shell scripts/dev-token)' \
+		exec $(CARGO_TARGET_DIR)/debug/mailguard --config $(CONFIG) run
 
 test: deps ## Everything: fmt, clippy, golden vectors, unit, property, integration and interop tests on fresh brokers and registry
 	scripts/test-all
