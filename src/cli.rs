@@ -350,7 +350,8 @@ pub enum AdminCommand {
         ticket: String,
         /// Mailbox.
         mailbox: String,
-        /// Seconds to wait for the outcome (0: print the command id and return).
+        /// Seconds to wait for the outcome (0: print the command id and return). Exits 0 when
+        /// ACCEPTED, non-zero when REJECTED or when still PENDING at the end of the wait.
         #[arg(long, default_value_t = 30.0)]
         wait: f64,
     },
@@ -568,13 +569,10 @@ pub fn admin(args: &AdminArgs) -> Result<(), CliError> {
             let deadline = Instant::now() + Duration::from_secs_f64(wait.max(0.0));
             loop {
                 let st = client.call("GET", status_url, None)?;
-                let pending = st.get("status").and_then(Value::as_str) == Some("PENDING");
-                if !pending || Instant::now() >= deadline {
+                let status = st.get("status").and_then(Value::as_str);
+                if status != Some("PENDING") || Instant::now() >= deadline {
                     print_json(&st)?;
-                    return match st.get("status").and_then(Value::as_str) {
-                        Some("REJECTED") => Err(CliError::Wire("command rejected".into())),
-                        _ => Ok(()),
-                    };
+                    return unblock_outcome(status, *wait, status_url);
                 }
                 // The outcome appears once the pipeline committed the command's transaction.
                 std::thread::sleep(Duration::from_millis(100));
@@ -584,9 +582,44 @@ pub fn admin(args: &AdminArgs) -> Result<(), CliError> {
     }
 }
 
+/// The exit of `admin unblock` once it stopped waiting: success only for ACCEPTED, or for a
+/// PENDING command when `--wait 0` asked not to wait; a command still PENDING after a wait has an
+/// unknown outcome, which a script must not take for success.
+fn unblock_outcome(status: Option<&str>, wait: f64, status_url: &str) -> Result<(), CliError> {
+    match status {
+        Some("ACCEPTED") => Ok(()),
+        Some("PENDING") if wait <= 0.0 => Ok(()),
+        Some("REJECTED") => Err(CliError::Wire("command rejected".into())),
+        Some("PENDING") => Err(CliError::Wire(format!(
+            "outcome unknown: the command is still PENDING after {wait} s (the pipeline has not \
+             decided it yet); ask again with GET {status_url}"
+        ))),
+        other => Err(CliError::Wire(format!(
+            "outcome unknown: unexpected status {}",
+            other.unwrap_or("(none)")
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unblock_succeeds_only_when_accepted_or_not_awaited() {
+        let url = "/v1/x/commands/1";
+        assert!(unblock_outcome(Some("ACCEPTED"), 30.0, url).is_ok());
+        assert!(unblock_outcome(Some("PENDING"), 0.0, url).is_ok());
+        let e = unblock_outcome(Some("PENDING"), 2.0, url)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outcome unknown") && e.contains(url), "{e}");
+        let e = unblock_outcome(Some("REJECTED"), 2.0, url)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rejected"), "{e}");
+        assert!(unblock_outcome(None, 2.0, url).is_err());
+    }
 
     #[test]
     fn now_placeholders_are_filled() {

@@ -1,9 +1,13 @@
 //! The one typed configuration of mailguard.
 //!
 //! Loaded from a TOML file, then overridden by `MAILGUARD_<SECTION>__<FIELD>` environment
-//! variables (double underscore between section and field, because field names contain single
-//! underscores), then validated. Every error names the offending field (`policy.threshold: ...`),
-//! because a platform team reads these in a crash-looping pod's log, not in a debugger.
+//! variables ([`env`](self::env): a string field takes the value literally), then its secret
+//! references resolved ([`secrets`]), then validated section by section
+//! ([`validate`](self::validate): every problem at once). Every error names the offending field
+//! (`policy.threshold: ...`), because a platform team reads these in a crash-looping pod's log,
+//! not in a debugger — and none shows a secret's value or the source text around it.
+//!
+//! The types of each section live here (`HttpConfig` among them); their checks in `validate`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,9 +16,32 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{Limits, Policy, PolicyOverrides, TenantSettings};
 
+mod env;
 pub mod secrets;
+mod validate;
 
-/// Configuration errors; Display always names the field or file at fault.
+/// One field at fault: its dotted path and what is wrong, never the value of a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config field `{field}`: {message}")]
+pub struct FieldError {
+    /// Dotted path of the field (`api.tokens[0].principal`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Configuration errors; Display always names the field or file at fault, and never shows the
+/// source text or a secret's value (a syntax error on a line holding a password must not print it).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -25,37 +52,51 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// TOML syntax error.
-    #[error("config file {path}: {message}")]
+    /// TOML syntax error: where, and the parser's short message (never the offending line).
+    #[error("config file {path}, line {line}, column {column}: {message}")]
     Syntax {
         /// Path as given.
         path: PathBuf,
-        /// Parser message with line and column.
+        /// 1-based line.
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+        /// The parser's message (`invalid table header`, `expected `]``…), without source text.
         message: String,
     },
-    /// Unknown field, wrong type, missing field.
-    #[error("config field `{field}`: {message}")]
-    Field {
-        /// Dotted path of the field.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A value that parses but is not allowed.
-    #[error("config field `{field}`: {message}")]
-    Invalid {
-        /// Dotted path of the field.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
+    /// Unknown field, wrong type, missing field, an unresolvable secret reference.
+    #[error("{0}")]
+    Field(FieldError),
+    /// Values that parse but are not allowed: every one found, one per line.
+    #[error("{}", display_all(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+fn display_all(errors: &[FieldError]) -> String {
+    match errors {
+        [one] => one.to_string(),
+        many => {
+            let mut s = format!("{} errors:", many.len());
+            for e in many {
+                s.push_str("\n  ");
+                s.push_str(&e.to_string());
+            }
+            s
+        }
+    }
 }
 
 impl ConfigError {
-    fn invalid(field: &str, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            field: field.to_string(),
-            message: message.into(),
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        ConfigError::Field(FieldError::new(field, message))
+    }
+
+    /// The field errors this error carries (empty for read and syntax errors).
+    pub fn fields(&self) -> &[FieldError] {
+        match self {
+            ConfigError::Field(e) => std::slice::from_ref(e),
+            ConfigError::Invalid(v) => v,
+            _ => &[],
         }
     }
 }
@@ -384,7 +425,7 @@ pub struct CodecConfig {
     pub writer_schemas_dir: Option<PathBuf>,
 }
 
-/// Confluent-compatible schema registry settings. `Debug` redacts the password.
+/// Confluent-compatible schema registry settings. `Debug` redacts the username and password.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
@@ -427,15 +468,11 @@ impl RegistryConfig {
 
 impl std::fmt::Debug for RegistryConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let password = if self.password.is_empty() {
-            ""
-        } else {
-            secrets::REDACTED
-        };
+        let hide = |s: &str| if s.is_empty() { "" } else { secrets::REDACTED };
         f.debug_struct("RegistryConfig")
             .field("url", &self.url)
-            .field("username", &self.username)
-            .field("password", &password)
+            .field("username", &hide(&self.username))
+            .field("password", &hide(&self.password))
             .field("ca_location", &self.ca_location)
             .field("subject_strategy", &self.subject_strategy)
             .field("auto_register", &self.auto_register)
@@ -522,234 +559,87 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = env.into_iter().collect();
-        let mut root: toml::Table =
-            text.parse()
-                .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                    path: origin.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-        apply_env(&mut root, env.iter().cloned())?;
-        let de = toml::Value::Table(root);
-        let mut config: Config =
-            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Field {
-                field: e.path().to_string(),
-                message: e.inner().to_string(),
+        let mut root: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| syntax_error(origin, text, &e))?;
+        env::apply(&mut root, &env)?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(root))
+            .map_err(|e| {
+                let field = e.path().to_string();
+                ConfigError::Field(FieldError::new(
+                    &field,
+                    secrets::field_message(&field, e.inner().message()),
+                ))
             })?;
         let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        config.resolve_secrets(&lookup)?;
-        config.validate()?;
-        Ok(config)
+        let mut errors = config.resolve_secrets(&lookup);
+        // A field whose reference failed is not judged again on its unresolved text.
+        let unresolved: Vec<String> = errors.iter().map(|e| e.field.clone()).collect();
+        errors.extend(
+            config
+                .problems()
+                .into_iter()
+                .filter(|e| !unresolved.contains(&e.field)),
+        );
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
     }
 
     /// Merges `kafka.client_properties_file` under `kafka.client_properties` and resolves every
-    /// `${file:…}` / `${env:…}` reference (see [`secrets`]).
-    fn resolve_secrets(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    /// `${file:…}` / `${env:…}` reference (see [`secrets`]); returns every failure.
+    fn resolve_secrets(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<FieldError> {
+        let mut errors = Vec::new();
         let k = &mut self.kafka;
         if let Some(path) = &k.client_properties_file {
-            let file = secrets::read_properties("kafka.client_properties_file", path)?;
-            for (key, value) in file {
-                k.client_properties.entry(key).or_insert(value);
+            let field = "kafka.client_properties_file";
+            match secrets::read_properties(field, path) {
+                Ok(file) => {
+                    for (key, value) in file {
+                        // Refused here, where the file is known, so the error can name it.
+                        if let Some(why) = crate::kafka::client::refused(&key) {
+                            errors.push(FieldError::new(
+                                field,
+                                format!("{} sets `{key}`: {why}", path.display()),
+                            ));
+                        } else {
+                            k.client_properties.entry(key).or_insert(value);
+                        }
+                    }
+                }
+                Err(e) => errors.push(e),
             }
         }
+        let mut resolve =
+            |field: String, value: &mut String| match secrets::resolve(&field, value, env) {
+                Ok(v) => *value = v,
+                Err(e) => errors.push(e),
+            };
         for (key, value) in k.client_properties.iter_mut() {
-            *value = secrets::resolve(&format!("kafka.client_properties.{key}"), value, env)?;
+            resolve(format!("kafka.client_properties.{key}"), value);
         }
         let r = &mut self.registry;
-        r.username = secrets::resolve("registry.username", &r.username, env)?;
-        r.password = secrets::resolve("registry.password", &r.password, env)?;
+        resolve("registry.username".into(), &mut r.username);
+        resolve("registry.password".into(), &mut r.password);
         for (i, t) in self.api.tokens.iter_mut().enumerate() {
-            t.sha256 = secrets::resolve(&format!("api.tokens[{i}].sha256"), &t.sha256, env)?
-                .trim()
-                .to_ascii_lowercase();
+            resolve(format!("api.tokens[{i}].sha256"), &mut t.sha256);
+            t.sha256 = t.sha256.trim().to_ascii_lowercase();
         }
-        Ok(())
+        errors
     }
 
     /// A copy fit for printing: every secret replaced by `[redacted]`.
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
         c.kafka.client_properties = secrets::redact_properties(&c.kafka.client_properties);
-        if !c.registry.password.is_empty() {
-            c.registry.password = secrets::REDACTED.to_string();
+        for secret in [&mut c.registry.username, &mut c.registry.password] {
+            if !secret.is_empty() {
+                *secret = secrets::REDACTED.to_string();
+            }
         }
         c
-    }
-
-    /// Check values that parse but make no sense.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let k = &self.kafka;
-        if k.bootstrap_servers.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "kafka.bootstrap_servers",
-                "must not be empty",
-            ));
-        }
-        if k.group_id.trim().is_empty() {
-            return Err(ConfigError::invalid("kafka.group_id", "must not be empty"));
-        }
-        if k.instance_id.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "kafka.instance_id",
-                "must not be empty",
-            ));
-        }
-        if k.commit_interval_ms == 0 || k.commit_interval_ms > 60_000 {
-            return Err(ConfigError::invalid(
-                "kafka.commit_interval_ms",
-                "must be in 1..=60000",
-            ));
-        }
-        if k.max_batch_records == 0 {
-            return Err(ConfigError::invalid(
-                "kafka.max_batch_records",
-                "must be >= 1",
-            ));
-        }
-        if k.transaction_timeout_ms < k.commit_interval_ms * 10 {
-            return Err(ConfigError::invalid(
-                "kafka.transaction_timeout_ms",
-                "must be at least 10 x kafka.commit_interval_ms",
-            ));
-        }
-        let t = &self.topics;
-        let mut seen = std::collections::HashSet::new();
-        for (name, field) in [
-            (&t.verdicts, "topics.verdicts"),
-            (&t.mailboxes, "topics.mailboxes"),
-            (&t.devices, "topics.devices"),
-            (&t.tenants, "topics.tenants"),
-            (&t.commands, "topics.commands"),
-            (&t.blocks, "topics.blocks"),
-            (&t.scan_requests, "topics.scan_requests"),
-            (&t.alerts, "topics.alerts"),
-            (&t.events, "topics.events"),
-            (&t.dlq, "topics.dlq"),
-            (&t.changelog, "topics.changelog"),
-        ] {
-            if name.is_empty()
-                || name.len() > 249
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            {
-                return Err(ConfigError::invalid(
-                    field,
-                    format!("`{name}` is not a valid Kafka topic name"),
-                ));
-            }
-            if !seen.insert(name.as_str()) {
-                return Err(ConfigError::invalid(
-                    field,
-                    format!("topic `{name}` is used twice"),
-                ));
-            }
-        }
-        if t.partitions < 1 {
-            return Err(ConfigError::invalid("topics.partitions", "must be >= 1"));
-        }
-        if t.replication_factor < 1 {
-            return Err(ConfigError::invalid(
-                "topics.replication_factor",
-                "must be >= 1",
-            ));
-        }
-        if self.state.tick_interval_ms == 0 || self.state.tick_interval_ms > 1_000 {
-            return Err(ConfigError::invalid(
-                "state.tick_interval_ms",
-                "must be in 1..=1000 (unblocks are due within 2 s)",
-            ));
-        }
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::invalid(
-                "http.listen",
-                format!("`{}` is not host:port", self.http.listen),
-            ));
-        }
-        let r = &self.registry;
-        if r.enabled() {
-            let url = r.url.trim();
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::invalid(
-                    "registry.url",
-                    format!("`{url}` is not an http:// or https:// URL"),
-                ));
-            }
-            if r.timeout_ms == 0 || r.timeout_ms > 120_000 {
-                return Err(ConfigError::invalid(
-                    "registry.timeout_ms",
-                    "must be in 1..=120000",
-                ));
-            }
-            if r.password.is_empty() != r.username.is_empty() {
-                return Err(ConfigError::invalid(
-                    "registry.password",
-                    "registry.username and registry.password go together",
-                ));
-            }
-        }
-        for name in self.codec.confluent_schema_ids.keys() {
-            if name.parse::<crate::codec::RecordType>().is_err() {
-                return Err(ConfigError::invalid(
-                    &format!("codec.confluent_schema_ids.{name}"),
-                    "not a record name of schemas/ (e.g. OutboundVerdict, MailboxBlock)",
-                ));
-            }
-        }
-        let mut hashes = std::collections::HashSet::new();
-        for (i, t) in self.api.tokens.iter().enumerate() {
-            let field = format!("api.tokens[{i}]");
-            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(ConfigError::invalid(
-                    &format!("{field}.sha256"),
-                    "must be 64 hex digits (the SHA-256 of the token, not the token)",
-                ));
-            }
-            if !hashes.insert(t.sha256.as_str()) {
-                return Err(ConfigError::invalid(
-                    &format!("{field}.sha256"),
-                    "the same token hash is listed twice",
-                ));
-            }
-            if t.principal.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    &format!("{field}.principal"),
-                    "must not be empty",
-                ));
-            }
-            match (&t.tenant, t.role) {
-                (None, ApiRole::Support) => {}
-                (None, _) => {
-                    return Err(ConfigError::invalid(
-                        &format!("{field}.tenant"),
-                        "required for VIEWER and ADMIN (only SUPPORT may be global)",
-                    ))
-                }
-                (Some(x), _) if x.trim().is_empty() => {
-                    return Err(ConfigError::invalid(
-                        &format!("{field}.tenant"),
-                        "must not be empty",
-                    ))
-                }
-                _ => {}
-            }
-        }
-        // The policy's own error names the field (`policy.threshold must be >= 1`).
-        self.policy
-            .validate()
-            .map_err(|e| ConfigError::invalid("policy", e.to_string()))?;
-        self.limits
-            .validate()
-            .map_err(|(setting, why)| ConfigError::invalid(&format!("limits.{setting}"), why))?;
-        if self.policy.threshold > self.limits.max_threshold {
-            return Err(ConfigError::invalid(
-                "policy.threshold",
-                format!(
-                    "must be <= limits.max_threshold ({})",
-                    self.limits.max_threshold
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// The transactional id of this instance.
@@ -761,51 +651,19 @@ impl Config {
     }
 }
 
-/// Apply `MAILGUARD_<SECTION>__<FIELD>=value` overrides. The value is read as a TOML value when it
-/// parses as one (numbers, booleans, inline tables), else as a plain string.
-fn apply_env(
-    root: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
-    for (key, value) in env {
-        let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-        if path.len() < 2 || path.iter().any(String::is_empty) {
-            // MAILGUARD_CONFIG and friends are CLI settings, not config fields.
-            continue;
-        }
-        let parsed = parse_env_value(&value);
-        let mut table = &mut *root;
-        for section in &path[..path.len() - 1] {
-            let entry = table
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            table = match entry {
-                toml::Value::Table(t) => t,
-                _ => {
-                    return Err(ConfigError::Field {
-                        field: path.join("."),
-                        message: format!(
-                            "environment variable {key}: `{section}` is not a section"
-                        ),
-                    })
-                }
-            };
-        }
-        table.insert(path[path.len() - 1].clone(), parsed);
-    }
-    Ok(())
-}
-
-fn parse_env_value(value: &str) -> toml::Value {
-    // `x = <value>` parses numbers, booleans, arrays and inline tables; anything else is a string.
-    match format!("x = {value}").parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("x")
-            .unwrap_or_else(|| toml::Value::String(value.to_string())),
-        Err(_) => toml::Value::String(value.to_string()),
+/// A syntax error as file, line, column and the parser's short message. The parser's own
+/// Display quotes the offending line, which may be a one-line `client_properties` holding a
+/// password: it is never used.
+fn syntax_error(origin: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e.span().map_or(text.len(), |s| s.start).min(text.len());
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    ConfigError::Syntax {
+        path: origin.to_path_buf(),
+        line,
+        column,
+        message: e.message().to_string(),
     }
 }
 
@@ -934,6 +792,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_gives_position_and_message_but_never_the_line() {
+        let text = "[kafka]\nclient_properties = { \"sasl.password\" = \"hunter2\" = }\n";
+        let err = load(text, &[]).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("config file test.toml, line 2, column ")
+                && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(
+            matches!(err, ConfigError::Syntax { line: 2, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn type_errors_on_secret_fields_do_not_quote_the_value() {
+        let err = load(
+            "[registry]\nurl = \"http://r:1\"\nusername = \"u\"\npassword = 123456\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("registry.password")
+                && err.contains("expected a string")
+                && !err.contains("123456"),
+            "{err}"
+        );
+        // In the environment the same value is the password itself.
+        let c = load(
+            "[registry]\nurl = \"http://r:1\"\nusername = \"u\"\n",
+            &[("MAILGUARD_REGISTRY__PASSWORD", "123456")],
+        )
+        .unwrap();
+        assert_eq!(c.registry.password, "123456");
+        assert!(!format!("{:?}", c.registry).contains("123456"));
+        assert_eq!(c.redacted().registry.username, secrets::REDACTED);
+    }
+
+    #[test]
+    fn a_refused_property_in_the_file_names_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("client.properties");
+        std::fs::write(&p, "enable.idempotence=false\nlinger.ms=7\n").unwrap();
+        let text = format!(
+            "[kafka]\nclient_properties_file = {:?}\n[policy]\nthreshold = 0\n",
+            p.display().to_string()
+        );
+        let err = load(&text, &[]).unwrap_err();
+        let fields: Vec<&str> = err.fields().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["kafka.client_properties_file", "policy"], "{err}");
+        assert!(
+            err.to_string().contains("sets `enable.idempotence`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::ConfigError;
+use super::FieldError;
 
 /// What a secret value is printed as.
 pub const REDACTED: &str = "[redacted]";
@@ -35,6 +35,33 @@ pub fn is_secret_key(key: &str) -> bool {
         || k.starts_with("ssl.key")
         || k.starts_with("ssl_key")
         || (k.contains("key") && k.ends_with(".pem"))
+}
+
+/// Whether the configuration field at dotted `path` holds a secret: every Kafka client
+/// property (the map itself included), the registry's credentials, the API token hashes, and any
+/// field whose name [`is_secret_key`] recognises. Errors about such a field never show its value.
+pub fn is_secret_field(path: &str) -> bool {
+    path == "kafka.client_properties"
+        || path.starts_with("kafka.client_properties.")
+        || matches!(path, "registry.username" | "registry.password")
+        || (path.starts_with("api.tokens") && path.ends_with(".sha256"))
+        || path.rsplit('.').next().is_some_and(is_secret_key)
+}
+
+/// The message of a type or value error (serde's `invalid type: integer `123456`, expected a
+/// string`) about the field at `path`: as is, but for a secret field, whose value it would quote,
+/// only what was expected is kept.
+pub fn field_message(path: &str, message: &str) -> String {
+    // Unknown and missing fields are named by their key, which is no secret.
+    let about_a_key = ["unknown field", "missing field"]
+        .iter()
+        .any(|p| message.starts_with(p));
+    if !is_secret_field(path) || about_a_key {
+        return message.to_string();
+    }
+    // serde's messages end with what the type expects, which never contains the value.
+    let expected = message.rfind(", expected ").map_or("", |i| &message[i..]);
+    format!("wrong type or value (not shown: the field holds a secret){expected}")
 }
 
 /// A copy of `props` with every secret value replaced by [`REDACTED`].
@@ -58,54 +85,47 @@ pub fn resolve(
     field: &str,
     value: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
+) -> Result<String, FieldError> {
     let Some(inner) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
         return Ok(value.to_string());
     };
     if let Some(path) = inner.strip_prefix("file:") {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-            field: field.to_string(),
-            message: format!("cannot read secret file {path}: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| FieldError::new(field, format!("cannot read secret file {path}: {e}")))?;
         let text = text
             .strip_suffix('\n')
             .map(|t| t.strip_suffix('\r').unwrap_or(t))
             .unwrap_or(&text);
         Ok(text.to_string())
     } else if let Some(name) = inner.strip_prefix("env:") {
-        env(name).ok_or_else(|| ConfigError::Invalid {
-            field: field.to_string(),
-            message: format!("environment variable {name} is not set"),
+        env(name).ok_or_else(|| {
+            FieldError::new(field, format!("environment variable {name} is not set"))
         })
     } else {
-        Err(ConfigError::Invalid {
-            field: field.to_string(),
-            message: format!(
-                "unknown reference `${{{}:…}}` (use ${{file:/path}} or ${{env:NAME}})",
-                inner.split(':').next().unwrap_or("")
-            ),
-        })
+        // Not even the scheme is echoed: the text between `${` and `}` may be a password that
+        // merely looks like a reference.
+        Err(FieldError::new(
+            field,
+            "a value of the form `${…}` must be ${file:/path} or ${env:NAME}",
+        ))
     }
 }
 
 /// Reads a Java-style properties file: `key=value` or `key: value` lines, `#` and `!` comments,
 /// surrounding blanks trimmed. Line continuations and escapes are not supported (an error names
 /// the line), since librdkafka property values never need them.
-pub fn read_properties(field: &str, path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-        field: field.to_string(),
-        message: format!("cannot read {}: {e}", path.display()),
-    })?;
+pub fn read_properties(field: &str, path: &Path) -> Result<BTreeMap<String, String>, FieldError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| FieldError::new(field, format!("cannot read {}: {e}", path.display())))?;
     let mut out = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
             continue;
         }
-        let bad = |why: &str| ConfigError::Invalid {
-            field: field.to_string(),
-            message: format!("{} line {}: {why}", path.display(), n + 1),
-        };
+        // The line itself is never quoted: it may hold a password.
+        let bad =
+            |why: &str| FieldError::new(field, format!("{} line {}: {why}", path.display(), n + 1));
         if line.ends_with('\\') {
             return Err(bad("line continuations are not supported"));
         }
@@ -154,6 +174,39 @@ mod tests {
     }
 
     #[test]
+    fn secret_fields_are_recognised_and_their_errors_keep_only_what_was_expected() {
+        for f in [
+            "kafka.client_properties",
+            "kafka.client_properties.linger.ms",
+            "registry.username",
+            "registry.password",
+            "api.tokens[3].sha256",
+        ] {
+            assert!(is_secret_field(f), "{f}");
+        }
+        for f in [
+            "policy.threshold",
+            "api.tokens[0].principal",
+            "registry.url",
+        ] {
+            assert!(!is_secret_field(f), "{f}");
+        }
+        let m = field_message(
+            "registry.password",
+            "invalid type: integer `123456`, expected a string",
+        );
+        assert!(
+            !m.contains("123456") && m.ends_with(", expected a string"),
+            "{m}"
+        );
+        let m = field_message(
+            "policy.threshold",
+            "invalid type: string \"x\", expected u32",
+        );
+        assert!(m.contains("\"x\""), "{m}");
+    }
+
+    #[test]
     fn redaction_keeps_non_secrets() {
         let props: BTreeMap<String, String> = [
             ("sasl.password", "hunter2"),
@@ -186,6 +239,11 @@ mod tests {
             .to_string();
         assert!(e.contains("/nope/pw"), "{e}");
         assert!(resolve("kafka.x", "${vault:x}", &no_env).is_err());
+        // A password that looks like a reference is not echoed.
+        let e = resolve("kafka.x", "${hunter2}", &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kafka.x") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -1,116 +1,272 @@
 //! librdkafka client configurations, in one place so every client agrees on the essentials.
+//!
+//! [`build`] is the only place that applies the user's `kafka.client_properties`, for every
+//! [`Role`]: first the role's tuning (which the user may change), then the user's properties,
+//! then the role's essentials — the settings exactly-once, co-partitioning and the readers'
+//! end-of-partition detection rest on. The essentials are [`REFUSED`] at config validation, so a
+//! user who sets one learns it at start; applying them last also keeps an unvalidated
+//! configuration from overriding them.
 
 use rdkafka::ClientConfig;
 
 use crate::config::KafkaConfig;
 
-fn base(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
+/// The kinds of client mailguard creates.
+#[derive(Debug, Clone, Copy)]
+pub enum Role<'a> {
+    /// The group consumer of the input topics.
+    GroupConsumer,
+    /// The transactional producer with this transactional id.
+    TransactionalProducer(&'a str),
+    /// A group-less reader of assigned partitions (restore, tables, the API view, `tail`).
+    Reader(&'a str),
+    /// A plain idempotent producer (CLI `produce`, the tables' DLQ, API commands).
+    PlainProducer(&'a str),
+    /// The admin client.
+    Admin,
+}
+
+/// Properties the user may not set, each with the reason (and the field to use instead). Every
+/// key a role sets among its essentials is here (a test checks it), plus librdkafka's aliases of
+/// them and the settings whose default mailguard relies on:
+/// - the connection and identities have their own fields, from which mailguard derives what
+///   each client needs (the readers' group, the static member id, the transactional id);
+/// - `isolation.level`: read_committed, so restore, the tables and the API view never see an
+///   aborted transaction's writes (a crashed instance's half-written blocks);
+/// - auto commit / offset store: offsets are committed only inside the transaction, with the
+///   outputs they produced; `auto.offset.reset`: earliest, so a new group reads from the start
+///   and loses nothing;
+/// - `enable.idempotence` and `partitioner`: exactly-once writes, and the Java client's
+///   murmur2 placement that co-partitioning with other producers relies on;
+/// - `partition.assignment.strategy` (range) and the KIP-848 `group.protocol` /
+///   `group.remote.assignor` (which assign on the broker and ignore it): partition p of verdicts
+///   and of commands go to the same member;
+/// - `enable.partition.eof`: how the readers know a restore or table load is complete.
+pub const REFUSED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use kafka.bootstrap_servers"),
+    ("metadata.broker.list", "use kafka.bootstrap_servers"),
+    (
+        "group.id",
+        "use kafka.group_id (readers derive theirs from it)",
+    ),
+    (
+        "group.instance.id",
+        "derived from kafka.instance_id (static membership)",
+    ),
+    (
+        "transactional.id",
+        "derived from kafka.transactional_id_prefix and kafka.instance_id",
+    ),
+    ("transaction.timeout.ms", "use kafka.transaction_timeout_ms"),
+    ("session.timeout.ms", "use kafka.session_timeout_ms"),
+    (
+        "isolation.level",
+        "read_committed is what keeps aborted writes out of restore, the tables and the API view",
+    ),
+    (
+        "enable.auto.commit",
+        "offsets are committed only inside the transaction",
+    ),
+    (
+        "auto.commit.enable",
+        "offsets are committed only inside the transaction",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are committed only inside the transaction",
+    ),
+    (
+        "auto.offset.reset",
+        "earliest, so a new group or reader loses no record",
+    ),
+    (
+        "enable.idempotence",
+        "exactly-once writes need the idempotent producer",
+    ),
+    (
+        "partitioner",
+        "murmur2_random places keys as Java producers do (co-partitioning)",
+    ),
+    (
+        "partition.assignment.strategy",
+        "range assignment keeps verdicts and commands co-partitioned",
+    ),
+    (
+        "group.protocol",
+        "the classic protocol's range assignment keeps verdicts and commands co-partitioned",
+    ),
+    (
+        "group.remote.assignor",
+        "the classic protocol's range assignment keeps verdicts and commands co-partitioned",
+    ),
+    (
+        "enable.partition.eof",
+        "the readers detect a complete load by it",
+    ),
+];
+
+/// Why `key` may not be set in `kafka.client_properties`, or `None` if it may.
+pub fn refused(key: &str) -> Option<String> {
+    let k = key.trim().to_ascii_lowercase();
+    REFUSED
+        .iter()
+        .find(|(r, _)| *r == k)
+        .map(|(r, why)| format!("mailguard sets `{r}` itself and refuses it here: {why}"))
+}
+
+/// The configuration of a client of `role`: the role's tuning, then the user's properties (but
+/// the refused ones), then the role's essentials.
+pub fn build(cfg: &KafkaConfig, role: Role<'_>) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.bootstrap_servers)
-        .set("client.id", client_id)
-        // Fail a dead broker fast in logs, but keep retrying: Kafka outages are expected.
-        .set("socket.keepalive.enable", "true");
+    for (k, v) in tuning(cfg, role) {
+        c.set(k, v);
+    }
     for (k, v) in &cfg.client_properties {
+        if refused(k).is_none() {
+            c.set(k, v);
+        }
+    }
+    for (k, v) in essentials(cfg, role) {
         c.set(k, v);
     }
     c
 }
 
-/// The group consumer of the input topics. Offsets are never auto-committed: they travel inside
-/// the producer's transaction (`send_offsets_to_transaction`). `range` assignment gives partition
-/// p of verdicts and of commands to the same member, which co-partitioning relies on.
-pub fn group_consumer(cfg: &KafkaConfig) -> ClientConfig {
-    let mut c = base(cfg, &format!("mailguard-{}", cfg.instance_id));
-    c.set("group.id", &cfg.group_id)
-        // Static membership: a restarted instance (same instance_id) takes its partitions back
-        // at once instead of waiting for the old member's session to time out.
-        .set(
-            "group.instance.id",
-            format!("mailguard-{}", cfg.instance_id),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("partition.assignment.strategy", "range")
-        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-        .set("enable.partition.eof", "false")
+/// Settings chosen for speed or visibility; the user's properties override them.
+fn tuning(cfg: &KafkaConfig, role: Role<'_>) -> Vec<(&'static str, String)> {
+    let client_id = match role {
+        Role::GroupConsumer => format!("mailguard-{}", cfg.instance_id),
+        Role::TransactionalProducer(_) => format!("mailguard-{}-tx", cfg.instance_id),
+        Role::Reader(purpose) => format!("mailguard-{}-{purpose}", cfg.instance_id),
+        Role::PlainProducer(purpose) => format!("mailguard-{purpose}"),
+        Role::Admin => "mailguard-admin".into(),
+    };
+    let mut t = vec![
+        ("client.id", client_id),
+        // Fail a dead broker fast in logs, but keep retrying: Kafka outages are expected.
+        ("socket.keepalive.enable", "true".into()),
+    ];
+    let more: &[(&'static str, &str)] = match role {
         // When the local queue holds `queued.min.messages`, librdkafka pauses fetching for
         // `fetch.queue.backoff.ms` (default 1 s). mailguard drains 100 000 records in well
         // under a second, so the default left it idle most of the time (measured: 0.29 of
-        // the raw consumer's throughput, CPU 80 % idle).
-        .set("fetch.queue.backoff.ms", "10")
-        // librdkafka's statistics every 5 s: the source of `mailguard_consumer_lag`.
-        .set("statistics.interval.ms", "5000");
-    for (k, v) in &cfg.client_properties {
-        c.set(k, v);
-    }
-    c
+        // the raw consumer's throughput, CPU 80 % idle). Statistics every 5 s are the source
+        // of `mailguard_consumer_lag`.
+        Role::GroupConsumer => &[
+            ("fetch.queue.backoff.ms", "10"),
+            ("statistics.interval.ms", "5000"),
+        ],
+        Role::TransactionalProducer(_) => &[
+            ("linger.ms", "5"),
+            ("compression.type", "lz4"),
+            ("queue.buffering.max.messages", "1000000"),
+        ],
+        // End of partition is known only when a fetch at the end returns empty, after
+        // `fetch.wait.max.ms` (default 500 ms): that wait was most of a small partition's restore.
+        Role::Reader(_) => &[
+            ("fetch.wait.max.ms", "50"),
+            ("fetch.queue.backoff.ms", "10"),
+        ],
+        Role::PlainProducer(_) => &[("linger.ms", "5")],
+        Role::Admin => &[],
+    };
+    t.extend(owned(more));
+    t
 }
 
-/// The transactional producer of all outputs, the changelog and the DLQ. `murmur2_random` is the
-/// Java client's partitioner, so any producer in any language agrees on where a key lives.
-pub fn transactional_producer(cfg: &KafkaConfig, transactional_id: &str) -> ClientConfig {
-    let mut c = base(cfg, &format!("mailguard-{}-tx", cfg.instance_id));
-    c.set("transactional.id", transactional_id)
-        .set("enable.idempotence", "true")
-        .set("partitioner", "murmur2_random")
-        .set(
-            "transaction.timeout.ms",
-            cfg.transaction_timeout_ms.to_string(),
-        )
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "1000000");
-    for (k, v) in &cfg.client_properties {
-        c.set(k, v);
+fn owned(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+/// What correctness rests on; every key is in [`REFUSED`].
+fn essentials(cfg: &KafkaConfig, role: Role<'_>) -> Vec<(&'static str, String)> {
+    let mut e = vec![("bootstrap.servers", cfg.bootstrap_servers.clone())];
+    let never_auto_commit = [
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("isolation.level", "read_committed"),
+    ];
+    match role {
+        // Offsets are never auto-committed: they travel inside the producer's transaction
+        // (`send_offsets_to_transaction`). `range` assignment gives partition p of verdicts and
+        // of commands to the same member, which co-partitioning relies on. Static membership: a
+        // restarted instance (same instance_id) takes its partitions back at once instead of
+        // waiting for the old member's session to time out.
+        Role::GroupConsumer => {
+            e.push(("group.id", cfg.group_id.clone()));
+            e.push((
+                "group.instance.id",
+                format!("mailguard-{}", cfg.instance_id),
+            ));
+            e.push(("session.timeout.ms", cfg.session_timeout_ms.to_string()));
+            e.extend(owned(&never_auto_commit));
+            e.extend(owned(&[
+                ("partition.assignment.strategy", "range"),
+                ("enable.partition.eof", "false"),
+            ]));
+        }
+        // `murmur2_random` is the Java client's partitioner, so any producer in any language
+        // agrees on where a key lives.
+        Role::TransactionalProducer(transactional_id) => {
+            e.push(("transactional.id", transactional_id.to_string()));
+            e.push((
+                "transaction.timeout.ms",
+                cfg.transaction_timeout_ms.to_string(),
+            ));
+            e.extend(owned(&[
+                ("enable.idempotence", "true"),
+                ("partitioner", "murmur2_random"),
+            ]));
+        }
+        // A group id is required by librdkafka even for assign(); nothing is committed under
+        // it, but librdkafka looks up its coordinator (ACL: Describe on the group).
+        // read_committed, so an aborted write is never restored.
+        Role::Reader(purpose) => {
+            e.push(("group.id", reader_group(cfg, purpose)));
+            e.extend(owned(&never_auto_commit));
+            e.extend(owned(&[("enable.partition.eof", "true")]));
+        }
+        Role::PlainProducer(_) => e.extend(owned(&[
+            ("enable.idempotence", "true"),
+            ("partitioner", "murmur2_random"),
+        ])),
+        Role::Admin => {}
     }
-    c
+    e
+}
+
+/// The group consumer of the input topics ([`Role::GroupConsumer`]).
+pub fn group_consumer(cfg: &KafkaConfig) -> ClientConfig {
+    build(cfg, Role::GroupConsumer)
+}
+
+/// The transactional producer of all outputs, the changelog and the DLQ
+/// ([`Role::TransactionalProducer`]).
+pub fn transactional_producer(cfg: &KafkaConfig, transactional_id: &str) -> ClientConfig {
+    build(cfg, Role::TransactionalProducer(transactional_id))
 }
 
 /// A consumer without a group, reading assigned partitions to their end: state restore and
-/// tables. read_committed, so an aborted write is never restored.
+/// tables ([`Role::Reader`]). read_committed, so an aborted write is never restored.
 pub fn reader(cfg: &KafkaConfig, purpose: &str) -> ClientConfig {
-    let mut c = base(cfg, &format!("mailguard-{}-{purpose}", cfg.instance_id));
-    // A group id is required by librdkafka even for assign(); nothing is committed under it,
-    // but librdkafka looks up its coordinator (ACL: Describe on the group). Derived from the
-    // group id, so one prefixed ACL (`<group_id>.reader.`) covers every reader.
-    c.set("group.id", reader_group(cfg, purpose))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        // End of partition is known only when a fetch at the end returns empty, after
-        // `fetch.wait.max.ms` (default 500 ms): that wait was most of a small partition's restore.
-        .set("fetch.wait.max.ms", "50")
-        .set("fetch.queue.backoff.ms", "10");
-    for (k, v) in &cfg.client_properties {
-        c.set(k, v);
-    }
-    c
+    build(cfg, Role::Reader(purpose))
 }
 
-/// The group id of a [`reader`]: `<group_id>.reader.<instance_id>.<purpose>`.
+/// The group id of a [`reader`]: `<group_id>.reader.<instance_id>.<purpose>`. Derived from the
+/// group id, so one prefixed ACL (`<group_id>.reader.`) covers every reader.
 pub fn reader_group(cfg: &KafkaConfig, purpose: &str) -> String {
     format!("{}.reader.{}.{purpose}", cfg.group_id, cfg.instance_id)
 }
 
-/// A plain idempotent producer (CLI `produce`, table DLQ).
+/// A plain idempotent producer (CLI `produce`, table DLQ) ([`Role::PlainProducer`]).
 pub fn plain_producer(cfg: &KafkaConfig, purpose: &str) -> ClientConfig {
-    let mut c = base(cfg, &format!("mailguard-{purpose}"));
-    c.set("enable.idempotence", "true")
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5");
-    for (k, v) in &cfg.client_properties {
-        c.set(k, v);
-    }
-    c
+    build(cfg, Role::PlainProducer(purpose))
 }
 
-/// The admin client.
+/// The admin client ([`Role::Admin`]).
 pub fn admin(cfg: &KafkaConfig) -> ClientConfig {
-    base(cfg, "mailguard-admin")
+    build(cfg, Role::Admin)
 }
 
 /// Context of the readers: end-of-partition is how they know a restore or a table load is
@@ -132,3 +288,68 @@ impl rdkafka::ClientContext for ReaderContext {
 }
 
 impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROLES: [Role<'static>; 5] = [
+        Role::GroupConsumer,
+        Role::TransactionalProducer("mailguard-0"),
+        Role::Reader("restore"),
+        Role::PlainProducer("cli"),
+        Role::Admin,
+    ];
+
+    #[test]
+    fn every_essential_is_refused_and_wins_over_the_users_properties() {
+        let mut cfg = KafkaConfig::default();
+        for (key, _) in REFUSED {
+            cfg.client_properties.insert(key.to_string(), "user".into());
+        }
+        cfg.client_properties
+            .insert("linger.ms".into(), "50".into());
+        cfg.client_properties
+            .insert("security.protocol".into(), "SSL".into());
+        for role in ROLES {
+            let built = build(&cfg, role);
+            for (key, value) in essentials(&cfg, role) {
+                assert!(refused(key).is_some(), "{role:?}: {key} is not refused");
+                assert_eq!(built.get(key), Some(value.as_str()), "{role:?}: {key}");
+            }
+            for (key, _) in REFUSED {
+                assert_ne!(built.get(key), Some("user"), "{role:?}: {key}");
+            }
+            assert_eq!(built.get("security.protocol"), Some("SSL"), "{role:?}");
+        }
+        // Tuning is the user's to change.
+        assert_eq!(
+            build(&cfg, Role::PlainProducer("x")).get("linger.ms"),
+            Some("50")
+        );
+        let g = group_consumer(&cfg);
+        assert_eq!(g.get("isolation.level"), Some("read_committed"));
+        assert_eq!(g.get("group.id"), Some("mailguard"));
+        assert_eq!(g.get("group.instance.id"), Some("mailguard-0"));
+        let r = reader(&cfg, "restore");
+        assert_eq!(r.get("group.id"), Some("mailguard.reader.0.restore"));
+        assert_eq!(r.get("enable.partition.eof"), Some("true"));
+        let t = transactional_producer(&cfg, "mailguard-0");
+        assert_eq!(t.get("transactional.id"), Some("mailguard-0"));
+        assert_eq!(plain_producer(&cfg, "cli").get("transactional.id"), None);
+    }
+
+    #[test]
+    fn refusal_names_the_key_and_the_reason() {
+        let why = refused(" Isolation.Level").unwrap();
+        assert!(
+            why.contains("`isolation.level`") && why.contains("read_committed"),
+            "{why}"
+        );
+        assert!(refused("bootstrap.servers")
+            .unwrap()
+            .contains("kafka.bootstrap_servers"));
+        assert_eq!(refused("sasl.password"), None);
+        assert_eq!(refused("linger.ms"), None);
+    }
+}
