@@ -4,7 +4,6 @@
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message;
@@ -12,7 +11,8 @@ use serde_json::{json, Value};
 
 use crate::codec::{Codec, RecordType};
 use crate::config::Config;
-use crate::kafka::{admin, client};
+use crate::kafka::reader::{Read, ReadError, Start, TopicReader};
+use crate::kafka::{client, KafkaError};
 use crate::registry::codec_for;
 
 /// Errors of the CLI tools; Display names the line or topic.
@@ -226,16 +226,11 @@ pub fn tail(cfg: &Config, args: &TailArgs) -> Result<(), CliError> {
         Some(resolve_type(cfg, &args.topic, args.record_type.as_deref())?)
     };
     let codec: Codec = codec_for(cfg, &[]).map_err(|e| CliError::Wire(e.to_string()))?;
-    let consumer: BaseConsumer = client::reader(&cfg.kafka, "tail")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let partitions = admin::partition_count(&consumer, &args.topic)
+    let mut reader = TopicReader::new(&cfg.kafka, "tail", &args.topic, "`mailguard tail` reads it")
         .map_err(|e| CliError::Kafka(e.to_string()))?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(&args.topic, p, rdkafka::Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
+    reader
+        .assign_all(|_| Ok::<_, KafkaError>(Start::Beginning))
+        .map_err(|e| CliError::Kafka(e.to_string()))?;
     let out = std::io::stdout();
     let mut out = out.lock();
     let mut n = 0usize;
@@ -250,10 +245,16 @@ pub fn tail(cfg: &Config, args: &TailArgs) -> Result<(), CliError> {
         {
             break;
         }
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
+        let msg = match reader.poll(Duration::from_millis(200)) {
+            Ok(Some(Read::Record(m))) => m,
+            Ok(_) => continue,
+            Err(e @ ReadError::NotAuthorised(_)) => return Err(CliError::Kafka(e.to_string())),
+            // librdkafka retries the rest (a broker restarting); --idle-timeout bounds the wait.
+            Err(e) => {
+                eprintln!("tail: {e}");
+                continue;
+            }
         };
-        let msg = msg?;
         last = Instant::now();
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let value = match (rt, msg.payload()) {

@@ -1,10 +1,12 @@
-//! Kafka adapters: client configurations, topic administration, the Java-compatible
-//! partitioner, and the readers that restore state and load tables.
+//! Kafka adapters: client configurations ([`client`]), topic administration, the start-up
+//! preflight, the Java-compatible partitioner, and the one reader of assigned partitions
+//! ([`reader`]) that state restore, the tables, the API's view and `tail` share.
 
 pub mod admin;
 pub mod client;
 pub mod partitioner;
 pub mod preflight;
+pub mod reader;
 
 /// Errors at the Kafka boundary.
 #[derive(Debug, thiserror::Error)]

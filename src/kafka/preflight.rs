@@ -252,10 +252,7 @@ pub fn check(cfg: &Config, timeout: Duration) -> Result<(), KafkaError> {
 
 /// `User:<sasl.username>` when SASL is configured (for messages; never a secret).
 pub(crate) fn principal(cfg: &Config) -> String {
-    match cfg.kafka.client_properties.get("sasl.username") {
-        Some(u) => format!("User:{u}"),
-        None => "this client's principal".into(),
-    }
+    super::reader::principal(&cfg.kafka)
 }
 
 /// DescribeTopics with authorised operations, through librdkafka's C API (rust-rdkafka has no

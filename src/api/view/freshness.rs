@@ -33,8 +33,6 @@ pub struct Freshness {
     next: BTreeMap<i32, i64>,
     /// Partitions whose end was reached after their last record.
     at_end: BTreeSet<i32>,
-    /// Partitions whose end was reached at least once (the first load).
-    ever_at_end: BTreeSet<i32>,
     /// The oldest report not reached yet: when it came, and its ends.
     target: Option<(Instant, BTreeMap<i32, i64>)>,
     /// The ends of the latest healthy report (for the lag).
@@ -53,7 +51,6 @@ impl Freshness {
     /// The end of `partition` was reached.
     pub fn on_end(&mut self, partition: i32) {
         self.at_end.insert(partition);
-        self.ever_at_end.insert(partition);
     }
 
     /// A statistics report came at `at`.
@@ -83,11 +80,6 @@ impl Freshness {
         // At the end counts whatever the offsets say: a transaction's commit marker takes an
         // offset that no record is read at.
         self.at_end.contains(&partition) || self.next.get(&partition).is_some_and(|n| *n >= end)
-    }
-
-    /// Every one of `partitions` partitions has been read to its end once.
-    pub fn loaded(&self, partitions: usize) -> bool {
-        self.ever_at_end.len() >= partitions
     }
 
     /// Records committed but not read yet, as of the latest report.
@@ -201,7 +193,6 @@ mod tests {
         g.on_end(0);
         g.on_report(t0, report(&[(0, 3)], false));
         assert_eq!(g.fresh_at(), None);
-        assert!(g.loaded(1));
     }
 
     #[test]

@@ -11,16 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdError;
-use rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Statistics};
 use tracing::{info, warn};
 
 use super::freshness::{self, Freshness, Report};
 use super::{SharedView, Update};
 use crate::codec::{Codec, CodecError};
 use crate::config::Config;
-use crate::kafka::{admin, client, KafkaError};
+use crate::kafka::reader::{Read, Start, TopicReader};
+use crate::kafka::{client, KafkaError};
 use crate::pipeline::tables::{self, TableRecord};
 use crate::policy::{Limits, MailboxState};
 use crate::store::Table;
@@ -62,9 +63,7 @@ impl ConsumerContext for ViewContext {}
 
 struct Reader {
     source: Source,
-    topic: String,
-    consumer: BaseConsumer<ViewContext>,
-    partitions: usize,
+    reader: TopicReader<ViewContext>,
     freshness: Freshness,
 }
 
@@ -89,22 +88,20 @@ pub fn spawn(
         (&t.commands, Source::Commands, "api-view-commands"),
         (&t.tenants, Source::Tenants, "api-view-tenants"),
     ] {
-        let consumer: BaseConsumer<ViewContext> = client::reader(&cfg.kafka, purpose)
-            .set("statistics.interval.ms", STATS_INTERVAL_MS)
-            .create_with_context(ViewContext::default())
-            .map_err(KafkaError::Client)?;
-        let n = admin::partition_count(&consumer, topic)?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..n {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .map_err(KafkaError::Client)?;
-        }
-        consumer.assign(&tpl).map_err(KafkaError::Client)?;
+        let mut reader = TopicReader::with_context(
+            &cfg.kafka,
+            purpose,
+            topic,
+            "the admin API's view reads it (api.enabled)",
+            ViewContext::default(),
+            |c| {
+                c.set("statistics.interval.ms", STATS_INTERVAL_MS);
+            },
+        )?;
+        reader.assign_all(|_| Ok::<_, KafkaError>(Start::Beginning))?;
         readers.push(Reader {
             source,
-            topic: topic.clone(),
-            consumer,
-            partitions: n as usize,
+            reader,
             freshness: Freshness::default(),
         });
     }
@@ -130,15 +127,16 @@ fn run(
     while !stop.load(Ordering::Relaxed) {
         for r in readers.iter_mut() {
             poll_reader(r, &codec, &limits, &stop, &mut updates);
-            if let Some((at, stats)) = r
-                .consumer
+            let stats = r
+                .reader
+                .consumer()
                 .context()
                 .stats
                 .lock()
                 .expect("stats lock")
-                .take()
-            {
-                r.freshness.on_report(at, report(&stats, &r.topic));
+                .take();
+            if let Some((at, stats)) = stats {
+                r.freshness.on_report(at, report(&stats, r.reader.topic()));
             }
             r.freshness.settle();
         }
@@ -157,7 +155,7 @@ fn run(
             readers.iter().map(|r| r.freshness.lag()).sum(),
             fresh_at.unwrap_or(started).elapsed(),
         );
-        if !caught_up && readers.iter().all(|r| r.freshness.loaded(r.partitions)) {
+        if !caught_up && readers.iter().all(|r| r.reader.loaded()) {
             caught_up = true;
             info!("api view caught up");
         }
@@ -209,17 +207,19 @@ fn poll_reader(
     updates: &mut Vec<Update>,
 ) {
     for _ in 0..1024 {
-        let msg = match r.consumer.poll(Duration::ZERO) {
-            None => return,
-            Some(Err(RdError::PartitionEOF(p))) => {
+        let msg = match r.reader.poll(Duration::ZERO) {
+            Ok(None) => return,
+            Ok(Some(Read::End(p))) => {
                 r.freshness.on_end(p);
                 continue;
             }
-            Some(Err(e)) => {
-                warn!(topic = %r.topic, error = %e, "api view consumer error");
+            // A revoked ACL included: the view then goes stale and the API says so (503); the
+            // preflight names the ACL at the next start.
+            Err(e) => {
+                warn!(topic = %r.reader.topic(), error = %e, "api view consumer error");
                 return;
             }
-            Some(Ok(m)) => m,
+            Ok(Some(Read::Record(m))) => m,
         };
         r.freshness.on_record(msg.partition(), msg.offset());
         let key = msg
@@ -235,7 +235,7 @@ fn poll_reader(
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    warn!(topic = %r.topic, partition = msg.partition(), offset = msg.offset(), error = %e, "api view: writer schema unavailable; retrying");
+                    warn!(topic = %msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %e, "api view: writer schema unavailable; retrying");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -247,7 +247,7 @@ fn poll_reader(
             Ok(None) => {}
             // The pipeline dead-letters what it cannot read or accept; the view only skips it.
             Err(e) => {
-                warn!(topic = %r.topic, partition = msg.partition(), offset = msg.offset(), error = %e, "api view: record skipped")
+                warn!(topic = %msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %e, "api view: record skipped")
             }
         }
     }
