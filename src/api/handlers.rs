@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::StreamExt;
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 
@@ -35,6 +36,17 @@ const R_SETTINGS: &str = "/v1/tenants/{tenant}/settings";
 
 /// Longest accepted ticket reference.
 const MAX_TICKET: usize = 200;
+/// Largest request body (the support-unblock ticket, the only body, fits several times over even
+/// with every character `\u`-escaped); 413 beyond it.
+pub(crate) const MAX_BODY: usize = 4096;
+/// A body must arrive within this once its headers have (408 otherwise).
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The wait for the broker's acknowledgement of a command: well below callers' read timeouts
+/// (10 s and more), so a slow broker gets a 503 the caller can act on, not a client timeout.
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the API's producer goes on trying to deliver a command (`message.timeout.ms`): a
+/// command not acknowledged within [`SEND_TIMEOUT`] lands within this of the call, or not at all.
+pub(crate) const COMMAND_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest page of the blocked list.
 const MAX_LIMIT: usize = 1000;
 const DEFAULT_LIMIT: usize = 100;
@@ -84,6 +96,11 @@ impl IntoResponse for Fail {
         }
         r
     }
+}
+
+/// 503 with `Retry-After` (the API's answer to "not now", also for the HTTP server's shedding).
+pub(crate) fn unavailable(message: &str) -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, message).into_response()
 }
 
 fn not_found(what: &str) -> Fail {
@@ -411,13 +428,56 @@ fn parse_ticket(body: &[u8]) -> Result<String, Fail> {
     Ok(ticket.to_string())
 }
 
+/// The request body, read only now that the caller is authenticated and authorised: 413 at once
+/// when `Content-Length` announces more than `limit`, or as soon as more than `limit` arrived;
+/// 408 when it has not all arrived within `timeout`. Nothing beyond `limit` is buffered.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, Fail> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body must be at most {limit} bytes"),
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut data = body.into_data_stream();
+    let mut buf = Vec::new();
+    let read = async {
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(|e| error(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
+        error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {} s", timeout.as_secs()),
+        )
+    })??;
+    Ok(buf)
+}
+
 async fn support_unblock(
     State(api): State<Api>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let answer = unblock_inner(&api, &headers, p, &body).await;
+    let answer = unblock_inner(&api, &headers, p, body).await;
     finish(&api, R_UNBLOCK, answer)
 }
 
@@ -425,13 +485,14 @@ async fn unblock_inner(
     api: &Api,
     headers: &HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
-    body: &[u8],
+    body: Body,
 ) -> Answer {
     let principal = authorize(api, headers, ApiRole::Support)?;
     let (tenant, mailbox) = path(p)?;
     scope(&principal, &tenant)?;
     let mailbox = crate::policy::Mailbox::new(&mailbox).into_string();
-    let ticket = parse_ticket(body)?;
+    let body = read_body(headers, body, MAX_BODY, BODY_READ_TIMEOUT).await?;
+    let ticket = parse_ticket(&body)?;
     {
         let v = read_view(api)?;
         if v.tenant_of(&mailbox) != Some(tenant.as_str()) {
@@ -461,27 +522,32 @@ async fn unblock_inner(
     let record = FutureRecord::to(&api.inner.commands_topic)
         .key(mailbox.as_str())
         .payload(&buf);
-    api.inner
-        .producer
-        .send(record, Duration::from_secs(10))
-        .await
-        .map_err(|(e, _)| {
-            tracing::warn!(error = %e, "support-unblock: command not sent");
-            error(
+    let status_url = format!(
+        "/v1/tenants/{}/mailboxes/{}/commands/{}",
+        enc(&tenant),
+        enc(&mailbox),
+        cmd.command_id
+    );
+    match deliver(&api.inner.producer, record, SEND_TIMEOUT).await {
+        Delivery::Acknowledged => {}
+        Delivery::NotSent(e) => {
+            tracing::warn!(error = %e, command_id = %cmd.command_id, "support-unblock: command not sent");
+            return Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the commands topic is not reachable; nothing was sent",
-            )
-        })?;
+                "the commands topic refused the command or is not reachable; nothing was sent",
+            ));
+        }
+        // "Nothing was sent" would be false here; 503 with the id and where to look is true.
+        Delivery::Unacknowledged => {
+            tracing::warn!(command_id = %cmd.command_id, "support-unblock: no acknowledgement in time");
+            return Ok(unacknowledged(&cmd.command_id, &status_url));
+        }
+    }
     tracing::info!(principal = %principal.name, %tenant, command_id = %cmd.command_id, "support-unblock sent");
     let body = json!({
         "command_id": cmd.command_id,
         "status": "PENDING",
-        "status_url": format!(
-            "/v1/tenants/{}/mailboxes/{}/commands/{}",
-            enc(&tenant),
-            enc(&mailbox),
-            cmd.command_id
-        ),
+        "status_url": status_url,
     });
     api.inner
         .view
@@ -490,6 +556,59 @@ async fn unblock_inner(
         .commands
         .insert(cmd.command_id.clone(), cmd);
     Ok(json_response(StatusCode::ACCEPTED, &body))
+}
+
+/// What became of a record sent to the commands topic.
+#[derive(Debug)]
+enum Delivery {
+    /// The broker has it.
+    Acknowledged,
+    /// The producer did not take it, or the broker refused it: it will not land.
+    NotSent(rdkafka::error::KafkaError),
+    /// Queued, but not acknowledged within the wait: the idempotent producer goes on trying (up
+    /// to `message.timeout.ms` after the call), so it may still land, exactly once.
+    Unacknowledged,
+}
+
+/// Send `record` and wait at most `wait` for the broker's acknowledgement. (`FutureProducer::send`
+/// bounds only the wait for room in the queue; the acknowledgement itself would be awaited for
+/// up to `message.timeout.ms`.)
+async fn deliver(
+    producer: &rdkafka::producer::FutureProducer,
+    record: FutureRecord<'_, str, Vec<u8>>,
+    wait: Duration,
+) -> Delivery {
+    let acknowledged = match producer.send_result(record) {
+        Ok(f) => f,
+        Err((e, _)) => return Delivery::NotSent(e),
+    };
+    match tokio::time::timeout(wait, acknowledged).await {
+        Ok(Ok(Ok(_))) => Delivery::Acknowledged,
+        Ok(Ok(Err((e, _)))) => Delivery::NotSent(e),
+        Ok(Err(_canceled)) => Delivery::NotSent(rdkafka::error::KafkaError::Canceled),
+        Err(_elapsed) => Delivery::Unacknowledged,
+    }
+}
+
+/// The 503 of a command the broker has not acknowledged within [`SEND_TIMEOUT`]: with its id and
+/// status URL, since it may still land, and `Retry-After` when that is settled.
+fn unacknowledged(command_id: &str, status_url: &str) -> Response {
+    let settled = COMMAND_DELIVERY_TIMEOUT.as_secs();
+    let mut r = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({
+            "error": format!(
+                "the commands topic did not acknowledge the command within {} s; it may still \
+                 land within {settled} s of the call, and status_url shows it if it does",
+                SEND_TIMEOUT.as_secs()
+            ),
+            "command_id": command_id,
+            "status_url": status_url,
+        }),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(settled));
+    r
 }
 
 fn enc(s: &str) -> String {
@@ -610,6 +729,110 @@ mod tests {
         ] {
             assert!(paths.contains_key(r), "{r} missing from docs/openapi.json");
         }
+    }
+
+    fn status_of(r: Result<Vec<u8>, Fail>) -> Result<Vec<u8>, StatusCode> {
+        r.map_err(|Fail(status, _)| status)
+    }
+
+    /// A body that sends `first` and then stalls for good.
+    fn stalling_after(first: Vec<u8>) -> Body {
+        let first =
+            futures::stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from(first))]);
+        Body::from_stream(first.chain(futures::stream::pending()))
+    }
+
+    #[tokio::test]
+    async fn a_body_announced_larger_than_the_limit_is_refused_before_any_of_it_is_read() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(2 * 1024 * 1024));
+        // Were it read, the stalled body would end in the (long) timeout, not in a 413.
+        let r = read_body(
+            &h,
+            stalling_after(Vec::new()),
+            MAX_BODY,
+            Duration::from_secs(600),
+        );
+        assert_eq!(status_of(r.await), Err(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+
+    #[tokio::test]
+    async fn an_unannounced_body_is_refused_as_soon_as_it_exceeds_the_limit() {
+        let h = HeaderMap::new();
+        let r = read_body(
+            &h,
+            stalling_after(vec![b' '; MAX_BODY + 1]),
+            MAX_BODY,
+            Duration::from_secs(600),
+        );
+        assert_eq!(status_of(r.await), Err(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_is_given_up_on_after_the_timeout() {
+        let h = HeaderMap::new();
+        let r = read_body(
+            &h,
+            stalling_after(b"{\"ticket\"".to_vec()),
+            MAX_BODY,
+            Duration::from_millis(50),
+        );
+        assert_eq!(status_of(r.await), Err(StatusCode::REQUEST_TIMEOUT));
+    }
+
+    #[tokio::test]
+    async fn the_largest_valid_ticket_fits_the_body_limit() {
+        // Every character an astral one, written as an escaped surrogate pair, and spaces.
+        let ticket = "\\ud83d\\ude00".repeat(MAX_TICKET);
+        let body = format!("{{ \"ticket\" : \"{ticket}\" }}\n");
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let read = read_body(
+            &h,
+            Body::from(body.clone()),
+            MAX_BODY,
+            Duration::from_secs(600),
+        );
+        let read = status_of(read.await).expect("within the limit");
+        assert_eq!(read, body.as_bytes());
+        let parsed = parse_ticket(&read).ok().expect("a valid ticket");
+        assert_eq!(parsed.chars().count(), MAX_TICKET);
+    }
+
+    #[tokio::test]
+    async fn a_command_the_broker_does_not_acknowledge_is_given_up_on_in_time() {
+        // A "broker" that takes connections and never answers.
+        let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", hole.local_addr().unwrap().to_string())
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "600000")
+            .create()
+            .unwrap();
+        let payload = b"command".to_vec();
+        let record = FutureRecord::to("commands")
+            .key("m@x.test")
+            .payload(&payload);
+        let d = deliver(&producer, record, Duration::from_millis(200)).await;
+        assert!(matches!(d, Delivery::Unacknowledged), "{d:?}");
+    }
+
+    #[test]
+    fn an_unacknowledged_command_is_a_503_that_says_where_to_look() {
+        let r = unacknowledged("c-1", "/v1/tenants/t/mailboxes/m/commands/c-1");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            r.headers()[header::RETRY_AFTER],
+            COMMAND_DELIVERY_TIMEOUT.as_secs().to_string()
+        );
+        let body = futures::executor::block_on(axum::body::to_bytes(r.into_body(), MAX_BODY));
+        let v: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        assert_eq!(v["command_id"], "c-1");
+        assert_eq!(v["status_url"], "/v1/tenants/t/mailboxes/m/commands/c-1");
+        assert!(
+            v["error"].as_str().unwrap().contains("may still land"),
+            "{v}"
+        );
     }
 
     #[test]

@@ -77,7 +77,13 @@ impl Api {
             stop.clone(),
             metrics.clone(),
         )?;
+        // A command not acknowledged in time is given up on after a bound, so the caller told
+        // "it may still land" learns the outcome within it (handlers::COMMAND_DELIVERY_TIMEOUT).
         let producer: FutureProducer = client::plain_producer(&cfg.kafka, "api-commands")
+            .set(
+                "message.timeout.ms",
+                handlers::COMMAND_DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
             .create()
             .map_err(KafkaError::Client)?;
         Ok(Api {
