@@ -68,6 +68,8 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     api_view_lag: IntGauge,
     api_view_staleness: Gauge,
+    http_shed: IntCounter,
+    http_connections: IntGauge,
     process: process::ProcessMetrics,
 }
 
@@ -333,6 +335,16 @@ impl Metrics {
                 "mailguard_api_view_staleness_seconds",
                 "Age of the newest point up to which the API's view holds everything committed; past 30 s the API answers 503.",
             ),
+            http_shed: counter(
+                &r,
+                "mailguard_http_requests_shed_total",
+                "/v1 requests refused with 503 because the API's concurrency limit was reached.",
+            ),
+            http_connections: gauge(
+                &r,
+                "mailguard_http_connections",
+                "Open HTTP connections (bounded by the server's connection limit).",
+            ),
             process: process::ProcessMetrics::register(&r),
             registry: r,
         };
@@ -494,6 +506,16 @@ impl Metrics {
     pub fn set_api_view(&self, lag: i64, staleness: Duration) {
         self.api_view_lag.set(lag);
         self.api_view_staleness.set(staleness.as_secs_f64());
+    }
+
+    /// A /v1 request was shed (503) by the concurrency limit.
+    pub fn http_request_shed(&self) {
+        self.http_shed.inc();
+    }
+
+    /// An HTTP connection was accepted (`+1`) or closed (`-1`).
+    pub fn http_connections_add(&self, delta: i64) {
+        self.http_connections.add(delta);
     }
 
     /// The table loader failed (see `mailguard_table_loader_failures_total`).
