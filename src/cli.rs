@@ -394,6 +394,20 @@ struct ApiClient {
 
 impl ApiClient {
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        let (status, v) = self.call_status(method, path, body)?;
+        if status >= 400 {
+            return Err(http_error(status, &v));
+        }
+        Ok(v)
+    }
+
+    /// The HTTP status and the body, whatever the status.
+    fn call_status(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), CliError> {
         let url = format!("{}{path}", self.base);
         let result = match (method, body) {
             ("POST", Some(b)) => self
@@ -415,15 +429,16 @@ impl ApiClient {
             .read_to_string()
             .map_err(|e| CliError::Wire(format!("{url}: {e}")))?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if status >= 400 {
-            let msg = v
-                .get("error")
-                .and_then(Value::as_str)
-                .map_or_else(|| v.to_string(), str::to_owned);
-            return Err(CliError::Wire(format!("HTTP {status}: {msg}")));
-        }
-        Ok(v)
+        Ok((status, v))
     }
+}
+
+fn http_error(status: u16, v: &Value) -> CliError {
+    let msg = v
+        .get("error")
+        .and_then(Value::as_str)
+        .map_or_else(|| v.to_string(), str::to_owned);
+    CliError::Wire(format!("HTTP {status}: {msg}"))
 }
 
 fn print_json(v: &Value) -> Result<(), CliError> {
@@ -555,7 +570,7 @@ pub fn admin(args: &AdminArgs) -> Result<(), CliError> {
             mailbox,
             wait,
         } => {
-            let sent = client.call(
+            let (code, sent) = client.call_status(
                 "POST",
                 &format!(
                     "/v1/tenants/{}/mailboxes/{}/support-unblock",
@@ -564,12 +579,30 @@ pub fn admin(args: &AdminArgs) -> Result<(), CliError> {
                 ),
                 Some(&json!({ "ticket": ticket })),
             )?;
-            let Some(status_url) = sent.get("status_url").and_then(Value::as_str) else {
+            // 503 with a status URL: sent, but the broker had not acknowledged it in time; it may
+            // still land, so its status is followed like an accepted one's.
+            let status_url = sent.get("status_url").and_then(Value::as_str);
+            let unacknowledged = code == 503 && status_url.is_some();
+            if code >= 400 && !unacknowledged {
+                return Err(http_error(code, &sent));
+            }
+            let Some(status_url) = status_url else {
                 return print_json(&sent);
             };
+            if unacknowledged {
+                eprintln!(
+                    "unblock: sent, not yet acknowledged by the broker; following {status_url}"
+                );
+            }
             let deadline = Instant::now() + Duration::from_secs_f64(wait.max(0.0));
             loop {
-                let st = client.call("GET", status_url, None)?;
+                let (code, st) = client.call_status("GET", status_url, None)?;
+                // Until an unacknowledged command lands, the view does not know it (404).
+                let st = match code {
+                    404 if unacknowledged => json!({ "status": "PENDING" }),
+                    c if c >= 400 => return Err(http_error(c, &st)),
+                    _ => st,
+                };
                 let status = st.get("status").and_then(Value::as_str);
                 if status != Some("PENDING") || Instant::now() >= deadline {
                     print_json(&st)?;

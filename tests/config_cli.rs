@@ -266,6 +266,13 @@ fn a_principal_over_the_command_limit_is_refused() {
 /// A stand-in for the API that answers a support-unblock with PENDING and every status query
 /// with `status`; returns its base URL.
 fn fake_api(status: &'static str) -> String {
+    fake_api_answering("202 Accepted", false, status)
+}
+
+/// A stand-in API whose support-unblock answers `post` and whose status URL answers 404 first
+/// when `not_landed_first`, then `status`.
+fn fake_api_answering(post: &'static str, not_landed_first: bool, status: &'static str) -> String {
+    let mut landed = !not_landed_first;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -287,8 +294,14 @@ fn fake_api(status: &'static str) -> String {
             reader.read_exact(&mut vec![0; length]).unwrap();
             let (code, body) = if request.starts_with("POST") {
                 (
-                    "202 Accepted",
+                    post,
                     r#"{"command_id":"c1","status":"PENDING","status_url":"/v1/tenants/t/mailboxes/m/commands/c1"}"#.to_string(),
+                )
+            } else if !landed {
+                landed = true;
+                (
+                    "404 Not Found",
+                    r#"{"error":"no such command in this tenant"}"#.to_string(),
                 )
             } else {
                 (
@@ -341,6 +354,14 @@ fn admin_unblock_exits_zero_only_for_an_accepted_command() {
         "{err}"
     );
     assert!(out.contains("\"PENDING\""), "{out}");
+    // Sent but not acknowledged in time (503 with the status URL): it is followed until it lands.
+    let api = fake_api_answering("503 Service Unavailable", true, "ACCEPTED");
+    let (code, out, err) = admin_unblock(&api, "5");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\"ACCEPTED\"") && err.contains("not yet acknowledged"),
+        "{out} {err}"
+    );
     // `--wait 0` asks for the command id alone.
     let (code, out, err) = admin_unblock(&fake_api("PENDING"), "0");
     assert_eq!(code, 0, "{err}");
