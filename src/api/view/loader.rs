@@ -226,22 +226,16 @@ fn poll_reader(
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .map(str::to_owned);
-        // A writer schema the registry cannot serve right now is waited for: skipping the record
-        // would leave the view wrong for good while it looks healthy.
-        let mut backoff = Duration::from_millis(200);
-        let decoded = loop {
-            match decode(r.source, codec, limits, key.clone(), msg.payload()) {
-                Err(Skip::Codec(e)) if e.is_transient() => {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    warn!(topic = %msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %e, "api view: writer schema unavailable; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                other => break other,
-            }
-        };
+        let decoded = retry_transient(
+            || decode(r.source, codec, limits, key.clone(), msg.payload()),
+            stop,
+            |e, wait| {
+                warn!(topic = %msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %e, "api view: writer schema unavailable; retrying");
+                std::thread::sleep(wait);
+            },
+        );
+        // Stopping while the registry is away: the view is dropped anyway.
+        let Some(decoded) = decoded else { return };
         match decoded {
             Ok(Some(u)) => updates.push(u),
             Ok(None) => {}
@@ -249,6 +243,30 @@ fn poll_reader(
             Err(e) => {
                 warn!(topic = %msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %e, "api view: record skipped")
             }
+        }
+    }
+}
+
+/// `attempt`, again after `wait` (200 ms doubling to 5 s) for as long as it fails for a reason
+/// that may go away (the registry cannot serve a writer schema right now) and `stop` is not set.
+/// Skipping such a record would leave the view wrong for good while it looks healthy; waiting
+/// leaves it stale, which the API reports. `None` when stopped.
+fn retry_transient<T>(
+    mut attempt: impl FnMut() -> Result<T, Skip>,
+    stop: &AtomicBool,
+    mut wait: impl FnMut(&CodecError, Duration),
+) -> Option<Result<T, Skip>> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match attempt() {
+            Err(Skip::Codec(e)) if e.is_transient() => {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                wait(&e, backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            other => return Some(other),
         }
     }
 }
@@ -294,4 +312,52 @@ fn decode(
         (Source::Blocks | Source::Events, Some(b)) => Some(Update::Effect(codec.decode_effect(b)?)),
         (_, None) => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable() -> Skip {
+        Skip::Codec(CodecError::SchemaSource {
+            id: 7,
+            message: "registry unreachable".into(),
+            transient: true,
+        })
+    }
+
+    #[test]
+    fn a_registry_outage_is_waited_out_never_skipped() {
+        let stop = AtomicBool::new(false);
+        let mut attempts = 0;
+        let mut waits = Vec::new();
+        let got = retry_transient(
+            || {
+                attempts += 1;
+                if attempts < 4 {
+                    Err(unavailable())
+                } else {
+                    Ok("decoded")
+                }
+            },
+            &stop,
+            |_, w| waits.push(w.as_millis()),
+        );
+        assert_eq!(got.unwrap().unwrap(), "decoded");
+        assert_eq!(waits, [200, 400, 800]);
+        // A record that can never be read is not retried.
+        let mut attempts = 0;
+        let got: Option<Result<(), Skip>> = retry_transient(
+            || {
+                attempts += 1;
+                Err(Skip::Tenant("key does not match".into()))
+            },
+            &stop,
+            |_, _| panic!("no wait"),
+        );
+        assert!(matches!(got, Some(Err(Skip::Tenant(_)))) && attempts == 1);
+        // Stopping ends the wait.
+        stop.store(true, Ordering::Relaxed);
+        assert!(retry_transient(|| Err::<(), _>(unavailable()), &stop, |_, _| {}).is_none());
+    }
 }
