@@ -161,6 +161,20 @@ fn verdict(mailbox: &str, id: &str, sent_at: Millis) -> Vec<u8> {
     out
 }
 
+/// Five spam verdicts of `mailbox` within a minute (ids `<prefix>-0` …), produced as the admin.
+fn trip(cfg: &Config, mailbox: &str, prefix: &str) {
+    let t0 = common::now_ms() - 60_000;
+    let records: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..5)
+        .map(|i| {
+            (
+                Some(mailbox),
+                Some(verdict(mailbox, &format!("{prefix}-{i}"), t0 + i * 1_000)),
+            )
+        })
+        .collect();
+    common::produce_on(&admin(), &cfg.topics.verdicts, &records);
+}
+
 #[test]
 fn exactly_once_over_sasl_ssl_with_only_the_documented_acls() {
     let d = deployment();
@@ -168,16 +182,7 @@ fn exactly_once_over_sasl_ssl_with_only_the_documented_acls() {
     let running = common::start(&cfg, Arc::new(SystemClock));
     running.wait_ready(Duration::from_secs(90));
     let mailbox = "secure@example.com";
-    let t0 = common::now_ms() - 60_000;
-    let records: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..5)
-        .map(|i| {
-            (
-                Some(mailbox),
-                Some(verdict(mailbox, &format!("s-{i}"), t0 + i * 1_000)),
-            )
-        })
-        .collect();
-    common::produce_on(&admin(), &cfg.topics.verdicts, &records);
+    trip(&cfg, mailbox, "s");
     let (timeout, settle) = (Duration::from_secs(60), Duration::from_secs(2));
     let blocks = common::consume_exactly_on(&admin(), &cfg.topics.blocks, 1, timeout, settle);
     assert_eq!(blocks[0].key.as_deref(), Some(mailbox));
@@ -445,16 +450,7 @@ fn the_api_answers_over_sasl_ssl_with_only_the_documented_acls() {
     let _show = common::LogOnFailure(log);
     let base = format!("http://127.0.0.1:{port}");
     let mailbox = "secure-api@example.com";
-    let t0 = common::now_ms() - 60_000;
-    let records: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..5)
-        .map(|i| {
-            (
-                Some(mailbox),
-                Some(verdict(mailbox, &format!("a-{i}"), t0 + i * 1_000)),
-            )
-        })
-        .collect();
-    common::produce_on(&admin(), &cfg.topics.verdicts, &records);
+    trip(&cfg, mailbox, "a");
     // The view reads the changelog, blocks and events topics: the block and its incident show.
     let url = format!("{base}/v1/tenants/acme/mailboxes/{mailbox}");
     let v = await_api(&url, &secret, Duration::from_secs(90), |s, v| {
