@@ -78,8 +78,6 @@ pub struct Metrics {
 pub struct Restored {
     /// Changelog records applied.
     pub records: u64,
-    /// Partitions restored.
-    pub partitions: usize,
     /// Wall time, consumer start-up and watermark look-ups included.
     pub took: Duration,
 }
@@ -756,7 +754,6 @@ mod tests {
         let m = Metrics::new();
         m.restored(Restored {
             records: 10,
-            partitions: 2,
             took: Duration::from_secs(90),
         });
         let text = m.render();

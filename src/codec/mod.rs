@@ -152,16 +152,6 @@ pub enum Framing {
     },
 }
 
-impl Framing {
-    /// Header length in bytes.
-    pub fn header_len(self) -> usize {
-        match self {
-            Framing::SingleObject => 10,
-            Framing::Confluent { .. } => 5,
-        }
-    }
-}
-
 impl Header {
     /// The key of the writer schema this header names.
     pub fn key(self) -> WriterKey {

@@ -99,7 +99,6 @@ pub fn restore_partitions(
     }
     let done = |records| Restored {
         records,
-        partitions: partitions.len(),
         took: started.elapsed(),
     };
     if next.is_empty() {
