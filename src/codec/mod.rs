@@ -118,6 +118,7 @@ mod records;
 mod resolve;
 mod schema;
 mod store;
+mod wire;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,7 @@ pub use fast::{VerdictProgram, VerdictRef};
 pub use records::{EmailLicence, OwnerDevices, TenantRecord};
 pub use schema::{RecordType, UnknownRecordType, NAMESPACE};
 pub use store::{SchemaSource, SourceError, WriterKey};
+pub use wire::CompileError;
 
 use crate::policy::{Command, Effect, Owner, TenantSettings, Verdict};
 
