@@ -3,6 +3,10 @@
 //! arriving), never for a fixed time.
 #![allow(dead_code)]
 
+mod builders;
+#[allow(unused_imports)] // each test binary uses some
+pub use builders::{verdict_bytes, NoDirectory};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
