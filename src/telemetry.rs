@@ -1,4 +1,5 @@
-//! Metrics and logging set-up: every metric name lives here, behind a named method.
+//! Metrics and logging set-up: every metric name lives here, behind a named method. Liveness and
+//! readiness live in [`health`].
 //!
 //! Names follow Prometheus conventions (`mailguard_<what>_total`, `_seconds`; the standard
 //! `process_*` names for the process). Labels are bounded enumerations (verdict, strike, reason,
@@ -9,11 +10,11 @@
 //! event whose `emit` both logs and counts, so the log and the metrics never drift apart.
 
 pub mod events;
+pub mod health;
 pub mod lag;
 mod process;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,7 @@ use crate::config::{LogConfig, LogFormat};
 use crate::policy::{Millis, ScanSkipReason, VerdictKind};
 
 pub use events::InternalEvent;
+pub use health::{Health, STALL_LIMIT};
 
 /// All metrics of one mailguard process, registered in their own registry.
 #[derive(Clone)]
@@ -493,7 +495,9 @@ impl Metrics {
         *exported = now;
     }
 
-    /// An HTTP request was answered (`handler`: `metrics`, `healthz`, `readyz`).
+    /// An HTTP request was answered. `handler` is `metrics`, `healthz`, `readyz`, or the route
+    /// template of an API call (`/v1/tenants/{tenant}/mailboxes/{mailbox}`, never a tenant or
+    /// a mailbox): a bounded set either way.
     pub fn http_request(&self, handler: &str, code: u16) {
         self.http_requests
             .with_label_values(&[handler, &code.to_string()])
@@ -536,79 +540,6 @@ impl Metrics {
     }
 }
 
-/// Liveness and readiness, shared by the pipeline and `/healthz` `/readyz`.
-///
-/// Liveness has two parts: the pipeline did not stop with an error, and, while a session runs,
-/// its loop keeps turning. The second is a watchdog for the states nobody foresaw: a client that
-/// is alive but will never deliver another record must not look healthy, or the orchestrator
-/// never restarts it.
-#[derive(Debug, Clone)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-    failed: Arc<AtomicBool>,
-    /// Milliseconds after `epoch` of the session loop's last turn; 0 while no session runs.
-    beat: Arc<std::sync::atomic::AtomicU64>,
-    epoch: std::time::Instant,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health {
-            ready: Arc::default(),
-            failed: Arc::default(),
-            beat: Arc::default(),
-            epoch: std::time::Instant::now(),
-        }
-    }
-}
-
-/// Longest a running session's loop may go without a turn and still count as alive: longer than
-/// the longest restore inside a rebalance (300 s) plus a commit (30 s).
-pub const STALL_LIMIT: Duration = Duration::from_secs(360);
-
-impl Health {
-    /// The session loop turned (once per burst of records or tick).
-    pub fn beat(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
-        self.beat.store(ms, Ordering::Relaxed);
-    }
-
-    /// No session is running (between sessions, at shutdown): the watchdog rests.
-    pub fn rest(&self) {
-        self.beat.store(0, Ordering::Relaxed);
-    }
-
-    /// How long the running session's loop has gone without a turn, if longer than `limit`.
-    pub fn stalled(&self, limit: Duration) -> Option<Duration> {
-        let beat = self.beat.load(Ordering::Relaxed);
-        if beat == 0 {
-            return None;
-        }
-        let since = Duration::from_millis(
-            (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(beat),
-        );
-        (since > limit).then_some(since)
-    }
-
-    /// Tables loaded and owned partitions restored: processing.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-    /// Whether the pipeline is processing.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-    /// The pipeline stopped with an error it could not recover from.
-    pub fn set_failed(&self) {
-        self.failed.store(true, Ordering::Relaxed);
-        self.ready.store(false, Ordering::Relaxed);
-    }
-    /// Whether the process is alive and well: not failed, and not stalled for [`STALL_LIMIT`].
-    pub fn is_live(&self) -> bool {
-        !self.failed.load(Ordering::Relaxed) && self.stalled(STALL_LIMIT).is_none()
-    }
-}
-
 /// Install the global tracing subscriber. `RUST_LOG` overrides the configured filter.
 pub fn init_logging(cfg: &LogConfig) {
     use tracing_subscriber::EnvFilter;
@@ -626,27 +557,6 @@ pub fn init_logging(cfg: &LogConfig) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_stalled_session_loop_is_not_live() {
-        let h = Health::default();
-        assert!(h.is_live());
-        assert_eq!(
-            h.stalled(Duration::ZERO),
-            None,
-            "no session: the watchdog rests"
-        );
-        h.beat();
-        assert_eq!(h.stalled(Duration::from_secs(1)), None);
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(
-            h.stalled(Duration::from_millis(1)).is_some(),
-            "5 ms without a turn"
-        );
-        h.rest();
-        assert_eq!(h.stalled(Duration::ZERO), None);
-        h.set_failed();
-        assert!(!h.is_live());
-    }
     use crate::policy::Outcome;
 
     #[test]
