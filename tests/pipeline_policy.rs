@@ -676,10 +676,13 @@ fn poison_input_goes_to_the_dlq_and_the_rest_is_processed() {
         Duration::from_millis(300),
     ));
     assert_eq!(b[0].mailbox, "p@x.com");
-    assert!(running
-        .metrics
-        .render()
-        .contains("mailguard_dlq_records_total{source=\"verdicts\"} 4"));
+    let dlq_total = "mailguard_dlq_records_total";
+    let text = running.metrics.render();
+    assert_eq!(
+        series_sum(&text, dlq_total, "source=\"verdicts\""),
+        4.0,
+        "{text}"
+    );
     running.stop().unwrap();
 }
 

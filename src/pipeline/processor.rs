@@ -12,10 +12,11 @@ use tracing::debug;
 use crate::codec::Codec;
 use crate::config::TopicsConfig;
 use crate::pipeline::directory::TableDirectory;
-use crate::pipeline::sink::{DeadLetter, Sink, SinkError};
+use crate::pipeline::dlq::{DeadLetter, DeadLetterQueue, Kind, Refusal, Source};
+use crate::pipeline::sink::{Sink, SinkError};
 use crate::policy::{self, Effect, Input, Limits, MailboxKey, MailboxState, Millis, Policy};
 use crate::store::{Batch, Store, StoreError};
-use crate::telemetry::events::{DeadLettered, PolicyOutcome};
+use crate::telemetry::events::{EffectSent, PolicyOutcome, VerdictClamped, VerdictConsumed};
 use crate::telemetry::{InternalEvent, Metrics};
 use crate::timers::Timers;
 
@@ -59,6 +60,27 @@ pub enum ProcessError {
     },
 }
 
+/// What [`Processor::handle`] makes of a record before the policy sees it.
+enum Admitted {
+    /// An input for the policy.
+    Input(Input),
+    /// A well-formed non-offending verdict: nothing to do.
+    NotOffending,
+    /// Bad input, for the DLQ.
+    Refused(Refusal),
+}
+
+impl Admitted {
+    fn refused(kind: Kind, reason: impl Into<String>) -> Self {
+        Admitted::Refused(Refusal::new(kind, reason))
+    }
+
+    fn mismatch(key: MailboxKey<'_>, mailbox: &str) -> Self {
+        let reason = format!("key `{}` does not match mailbox `{mailbox}`", key.as_str());
+        Admitted::refused(Kind::KeyMismatch, reason)
+    }
+}
+
 /// The per-session processing state.
 pub struct Processor {
     codec: Codec,
@@ -68,6 +90,7 @@ pub struct Processor {
     store: Store,
     metrics: Metrics,
     topics: TopicsConfig,
+    dlq: DeadLetterQueue,
     dirty: HashMap<(i32, String), MailboxState>,
     /// Keys of `dirty` that local state did not hold before this transaction.
     fresh: HashSet<(i32, String)>,
@@ -94,6 +117,7 @@ impl Processor {
         topics: TopicsConfig,
     ) -> Self {
         Processor {
+            dlq: DeadLetterQueue::new(&topics.dlq, limits.max_record_bytes, metrics.clone()),
             codec,
             policy,
             limits,
@@ -265,65 +289,15 @@ impl Processor {
         now: Millis,
         sink: &mut impl Sink,
     ) -> Result<(), ProcessError> {
-        let is_verdicts = rec.topic == self.topics.verdicts;
-        let source = if is_verdicts { "verdicts" } else { "commands" };
-        let Some(key) = rec.key else {
-            return self.dead_letter(rec, source, "missing key", sink);
-        };
-        let Ok(key) = std::str::from_utf8(key) else {
-            return self.dead_letter(rec, source, "key is not UTF-8", sink);
-        };
-        // One mailbox, one spelling, one partition: a key in another case was partitioned by
-        // that spelling, so counting it would give the mailbox a second state elsewhere.
-        let key = match MailboxKey::new(key) {
-            Ok(k) => k,
-            Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
-        };
-        let Some(payload) = rec.payload else {
-            return self.dead_letter(
-                rec,
-                source,
-                "missing value (tombstone on an input topic)",
-                sink,
-            );
-        };
-        // The key decides the partition and so which state the record may touch; a record whose
-        // key disagrees with its body would corrupt another partition's state.
-        let mismatch =
-            |mailbox: &str| format!("key `{}` does not match mailbox `{mailbox}`", key.as_str());
-        let input = if is_verdicts {
-            // Borrowing decode: a CLEAN verdict (the hot path) allocates nothing and never
-            // touches state.
-            let v = match self.codec.decode_verdict_ref(payload) {
-                Ok(v) => v,
-                Err(e) if e.is_transient() => return Err(ProcessError::SchemaUnavailable(e)),
-                Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
-            };
-            self.metrics.verdict(v.verdict);
-            if !v.is_about(&key) {
-                return self.dead_letter(rec, source, &mismatch(v.mailbox), sink);
-            }
-            // Bounded fields keep every state and output this verdict may end up in bounded.
-            if let Err(e) = self.limits.verdict(v.message_id, v.tenant_id, v.mailbox) {
-                return self.dead_letter(rec, source, &e.to_string(), sink);
-            }
-            if !v.verdict.is_offending() {
-                return Ok(());
-            }
-            Input::Verdict(v.to_owned())
+        let source = if rec.topic == self.topics.verdicts {
+            Source::Verdicts
         } else {
-            let c = match self.codec.decode_command(payload) {
-                Ok(c) => c,
-                Err(e) if e.is_transient() => return Err(ProcessError::SchemaUnavailable(e)),
-                Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
-            };
-            if !key.matches(&c.mailbox) {
-                return self.dead_letter(rec, source, &mismatch(&c.mailbox), sink);
-            }
-            if let Err(e) = self.limits.command(&c) {
-                return self.dead_letter(rec, source, &e.to_string(), sink);
-            }
-            Input::Command(c)
+            Source::Commands
+        };
+        let input = match self.admit(rec, source)? {
+            Admitted::Input(input) => input,
+            Admitted::NotOffending => return Ok(()),
+            Admitted::Refused(refusal) => return self.dead_letter(rec, source, &refusal, sink),
         };
         let mailbox = match &input {
             Input::Verdict(v) => &v.mailbox,
@@ -332,6 +306,80 @@ impl Processor {
         };
         let mailbox = mailbox.clone();
         self.apply(rec.partition, &mailbox, &input, now, sink)
+    }
+
+    /// The input a record carries, or why it is refused. Only a writer schema that cannot be
+    /// fetched right now is an error.
+    fn admit(&mut self, rec: InRecord<'_>, source: Source) -> Result<Admitted, ProcessError> {
+        let Some(key) = rec.key else {
+            return Ok(Admitted::refused(Kind::MissingKey, "missing key"));
+        };
+        let Ok(key) = std::str::from_utf8(key) else {
+            return Ok(Admitted::refused(Kind::InvalidKey, "key is not UTF-8"));
+        };
+        // One mailbox, one spelling, one partition: a key in another case was partitioned by
+        // that spelling, so counting it would give the mailbox a second state elsewhere.
+        let key = match MailboxKey::new(key) {
+            Ok(k) => k,
+            Err(e) => return Ok(Admitted::refused(Kind::InvalidKey, e.to_string())),
+        };
+        let Some(payload) = rec.payload else {
+            return Ok(Admitted::refused(
+                Kind::MissingValue,
+                "missing value (tombstone on an input topic)",
+            ));
+        };
+        match source {
+            Source::Verdicts => self.admit_verdict(key, payload),
+            _ => self.admit_command(key, payload),
+        }
+    }
+
+    fn admit_verdict(
+        &mut self,
+        key: MailboxKey<'_>,
+        payload: &[u8],
+    ) -> Result<Admitted, ProcessError> {
+        // Borrowing decode: a CLEAN verdict (the hot path) allocates nothing and never touches
+        // state.
+        let v = match self.codec.decode_verdict_ref(payload) {
+            Ok(v) => v,
+            Err(e) if e.is_transient() => return Err(ProcessError::SchemaUnavailable(e)),
+            Err(e) => return Ok(Admitted::refused(Kind::Undecodable, e.to_string())),
+        };
+        VerdictConsumed { kind: v.verdict }.emit(&self.metrics);
+        // The key decides the partition and so which state the record may touch; a record whose
+        // key disagrees with its body would corrupt another partition's state.
+        if !v.is_about(&key) {
+            return Ok(Admitted::mismatch(key, v.mailbox));
+        }
+        // Bounded fields keep every state and output this verdict may end up in bounded.
+        if let Err(e) = self.limits.verdict(v.message_id, v.tenant_id, v.mailbox) {
+            return Ok(Admitted::refused(Kind::OverLimit, e.to_string()));
+        }
+        if !v.verdict.is_offending() {
+            return Ok(Admitted::NotOffending);
+        }
+        Ok(Admitted::Input(Input::Verdict(v.to_owned())))
+    }
+
+    fn admit_command(
+        &mut self,
+        key: MailboxKey<'_>,
+        payload: &[u8],
+    ) -> Result<Admitted, ProcessError> {
+        let c = match self.codec.decode_command(payload) {
+            Ok(c) => c,
+            Err(e) if e.is_transient() => return Err(ProcessError::SchemaUnavailable(e)),
+            Err(e) => return Ok(Admitted::refused(Kind::Undecodable, e.to_string())),
+        };
+        if !key.matches(&c.mailbox) {
+            return Ok(Admitted::mismatch(key, &c.mailbox));
+        }
+        if let Err(e) = self.limits.command(&c) {
+            return Ok(Admitted::refused(Kind::OverLimit, e.to_string()));
+        }
+        Ok(Admitted::Input(Input::Command(c)))
     }
 
     /// Fire every timer due at `now` on owned partitions.
@@ -365,7 +413,7 @@ impl Processor {
         let blocked_until = state.blocked_until();
         let result = policy::step(&mut state, input, now, &self.directory, &self.policy);
         if result.clamped {
-            self.metrics.clamped();
+            VerdictClamped { mailbox }.emit(&self.metrics);
         }
         for outcome in &result.outcomes {
             PolicyOutcome {
@@ -392,56 +440,37 @@ impl Processor {
 
     fn send_effect(&mut self, effect: &Effect, sink: &mut impl Sink) -> Result<(), ProcessError> {
         self.buf.clear();
-        if let Err(e) = self.codec.encode_effect(effect, &mut self.buf) {
-            // Our own records failing our own schema is a bug; losing the effect silently would
-            // be worse than stopping, so it is an error that aborts the transaction.
-            return Err(ProcessError::Sink(SinkError::Encode(e.to_string())));
-        }
+        // Our own records failing our own schema is a bug; losing the effect silently would be
+        // worse than stopping, so it is an error that aborts the transaction.
+        self.codec
+            .encode_effect(effect, &mut self.buf)
+            .map_err(SinkError::from)?;
         let (topic, key): (&str, &str) = match effect {
             Effect::Block(b) => (&self.topics.blocks, &b.mailbox),
-            Effect::Scan(s) => {
-                self.metrics.scan_request();
-                (&self.topics.scan_requests, &s.device_id)
-            }
-            Effect::Alert(a) => {
-                self.metrics.alert();
-                if let Some(reason) = a.scan_skipped_reason {
-                    self.metrics.scan_skipped(reason);
-                }
-                (&self.topics.alerts, &a.tenant_id)
-            }
-            Effect::Event(e) => {
-                self.metrics.event();
-                (&self.topics.events, &e.mailbox)
-            }
+            Effect::Scan(s) => (&self.topics.scan_requests, &s.device_id),
+            Effect::Alert(a) => (&self.topics.alerts, &a.tenant_id),
+            Effect::Event(e) => (&self.topics.events, &e.mailbox),
         };
         sink.send(topic, key.as_bytes(), Some(&self.buf), None, &[])?;
+        EffectSent { effect }.emit(&self.metrics);
         Ok(())
     }
 
     fn dead_letter(
         &mut self,
         rec: InRecord<'_>,
-        source: &str,
-        reason: &str,
+        source: Source,
+        refusal: &Refusal,
         sink: &mut impl Sink,
     ) -> Result<(), ProcessError> {
-        DeadLettered {
-            source,
-            topic: rec.topic,
-            partition: rec.partition,
-            offset: rec.offset,
-            reason,
-        }
-        .emit(&self.metrics);
-        DeadLetter {
+        let record = DeadLetter {
             topic: rec.topic,
             partition: rec.partition,
             offset: rec.offset,
             key: rec.key.unwrap_or_default(),
             payload: rec.payload,
-        }
-        .send(sink, &self.topics.dlq, reason, self.limits.max_record_bytes)?;
+        };
+        self.dlq.send(sink, source, record, refusal)?;
         Ok(())
     }
 
@@ -776,7 +805,7 @@ mod tests {
         let truncated = r
             .headers
             .iter()
-            .find(|(k, _)| k == crate::pipeline::sink::TRUNCATED_HEADER)
+            .find(|(k, _)| k == crate::pipeline::dlq::TRUNCATED_HEADER)
             .expect("truncation header");
         assert_eq!(truncated.1, b"value=1010000,key=7");
         assert_eq!(r.key, b"a@x.com");

@@ -494,3 +494,14 @@ impl Drop for Instance {
         let _ = self.0.wait();
     }
 }
+
+/// The sum of the series of `name` in a Prometheus text exposition whose labels include `label`
+/// (`key="value"`): a count across the values of the other labels.
+pub fn series_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|l| l.split_once("} "))
+        .filter(|(labels, _)| labels.split(',').any(|l| l == label))
+        .map(|(_, v)| v.trim().parse::<f64>().expect("a sample value"))
+        .sum()
+}
