@@ -10,7 +10,11 @@
 //! Any failure ends the session: the transaction is aborted (or left to be aborted when the next
 //! session's `init_transactions` fences it), uncommitted state is dropped, and `run` builds a new
 //! session, which resumes from the committed offsets. This is simpler and safer than rewinding a
-//! live consumer by hand.
+//! live consumer by hand. Only a transactional call librdkafka says may simply be made again is
+//! retried in place first ([`crate::pipeline::txn::decide`]).
+//!
+//! The commit interval and the tick run on the injected clock's monotonic time (`Cadence`), so
+//! a manual clock drives them in tests.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
