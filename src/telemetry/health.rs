@@ -1,32 +1,41 @@
 //! Liveness and readiness, shared by the pipeline and `/healthz` `/readyz`.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::timers::{Clock, SystemClock};
 
 /// Liveness and readiness, shared by the pipeline and `/healthz` `/readyz`.
 ///
 /// Liveness has two parts: the pipeline did not stop with an error, and, while a session runs,
 /// its loop keeps turning. The second is a watchdog for the states nobody foresaw: a client that
 /// is alive but will never deliver another record must not look healthy, or the orchestrator
-/// never restarts it.
-#[derive(Debug, Clone)]
+/// never restarts it. The loop's turns are timed on the monotonic side of the clock.
+#[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
     failed: Arc<AtomicBool>,
     /// Milliseconds after `epoch` of the session loop's last turn; 0 while no session runs.
     beat: Arc<AtomicU64>,
+    clock: Arc<dyn Clock>,
     epoch: Instant,
 }
 
 impl Default for Health {
     fn default() -> Self {
-        Health {
-            ready: Arc::default(),
-            failed: Arc::default(),
-            beat: Arc::default(),
-            epoch: Instant::now(),
-        }
+        Health::with_clock(Arc::new(SystemClock))
+    }
+}
+
+impl fmt::Debug for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Health")
+            .field("ready", &self.is_ready())
+            .field("failed", &self.failed.load(Ordering::Relaxed))
+            .field("beat", &self.beat.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -35,10 +44,26 @@ impl Default for Health {
 pub const STALL_LIMIT: Duration = Duration::from_secs(360);
 
 impl Health {
+    /// Health on `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Health {
+            ready: Arc::default(),
+            failed: Arc::default(),
+            beat: Arc::default(),
+            epoch: clock.monotonic(),
+            clock,
+        }
+    }
+
+    /// Milliseconds since `epoch`, plus one (0 means "no session").
+    fn now(&self) -> u64 {
+        let since = self.clock.monotonic().saturating_duration_since(self.epoch);
+        since.as_millis() as u64 + 1
+    }
+
     /// The session loop turned (once per burst of records or tick).
     pub fn beat(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
-        self.beat.store(ms, Ordering::Relaxed);
+        self.beat.store(self.now(), Ordering::Relaxed);
     }
 
     /// No session is running (between sessions, at shutdown): the watchdog rests.
@@ -52,9 +77,7 @@ impl Health {
         if beat == 0 {
             return None;
         }
-        let since = Duration::from_millis(
-            (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(beat),
-        );
+        let since = Duration::from_millis(self.now().saturating_sub(beat));
         (since > limit).then_some(since)
     }
 
@@ -101,5 +124,22 @@ mod tests {
         assert_eq!(h.stalled(Duration::ZERO), None);
         h.set_failed();
         assert!(!h.is_live());
+    }
+
+    #[test]
+    fn the_manual_clock_drives_the_stall_watchdog() {
+        let clock = crate::timers::ManualClock::frozen(0);
+        let h = Health::with_clock(Arc::new(clock.clone()));
+        h.beat();
+        clock.advance(STALL_LIMIT.as_millis() as i64);
+        assert!(h.is_live(), "exactly at the limit");
+        clock.advance(1);
+        assert_eq!(
+            h.stalled(STALL_LIMIT),
+            Some(STALL_LIMIT + Duration::from_millis(1))
+        );
+        assert!(!h.is_live());
+        h.beat();
+        assert!(h.is_live(), "a turn revives it");
     }
 }
