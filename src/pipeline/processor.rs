@@ -9,12 +9,14 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use tracing::debug;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecError};
 use crate::config::TopicsConfig;
 use crate::pipeline::directory::TableDirectory;
 use crate::pipeline::dlq::{DeadLetter, DeadLetterQueue, Kind, Refusal, Source};
 use crate::pipeline::sink::{Sink, SinkError};
-use crate::policy::{self, Effect, Input, Limits, MailboxKey, MailboxState, Millis, Policy};
+use crate::policy::{
+    self, Effect, Input, LimitError, Limits, MailboxKey, MailboxState, Millis, Policy,
+};
 use crate::store::{Batch, Store, StoreError};
 use crate::telemetry::events::{EffectSent, PolicyOutcome, VerdictClamped, VerdictConsumed};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -60,24 +62,40 @@ pub enum ProcessError {
     },
 }
 
-/// What [`Processor::handle`] makes of a record before the policy sees it.
-enum Admitted {
-    /// An input for the policy.
-    Input(Input),
-    /// A well-formed non-offending verdict: nothing to do.
-    NotOffending,
+/// Why [`Processor::handle`] does not give a record to the policy: bad input (for the DLQ), or a
+/// failure that ends the session.
+enum Reject {
     /// Bad input, for the DLQ.
     Refused(Refusal),
+    /// The writer schema cannot be fetched right now.
+    Failed(ProcessError),
 }
 
-impl Admitted {
+impl Reject {
     fn refused(kind: Kind, reason: impl Into<String>) -> Self {
-        Admitted::Refused(Refusal::new(kind, reason))
+        Reject::Refused(Refusal::new(kind, reason))
     }
 
+    /// A body that does not decode; only a writer schema unavailable right now (registry
+    /// unreachable) is a failure: the session is rebuilt and the record read again, instead of
+    /// dead-lettering good input.
+    fn undecodable(e: CodecError) -> Self {
+        if e.is_transient() {
+            Reject::Failed(ProcessError::SchemaUnavailable(e))
+        } else {
+            Reject::refused(Kind::Undecodable, e.to_string())
+        }
+    }
+
+    fn over_limit(e: LimitError) -> Self {
+        Reject::refused(Kind::OverLimit, e.to_string())
+    }
+
+    /// The key decides the partition and so which state the record may touch; a record whose
+    /// key disagrees with its body would corrupt another partition's state.
     fn mismatch(key: MailboxKey<'_>, mailbox: &str) -> Self {
         let reason = format!("key `{}` does not match mailbox `{mailbox}`", key.as_str());
-        Admitted::refused(Kind::KeyMismatch, reason)
+        Reject::refused(Kind::KeyMismatch, reason)
     }
 }
 
@@ -294,10 +312,12 @@ impl Processor {
         } else {
             Source::Commands
         };
-        let input = match self.admit(rec, source)? {
-            Admitted::Input(input) => input,
-            Admitted::NotOffending => return Ok(()),
-            Admitted::Refused(refusal) => return self.dead_letter(rec, source, &refusal, sink),
+        let input = match self.admit(rec, source) {
+            Ok(Some(input)) => input,
+            // A well-formed non-offending verdict: nothing to do.
+            Ok(None) => return Ok(()),
+            Err(Reject::Refused(refusal)) => return self.dead_letter(rec, source, &refusal, sink),
+            Err(Reject::Failed(e)) => return Err(e),
         };
         let mailbox = match &input {
             Input::Verdict(v) => &v.mailbox,
@@ -308,30 +328,25 @@ impl Processor {
         self.apply(rec.partition, &mailbox, &input, now, sink)
     }
 
-    /// The input a record carries, or why it is refused. Only a writer schema that cannot be
-    /// fetched right now is an error.
-    fn admit(&mut self, rec: InRecord<'_>, source: Source) -> Result<Admitted, ProcessError> {
+    /// The input a record carries (`None`: a non-offending verdict), or why it has none.
+    fn admit(&mut self, rec: InRecord<'_>, source: Source) -> Result<Option<Input>, Reject> {
         let Some(key) = rec.key else {
-            return Ok(Admitted::refused(Kind::MissingKey, "missing key"));
+            return Err(Reject::refused(Kind::MissingKey, "missing key"));
         };
         let Ok(key) = std::str::from_utf8(key) else {
-            return Ok(Admitted::refused(Kind::InvalidKey, "key is not UTF-8"));
+            return Err(Reject::refused(Kind::InvalidKey, "key is not UTF-8"));
         };
         // One mailbox, one spelling, one partition: a key in another case was partitioned by
         // that spelling, so counting it would give the mailbox a second state elsewhere.
-        let key = match MailboxKey::new(key) {
-            Ok(k) => k,
-            Err(e) => return Ok(Admitted::refused(Kind::InvalidKey, e.to_string())),
-        };
+        let key =
+            MailboxKey::new(key).map_err(|e| Reject::refused(Kind::InvalidKey, e.to_string()))?;
         let Some(payload) = rec.payload else {
-            return Ok(Admitted::refused(
-                Kind::MissingValue,
-                "missing value (tombstone on an input topic)",
-            ));
+            let reason = "missing value (tombstone on an input topic)";
+            return Err(Reject::refused(Kind::MissingValue, reason));
         };
         match source {
             Source::Verdicts => self.admit_verdict(key, payload),
-            _ => self.admit_command(key, payload),
+            _ => self.admit_command(key, payload).map(Some),
         }
     }
 
@@ -339,47 +354,36 @@ impl Processor {
         &mut self,
         key: MailboxKey<'_>,
         payload: &[u8],
-    ) -> Result<Admitted, ProcessError> {
+    ) -> Result<Option<Input>, Reject> {
         // Borrowing decode: a CLEAN verdict (the hot path) allocates nothing and never touches
         // state.
-        let v = match self.codec.decode_verdict_ref(payload) {
-            Ok(v) => v,
-            Err(e) if e.is_transient() => return Err(ProcessError::SchemaUnavailable(e)),
-            Err(e) => return Ok(Admitted::refused(Kind::Undecodable, e.to_string())),
-        };
+        let v = self
+            .codec
+            .decode_verdict_ref(payload)
+            .map_err(Reject::undecodable)?;
         VerdictConsumed { kind: v.verdict }.emit(&self.metrics);
-        // The key decides the partition and so which state the record may touch; a record whose
-        // key disagrees with its body would corrupt another partition's state.
         if !v.is_about(&key) {
-            return Ok(Admitted::mismatch(key, v.mailbox));
+            return Err(Reject::mismatch(key, v.mailbox));
         }
         // Bounded fields keep every state and output this verdict may end up in bounded.
-        if let Err(e) = self.limits.verdict(v.message_id, v.tenant_id, v.mailbox) {
-            return Ok(Admitted::refused(Kind::OverLimit, e.to_string()));
-        }
-        if !v.verdict.is_offending() {
-            return Ok(Admitted::NotOffending);
-        }
-        Ok(Admitted::Input(Input::Verdict(v.to_owned())))
+        self.limits
+            .verdict(v.message_id, v.tenant_id, v.mailbox)
+            .map_err(Reject::over_limit)?;
+        Ok(v.verdict
+            .is_offending()
+            .then(|| Input::Verdict(v.to_owned())))
     }
 
-    fn admit_command(
-        &mut self,
-        key: MailboxKey<'_>,
-        payload: &[u8],
-    ) -> Result<Admitted, ProcessError> {
-        let c = match self.codec.decode_command(payload) {
-            Ok(c) => c,
-            Err(e) if e.is_transient() => return Err(ProcessError::SchemaUnavailable(e)),
-            Err(e) => return Ok(Admitted::refused(Kind::Undecodable, e.to_string())),
-        };
+    fn admit_command(&mut self, key: MailboxKey<'_>, payload: &[u8]) -> Result<Input, Reject> {
+        let c = self
+            .codec
+            .decode_command(payload)
+            .map_err(Reject::undecodable)?;
         if !key.matches(&c.mailbox) {
-            return Ok(Admitted::mismatch(key, &c.mailbox));
+            return Err(Reject::mismatch(key, &c.mailbox));
         }
-        if let Err(e) = self.limits.command(&c) {
-            return Ok(Admitted::refused(Kind::OverLimit, e.to_string()));
-        }
-        Ok(Admitted::Input(Input::Command(c)))
+        self.limits.command(&c).map_err(Reject::over_limit)?;
+        Ok(Input::Command(c))
     }
 
     /// Fire every timer due at `now` on owned partitions.
