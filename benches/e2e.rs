@@ -28,9 +28,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use mailguard::codec::Codec;
 use mailguard::config::Config;
-use mailguard::policy::{
-    self, Directory, Input, MailboxState, Owner, Policy, TenantSettings, Verdict, VerdictKind,
-};
+use mailguard::policy::{self, Input, MailboxState, Policy, Verdict, VerdictKind};
 
 const PARTITIONS: i32 = 4;
 
@@ -48,22 +46,10 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-struct NoDirectory;
-impl Directory for NoDirectory {
-    fn owner(&self, _: &str) -> Option<Owner> {
-        None
-    }
-    fn devices(&self, _: &str) -> Option<Vec<String>> {
-        None
-    }
-    fn tenant(&self, _: &str) -> TenantSettings {
-        TenantSettings {
-            sync_security_enabled: true,
-            endpoint_licence: true,
-            overrides: Default::default(),
-        }
-    }
-}
+#[allow(dead_code)]
+#[path = "../tests/common/builders.rs"]
+mod builders;
+use builders::NoDirectory;
 
 /// The verdict stream in time order: (mailbox, encoded verdict).
 fn generate(n: usize, mailboxes: usize, t0: i64, seed: u64) -> (Vec<(String, Vec<u8>)>, usize) {

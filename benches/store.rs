@@ -4,28 +4,13 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use mailguard::policy::{
-    self, Directory, Input, MailboxState, Owner, Policy, TenantSettings, Verdict, VerdictKind,
-};
+use mailguard::policy::{self, Directory, Input, MailboxState, Policy, Verdict, VerdictKind};
 use mailguard::store::{Batch, Store};
 
-struct NoDirectory;
-
-impl Directory for NoDirectory {
-    fn owner(&self, _: &str) -> Option<Owner> {
-        None
-    }
-    fn devices(&self, _: &str) -> Option<Vec<String>> {
-        None
-    }
-    fn tenant(&self, _: &str) -> TenantSettings {
-        TenantSettings {
-            sync_security_enabled: true,
-            endpoint_licence: true,
-            overrides: Default::default(),
-        }
-    }
-}
+#[allow(dead_code)]
+#[path = "../tests/common/builders.rs"]
+mod builders;
+use builders::NoDirectory;
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

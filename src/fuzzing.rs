@@ -449,7 +449,7 @@ fn zigzag(v: i64, out: &mut Vec<u8>) {
 
 /// A few valid inputs per target to start the fuzzer from (`fuzz/corpus/<target>/seed-*`,
 /// written by `tests/fuzz_replay.rs`), including the shape of the allocation bomb fixed in
-/// `fast.rs` (`skip_blocks`): an `OwnerDevices` whose `device_ids` block has count −2^29.
+/// `wire.rs` (`skip_blocks`): an `OwnerDevices` whose `device_ids` block has count −2^29.
 pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let with_mode = |mode: u8, body: &[u8]| [&[mode][..], body].concat();
     let record = |rt: RecordType| {

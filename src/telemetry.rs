@@ -1,4 +1,5 @@
-//! Metrics and logging set-up: every metric name lives here, behind a named method.
+//! Metrics and logging set-up: every metric name lives here, behind a named method. Liveness and
+//! readiness live in [`health`].
 //!
 //! Names follow Prometheus conventions (`mailguard_<what>_total`, `_seconds`; the standard
 //! `process_*` names for the process). Labels are bounded enumerations (verdict, strike, reason,
@@ -9,13 +10,13 @@
 //! event whose `emit` both logs and counts, so the log and the metrics never drift apart.
 
 pub mod events;
+pub mod health;
 pub mod lag;
 mod process;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -23,14 +24,38 @@ use prometheus::{
 };
 
 use crate::config::{LogConfig, LogFormat};
+use crate::pipeline::dlq;
 use crate::policy::{Millis, ScanSkipReason, VerdictKind};
+use crate::timers::{Clock, SystemClock};
 
 pub use events::InternalEvent;
+pub use health::{Health, STALL_LIMIT};
 
-/// All metrics of one mailguard process, registered in their own registry.
+/// All metrics of one mailguard process, registered in their own registry, with the clock that
+/// time-stamps them and paces their per-record warnings.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    policy: PolicyMetrics,
+    txn: TxnMetrics,
+    state: StateMetrics,
+    ready: IntGauge,
+    http_requests: IntCounterVec,
+    api_view_lag: IntGauge,
+    api_view_staleness: Gauge,
+    http_shed: IntCounter,
+    http_connections: IntGauge,
+    process: process::ProcessMetrics,
+    clock: Arc<dyn Clock>,
+    /// The monotonic reading of `clock` when the metrics were made: the throttles count from it.
+    epoch: Instant,
+    throttles: Arc<events::Throttles>,
+}
+
+/// What the policy did: verdicts, commands, blocks and their outputs.
+#[derive(Clone)]
+struct PolicyMetrics {
+    /// By verdict, resolved once: bumped for every input record.
     verdicts: [IntCounter; 3],
     verdicts_late: IntCounter,
     verdicts_duplicate: IntCounter,
@@ -41,36 +66,39 @@ pub struct Metrics {
     blocks: IntCounterVec,
     permanent_blocks: IntCounter,
     unblocks: IntCounterVec,
+    unblocks_late: IntCounter,
     scan_requests: IntCounter,
     scan_skips: IntCounterVec,
     alerts: IntCounter,
     events: IntCounter,
+}
+
+/// Transactions, their stages and the records they carry or refuse.
+#[derive(Clone)]
+struct TxnMetrics {
     dlq: IntCounterVec,
     transactions: IntCounterVec,
     commit_seconds: Histogram,
     processing_latency: Histogram,
     batch_records: Histogram,
+    stage_seconds: HistogramVec,
+    last_commit: Gauge,
+}
+
+/// Owned partitions, local state, timers, restores and the tables.
+#[derive(Clone)]
+struct StateMetrics {
     restored_records: IntCounter,
+    restore_seconds: Histogram,
     table_records: IntCounterVec,
+    table_loader_failures: IntCounter,
     assigned_partitions: IntGauge,
     pending_timers: IntGauge,
     next_unblock: Gauge,
-    unblocks_late: IntCounter,
-    stage_seconds: HistogramVec,
-    last_commit: Gauge,
-    ready: IntGauge,
-    table_loader_failures: IntCounter,
+    state_mailboxes: IntGaugeVec,
     consumer_lag: IntGaugeVec,
     /// (topic, partition) label pairs of `consumer_lag` currently exported.
     lag_labels: Arc<Mutex<BTreeSet<(String, i32)>>>,
-    state_mailboxes: IntGaugeVec,
-    restore_seconds: Histogram,
-    http_requests: IntCounterVec,
-    api_view_lag: IntGauge,
-    api_view_staleness: Gauge,
-    http_shed: IntCounter,
-    http_connections: IntGauge,
-    process: process::ProcessMetrics,
 }
 
 /// What one restore of assigned partitions did (see `pipeline::restore`).
@@ -78,59 +106,47 @@ pub struct Metrics {
 pub struct Restored {
     /// Changelog records applied.
     pub records: u64,
-    /// Partitions restored.
-    pub partitions: usize,
     /// Wall time, consumer start-up and watermark look-ups included.
     pub took: Duration,
 }
 
-/// Seconds since the Unix epoch, for `_timestamp_seconds` gauges.
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+/// Registers `metric` in `registry` and returns it: the one place a metric is registered.
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    register(r, IntCounter::new(name, help).expect("valid metric"))
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
-fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-        .expect("valid metric");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("unique metric");
-    h
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(r, Histogram::with_opts(opts).expect("valid metric"))
 }
 
-fn float_gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
-    let g = Gauge::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    register(r, IntGauge::new(name, help).expect("valid metric"))
 }
 
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
+fn float_gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    register(r, Gauge::new(name, help).expect("valid metric"))
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        r,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 /// Create every label combination known in advance, so the series exist (at 0) from the start:
@@ -139,14 +155,6 @@ fn touch(c: &IntCounterVec, values: &[&str]) {
     for v in values {
         c.with_label_values(&[*v]);
     }
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -162,9 +170,6 @@ const RESTORE_BUCKETS: &[f64] = &[
 /// The tables (`store::Table::name`).
 const TABLES: &[&str] = &["owners", "devices", "tenants"];
 
-/// Sources of DLQ records: the two input topics and the three tables.
-const DLQ_SOURCES: &[&str] = &["verdicts", "commands", "owners", "devices", "tenants"];
-
 /// The product promises an unblock within this long after `blocked_until`.
 pub const UNBLOCK_GRACE_MS: Millis = 2_000;
 
@@ -174,150 +179,208 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
-    /// A fresh set of metrics in a fresh registry (tests get their own; nothing global).
-    pub fn new() -> Self {
-        let r = Registry::new();
-        let m = Metrics {
-            verdicts: {
-                // Resolved once: this counter is bumped for every input record.
-                let v = counter_vec(&r, "mailguard_verdicts_total", "Verdicts consumed, by verdict.", &["verdict"]);
-                [VerdictKind::Clean, VerdictKind::Spam, VerdictKind::Virus].map(|k| v.with_label_values(&[k.as_str()]))
-            },
+impl PolicyMetrics {
+    fn register(r: &Registry) -> Self {
+        let verdicts = counter_vec(
+            r,
+            "mailguard_verdicts_total",
+            "Verdicts consumed, by verdict.",
+            &["verdict"],
+        );
+        let m = PolicyMetrics {
+            verdicts: [VerdictKind::Clean, VerdictKind::Spam, VerdictKind::Virus]
+                .map(|k| verdicts.with_label_values(&[k.as_str()])),
             verdicts_late: counter(
-                &r,
+                r,
                 "mailguard_verdicts_late_total",
                 "Offending verdicts older than the allowed lateness, dropped from counting.",
             ),
             verdicts_duplicate: counter(
-                &r,
+                r,
                 "mailguard_verdicts_duplicate_total",
                 "Offending verdicts whose message_id was already counted for the mailbox.",
             ),
             verdicts_clamped: counter(
-                &r,
+                r,
                 "mailguard_verdicts_clamped_total",
                 "Verdicts whose sent_at lay too far in the future and was clamped to the clock.",
             ),
             verdicts_ignored_blocked: counter(
-                &r,
+                r,
                 "mailguard_verdicts_ignored_blocked_total",
                 "Offending verdicts not counted because the mailbox was blocked when they were sent.",
             ),
-            commands: counter_vec(&r, "mailguard_commands_total", "Admin commands, by result.", &["result"]),
-            trips: counter(&r, "mailguard_trips_total", "Threshold trips (each starts a block)."),
-            blocks: counter_vec(&r, "mailguard_blocks_total", "Blocks started, by strike.", &["strike"]),
-            permanent_blocks: counter(&r, "mailguard_permanent_blocks_total", "Permanent blocks started."),
-            unblocks: counter_vec(&r, "mailguard_unblocks_total", "Blocks ended, by reason.", &["reason"]),
-            scan_requests: counter(&r, "mailguard_scan_requests_total", "Scan requests emitted."),
+            commands: counter_vec(r, "mailguard_commands_total", "Admin commands, by result.", &["result"]),
+            trips: counter(r, "mailguard_trips_total", "Threshold trips (each starts a block)."),
+            blocks: counter_vec(r, "mailguard_blocks_total", "Blocks started, by strike.", &["strike"]),
+            permanent_blocks: counter(r, "mailguard_permanent_blocks_total", "Permanent blocks started."),
+            unblocks: counter_vec(r, "mailguard_unblocks_total", "Blocks ended, by reason.", &["reason"]),
+            unblocks_late: counter(
+                r,
+                "mailguard_unblocks_late_total",
+                "Timed blocks that ended more than 2 s after their blocked_until.",
+            ),
+            scan_requests: counter(r, "mailguard_scan_requests_total", "Scan requests emitted."),
             scan_skips: counter_vec(
-                &r,
+                r,
                 "mailguard_scan_skips_total",
                 "Trips without a scan request, by reason.",
                 &["reason"],
             ),
-            alerts: counter(&r, "mailguard_alerts_total", "Alerts emitted."),
-            events: counter(&r, "mailguard_events_total", "Event-log records emitted."),
+            alerts: counter(r, "mailguard_alerts_total", "Alerts emitted."),
+            events: counter(r, "mailguard_events_total", "Event-log records emitted."),
+        };
+        touch(&m.unblocks, &["expired", "support"]);
+        touch(&m.commands, &["applied", "rejected"]);
+        touch(
+            &m.scan_skips,
+            &[
+                ScanSkipReason::SyncSecurityOff,
+                ScanSkipReason::NoEndpointLicence,
+                ScanSkipReason::OwnerUnknown,
+                ScanSkipReason::NoDevices,
+            ]
+            .map(ScanSkipReason::as_str),
+        );
+        m
+    }
+}
+
+impl TxnMetrics {
+    fn register(r: &Registry) -> Self {
+        let m = TxnMetrics {
             dlq: counter_vec(
-                &r,
+                r,
                 "mailguard_dlq_records_total",
-                "Records sent to the dead-letter topic, by source topic kind.",
-                &["source"],
+                "Records sent to the dead-letter topic, by source topic kind and reason kind.",
+                &["source", "reason"],
             ),
-            transactions: counter_vec(
-                &r,
-                "mailguard_transactions_total",
-                "Kafka transactions, by result.",
-                &["result"],
-            ),
+            transactions: counter_vec(r, "mailguard_transactions_total", "Kafka transactions, by result.", &["result"]),
             commit_seconds: histogram(
-                &r,
+                r,
                 "mailguard_transaction_commit_seconds",
                 "Time to flush and commit one transaction.",
-                LATENCY_BUCKETS.to_vec(),
+                LATENCY_BUCKETS,
             ),
             processing_latency: histogram(
-                &r,
+                r,
                 "mailguard_processing_latency_seconds",
                 "Input record timestamp to the commit of its effects.",
-                LATENCY_BUCKETS.to_vec(),
+                LATENCY_BUCKETS,
             ),
             batch_records: histogram(
-                &r,
+                r,
                 "mailguard_transaction_records",
                 "Input records per transaction.",
-                vec![1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0],
+                &[1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0],
             ),
-            restored_records: counter(
-                &r,
-                "mailguard_state_restored_records_total",
-                "Changelog records applied to local state during restores.",
-            ),
-            table_records: counter_vec(
-                &r,
-                "mailguard_table_records_total",
-                "Directory and tenant table records applied, by table.",
-                &["table"],
-            ),
-            assigned_partitions: gauge(
-                &r,
-                "mailguard_assigned_partitions",
-                "Input partitions currently owned by this instance.",
-            ),
-            pending_timers: gauge(&r, "mailguard_timed_blocks", "Timed blocks in force on owned partitions."),
-            stage_seconds: {
-                let h = HistogramVec::new(
+            stage_seconds: register(
+                r,
+                HistogramVec::new(
                     HistogramOpts::new("mailguard_stage_seconds", "Time spent per pipeline stage and batch.")
                         .buckets(LATENCY_BUCKETS.to_vec()),
                     &["stage"],
                 )
-                .expect("valid metric");
-                r.register(Box::new(h.clone())).expect("unique metric");
-                h
-            },
-            next_unblock: float_gauge(
-                &r,
-                "mailguard_next_unblock_timestamp_seconds",
-                "Earliest blocked_until of the timed blocks in force on owned partitions (Unix seconds; 0: none).",
-            ),
-            unblocks_late: counter(
-                &r,
-                "mailguard_unblocks_late_total",
-                "Timed blocks that ended more than 2 s after their blocked_until.",
+                .expect("valid metric"),
             ),
             last_commit: float_gauge(
-                &r,
+                r,
                 "mailguard_last_commit_timestamp_seconds",
                 "When the last transaction committed (Unix seconds; the process start before the first).",
             ),
+        };
+        touch(&m.transactions, &["committed", "aborted"]);
+        for source in dlq::Source::ALL {
+            for kind in dlq::Kind::ALL {
+                m.dlq.with_label_values(&[source.as_str(), kind.as_str()]);
+            }
+        }
+        m
+    }
+}
+
+impl StateMetrics {
+    fn register(r: &Registry) -> Self {
+        let m = StateMetrics {
+            restored_records: counter(
+                r,
+                "mailguard_state_restored_records_total",
+                "Changelog records applied to local state during restores.",
+            ),
+            restore_seconds: histogram(
+                r,
+                "mailguard_restore_seconds",
+                "Duration of one restore of newly assigned partitions from the changelog.",
+                RESTORE_BUCKETS,
+            ),
+            table_records: counter_vec(
+                r,
+                "mailguard_table_records_total",
+                "Directory and tenant table records applied, by table.",
+                &["table"],
+            ),
             table_loader_failures: counter(
-                &r,
+                r,
                 "mailguard_table_loader_failures_total",
                 "Times the table loader failed (the instance then stops, so a stale directory never looks healthy).",
             ),
-            ready: gauge(
-                &r,
-                "mailguard_ready",
-                "1 while /readyz succeeds (tables loaded, owned partitions restored).",
+            assigned_partitions: gauge(
+                r,
+                "mailguard_assigned_partitions",
+                "Input partitions currently owned by this instance.",
+            ),
+            pending_timers: gauge(r, "mailguard_timed_blocks", "Timed blocks in force on owned partitions."),
+            next_unblock: float_gauge(
+                r,
+                "mailguard_next_unblock_timestamp_seconds",
+                "Earliest blocked_until of the timed blocks in force on owned partitions (Unix seconds; 0: none).",
+            ),
+            state_mailboxes: gauge_vec(
+                r,
+                "mailguard_state_mailboxes",
+                "Mailbox states held in local state, by owned input partition.",
+                &["partition"],
             ),
             consumer_lag: gauge_vec(
-                &r,
+                r,
                 "mailguard_consumer_lag",
                 "Records of an owned input partition not yet read: end (last stable offset) minus position.",
                 &["topic", "partition"],
             ),
             lag_labels: Arc::default(),
-            state_mailboxes: gauge_vec(
+        };
+        touch(&m.table_records, TABLES);
+        m
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics in a fresh registry (tests get their own; nothing global), on the
+    /// system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// A fresh set of metrics on `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let r = Registry::new();
+        let build_info = gauge_vec(
+            &r,
+            "mailguard_build_info",
+            "Always 1; the labels say which build is running.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let m = Metrics {
+            policy: PolicyMetrics::register(&r),
+            txn: TxnMetrics::register(&r),
+            state: StateMetrics::register(&r),
+            ready: gauge(
                 &r,
-                "mailguard_state_mailboxes",
-                "Mailbox states held in local state, by owned input partition.",
-                &["partition"],
-            ),
-            restore_seconds: histogram(
-                &r,
-                "mailguard_restore_seconds",
-                "Duration of one restore of newly assigned partitions from the changelog.",
-                RESTORE_BUCKETS.to_vec(),
+                "mailguard_ready",
+                "1 while /readyz succeeds (tables loaded, owned partitions restored).",
             ),
             http_requests: counter_vec(
                 &r,
@@ -347,34 +410,26 @@ impl Metrics {
             ),
             process: process::ProcessMetrics::register(&r),
             registry: r,
+            epoch: clock.monotonic(),
+            clock,
+            throttles: Arc::default(),
         };
-        let build_info = gauge_vec(
-            &m.registry,
-            "mailguard_build_info",
-            "Always 1; the labels say which build is running.",
-            &["version"],
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        touch(&m.transactions, &["committed", "aborted"]);
-        touch(&m.unblocks, &["expired", "support"]);
-        touch(&m.commands, &["applied", "rejected"]);
-        touch(&m.dlq, DLQ_SOURCES);
-        touch(&m.table_records, TABLES);
-        touch(
-            &m.scan_skips,
-            &[
-                ScanSkipReason::SyncSecurityOff,
-                ScanSkipReason::NoEndpointLicence,
-                ScanSkipReason::OwnerUnknown,
-                ScanSkipReason::NoDevices,
-            ]
-            .map(ScanSkipReason::as_str),
-        );
         // "No commit for N s" counts from the start, not from 1970.
-        m.last_commit.set(unix_now());
+        m.txn.last_commit.set(m.unix_now());
         m
+    }
+
+    /// Seconds since the Unix epoch on the wall clock, for `_timestamp_seconds` gauges.
+    fn unix_now(&self) -> f64 {
+        self.clock.now_ms() as f64 / 1000.0
+    }
+
+    /// Milliseconds on the monotonic clock since the metrics were made (for [`events::Throttle`]).
+    fn elapsed_ms(&self) -> u64 {
+        self.clock
+            .monotonic()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
     }
 
     /// Text exposition for `/metrics`.
@@ -387,41 +442,6 @@ impl Metrics {
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
 
-    /// A verdict was consumed.
-    pub fn verdict(&self, kind: VerdictKind) {
-        let i = match kind {
-            VerdictKind::Clean => 0,
-            VerdictKind::Spam => 1,
-            VerdictKind::Virus => 2,
-        };
-        self.verdicts[i].inc();
-    }
-
-    /// A verdict's sent_at was clamped.
-    pub fn clamped(&self) {
-        self.verdicts_clamped.inc();
-    }
-
-    /// A scan request was emitted.
-    pub fn scan_request(&self) {
-        self.scan_requests.inc();
-    }
-
-    /// A trip emitted no scan request.
-    pub fn scan_skipped(&self, reason: ScanSkipReason) {
-        self.scan_skips.with_label_values(&[reason.as_str()]).inc();
-    }
-
-    /// An alert was emitted.
-    pub fn alert(&self) {
-        self.alerts.inc();
-    }
-
-    /// An event-log record was emitted.
-    pub fn event(&self) {
-        self.events.inc();
-    }
-
     /// A transaction committed: its duration and its size (see [`events::TransactionCommitted`]).
     pub fn committed(&self, took: Duration, records: usize) {
         events::TransactionCommitted { took, records }.emit(self);
@@ -429,7 +449,7 @@ impl Metrics {
 
     /// Input record timestamp → commit, one observation per record.
     pub fn processing_latency(&self, seconds: f64) {
-        self.processing_latency.observe(seconds.max(0.0));
+        self.txn.processing_latency.observe(seconds.max(0.0));
     }
 
     /// A transaction was aborted (see [`events::TransactionAborted`]).
@@ -437,32 +457,23 @@ impl Metrics {
         events::TransactionAborted.emit(self);
     }
 
-    /// A restore of assigned partitions finished.
-    pub fn restored(&self, r: Restored) {
-        self.restored_records.inc_by(r.records);
-        self.restore_seconds.observe(r.took.as_secs_f64());
-    }
-
-    /// A table record applied.
-    pub fn table_record(&self, table: &str) {
-        self.table_records.with_label_values(&[table]).inc();
-    }
-
     /// Number of owned input partitions.
     pub fn set_assigned_partitions(&self, n: usize) {
-        self.assigned_partitions.set(n as i64);
+        self.state.assigned_partitions.set(n as i64);
     }
 
     /// The timed blocks waiting for expiry: how many, and the earliest `blocked_until` (epoch ms).
     pub fn set_timers(&self, n: usize, next_deadline: Option<Millis>) {
-        self.pending_timers.set(n as i64);
-        self.next_unblock
+        self.state.pending_timers.set(n as i64);
+        self.state
+            .next_unblock
             .set(next_deadline.map_or(0.0, |ms| ms as f64 / 1000.0));
     }
 
     /// Mailbox states held for an owned partition.
     pub fn set_state_mailboxes(&self, partition: i32, n: i64) {
-        self.state_mailboxes
+        self.state
+            .state_mailboxes
             .with_label_values(&[&partition.to_string()])
             .set(n);
     }
@@ -470,6 +481,7 @@ impl Metrics {
     /// A partition is no longer owned: its state gauge goes.
     pub fn drop_state_partition(&self, partition: i32) {
         let _ = self
+            .state
             .state_mailboxes
             .remove_label_values(&[&partition.to_string()]);
     }
@@ -477,25 +489,29 @@ impl Metrics {
     /// Replace the consumer lag of every owned input partition (from librdkafka statistics);
     /// partitions no longer listed (revoked) lose their series.
     pub fn set_consumer_lags(&self, lags: &[lag::PartitionLag]) {
-        let mut exported = self.lag_labels.lock().expect("lag labels lock");
+        let mut exported = self.state.lag_labels.lock().expect("lag labels lock");
         let now: BTreeSet<(String, i32)> = lags
             .iter()
             .map(|l| (l.topic.clone(), l.partition))
             .collect();
         for (topic, partition) in exported.difference(&now) {
             let _ = self
+                .state
                 .consumer_lag
                 .remove_label_values(&[topic.as_str(), &partition.to_string()]);
         }
         for l in lags {
-            self.consumer_lag
+            self.state
+                .consumer_lag
                 .with_label_values(&[l.topic.as_str(), &l.partition.to_string()])
                 .set(l.lag);
         }
         *exported = now;
     }
 
-    /// An HTTP request was answered (`handler`: `metrics`, `healthz`, `readyz`).
+    /// An HTTP request was answered. `handler` is `metrics`, `healthz`, `readyz`, or the route
+    /// template of an API call (`/v1/tenants/{tenant}/mailboxes/{mailbox}`, never a tenant or
+    /// a mailbox): a bounded set either way.
     pub fn http_request(&self, handler: &str, code: u16) {
         self.http_requests
             .with_label_values(&[handler, &code.to_string()])
@@ -518,96 +534,9 @@ impl Metrics {
         self.http_connections.add(delta);
     }
 
-    /// The table loader failed (see `mailguard_table_loader_failures_total`).
-    pub fn table_loader_failed(&self) {
-        self.table_loader_failures.inc();
-    }
-
     /// Copy readiness into `mailguard_ready` (called when `/metrics` is scraped).
     pub fn observe_health(&self, health: &Health) {
         self.ready.set(i64::from(health.is_ready()));
-    }
-
-    /// Time spent in one stage of a commit: `stage_changelog` (changelog records of the changed
-    /// states sent), `deliver` (every record of the transaction acknowledged), `send_offsets`,
-    /// `commit_transaction`, `store` (the RocksDB batch written after the commit).
-    pub fn stage(&self, stage: &str, took: Duration) {
-        self.stage_seconds
-            .with_label_values(&[stage])
-            .observe(took.as_secs_f64());
-    }
-}
-
-/// Liveness and readiness, shared by the pipeline and `/healthz` `/readyz`.
-///
-/// Liveness has two parts: the pipeline did not stop with an error, and, while a session runs,
-/// its loop keeps turning. The second is a watchdog for the states nobody foresaw: a client that
-/// is alive but will never deliver another record must not look healthy, or the orchestrator
-/// never restarts it.
-#[derive(Debug, Clone)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-    failed: Arc<AtomicBool>,
-    /// Milliseconds after `epoch` of the session loop's last turn; 0 while no session runs.
-    beat: Arc<std::sync::atomic::AtomicU64>,
-    epoch: std::time::Instant,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health {
-            ready: Arc::default(),
-            failed: Arc::default(),
-            beat: Arc::default(),
-            epoch: std::time::Instant::now(),
-        }
-    }
-}
-
-/// Longest a running session's loop may go without a turn and still count as alive: longer than
-/// the longest restore inside a rebalance (300 s) plus a commit (30 s).
-pub const STALL_LIMIT: Duration = Duration::from_secs(360);
-
-impl Health {
-    /// The session loop turned (once per burst of records or tick).
-    pub fn beat(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
-        self.beat.store(ms, Ordering::Relaxed);
-    }
-
-    /// No session is running (between sessions, at shutdown): the watchdog rests.
-    pub fn rest(&self) {
-        self.beat.store(0, Ordering::Relaxed);
-    }
-
-    /// How long the running session's loop has gone without a turn, if longer than `limit`.
-    pub fn stalled(&self, limit: Duration) -> Option<Duration> {
-        let beat = self.beat.load(Ordering::Relaxed);
-        if beat == 0 {
-            return None;
-        }
-        let since = Duration::from_millis(
-            (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(beat),
-        );
-        (since > limit).then_some(since)
-    }
-
-    /// Tables loaded and owned partitions restored: processing.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-    /// Whether the pipeline is processing.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-    /// The pipeline stopped with an error it could not recover from.
-    pub fn set_failed(&self) {
-        self.failed.store(true, Ordering::Relaxed);
-        self.ready.store(false, Ordering::Relaxed);
-    }
-    /// Whether the process is alive and well: not failed, and not stalled for [`STALL_LIMIT`].
-    pub fn is_live(&self) -> bool {
-        !self.failed.load(Ordering::Relaxed) && self.stalled(STALL_LIMIT).is_none()
     }
 }
 
@@ -628,33 +557,15 @@ pub fn init_logging(cfg: &LogConfig) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_stalled_session_loop_is_not_live() {
-        let h = Health::default();
-        assert!(h.is_live());
-        assert_eq!(
-            h.stalled(Duration::ZERO),
-            None,
-            "no session: the watchdog rests"
-        );
-        h.beat();
-        assert_eq!(h.stalled(Duration::from_secs(1)), None);
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(
-            h.stalled(Duration::from_millis(1)).is_some(),
-            "5 ms without a turn"
-        );
-        h.rest();
-        assert_eq!(h.stalled(Duration::ZERO), None);
-        h.set_failed();
-        assert!(!h.is_live());
-    }
     use crate::policy::Outcome;
 
     #[test]
     fn names_follow_conventions_and_render() {
         let m = Metrics::new();
-        m.verdict(VerdictKind::Spam);
+        events::VerdictConsumed {
+            kind: VerdictKind::Spam,
+        }
+        .emit(&m);
         events::PolicyOutcome {
             mailbox: "a@example.com",
             outcome: &Outcome::Tripped {
@@ -665,7 +576,11 @@ mod tests {
             now: 0,
         }
         .emit(&m);
-        m.scan_skipped(ScanSkipReason::NoDevices);
+        events::ScanSkipped {
+            mailbox: "a@example.com",
+            reason: ScanSkipReason::NoDevices,
+        }
+        .emit(&m);
         m.committed(Duration::from_millis(3), 10);
         let text = m.render();
         assert!(
@@ -686,7 +601,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("mailguard_dlq_records_total{source=\"tenants\"} 0"),
+            text.contains(
+                "mailguard_dlq_records_total{reason=\"undecodable\",source=\"tenants\"} 0"
+            ),
             "{text}"
         );
         assert!(
@@ -754,11 +671,15 @@ mod tests {
     #[test]
     fn restore_durations_land_in_the_buckets_the_alert_uses() {
         let m = Metrics::new();
-        m.restored(Restored {
-            records: 10,
-            partitions: 2,
-            took: Duration::from_secs(90),
-        });
+        events::PartitionsRestored {
+            changelog: "mailguard.state",
+            partitions: &[0, 1],
+            restored: Restored {
+                records: 10,
+                took: Duration::from_secs(90),
+            },
+        }
+        .emit(&m);
         let text = m.render();
         assert!(
             text.contains("mailguard_restore_seconds_bucket{le=\"60\"} 0"),

@@ -1,4 +1,5 @@
-//! Wall-clock time for the pipeline: the clock, and the index of timed blocks waiting to expire.
+//! Time for the pipeline: the clock (wall and monotonic), and the index of timed blocks waiting
+//! to expire.
 //!
 //! The policy core never reads a clock; the pipeline reads one here and passes `now` in. Tests
 //! inject a [`ManualClock`]. The [`Timers`] index is rebuilt from local state whenever a
@@ -6,15 +7,21 @@
 //! the restore (SPEC §5: an unblock within 2 s of `blocked_until`, also across restarts).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::policy::Millis;
 
-/// A source of wall-clock time in epoch milliseconds.
+/// The one source of time: the wall clock (processor time, epoch milliseconds) and a monotonic
+/// clock (cadences and durations: the commit interval, the tick, rate limits of warnings).
+///
+/// Everything that reads time gets one injected; only [`SystemClock`] reads the system.
 pub trait Clock: Send + Sync + 'static {
-    /// Now.
+    /// Now, on the wall clock.
     fn now_ms(&self) -> Millis;
+    /// Now, on the monotonic clock.
+    fn monotonic(&self) -> Instant;
 }
 
 /// The system clock.
@@ -28,30 +35,66 @@ impl Clock for SystemClock {
             .map(|d| d.as_millis() as Millis)
             .unwrap_or(0)
     }
+    fn monotonic(&self) -> Instant {
+        Instant::now()
+    }
 }
 
-/// A clock that moves only when told to (tests, replay).
-#[derive(Debug, Clone, Default)]
-pub struct ManualClock(Arc<AtomicI64>);
+/// A wall clock that moves only when told to (tests, replay). Its monotonic side is the
+/// system's unless built with [`ManualClock::frozen`]: a pipeline under a manual wall clock
+/// still commits on its real-time cadence.
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    wall: Arc<AtomicI64>,
+    /// Milliseconds after `base` of the monotonic clock, if it is manual too.
+    mono: Option<Arc<AtomicU64>>,
+    base: Instant,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock::new(0)
+    }
+}
 
 impl ManualClock {
-    /// A clock at `at`.
+    /// A wall clock at `at`; monotonic time is the system's.
     pub fn new(at: Millis) -> Self {
-        ManualClock(Arc::new(AtomicI64::new(at)))
+        ManualClock {
+            wall: Arc::new(AtomicI64::new(at)),
+            mono: None,
+            base: Instant::now(),
+        }
     }
-    /// Move to `at`.
+    /// A clock at `at` whose monotonic side moves only with [`ManualClock::advance`] too.
+    pub fn frozen(at: Millis) -> Self {
+        ManualClock {
+            mono: Some(Arc::default()),
+            ..ManualClock::new(at)
+        }
+    }
+    /// Move the wall clock to `at` (a jump: monotonic time does not move).
     pub fn set(&self, at: Millis) {
-        self.0.store(at, Ordering::SeqCst);
+        self.wall.store(at, Ordering::SeqCst);
     }
-    /// Move forward by `ms`.
+    /// Move forward by `ms` (both clocks, when monotonic time is manual).
     pub fn advance(&self, ms: Millis) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.wall.fetch_add(ms, Ordering::SeqCst);
+        if let Some(mono) = &self.mono {
+            mono.fetch_add(ms.max(0) as u64, Ordering::SeqCst);
+        }
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> Millis {
-        self.0.load(Ordering::SeqCst)
+        self.wall.load(Ordering::SeqCst)
+    }
+    fn monotonic(&self) -> Instant {
+        match &self.mono {
+            Some(mono) => self.base + Duration::from_millis(mono.load(Ordering::SeqCst)),
+            None => Instant::now(),
+        }
     }
 }
 
@@ -154,5 +197,19 @@ mod tests {
         assert_eq!(c.now_ms(), 15);
         c.set(1);
         assert_eq!(c.now_ms(), 1);
+    }
+
+    #[test]
+    fn a_frozen_clock_moves_its_monotonic_side_only_when_advanced() {
+        let c = ManualClock::frozen(5);
+        let t0 = c.monotonic();
+        c.set(1_000_000);
+        assert_eq!(c.monotonic(), t0, "a wall-clock jump is not elapsed time");
+        c.advance(250);
+        assert_eq!(c.monotonic() - t0, Duration::from_millis(250));
+        assert_eq!(c.now_ms(), 1_000_250);
+        let real = ManualClock::new(0);
+        let before = Instant::now();
+        assert!(real.monotonic() >= before, "monotonic time is the system's");
     }
 }

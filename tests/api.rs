@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use common::*;
 use mailguard::codec::{Codec, EmailLicence, TenantRecord};
 use mailguard::config::Config;
-use mailguard::policy::{Effect, EventKind, PolicyOverrides, TenantSettings, Verdict, VerdictKind};
+use mailguard::policy::{Effect, EventKind, PolicyOverrides, TenantSettings, VerdictKind};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -264,23 +264,11 @@ fn produce_tenants(cfg: &Config, tenants: &[&str]) {
 
 /// Five spam messages: trips the mailbox (permanently, with the tenants above).
 fn trip(cfg: &Config, tenant: &str, mailbox: &str) {
-    let codec = Codec::default();
     let now = now_ms();
     let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..5)
         .map(|i| {
-            let mut out = Vec::new();
-            codec
-                .encode_verdict(
-                    &Verdict {
-                        message_id: format!("{mailbox}-{i}"),
-                        tenant_id: tenant.into(),
-                        mailbox: mailbox.into(),
-                        sent_at: now - 5_000 + i,
-                        verdict: VerdictKind::Spam,
-                    },
-                    &mut out,
-                )
-                .unwrap();
+            let id = format!("{mailbox}-{i}");
+            let out = verdict_bytes(tenant, mailbox, &id, now - 5_000 + i, VerdictKind::Spam);
             (Some(mailbox), Some(out))
         })
         .collect();

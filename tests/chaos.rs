@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mailguard::codec::Codec;
-use mailguard::policy::{Effect, Verdict, VerdictKind};
+use mailguard::policy::{Effect, VerdictKind};
 use mailguard::timers::SystemClock;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -89,15 +89,8 @@ fn burst(mailbox: &str) -> Vec<(String, Vec<u8>)> {
     let now = now_ms();
     (0..5)
         .map(|i| {
-            let v = Verdict {
-                message_id: format!("{mailbox}-{i}"),
-                tenant_id: "tenant-1".into(),
-                mailbox: mailbox.into(),
-                sent_at: now + i,
-                verdict: VerdictKind::Spam,
-            };
-            let mut out = Vec::new();
-            Codec::default().encode_verdict(&v, &mut out).unwrap();
+            let id = format!("{mailbox}-{i}");
+            let out = verdict_bytes("tenant-1", mailbox, &id, now + i, VerdictKind::Spam);
             (mailbox.to_string(), out)
         })
         .collect()
@@ -284,25 +277,6 @@ fn kill_9_of_one_of_two_instances_fails_over_exactly_once() {
     );
     b.kill().unwrap();
     b.wait().unwrap();
-}
-
-/// A directory that knows nothing (the zombie's state needs no lookup).
-struct NoDirectory;
-
-impl mailguard::policy::Directory for NoDirectory {
-    fn owner(&self, _: &str) -> Option<mailguard::policy::Owner> {
-        None
-    }
-    fn devices(&self, _: &str) -> Option<Vec<String>> {
-        None
-    }
-    fn tenant(&self, _: &str) -> mailguard::policy::TenantSettings {
-        mailguard::policy::TenantSettings {
-            sync_security_enabled: true,
-            endpoint_licence: true,
-            overrides: Default::default(),
-        }
-    }
 }
 
 #[test]

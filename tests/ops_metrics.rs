@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mailguard::codec::Codec;
-use mailguard::policy::{Verdict, VerdictKind};
+use mailguard::policy::VerdictKind;
 use mailguard::timers::SystemClock;
 
 const T: Duration = Duration::from_secs(60);
@@ -163,18 +162,11 @@ fn every_metric_the_dashboard_and_the_alert_rules_use_is_exported() {
     // A trip: five spam messages within a second (no directory entry: the scan is skipped).
     let mailbox = "ops@example.com";
     let now = now_ms();
-    let codec = Codec::default();
     let records: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..5)
         .map(|i| {
-            let mut out = Vec::new();
-            let v = Verdict {
-                message_id: format!("ops-{i}"),
-                tenant_id: "tenant-ops".into(),
-                mailbox: mailbox.into(),
-                sent_at: now - 5_000 + i * 1_000,
-                verdict: VerdictKind::Spam,
-            };
-            codec.encode_verdict(&v, &mut out).unwrap();
+            let id = format!("ops-{i}");
+            let sent_at = now - 5_000 + i * 1_000;
+            let out = verdict_bytes("tenant-ops", mailbox, &id, sent_at, VerdictKind::Spam);
             (Some(mailbox), Some(out))
         })
         .collect();

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use common::*;
 use mailguard::codec::{Codec, OwnerDevices};
 use mailguard::config::Config;
-use mailguard::policy::{BlockState, Effect, Owner, Verdict, VerdictKind};
+use mailguard::policy::{BlockState, Effect, Owner, VerdictKind};
 
 #[test]
 fn kill_9_at_random_points_loses_and_duplicates_nothing() {
@@ -66,28 +66,13 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     for round in 0..8 {
         for _ in 0..400 {
             let mb = format!("ok{}@corp.example", rng.random_range(0..300));
-            let v = Verdict {
-                message_id: format!("m{seq}"),
-                tenant_id: "t".into(),
-                mailbox: mb.clone(),
-                sent_at: now + seq,
-                verdict: VerdictKind::Clean,
-            };
+            let out = verdict_bytes("t", &mb, &format!("m{seq}"), now + seq, VerdictKind::Clean);
             seq += 1;
-            let mut out = Vec::new();
-            codec.encode_verdict(&v, &mut out).unwrap();
             stream.push((mb, out));
         }
         for mb in &compromised {
-            let v = Verdict {
-                message_id: format!("{mb}-{round}"),
-                tenant_id: "t".into(),
-                mailbox: mb.clone(),
-                sent_at: now + round * 1_000,
-                verdict: VerdictKind::Spam,
-            };
-            let mut out = Vec::new();
-            codec.encode_verdict(&v, &mut out).unwrap();
+            let id = format!("{mb}-{round}");
+            let out = verdict_bytes("t", mb, &id, now + round * 1_000, VerdictKind::Spam);
             stream.push((mb.clone(), out));
         }
     }

@@ -15,7 +15,7 @@ use mailguard::config::Config;
 use mailguard::kafka::partitioner::partition_for;
 use mailguard::policy::{
     ActorRole, Alert, BlockRecord, BlockState, Command, CommandKind, Effect, EventKind,
-    EventLogEntry, Owner, PolicyOverrides, ScanRequest, ScanSkipReason, TenantSettings, Verdict,
+    EventLogEntry, Owner, PolicyOverrides, ScanRequest, ScanSkipReason, TenantSettings,
     VerdictKind,
 };
 use mailguard::timers::{ManualClock, SystemClock};
@@ -28,29 +28,11 @@ fn codec() -> Codec {
 }
 
 fn verdict(mailbox: &str, id: &str, sent_at: i64, kind: VerdictKind) -> Vec<u8> {
-    let mut out = Vec::new();
-    let v = Verdict {
-        message_id: id.into(),
-        tenant_id: "tenant-1".into(),
-        mailbox: mailbox.into(),
-        sent_at,
-        verdict: kind,
-    };
-    codec().encode_verdict(&v, &mut out).unwrap();
-    out
+    verdict_bytes("tenant-1", mailbox, id, sent_at, kind)
 }
 
 fn verdict_for_tenant(tenant: &str, mailbox: &str, id: &str, sent_at: i64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let v = Verdict {
-        message_id: id.into(),
-        tenant_id: tenant.into(),
-        mailbox: mailbox.into(),
-        sent_at,
-        verdict: VerdictKind::Spam,
-    };
-    codec().encode_verdict(&v, &mut out).unwrap();
-    out
+    verdict_bytes(tenant, mailbox, id, sent_at, VerdictKind::Spam)
 }
 
 /// Five offending verdicts one second apart, starting at `t0`; returns the last `sent_at`.
@@ -694,10 +676,13 @@ fn poison_input_goes_to_the_dlq_and_the_rest_is_processed() {
         Duration::from_millis(300),
     ));
     assert_eq!(b[0].mailbox, "p@x.com");
-    assert!(running
-        .metrics
-        .render()
-        .contains("mailguard_dlq_records_total{source=\"verdicts\"} 4"));
+    let dlq_total = "mailguard_dlq_records_total";
+    let text = running.metrics.render();
+    assert_eq!(
+        series_sum(&text, dlq_total, "source=\"verdicts\""),
+        4.0,
+        "{text}"
+    );
     running.stop().unwrap();
 }
 

@@ -8,20 +8,11 @@ use std::time::Duration;
 
 use common::*;
 use mailguard::codec::Codec;
-use mailguard::policy::{Effect, Verdict, VerdictKind};
+use mailguard::policy::{Effect, VerdictKind};
 use mailguard::timers::SystemClock;
 
-fn offending(codec: &Codec, mailbox: &str, id: &str, sent_at: i64) -> Vec<u8> {
-    let v = Verdict {
-        message_id: id.into(),
-        tenant_id: "t".into(),
-        mailbox: mailbox.into(),
-        sent_at,
-        verdict: VerdictKind::Spam,
-    };
-    let mut out = Vec::new();
-    codec.encode_verdict(&v, &mut out).unwrap();
-    out
+fn offending(mailbox: &str, id: &str, sent_at: i64) -> Vec<u8> {
+    verdict_bytes("t", mailbox, id, sent_at, VerdictKind::Spam)
 }
 
 #[test]
@@ -41,7 +32,7 @@ fn state_follows_partitions_across_a_rebalance() {
         .map(|(m, k)| {
             (
                 Some(m.as_str()),
-                Some(offending(&codec, m, &format!("{m}-{k}"), now + k)),
+                Some(offending(m, &format!("{m}-{k}"), now + k)),
             )
         })
         .collect();
@@ -69,7 +60,7 @@ fn state_follows_partitions_across_a_rebalance() {
         .map(|(m, k)| {
             (
                 Some(m.as_str()),
-                Some(offending(&codec, m, &format!("{m}-{k}"), now + k)),
+                Some(offending(m, &format!("{m}-{k}"), now + k)),
             )
         })
         .collect();

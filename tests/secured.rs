@@ -12,9 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use mailguard::codec::Codec;
 use mailguard::config::Config;
-use mailguard::policy::{Millis, Verdict, VerdictKind};
+use mailguard::policy::{Millis, VerdictKind};
 use mailguard::timers::SystemClock;
 
 use common::Cluster;
@@ -149,16 +148,7 @@ fn resolved(cfg: &Config) -> Config {
 }
 
 fn verdict(mailbox: &str, id: &str, sent_at: Millis) -> Vec<u8> {
-    let v = Verdict {
-        message_id: id.into(),
-        tenant_id: "acme".into(),
-        mailbox: mailbox.into(),
-        sent_at,
-        verdict: VerdictKind::Spam,
-    };
-    let mut out = Vec::new();
-    Codec::default().encode_verdict(&v, &mut out).unwrap();
-    out
+    common::verdict_bytes("acme", mailbox, id, sent_at, VerdictKind::Spam)
 }
 
 /// Five spam verdicts of `mailbox` within a minute (ids `<prefix>-0` …), produced as the admin.

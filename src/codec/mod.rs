@@ -118,6 +118,7 @@ mod records;
 mod resolve;
 mod schema;
 mod store;
+mod wire;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,7 @@ pub use fast::{VerdictProgram, VerdictRef};
 pub use records::{EmailLicence, OwnerDevices, TenantRecord};
 pub use schema::{RecordType, UnknownRecordType, NAMESPACE};
 pub use store::{SchemaSource, SourceError, WriterKey};
+pub use wire::CompileError;
 
 use crate::policy::{Command, Effect, Owner, TenantSettings, Verdict};
 
@@ -150,16 +152,6 @@ pub enum Framing {
         /// Registry id of the schema.
         schema_id: u32,
     },
-}
-
-impl Framing {
-    /// Header length in bytes.
-    pub fn header_len(self) -> usize {
-        match self {
-            Framing::SingleObject => 10,
-            Framing::Confluent { .. } => 5,
-        }
-    }
 }
 
 impl Header {

@@ -688,6 +688,7 @@ fn reader_defaults_fill_verdict_slots_the_writer_lacks() {
     // The embedded reader has no such default: incompatible.
     assert!(VerdictProgram::resolve(&writer, RT.schema())
         .unwrap_err()
+        .to_string()
         .contains("'sent_at' is missing"));
 }
 

@@ -16,7 +16,8 @@ use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 
 use apache_avro::Schema;
 
-use super::fast::{self, Validator, VerdictProgram};
+use super::fast::VerdictProgram;
+use super::wire::{self, CompileError, Validator};
 use super::{canonical, resolve, CodecError, RecordType};
 
 /// What a record header says wrote it.
@@ -102,7 +103,7 @@ pub(crate) static EMBEDDED_WRITERS: LazyLock<[Arc<Writer>; 9]> = LazyLock::new(|
             rt,
             embedded: true,
             schema: rt.schema().clone(),
-            validator: fast::validator(rt).clone(),
+            validator: wire::validator(rt).clone(),
             verdict: (rt == RecordType::OutboundVerdict).then(VerdictProgram::for_outbound_verdict),
         })
     })
@@ -201,6 +202,7 @@ fn compile(key: WriterKey, json: &str) -> Entry {
         reason,
     };
     let compiled = resolve::check(&schema, rt.schema())
+        .map_err(CompileError::from)
         .and_then(|()| Validator::compile(&schema))
         .and_then(|validator| {
             let verdict = (rt == RecordType::OutboundVerdict)
@@ -219,7 +221,7 @@ fn compile(key: WriterKey, json: &str) -> Entry {
                 verdict,
             })),
         },
-        Err(reason) => failed(Some(fp), incompatible(reason)),
+        Err(reason) => failed(Some(fp), incompatible(reason.to_string())),
     }
 }
 

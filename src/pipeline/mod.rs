@@ -4,16 +4,21 @@
 //! - [`session`] drives one exactly-once consumer/producer session; [`restore`] brings a
 //!   partition's state up to date before it is processed.
 //! - [`processor`] decodes one record, steps the policy core and stages its effects.
-//! - [`sink`] is where records go (the transactional producer, or a vector in tests).
+//! - [`sink`] is where records go (the transactional producer, or a vector in tests); [`dlq`]
+//!   is where refused input goes, from the processor and the table loader alike.
+//! - [`txn`] types the errors of transactional calls and decides between retry, abort and a new
+//!   session.
 //! - [`directory`] is the core's read-only view of the tables.
 //! - [`watchdog`] notices a librdkafka call that outlives its own timeout.
 
 pub mod directory;
+pub mod dlq;
 pub mod processor;
 pub mod restore;
 pub mod session;
 pub mod sink;
 pub mod tables;
+pub mod txn;
 pub mod watchdog;
 
 use std::collections::HashMap;

@@ -9,13 +9,16 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use tracing::debug;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecError};
 use crate::config::TopicsConfig;
 use crate::pipeline::directory::TableDirectory;
-use crate::pipeline::sink::{DeadLetter, Sink, SinkError};
-use crate::policy::{self, Effect, Input, Limits, MailboxKey, MailboxState, Millis, Policy};
+use crate::pipeline::dlq::{DeadLetter, DeadLetterQueue, Kind, Refusal, Source};
+use crate::pipeline::sink::{Sink, SinkError};
+use crate::policy::{
+    self, Effect, Input, LimitError, Limits, MailboxKey, MailboxState, Millis, Policy,
+};
 use crate::store::{Batch, Store, StoreError};
-use crate::telemetry::events::{DeadLettered, PolicyOutcome};
+use crate::telemetry::events::{EffectSent, PolicyOutcome, VerdictClamped, VerdictConsumed};
 use crate::telemetry::{InternalEvent, Metrics};
 use crate::timers::Timers;
 
@@ -59,6 +62,43 @@ pub enum ProcessError {
     },
 }
 
+/// Why [`Processor::handle`] does not give a record to the policy: bad input (for the DLQ), or a
+/// failure that ends the session.
+enum Reject {
+    /// Bad input, for the DLQ.
+    Refused(Refusal),
+    /// The writer schema cannot be fetched right now.
+    Failed(ProcessError),
+}
+
+impl Reject {
+    fn refused(kind: Kind, reason: impl Into<String>) -> Self {
+        Reject::Refused(Refusal::new(kind, reason))
+    }
+
+    /// A body that does not decode; only a writer schema unavailable right now (registry
+    /// unreachable) is a failure: the session is rebuilt and the record read again, instead of
+    /// dead-lettering good input.
+    fn undecodable(e: CodecError) -> Self {
+        if e.is_transient() {
+            Reject::Failed(ProcessError::SchemaUnavailable(e))
+        } else {
+            Reject::refused(Kind::Undecodable, e.to_string())
+        }
+    }
+
+    fn over_limit(e: LimitError) -> Self {
+        Reject::refused(Kind::OverLimit, e.to_string())
+    }
+
+    /// The key decides the partition and so which state the record may touch; a record whose
+    /// key disagrees with its body would corrupt another partition's state.
+    fn mismatch(key: MailboxKey<'_>, mailbox: &str) -> Self {
+        let reason = format!("key `{}` does not match mailbox `{mailbox}`", key.as_str());
+        Reject::refused(Kind::KeyMismatch, reason)
+    }
+}
+
 /// The per-session processing state.
 pub struct Processor {
     codec: Codec,
@@ -68,6 +108,7 @@ pub struct Processor {
     store: Store,
     metrics: Metrics,
     topics: TopicsConfig,
+    dlq: DeadLetterQueue,
     dirty: HashMap<(i32, String), MailboxState>,
     /// Keys of `dirty` that local state did not hold before this transaction.
     fresh: HashSet<(i32, String)>,
@@ -94,6 +135,7 @@ impl Processor {
         topics: TopicsConfig,
     ) -> Self {
         Processor {
+            dlq: DeadLetterQueue::new(&topics.dlq, limits.max_record_bytes, metrics.clone()),
             codec,
             policy,
             limits,
@@ -265,65 +307,17 @@ impl Processor {
         now: Millis,
         sink: &mut impl Sink,
     ) -> Result<(), ProcessError> {
-        let is_verdicts = rec.topic == self.topics.verdicts;
-        let source = if is_verdicts { "verdicts" } else { "commands" };
-        let Some(key) = rec.key else {
-            return self.dead_letter(rec, source, "missing key", sink);
-        };
-        let Ok(key) = std::str::from_utf8(key) else {
-            return self.dead_letter(rec, source, "key is not UTF-8", sink);
-        };
-        // One mailbox, one spelling, one partition: a key in another case was partitioned by
-        // that spelling, so counting it would give the mailbox a second state elsewhere.
-        let key = match MailboxKey::new(key) {
-            Ok(k) => k,
-            Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
-        };
-        let Some(payload) = rec.payload else {
-            return self.dead_letter(
-                rec,
-                source,
-                "missing value (tombstone on an input topic)",
-                sink,
-            );
-        };
-        // The key decides the partition and so which state the record may touch; a record whose
-        // key disagrees with its body would corrupt another partition's state.
-        let mismatch =
-            |mailbox: &str| format!("key `{}` does not match mailbox `{mailbox}`", key.as_str());
-        let input = if is_verdicts {
-            // Borrowing decode: a CLEAN verdict (the hot path) allocates nothing and never
-            // touches state.
-            let v = match self.codec.decode_verdict_ref(payload) {
-                Ok(v) => v,
-                Err(e) if e.is_transient() => return Err(ProcessError::SchemaUnavailable(e)),
-                Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
-            };
-            self.metrics.verdict(v.verdict);
-            if !v.is_about(&key) {
-                return self.dead_letter(rec, source, &mismatch(v.mailbox), sink);
-            }
-            // Bounded fields keep every state and output this verdict may end up in bounded.
-            if let Err(e) = self.limits.verdict(v.message_id, v.tenant_id, v.mailbox) {
-                return self.dead_letter(rec, source, &e.to_string(), sink);
-            }
-            if !v.verdict.is_offending() {
-                return Ok(());
-            }
-            Input::Verdict(v.to_owned())
+        let source = if rec.topic == self.topics.verdicts {
+            Source::Verdicts
         } else {
-            let c = match self.codec.decode_command(payload) {
-                Ok(c) => c,
-                Err(e) if e.is_transient() => return Err(ProcessError::SchemaUnavailable(e)),
-                Err(e) => return self.dead_letter(rec, source, &e.to_string(), sink),
-            };
-            if !key.matches(&c.mailbox) {
-                return self.dead_letter(rec, source, &mismatch(&c.mailbox), sink);
-            }
-            if let Err(e) = self.limits.command(&c) {
-                return self.dead_letter(rec, source, &e.to_string(), sink);
-            }
-            Input::Command(c)
+            Source::Commands
+        };
+        let input = match self.admit(rec, source) {
+            Ok(Some(input)) => input,
+            // A well-formed non-offending verdict: nothing to do.
+            Ok(None) => return Ok(()),
+            Err(Reject::Refused(refusal)) => return self.dead_letter(rec, source, &refusal, sink),
+            Err(Reject::Failed(e)) => return Err(e),
         };
         let mailbox = match &input {
             Input::Verdict(v) => &v.mailbox,
@@ -332,6 +326,64 @@ impl Processor {
         };
         let mailbox = mailbox.clone();
         self.apply(rec.partition, &mailbox, &input, now, sink)
+    }
+
+    /// The input a record carries (`None`: a non-offending verdict), or why it has none.
+    fn admit(&mut self, rec: InRecord<'_>, source: Source) -> Result<Option<Input>, Reject> {
+        let Some(key) = rec.key else {
+            return Err(Reject::refused(Kind::MissingKey, "missing key"));
+        };
+        let Ok(key) = std::str::from_utf8(key) else {
+            return Err(Reject::refused(Kind::InvalidKey, "key is not UTF-8"));
+        };
+        // One mailbox, one spelling, one partition: a key in another case was partitioned by
+        // that spelling, so counting it would give the mailbox a second state elsewhere.
+        let key =
+            MailboxKey::new(key).map_err(|e| Reject::refused(Kind::InvalidKey, e.to_string()))?;
+        let Some(payload) = rec.payload else {
+            let reason = "missing value (tombstone on an input topic)";
+            return Err(Reject::refused(Kind::MissingValue, reason));
+        };
+        match source {
+            Source::Verdicts => self.admit_verdict(key, payload),
+            _ => self.admit_command(key, payload).map(Some),
+        }
+    }
+
+    fn admit_verdict(
+        &mut self,
+        key: MailboxKey<'_>,
+        payload: &[u8],
+    ) -> Result<Option<Input>, Reject> {
+        // Borrowing decode: a CLEAN verdict (the hot path) allocates nothing and never touches
+        // state.
+        let v = self
+            .codec
+            .decode_verdict_ref(payload)
+            .map_err(Reject::undecodable)?;
+        VerdictConsumed { kind: v.verdict }.emit(&self.metrics);
+        if !v.is_about(&key) {
+            return Err(Reject::mismatch(key, v.mailbox));
+        }
+        // Bounded fields keep every state and output this verdict may end up in bounded.
+        self.limits
+            .verdict(v.message_id, v.tenant_id, v.mailbox)
+            .map_err(Reject::over_limit)?;
+        Ok(v.verdict
+            .is_offending()
+            .then(|| Input::Verdict(v.to_owned())))
+    }
+
+    fn admit_command(&mut self, key: MailboxKey<'_>, payload: &[u8]) -> Result<Input, Reject> {
+        let c = self
+            .codec
+            .decode_command(payload)
+            .map_err(Reject::undecodable)?;
+        if !key.matches(&c.mailbox) {
+            return Err(Reject::mismatch(key, &c.mailbox));
+        }
+        self.limits.command(&c).map_err(Reject::over_limit)?;
+        Ok(Input::Command(c))
     }
 
     /// Fire every timer due at `now` on owned partitions.
@@ -365,7 +417,7 @@ impl Processor {
         let blocked_until = state.blocked_until();
         let result = policy::step(&mut state, input, now, &self.directory, &self.policy);
         if result.clamped {
-            self.metrics.clamped();
+            VerdictClamped { mailbox }.emit(&self.metrics);
         }
         for outcome in &result.outcomes {
             PolicyOutcome {
@@ -392,56 +444,37 @@ impl Processor {
 
     fn send_effect(&mut self, effect: &Effect, sink: &mut impl Sink) -> Result<(), ProcessError> {
         self.buf.clear();
-        if let Err(e) = self.codec.encode_effect(effect, &mut self.buf) {
-            // Our own records failing our own schema is a bug; losing the effect silently would
-            // be worse than stopping, so it is an error that aborts the transaction.
-            return Err(ProcessError::Sink(SinkError::Encode(e.to_string())));
-        }
+        // Our own records failing our own schema is a bug; losing the effect silently would be
+        // worse than stopping, so it is an error that aborts the transaction.
+        self.codec
+            .encode_effect(effect, &mut self.buf)
+            .map_err(SinkError::from)?;
         let (topic, key): (&str, &str) = match effect {
             Effect::Block(b) => (&self.topics.blocks, &b.mailbox),
-            Effect::Scan(s) => {
-                self.metrics.scan_request();
-                (&self.topics.scan_requests, &s.device_id)
-            }
-            Effect::Alert(a) => {
-                self.metrics.alert();
-                if let Some(reason) = a.scan_skipped_reason {
-                    self.metrics.scan_skipped(reason);
-                }
-                (&self.topics.alerts, &a.tenant_id)
-            }
-            Effect::Event(e) => {
-                self.metrics.event();
-                (&self.topics.events, &e.mailbox)
-            }
+            Effect::Scan(s) => (&self.topics.scan_requests, &s.device_id),
+            Effect::Alert(a) => (&self.topics.alerts, &a.tenant_id),
+            Effect::Event(e) => (&self.topics.events, &e.mailbox),
         };
         sink.send(topic, key.as_bytes(), Some(&self.buf), None, &[])?;
+        EffectSent { effect }.emit(&self.metrics);
         Ok(())
     }
 
     fn dead_letter(
         &mut self,
         rec: InRecord<'_>,
-        source: &str,
-        reason: &str,
+        source: Source,
+        refusal: &Refusal,
         sink: &mut impl Sink,
     ) -> Result<(), ProcessError> {
-        DeadLettered {
-            source,
-            topic: rec.topic,
-            partition: rec.partition,
-            offset: rec.offset,
-            reason,
-        }
-        .emit(&self.metrics);
-        DeadLetter {
+        let record = DeadLetter {
             topic: rec.topic,
             partition: rec.partition,
             offset: rec.offset,
             key: rec.key.unwrap_or_default(),
             payload: rec.payload,
-        }
-        .send(sink, &self.topics.dlq, reason, self.limits.max_record_bytes)?;
+        };
+        self.dlq.send(sink, source, record, refusal)?;
         Ok(())
     }
 
@@ -776,7 +809,7 @@ mod tests {
         let truncated = r
             .headers
             .iter()
-            .find(|(k, _)| k == crate::pipeline::sink::TRUNCATED_HEADER)
+            .find(|(k, _)| k == crate::pipeline::dlq::TRUNCATED_HEADER)
             .expect("truncation header");
         assert_eq!(truncated.1, b"value=1010000,key=7");
         assert_eq!(r.key, b"a@x.com");

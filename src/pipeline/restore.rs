@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::config::KafkaConfig;
 use crate::kafka::{client, KafkaError};
@@ -99,7 +99,6 @@ pub fn restore_partitions(
     }
     let done = |records| Restored {
         records,
-        partitions: partitions.len(),
         took: started.elapsed(),
     };
     if next.is_empty() {
@@ -154,7 +153,6 @@ pub fn restore_partitions(
         store.stage_changelog_position(&mut batch, p, n);
     }
     store.write(batch)?;
-    let restored = done(applied);
-    info!(%changelog, partitions = ?partitions, applied, took_ms = restored.took.as_millis() as u64, "partitions restored");
-    Ok(restored)
+    // `PartitionsRestored` logs and counts it.
+    Ok(done(applied))
 }

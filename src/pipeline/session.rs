@@ -10,7 +10,11 @@
 //! Any failure ends the session: the transaction is aborted (or left to be aborted when the next
 //! session's `init_transactions` fences it), uncommitted state is dropped, and `run` builds a new
 //! session, which resumes from the committed offsets. This is simpler and safer than rewinding a
-//! live consumer by hand.
+//! live consumer by hand. Only a transactional call librdkafka says may simply be made again is
+//! retried in place first ([`crate::pipeline::txn::decide`]).
+//!
+//! The commit interval and the tick run on the injected clock's monotonic time (`Cadence`), so
+//! a manual clock drives them in tests.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,11 +34,13 @@ use crate::kafka::{client, KafkaError};
 use crate::pipeline::processor::{InRecord, ProcessError, Processor};
 use crate::pipeline::restore::{restore_partitions, RestoreError};
 use crate::pipeline::sink::{
-    deliver_all, take_deliveries, DeliveryTracker, ProducerSink, TrackingContext,
+    deliver_all, take_deliveries, DeliveryError, DeliveryTracker, ProducerSink, TrackingContext,
 };
+use crate::pipeline::txn::{self, Action, TxnError, TxnOp};
 use crate::pipeline::watchdog::Watchdog;
 use crate::store::StoreError;
-use crate::telemetry::{Health, Metrics};
+use crate::telemetry::events::{PartitionsRestored, Stage, StageTimed};
+use crate::telemetry::{Health, InternalEvent, Metrics};
 use crate::timers::Clock;
 
 /// Why a session ended.
@@ -52,9 +58,15 @@ pub enum SessionError {
     /// Local state failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The transaction could not commit.
+    /// A transactional call failed (librdkafka's classification and the decision kept).
+    #[error(transparent)]
+    Transaction(#[from] TxnError),
+    /// A record of the transaction was not delivered.
     #[error("transaction: {0}")]
-    Transaction(String),
+    Delivery(#[from] DeliveryError),
+    /// Offsets to commit, but the consumer has no group metadata (it left the group).
+    #[error("transaction: no consumer group metadata")]
+    NoGroupMetadata,
     /// Another instance uses our transactional id: a configuration error, not retried.
     #[error(
         "fenced: another instance uses transactional id `{0}` (kafka.instance_id must be unique)"
@@ -76,6 +88,16 @@ impl SessionError {
             self,
             SessionError::Fenced(_) | SessionError::Kafka(KafkaError::NotAuthorised { .. })
         )
+    }
+
+    /// Whether the open transaction must be aborted before the session ends: not when the
+    /// producer is unusable (a fatal error), whose successor's `init_transactions` aborts it.
+    fn needs_abort(&self) -> bool {
+        match self {
+            SessionError::Transaction(e) => e.needs_abort(),
+            SessionError::Fenced(_) => false,
+            _ => true,
+        }
     }
 }
 
@@ -120,11 +142,109 @@ fn consumer_error(e: RdError, cfg: &Config) -> Option<SessionError> {
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Pause between retries of a transactional call librdkafka says may be retried.
+const TXN_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Stored states one tick's sweep looks at (a few milliseconds of decoding).
 const SWEEP_BUDGET: usize = 5_000;
 
 /// Records handled per wake-up of the session loop before timers and commits are checked.
 const BURST: usize = 512;
+
+/// When the session commits and ticks, on the monotonic clock: a pure schedule, so a manual
+/// clock drives it in tests.
+#[derive(Debug, Clone)]
+struct Cadence {
+    commit_interval: Duration,
+    tick_interval: Duration,
+    max_batch_records: usize,
+    /// When the open transaction began, if one is open.
+    txn_started: Option<Instant>,
+    next_tick: Instant,
+}
+
+impl Cadence {
+    fn new(cfg: &Config, now: Instant) -> Self {
+        Cadence {
+            commit_interval: Duration::from_millis(cfg.kafka.commit_interval_ms),
+            tick_interval: Duration::from_millis(cfg.state.tick_interval_ms),
+            max_batch_records: cfg.kafka.max_batch_records,
+            txn_started: None,
+            next_tick: now,
+        }
+    }
+
+    fn txn_open(&self) -> bool {
+        self.txn_started.is_some()
+    }
+
+    /// How long the loop may wait for input at `now`: until the open transaction is due, and
+    /// never past the next tick.
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        let to_commit = match self.txn_started {
+            Some(at) => self
+                .commit_interval
+                .saturating_sub(now.saturating_duration_since(at)),
+            None => self.tick_interval,
+        };
+        to_commit
+            .min(self.next_tick.saturating_duration_since(now))
+            .min(self.tick_interval)
+    }
+
+    /// Whether the open transaction, holding `records` input records, should commit at `now`.
+    fn commit_due(&self, now: Instant, records: usize) -> bool {
+        self.txn_started.is_some_and(|at| {
+            records >= self.max_batch_records
+                || now.saturating_duration_since(at) >= self.commit_interval
+        })
+    }
+
+    /// Whether a tick is due at `now`; if so, the next one is scheduled.
+    fn tick_due(&mut self, now: Instant) -> bool {
+        if now < self.next_tick {
+            return false;
+        }
+        self.next_tick = now + self.tick_interval;
+        true
+    }
+}
+
+/// The stages of one commit, timed on the monotonic clock and reported together once the commit
+/// succeeded.
+struct StageTimer<'c> {
+    clock: &'c dyn Clock,
+    lap_started: Instant,
+    took: Vec<(Stage, Duration)>,
+}
+
+impl<'c> StageTimer<'c> {
+    fn start(clock: &'c dyn Clock) -> Self {
+        StageTimer {
+            clock,
+            lap_started: clock.monotonic(),
+            took: Vec::with_capacity(5),
+        }
+    }
+
+    /// The stage that ran since the last lap (or the start) ended now.
+    fn lap(&mut self, stage: Stage) {
+        let now = self.clock.monotonic();
+        self.took.push((stage, now - self.lap_started));
+        self.lap_started = now;
+    }
+
+    /// What ran since the last lap is not a stage of its own.
+    fn skip(&mut self) {
+        self.lap_started = self.clock.monotonic();
+    }
+
+    fn emit(self, metrics: &Metrics) {
+        for (stage, took) in self.took {
+            StageTimed { stage, took }.emit(metrics);
+        }
+    }
+}
 
 /// What the session and its rebalance callbacks share. The consumer's callbacks run inside
 /// `poll`, on the session thread, while the loop holds no lock.
@@ -137,8 +257,7 @@ struct Core {
     health: Health,
     clock: Arc<dyn Clock>,
     watchdog: Arc<Watchdog>,
-    txn_open: bool,
-    txn_started: Instant,
+    cadence: Cadence,
     /// Next offset per (is-commands-topic, partition): no allocation per record.
     offsets: HashMap<(bool, i32), i64>,
     records: usize,
@@ -150,10 +269,12 @@ struct Core {
 
 impl Core {
     fn begin(&mut self) -> Result<(), SessionError> {
-        if !self.txn_open {
-            self.producer.begin_transaction().map_err(txn_error)?;
-            self.txn_open = true;
-            self.txn_started = Instant::now();
+        if !self.cadence.txn_open() {
+            txn::retry(TxnOp::Begin, TXN_RETRY_PAUSE, || {
+                self.producer.begin_transaction()
+            })
+            .map_err(txn_error)?;
+            self.cadence.txn_started = Some(self.clock.monotonic());
         }
         Ok(())
     }
@@ -212,40 +333,70 @@ impl Core {
         Ok(())
     }
 
-    /// How long the loop may wait for input: until the open transaction is due, and never past
-    /// the next tick.
-    fn poll_timeout(&self, next_tick: Instant) -> Duration {
-        let tick = Duration::from_millis(self.cfg.state.tick_interval_ms);
-        let to_commit = if self.txn_open {
-            Duration::from_millis(self.cfg.kafka.commit_interval_ms)
-                .saturating_sub(self.txn_started.elapsed())
-        } else {
-            tick
-        };
-        to_commit
-            .min(next_tick.saturating_duration_since(Instant::now()))
-            .min(tick)
+    fn poll_timeout(&self) -> Duration {
+        self.cadence.poll_timeout(self.clock.monotonic())
     }
 
     fn due(&self) -> bool {
-        self.txn_open
-            && (self.records >= self.cfg.kafka.max_batch_records
-                || self.txn_started.elapsed()
-                    >= Duration::from_millis(self.cfg.kafka.commit_interval_ms))
+        self.cadence
+            .commit_due(self.clock.monotonic(), self.records)
     }
 
     /// Commit the open transaction (outputs + changelog + offsets), then write local state.
     fn commit(&mut self, cgm: Option<ConsumerGroupMetadata>) -> Result<(), SessionError> {
-        if !self.txn_open {
+        if !self.cadence.txn_open() {
             return Ok(());
         }
-        let started = Instant::now();
-        let now = self.clock.now_ms();
+        let clock = self.clock.clone();
+        let started = clock.monotonic();
+        let mut stages = StageTimer::start(&*clock);
         let mut sink = ProducerSink {
             producer: &self.producer,
         };
-        let mut batch = self.processor.prepare_commit(now, &mut sink)?;
-        let stage_took = started.elapsed();
+        let mut batch = self
+            .processor
+            .prepare_commit(self.clock.now_ms(), &mut sink)?;
+        stages.lap(Stage::StageChangelog);
+        let tpl = self.offsets_to_commit()?;
+        stages.skip();
+        txn::retry(TxnOp::Deliver, TXN_RETRY_PAUSE, || {
+            deliver_all(&self.producer, TXN_TIMEOUT)
+        })
+        .map_err(txn_error)?;
+        stages.lap(Stage::Deliver);
+        if tpl.count() > 0 {
+            let cgm = cgm.ok_or(SessionError::NoGroupMetadata)?;
+            self.guarded(TxnOp::SendOffsets, |p| {
+                p.send_offsets_to_transaction(&tpl, &cgm, TXN_TIMEOUT)
+            })?;
+        }
+        stages.lap(Stage::SendOffsets);
+        self.guarded(TxnOp::Commit, |p| p.commit_transaction(TXN_TIMEOUT))?;
+        self.cadence.txn_started = None;
+        stages.lap(Stage::CommitTransaction);
+        let committed_at = self.clock.now_ms();
+        // `deliver_all` above served every delivery report, so the changelog positions are
+        // complete here.
+        let positions = take_deliveries(&self.tracker)?;
+        self.processor.stage_positions(&mut batch, &positions);
+        stages.skip();
+        self.processor.store().write(batch)?;
+        stages.lap(Stage::Store);
+        stages.emit(&self.metrics);
+        // `committed` logs and counts the commit (one event, see telemetry::events).
+        self.metrics
+            .committed(clock.monotonic() - started, self.records);
+        for ts in self.timestamps.drain(..) {
+            self.metrics
+                .processing_latency((committed_at - ts) as f64 / 1000.0);
+        }
+        self.offsets.clear();
+        self.records = 0;
+        Ok(())
+    }
+
+    /// The input offsets of the open transaction.
+    fn offsets_to_commit(&self) -> Result<TopicPartitionList, SessionError> {
         let mut tpl = TopicPartitionList::new();
         for ((is_commands, p), next) in &self.offsets {
             let topic = if *is_commands {
@@ -255,63 +406,37 @@ impl Core {
             };
             tpl.add_partition_offset(topic, *p, Offset::Offset(*next))?;
         }
-        let deliver_started = Instant::now();
-        deliver_all(&self.producer, TXN_TIMEOUT).map_err(txn_error)?;
-        let offsets_started = Instant::now();
-        self.metrics
-            .stage("deliver", offsets_started - deliver_started);
-        if tpl.count() > 0 {
-            let cgm =
-                cgm.ok_or_else(|| SessionError::Transaction("no consumer group metadata".into()))?;
-            self.watchdog
-                .guard("send_offsets_to_transaction", TXN_TIMEOUT, || {
-                    self.producer
-                        .send_offsets_to_transaction(&tpl, &cgm, TXN_TIMEOUT)
-                })
-                .map_err(txn_error)?;
-        }
-        let end_started = Instant::now();
-        self.watchdog
-            .guard("commit_transaction", TXN_TIMEOUT, || {
-                self.producer.commit_transaction(TXN_TIMEOUT)
-            })
-            .map_err(txn_error)?;
-        self.txn_open = false;
-        // `deliver_all` above served every delivery report, so the changelog positions are
-        // complete here.
-        self.metrics
-            .stage("send_offsets", end_started - offsets_started);
-        self.metrics
-            .stage("commit_transaction", end_started.elapsed());
-        let committed_at = self.clock.now_ms();
-        let positions = take_deliveries(&self.tracker).map_err(SessionError::Transaction)?;
-        self.processor.stage_positions(&mut batch, &positions);
-        let store_started = Instant::now();
-        self.processor.store().write(batch)?;
-        self.metrics.stage("store", store_started.elapsed());
-        self.metrics.stage("stage_changelog", stage_took);
-        self.metrics.committed(started.elapsed(), self.records);
-        for ts in self.timestamps.drain(..) {
-            self.metrics
-                .processing_latency((committed_at - ts) as f64 / 1000.0);
-        }
-        // `committed` logs and counts the commit (one event, see telemetry::events).
-        self.offsets.clear();
-        self.records = 0;
-        Ok(())
+        Ok(tpl)
     }
 
-    /// Abort after a failure, dropping everything uncommitted.
-    fn abort(&mut self) {
-        if self.txn_open {
-            let aborted = self.watchdog.guard("abort_transaction", TXN_TIMEOUT, || {
-                self.producer.abort_transaction(TXN_TIMEOUT)
-            });
-            if let Err(e) = aborted {
-                warn!(error = %e, "abort failed; the next session's init_transactions fences it");
+    /// A transactional call under the watchdog, retried while librdkafka says it may be.
+    fn guarded(
+        &self,
+        op: TxnOp,
+        call: impl Fn(&BaseProducer<TrackingContext>) -> Result<(), RdError>,
+    ) -> Result<(), SessionError> {
+        txn::retry(op, TXN_RETRY_PAUSE, || {
+            self.watchdog
+                .guard(op.as_str(), TXN_TIMEOUT, || call(&self.producer))
+        })
+        .map_err(txn_error)
+    }
+
+    /// End the session's work after `failure`, dropping everything uncommitted. The
+    /// transaction is aborted unless the producer is unusable: then the next session's
+    /// `init_transactions` aborts it.
+    fn abort(&mut self, failure: &SessionError) {
+        if self.cadence.txn_open() {
+            if failure.needs_abort() {
+                let aborted = self.watchdog.guard("abort_transaction", TXN_TIMEOUT, || {
+                    self.producer.abort_transaction(TXN_TIMEOUT)
+                });
+                if let Err(e) = aborted {
+                    warn!(error = %e, "abort failed; the next session's init_transactions fences it");
+                }
             }
             self.metrics.aborted();
-            self.txn_open = false;
+            self.cadence.txn_started = None;
         }
         let _ = take_deliveries(&self.tracker);
         self.processor.discard_uncommitted();
@@ -321,13 +446,12 @@ impl Core {
     }
 }
 
-fn txn_error(e: RdError) -> SessionError {
-    if let RdError::Transaction(ref inner) = e {
-        if inner.is_fatal() && inner.code() == rdkafka::types::RDKafkaErrorCode::Fenced {
-            return SessionError::Fenced(inner.to_string());
-        }
+/// The session's error for a failed transactional call: a fencing stops the pipeline.
+fn txn_error(e: TxnError) -> SessionError {
+    if e.action == Action::Stop {
+        return SessionError::Fenced(e.source.to_string());
     }
-    SessionError::Transaction(e.to_string())
+    SessionError::Transaction(e)
 }
 
 struct SessionContext {
@@ -365,7 +489,7 @@ impl ConsumerContext for SessionContext {
         // still valid); the next owner resumes exactly after it.
         if let Err(e) = core.commit(consumer.group_metadata()) {
             error!(error = %e, "commit on revocation failed");
-            core.abort();
+            core.abort(&e);
             core.failed.get_or_insert(e);
         }
         let verdicts = core.cfg.topics.verdicts.clone();
@@ -412,8 +536,13 @@ impl ConsumerContext for SessionContext {
                         Duration::from_secs(300),
                     )
                     .map_err(SessionError::from)
-                    .and_then(|n| {
-                        core.metrics.restored(n);
+                    .and_then(|restored| {
+                        PartitionsRestored {
+                            changelog: &changelog,
+                            partitions: &partitions,
+                            restored,
+                        }
+                        .emit(&core.metrics);
                         partitions
                             .iter()
                             .try_for_each(|&p| core.processor.assign(p).map_err(SessionError::from))
@@ -465,8 +594,7 @@ pub fn run_session(
         health: deps.health.clone(),
         clock: deps.clock.clone(),
         watchdog: deps.watchdog.clone(),
-        txn_open: false,
-        txn_started: Instant::now(),
+        cadence: Cadence::new(cfg, deps.clock.monotonic()),
         offsets: HashMap::new(),
         records: 0,
         timestamps: Vec::new(),
@@ -478,8 +606,6 @@ pub fn run_session(
     consumer.subscribe(&[&cfg.topics.verdicts, &cfg.topics.commands])?;
     info!(group = %cfg.kafka.group_id, transactional_id = %cfg.transactional_id(), "session started");
 
-    let tick = Duration::from_millis(cfg.state.tick_interval_ms);
-    let mut next_tick = Instant::now();
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             let mut c = core.lock().expect("lock");
@@ -488,14 +614,14 @@ pub fn run_session(
         if let Some(e) = core.lock().expect("lock").failed.take() {
             break Err(e);
         }
-        let timeout = core.lock().expect("lock").poll_timeout(next_tick);
+        let timeout = core.lock().expect("lock").poll_timeout();
         let step = handle_burst(&consumer, &core, deps, timeout).and_then(|()| {
             let mut c = core.lock().expect("lock");
             // Serve delivery reports once per burst, so the producer queue never fills up
             // between commits.
             c.producer.poll(Duration::ZERO);
-            if Instant::now() >= next_tick {
-                next_tick = Instant::now() + tick;
+            let now = c.clock.monotonic();
+            if c.cadence.tick_due(now) {
                 c.tick()?;
             }
             if c.due() {
@@ -509,8 +635,8 @@ pub fn run_session(
     };
     {
         let mut c = core.lock().expect("lock");
-        if result.is_err() {
-            c.abort();
+        if let Err(e) = &result {
+            c.abort(e);
         }
         c.health.set_ready(false);
         c.health.rest();
@@ -531,21 +657,22 @@ fn open_producer(
     let producer: BaseProducer<TrackingContext> =
         client::transactional_producer(&cfg.kafka, &cfg.transactional_id())
             .create_with_context(TrackingContext(tracker.clone()))?;
-    watchdog
-        .guard("init_transactions", TXN_TIMEOUT, || {
+    txn::retry(TxnOp::Init, TXN_RETRY_PAUSE, || {
+        watchdog.guard(TxnOp::Init.as_str(), TXN_TIMEOUT, || {
             producer.init_transactions(TXN_TIMEOUT)
         })
-        .map_err(|e| match e.rdkafka_error_code() {
-            Some(rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
-                SessionError::Kafka(KafkaError::NotAuthorised {
-                    principal: crate::kafka::preflight::principal(cfg),
-                    resource: format!("TransactionalId:{}", cfg.transactional_id()),
-                    operation: "WRITE".into(),
-                    why: "outputs, state and offsets commit in one transaction".into(),
-                })
-            }
-            _ => txn_error(e),
-        })?;
+    })
+    .map_err(|e| match e.source.rdkafka_error_code() {
+        Some(rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
+            SessionError::Kafka(KafkaError::NotAuthorised {
+                principal: crate::kafka::preflight::principal(cfg),
+                resource: format!("TransactionalId:{}", cfg.transactional_id()),
+                operation: "WRITE".into(),
+                why: "outputs, state and offsets commit in one transaction".into(),
+            })
+        }
+        _ => txn_error(e),
+    })?;
     Ok((producer, tracker))
 }
 
@@ -579,4 +706,59 @@ fn handle_burst(
         next = consumer.poll(Duration::ZERO);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timers::ManualClock;
+
+    fn cadence(clock: &ManualClock) -> Cadence {
+        Cadence {
+            commit_interval: Duration::from_millis(100),
+            tick_interval: Duration::from_millis(250),
+            max_batch_records: 10,
+            txn_started: None,
+            next_tick: clock.monotonic(),
+        }
+    }
+
+    #[test]
+    fn the_manual_clock_drives_the_commit_and_tick_cadence() {
+        let clock = ManualClock::frozen(0);
+        let mut c = cadence(&clock);
+        assert!(
+            c.tick_due(clock.monotonic()),
+            "the first tick is due at once"
+        );
+        assert!(!c.tick_due(clock.monotonic()));
+        assert!(!c.commit_due(clock.monotonic(), 0), "no transaction open");
+        assert_eq!(
+            c.poll_timeout(clock.monotonic()),
+            Duration::from_millis(250),
+            "idle: wait until the next tick"
+        );
+        c.txn_started = Some(clock.monotonic());
+        clock.advance(40);
+        assert!(!c.commit_due(clock.monotonic(), 9));
+        assert!(c.commit_due(clock.monotonic(), 10), "a full batch commits");
+        assert_eq!(c.poll_timeout(clock.monotonic()), Duration::from_millis(60));
+        clock.advance(60);
+        assert!(c.commit_due(clock.monotonic(), 1), "the interval is up");
+        assert_eq!(c.poll_timeout(clock.monotonic()), Duration::ZERO);
+        clock.advance(150);
+        assert!(c.tick_due(clock.monotonic()));
+        assert!(!c.tick_due(clock.monotonic()), "the next tick is scheduled");
+    }
+
+    #[test]
+    fn a_wall_clock_jump_does_not_move_the_cadence() {
+        let clock = ManualClock::frozen(0);
+        let mut c = cadence(&clock);
+        assert!(c.tick_due(clock.monotonic()));
+        c.txn_started = Some(clock.monotonic());
+        clock.set(3_600_000);
+        assert!(!c.tick_due(clock.monotonic()));
+        assert!(!c.commit_due(clock.monotonic(), 0));
+    }
 }

@@ -19,99 +19,6 @@ pub struct Header<'a> {
     pub value: &'a [u8],
 }
 
-/// The DLQ headers (the contract with operators, README "Topics"): why the record was refused
-/// and where it came from, so it can be found and replayed.
-fn dlq_headers(
-    reason: &str,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> [(&'static str, String); 4] {
-    [
-        ("mailguard.error.reason", reason.to_string()),
-        ("mailguard.source.topic", topic.to_string()),
-        ("mailguard.source.partition", partition.to_string()),
-        ("mailguard.source.offset", offset.to_string()),
-    ]
-}
-
-/// Header of a DLQ record whose value (or key) was cut to fit `limits.max_record_bytes`: the
-/// original sizes, `value=<bytes>,key=<bytes>`. The whole record is still in its source topic
-/// (the other headers say where) for as long as that topic keeps it.
-pub const TRUNCATED_HEADER: &str = "mailguard.dlq.truncated";
-
-/// Room kept for the headers and the record framing when a DLQ copy is cut to size.
-const DLQ_OVERHEAD: usize = 4096;
-
-/// An input record refused by the processor or a table loader.
-#[derive(Debug, Clone, Copy)]
-pub struct DeadLetter<'a> {
-    /// Source topic.
-    pub topic: &'a str,
-    /// Source partition.
-    pub partition: i32,
-    /// Source offset.
-    pub offset: i64,
-    /// Original key (empty if none).
-    pub key: &'a [u8],
-    /// Original value (`None`: a tombstone).
-    pub payload: Option<&'a [u8]>,
-}
-
-impl DeadLetter<'_> {
-    /// Sends the DLQ copy through `sink`: the original key and bytes, the reason and source
-    /// coordinates in headers. A copy larger than `max_record_bytes` is cut to fit (the value
-    /// first, then the key) and says so in [`TRUNCATED_HEADER`]: a DLQ record the broker refuses
-    /// would stop the pipeline on the very record it was meant to set aside.
-    pub fn send(
-        &self,
-        sink: &mut impl Sink,
-        dlq_topic: &str,
-        reason: &str,
-        max_record_bytes: usize,
-    ) -> Result<(), SinkError> {
-        let mut reason = reason;
-        let budget = max_record_bytes.saturating_sub(DLQ_OVERHEAD);
-        // A reason quotes the record (a key, an id): it gets a bounded share of the budget too.
-        let reason_cut;
-        if reason.len() > 1024 {
-            let mut end = 1024;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason_cut = format!("{}…", &reason[..end]);
-            reason = &reason_cut;
-        }
-        let value_len = self.payload.map_or(0, <[u8]>::len);
-        let (key, payload, truncated) = if self.key.len() + value_len <= budget {
-            (self.key, self.payload, None)
-        } else {
-            let key = &self.key[..self.key.len().min(budget)];
-            let payload = self.payload.map(|p| &p[..p.len().min(budget - key.len())]);
-            (
-                key,
-                payload,
-                Some(format!("value={value_len},key={}", self.key.len())),
-            )
-        };
-        let owned = dlq_headers(reason, self.topic, self.partition, self.offset);
-        let mut headers: Vec<Header<'_>> = owned
-            .iter()
-            .map(|(key, value)| Header {
-                key,
-                value: value.as_bytes(),
-            })
-            .collect();
-        if let Some(t) = &truncated {
-            headers.push(Header {
-                key: TRUNCATED_HEADER,
-                value: t.as_bytes(),
-            });
-        }
-        sink.send(dlq_topic, key, payload, None, &headers)
-    }
-}
-
 /// Errors sending a record.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -125,7 +32,23 @@ pub enum SinkError {
     },
     /// A record could not be encoded (a bug: our own records must fit our own schemas).
     #[error("encode: {0}")]
-    Encode(String),
+    Encode(#[from] crate::codec::CodecError),
+}
+
+/// A record of the transaction (or a confirmed DLQ copy) was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The broker refused a record, or librdkafka gave up on it.
+    #[error("delivery to `{topic}` failed: {source}")]
+    Failed {
+        /// Destination.
+        topic: String,
+        /// Why.
+        source: KafkaError,
+    },
+    /// The records sent were not all acknowledged in time.
+    #[error("delivery not confirmed: {0}")]
+    Flush(KafkaError),
 }
 
 /// Destination of the processor's records.
@@ -191,7 +114,8 @@ impl Sink for VecSink {
 pub struct DeliveryTracker {
     changelog: String,
     positions: Mutex<HashMap<i32, i64>>,
-    failures: Mutex<Vec<String>>,
+    /// The first failed delivery since the last [`take_deliveries`] (the rest add nothing).
+    failure: Mutex<Option<DeliveryError>>,
 }
 
 impl DeliveryTracker {
@@ -200,7 +124,7 @@ impl DeliveryTracker {
         Arc::new(DeliveryTracker {
             changelog: changelog.to_string(),
             positions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
         })
     }
 }
@@ -226,10 +150,13 @@ impl ProducerContext for TrackingContext {
             }
             Err((e, m)) => {
                 self.0
-                    .failures
+                    .failure
                     .lock()
                     .expect("not poisoned")
-                    .push(format!("{}: {e}", m.topic()));
+                    .get_or_insert_with(|| DeliveryError::Failed {
+                        topic: m.topic().to_string(),
+                        source: e.clone(),
+                    });
             }
         }
     }
@@ -288,10 +215,10 @@ impl Sink for ProducerSink<'_> {
 
 /// Take the delivery results gathered since the last call: changelog positions, or the first
 /// failure.
-pub fn take_deliveries(tracker: &DeliveryTracker) -> Result<HashMap<i32, i64>, String> {
-    let failures = std::mem::take(&mut *tracker.failures.lock().expect("not poisoned"));
+pub fn take_deliveries(tracker: &DeliveryTracker) -> Result<HashMap<i32, i64>, DeliveryError> {
+    let failure = tracker.failure.lock().expect("not poisoned").take();
     let positions = std::mem::take(&mut *tracker.positions.lock().expect("not poisoned"));
-    match failures.into_iter().next() {
+    match failure {
         Some(f) => Err(f),
         None => Ok(positions),
     }

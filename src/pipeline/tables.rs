@@ -15,20 +15,19 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdError;
-use rdkafka::producer::BaseProducer;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::codec::{Codec, OwnerDevices};
 use crate::config::Config;
 use crate::kafka::{admin, client, KafkaError};
 use crate::pipeline::directory::TenantMap;
-use crate::pipeline::sink::{
-    deliver_all, take_deliveries, DeadLetter, DeliveryTracker, ProducerSink, TrackingContext,
-};
+use crate::pipeline::dlq::{ConfirmedDlq, DeadLetter, Kind, Refusal, Source};
+use crate::pipeline::sink::{DeliveryError, SinkError};
 use crate::policy::{LimitError, Limits, Owner, TenantSettings};
 use crate::store::{Batch, Store, StoreError, Table};
-use crate::telemetry::events::DeadLettered;
+use crate::telemetry::events::{TableLoaderFailed, TableRecordApplied};
 use crate::telemetry::{InternalEvent, Metrics};
 
 /// Errors of the table loader.
@@ -42,7 +41,10 @@ pub enum TableError {
     Store(#[from] StoreError),
     /// A table record could not be set aside in the DLQ.
     #[error("table DLQ: {0}")]
-    Dlq(String),
+    Dlq(#[from] SinkError),
+    /// A table record's DLQ copy was not acknowledged.
+    #[error("table DLQ: {0}")]
+    DlqDelivery(#[from] DeliveryError),
 }
 
 impl From<RdError> for TableError {
@@ -91,43 +93,21 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> Result<TableLoader, TableError> {
     warm_tenants(&store, &codec, &tenants)?;
-    let mut readers = Vec::new();
-    for (table, topic) in [
+    let mut readers = [
         (Table::Owners, &cfg.topics.mailboxes),
         (Table::Devices, &cfg.topics.devices),
         (Table::Tenants, &cfg.topics.tenants),
-    ] {
-        let consumer: BaseConsumer<client::ReaderContext> =
-            client::reader(&cfg.kafka, &format!("table-{}", table.name()))
-                .create_with_context(client::ReaderContext)?;
-        let partitions = admin::partition_count(&consumer, topic)?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            let offset = match store.table_position(topic, p)? {
-                Some(o) => Offset::Offset(o),
-                None => Offset::Beginning,
-            };
-            tpl.add_partition_offset(topic, p, offset)?;
-        }
-        consumer.assign(&tpl)?;
-        readers.push(TableReader {
-            table,
-            topic: topic.clone(),
-            consumer,
-            at_end: HashSet::new(),
-            partitions,
-            principal: crate::kafka::preflight::principal(cfg),
-            group: client::reader_group(&cfg.kafka, &format!("table-{}", table.name())),
-        });
-    }
-    let tracker = DeliveryTracker::new("");
-    let mut dlq = TableDlq {
-        producer: client::plain_producer(&cfg.kafka, "tables-dlq")
-            .create_with_context(TrackingContext(tracker.clone()))?,
-        tracker,
-        topic: cfg.topics.dlq.clone(),
+    ]
+    .into_iter()
+    .map(|(table, topic)| TableReader::open(cfg, &store, table, topic))
+    .collect::<Result<Vec<_>, _>>()?;
+    let mut tables = Tables {
+        store,
+        codec,
+        tenants,
+        metrics: metrics.clone(),
         limits: cfg.limits.clone(),
-        pending: 0,
+        dlq: ConfirmedDlq::new(cfg, "tables-dlq", metrics.clone())?,
     };
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -137,7 +117,7 @@ pub fn spawn(
             let result = (|| {
                 while !stop.load(Ordering::Relaxed) {
                     for r in readers.iter_mut() {
-                        poll_table(r, &store, &codec, &tenants, &metrics, &mut dlq, &stop)?;
+                        poll_table(r, &mut tables, &stop)?;
                     }
                     if !loaded_sent
                         && readers
@@ -148,7 +128,7 @@ pub fn spawn(
                         let _ = tx.send(());
                         loaded_sent = true;
                     }
-                    dlq.producer.poll(Duration::ZERO);
+                    tables.dlq.poll();
                 }
                 Ok(())
             })();
@@ -156,8 +136,7 @@ pub fn spawn(
                 // A stale directory must not look healthy: stopping the pipeline fails
                 // /healthz and ends the process with this error, and its restart reads the
                 // tables from the last stored position again.
-                error!(error = %e, "table loader failed; stopping");
-                metrics.table_loader_failed();
+                TableLoaderFailed { error: e }.emit(&metrics);
                 stop.store(true, Ordering::Relaxed);
             }
             result
@@ -167,6 +146,32 @@ pub fn spawn(
 }
 
 impl TableReader {
+    /// A reader of `table` from `topic`, assigned from the positions stored in `store`.
+    fn open(cfg: &Config, store: &Store, table: Table, topic: &str) -> Result<Self, TableError> {
+        let role = format!("table-{}", table.name());
+        let consumer: BaseConsumer<client::ReaderContext> =
+            client::reader(&cfg.kafka, &role).create_with_context(client::ReaderContext)?;
+        let partitions = admin::partition_count(&consumer, topic)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            let offset = match store.table_position(topic, p)? {
+                Some(o) => Offset::Offset(o),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(topic, p, offset)?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(TableReader {
+            table,
+            topic: topic.to_string(),
+            consumer,
+            at_end: HashSet::new(),
+            partitions,
+            principal: crate::kafka::preflight::principal(cfg),
+            group: client::reader_group(&cfg.kafka, &role),
+        })
+    }
+
     /// The missing ACL an error reports, if it is one.
     fn not_authorised(&self, e: &RdError) -> Option<KafkaError> {
         use rdkafka::types::RDKafkaErrorCode as Code;
@@ -184,17 +189,18 @@ impl TableReader {
     }
 }
 
+/// Where table records go: the local cache, the tenant map and, for bad ones, the DLQ.
+struct Tables {
+    store: Store,
+    codec: Codec,
+    tenants: TenantMap,
+    metrics: Metrics,
+    limits: Limits,
+    dlq: ConfirmedDlq,
+}
+
 /// Read what is available of one table (up to a bounded batch), apply it, store the positions.
-#[allow(clippy::too_many_arguments)]
-fn poll_table(
-    r: &mut TableReader,
-    store: &Store,
-    codec: &Codec,
-    tenants: &TenantMap,
-    metrics: &Metrics,
-    dlq: &mut TableDlq,
-    stop: &AtomicBool,
-) -> Result<(), TableError> {
+fn poll_table(r: &mut TableReader, t: &mut Tables, stop: &AtomicBool) -> Result<(), TableError> {
     let mut batch = Batch::new();
     let mut timeout = Duration::from_millis(50);
     for _ in 0..5_000 {
@@ -215,68 +221,107 @@ fn poll_table(
             Some(Ok(m)) => m,
         };
         timeout = Duration::ZERO;
-        let (p, offset) = (msg.partition(), msg.offset());
-        store.stage_table_position(&mut batch, &r.topic, p, offset + 1);
-        let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
-        let dead_letter = DeadLetter {
-            topic: &r.topic,
-            partition: p,
-            offset,
-            key: msg.key().unwrap_or_default(),
-            payload: msg.payload(),
-        };
-        let Some(key) = key else {
-            dlq.send(r.table, dead_letter, "missing or non-UTF-8 key", metrics)?;
-            continue;
-        };
-        // Upserts and tombstones are stored under the key (a mailbox normalised): the same entity
-        // is then replaced and deleted by the same record key, whatever its body says.
-        let key = r.table.id_of_key(key);
-        let Some(payload) = msg.payload() else {
-            // Tombstone: the entity is gone.
-            store.stage_table(&mut batch, r.table, &key, None);
-            if r.table == Table::Tenants {
-                tenants.write().expect("tenant lock").remove(&key);
-            }
-            metrics.table_record(r.table.name());
-            continue;
-        };
-        // A writer schema the registry cannot serve right now is waited for, never
-        // dead-lettered: a registry outage must not turn good directory records into dead
-        // letters. The table stalls meanwhile (and says so); on shutdown the batch is dropped
-        // unwritten, so these records are read again at the next start.
-        let mut backoff = Duration::from_millis(200);
-        let decoded = loop {
-            match decode_table(r.table, codec, payload) {
-                Err(e) if e.is_transient() => {
-                    if stop.load(Ordering::Relaxed) {
-                        return Ok(());
-                    }
-                    warn!(topic = %r.topic, partition = p, offset, error = %e, "writer schema unavailable; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                other => break other.map_err(|e| e.to_string()),
-            }
-        };
-        let checked = decoded.and_then(|record| checked(record, &key, &dlq.limits));
-        match checked {
-            Ok(record) => {
-                if let TableRecord::Tenant(_, t) = record {
-                    tenants.write().expect("tenant lock").insert(key.clone(), t);
-                }
-                store.stage_table(&mut batch, r.table, &key, Some(payload));
-                metrics.table_record(r.table.name());
-            }
-            Err(reason) => dlq.send(r.table, dead_letter, &reason, metrics)?,
+        t.store
+            .stage_table_position(&mut batch, &r.topic, msg.partition(), msg.offset() + 1);
+        if !t.apply(r.table, &msg, &mut batch, stop)? {
+            // Stopping while the registry is away: the batch is dropped unwritten, so these
+            // records are read again at the next start.
+            return Ok(());
         }
     }
     // At least once: the positions move past a dead-lettered record only once its DLQ copy is
     // acknowledged. A copy that cannot be delivered fails the loader (and /healthz); the restart
     // reads the record again.
-    dlq.confirm()?;
-    store.write(batch)?;
+    t.dlq.confirm()?;
+    t.store.write(batch)?;
     Ok(())
+}
+
+impl Tables {
+    /// Stage one table record (or its DLQ copy). `false`: stopped while waiting for the
+    /// registry, nothing staged.
+    fn apply(
+        &mut self,
+        table: Table,
+        msg: &BorrowedMessage<'_>,
+        batch: &mut Batch,
+        stop: &AtomicBool,
+    ) -> Result<bool, TableError> {
+        let dead_letter = DeadLetter {
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().unwrap_or_default(),
+            payload: msg.payload(),
+        };
+        let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            let kind = if msg.key().is_none() {
+                Kind::MissingKey
+            } else {
+                Kind::InvalidKey
+            };
+            let refusal = Refusal::new(kind, "missing or non-UTF-8 key");
+            self.dlq.send(Source::Table(table), dead_letter, &refusal)?;
+            return Ok(true);
+        };
+        // Upserts and tombstones are stored under the key (a mailbox normalised): the same entity
+        // is then replaced and deleted by the same record key, whatever its body says.
+        let key = table.id_of_key(key);
+        let Some(payload) = msg.payload() else {
+            // Tombstone: the entity is gone.
+            self.store.stage_table(batch, table, &key, None);
+            if table == Table::Tenants {
+                self.tenants.write().expect("tenant lock").remove(&key);
+            }
+            TableRecordApplied { table }.emit(&self.metrics);
+            return Ok(true);
+        };
+        let Some(decoded) = self.decode(table, payload, &dead_letter, stop) else {
+            return Ok(false);
+        };
+        match decoded.and_then(|record| checked(record, &key, &self.limits)) {
+            Ok(record) => {
+                if let TableRecord::Tenant(_, t) = record {
+                    self.tenants
+                        .write()
+                        .expect("tenant lock")
+                        .insert(key.clone(), t);
+                }
+                self.store.stage_table(batch, table, &key, Some(payload));
+                TableRecordApplied { table }.emit(&self.metrics);
+            }
+            Err(refusal) => self.dlq.send(Source::Table(table), dead_letter, &refusal)?,
+        }
+        Ok(true)
+    }
+
+    /// Decodes a table record. A writer schema the registry cannot serve right now is waited
+    /// for, never dead-lettered: a registry outage must not turn good directory records into
+    /// dead letters. The table stalls meanwhile (and says so); `None` if `stop` is set then.
+    fn decode(
+        &self,
+        table: Table,
+        payload: &[u8],
+        at: &DeadLetter<'_>,
+        stop: &AtomicBool,
+    ) -> Option<Result<TableRecord, Refusal>> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match decode_table(table, &self.codec, payload) {
+                Err(e) if e.is_transient() => {
+                    if stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    warn!(topic = %at.topic, partition = at.partition, offset = at.offset, error = %e, "writer schema unavailable; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                other => {
+                    return Some(other.map_err(|e| Refusal::new(Kind::Undecodable, e.to_string())))
+                }
+            }
+        }
+    }
 }
 
 /// `record`, read under `key` (normalised), if it may be applied: its fields within the limits
@@ -285,13 +330,15 @@ pub(crate) fn checked(
     record: TableRecord,
     key: &str,
     limits: &Limits,
-) -> Result<TableRecord, String> {
-    let id = record.checked_id(limits).map_err(|e| e.to_string())?;
-    if id == key {
-        Ok(record)
-    } else {
-        Err(format!("key `{key}` does not match the record's id `{id}`"))
+) -> Result<TableRecord, Refusal> {
+    let id = record
+        .checked_id(limits)
+        .map_err(|e| Refusal::new(Kind::OverLimit, e.to_string()))?;
+    if id != key {
+        let reason = format!("key `{key}` does not match the record's id `{id}`");
+        return Err(Refusal::new(Kind::KeyMismatch, reason));
     }
+    Ok(record)
 }
 
 /// A decoded table record.
@@ -331,57 +378,3 @@ fn decode_table(
         }
     })
 }
-
-/// The table loader's DLQ: the same dead-letter record and the same producer path as the
-/// session's ([`DeadLetter::send`] through a [`ProducerSink`]), delivery confirmed before the
-/// table positions move.
-struct TableDlq {
-    producer: BaseProducer<TrackingContext>,
-    tracker: Arc<DeliveryTracker>,
-    topic: String,
-    limits: Limits,
-    /// Records sent since the last confirmation.
-    pending: usize,
-}
-
-impl TableDlq {
-    fn send(
-        &mut self,
-        table: Table,
-        record: DeadLetter<'_>,
-        reason: &str,
-        metrics: &Metrics,
-    ) -> Result<(), TableError> {
-        DeadLettered {
-            source: table.name(),
-            topic: record.topic,
-            partition: record.partition,
-            offset: record.offset,
-            reason,
-        }
-        .emit(metrics);
-        let mut sink = ProducerSink {
-            producer: &self.producer,
-        };
-        record
-            .send(&mut sink, &self.topic, reason, self.limits.max_record_bytes)
-            .map_err(|e| TableError::Dlq(e.to_string()))?;
-        self.pending += 1;
-        Ok(())
-    }
-
-    /// Waits until every DLQ record sent since the last call is acknowledged.
-    fn confirm(&mut self) -> Result<(), TableError> {
-        if self.pending == 0 {
-            return Ok(());
-        }
-        deliver_all(&self.producer, DLQ_TIMEOUT)
-            .map_err(|e| TableError::Dlq(format!("DLQ delivery not confirmed: {e}")))?;
-        take_deliveries(&self.tracker).map_err(TableError::Dlq)?;
-        self.pending = 0;
-        Ok(())
-    }
-}
-
-/// How long a table DLQ delivery may take before the loader gives up.
-const DLQ_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,12 +1,11 @@
 //! Admin commands (SPEC §4): a `SUPPORT_UNBLOCK` from role `SUPPORT` lifts a permanent block;
 //! everything else is rejected with a `COMMAND_REJECTED` event and no state change.
 
-use super::ids;
 use super::model::{
-    ActorRole, BlockRecord, BlockState, Command, CommandKind, Effect, EventKind, EventLogEntry,
-    Millis, Outcome, StepResult,
+    ActorRole, BlockState, Command, CommandKind, EventKind, Millis, Outcome, StepResult,
 };
-use super::state::MailboxState;
+use super::records::{self, Events};
+use super::state::{CurrentBlock, MailboxState};
 use super::text::{self, RejectReason};
 
 /// Why `cmd` must be rejected against `state`, or `None` if it may run. Checked in this order:
@@ -29,17 +28,15 @@ pub(crate) fn apply(state: &mut MailboxState, cmd: &Command, now: Millis, r: &mu
     let mailbox = cmd.mailbox.as_str();
     if let Some(reason) = rejection(state, cmd) {
         let incident_id = state.incident_id();
-        r.effects.push(Effect::Event(EventLogEntry {
-            event_id: ids::event_id(mailbox, &cmd.command_id, EventKind::CommandRejected, "")
-                .to_string(),
-            incident_id,
-            tenant_id: cmd.tenant_id.clone(),
-            mailbox: mailbox.to_owned(),
-            kind: EventKind::CommandRejected,
-            at: now,
-            detail: text::rejected_detail(cmd, reason),
-            reason: Some(reason.code()),
-        }));
+        let events = Events {
+            mailbox,
+            tenant_id: &cmd.tenant_id,
+            incident_id: incident_id.as_deref(),
+            id_source: &cmd.command_id,
+            now,
+        };
+        let detail = text::rejected_detail(cmd, reason);
+        r.effects.push(events.rejected(detail, reason.code()));
         r.outcomes.push(Outcome::CommandRejected);
         return;
     }
@@ -53,28 +50,28 @@ pub(crate) fn apply(state: &mut MailboxState, cmd: &Command, now: Millis, r: &mu
         .tenant_id()
         .unwrap_or(cmd.tenant_id.as_str())
         .to_owned();
-    r.effects.push(Effect::Block(BlockRecord {
-        mailbox: mailbox.to_owned(),
-        tenant_id: tenant_id.clone(),
-        state: BlockState::Unblocked,
+    let lifted = CurrentBlock {
         strike: 0,
-        blocked_at: block.blocked_at,
         blocked_until: None,
-        incident_id: incident.clone(),
-        evidence_message_ids: block.evidence_message_ids,
-        updated_at: now,
-    }));
-    r.effects.push(Effect::Event(EventLogEntry {
-        event_id: ids::event_id(mailbox, &cmd.command_id, EventKind::SupportUnblock, "")
-            .to_string(),
-        incident_id: Some(incident),
-        tenant_id,
-        mailbox: mailbox.to_owned(),
-        kind: EventKind::SupportUnblock,
-        at: now,
-        detail: text::support_unblock_detail(cmd),
-        reason: None,
-    }));
+        ..block
+    };
+    r.effects.push(records::block_record(
+        mailbox,
+        &tenant_id,
+        lifted,
+        BlockState::Unblocked,
+        now,
+    ));
+    let events = Events {
+        mailbox,
+        tenant_id: &tenant_id,
+        incident_id: Some(&incident),
+        id_source: &cmd.command_id,
+        now,
+    };
+    let detail = text::support_unblock_detail(cmd);
+    r.effects
+        .push(events.event(EventKind::SupportUnblock, "", detail));
     state.strikes = 0;
     state.window.clear();
     state.counting_floor = Some(now);

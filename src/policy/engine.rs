@@ -6,9 +6,10 @@ use super::config::Policy;
 use super::ids;
 use super::ladder::{self, Ladder};
 use super::model::{
-    Alert, BlockRecord, BlockState, Directory, Effect, EventKind, EventLogEntry, Input, Millis,
-    Outcome, ScanRequest, ScanSkipReason, StepResult, Verdict,
+    Alert, BlockState, Directory, Effect, EventKind, Input, Millis, Outcome, Owner, ScanRequest,
+    ScanSkipReason, StepResult, TenantSettings, Verdict,
 };
+use super::records::{self, Events};
 use super::state::{CurrentBlock, MailboxState};
 use super::text;
 
@@ -50,7 +51,8 @@ pub fn step(
     r
 }
 
-/// Ends a timed block whose `blocked_until` is at or before `now`. Returns whether it did.
+/// Rule 1, lazy expiry: ends a timed block whose `blocked_until` is at or before `now`.
+/// Returns whether it did.
 fn expire_if_due(state: &mut MailboxState, mailbox: &str, now: Millis, r: &mut StepResult) -> bool {
     let until = match &state.block {
         Some(CurrentBlock {
@@ -63,27 +65,23 @@ fn expire_if_due(state: &mut MailboxState, mailbox: &str, now: Millis, r: &mut S
         return false;
     };
     let incident = block.incident_id.to_string();
-    r.effects.push(Effect::Block(BlockRecord {
-        mailbox: mailbox.to_owned(),
-        tenant_id: state.tenant_id.clone(),
-        state: BlockState::Unblocked,
-        strike: block.strike,
-        blocked_at: block.blocked_at,
-        blocked_until: Some(until),
-        incident_id: incident.clone(),
-        evidence_message_ids: block.evidence_message_ids,
-        updated_at: now,
-    }));
-    r.effects.push(Effect::Event(EventLogEntry {
-        event_id: ids::event_id(mailbox, &incident, EventKind::MailboxUnblocked, "").to_string(),
-        incident_id: Some(incident),
-        tenant_id: state.tenant_id.clone(),
-        mailbox: mailbox.to_owned(),
-        kind: EventKind::MailboxUnblocked,
-        at: now,
-        detail: text::unblocked_detail(block.strike, until),
-        reason: None,
-    }));
+    let detail = text::unblocked_detail(block.strike, until);
+    r.effects.push(records::block_record(
+        mailbox,
+        &state.tenant_id,
+        block,
+        BlockState::Unblocked,
+        now,
+    ));
+    let events = Events {
+        mailbox,
+        tenant_id: &state.tenant_id,
+        incident_id: Some(&incident),
+        id_source: &incident,
+        now,
+    };
+    r.effects
+        .push(events.event(EventKind::MailboxUnblocked, "", detail));
     state.last_block_end = Some(until);
     state.touched_at = now;
     r.state_changed = true;
@@ -91,6 +89,7 @@ fn expire_if_due(state: &mut MailboxState, mailbox: &str, now: Millis, r: &mut S
     true
 }
 
+/// An offending verdict: rules 3 to 9, in order.
 fn verdict(
     state: &mut MailboxState,
     v: &Verdict,
@@ -99,34 +98,77 @@ fn verdict(
     policy: &Policy,
     r: &mut StepResult,
 ) {
-    let mut sent = v.sent_at;
-    if sent > now.saturating_add(policy.max_future_skew_ms) {
-        sent = now;
-        r.clamped = true;
+    let sent = clamp(v.sent_at, now, policy, r);
+    reset_if_idle(state, now, policy);
+    let not_counted = blocked(state, sent)
+        .or_else(|| late(state, sent, policy))
+        .or_else(|| duplicate(state, v));
+    if let Some(outcome) = not_counted {
+        r.outcomes.push(outcome);
+        return;
     }
-    // Processor-time idle TTL: a state without strikes or block, untouched for longer than the
-    // TTL, is as good as new.
+    let tenant = dir.tenant(&v.tenant_id);
+    let p = policy.with_overrides(&tenant.overrides);
+    let Some((blocked_at, evidence)) = count(state, v, sent, now, &p, r) else {
+        return;
+    };
+    let block = trip(state, &v.mailbox, blocked_at, evidence, &p);
+    let targets = scan_targets(&tenant, dir, &v.mailbox);
+    trip_effects(block, targets, v, now, r);
+}
+
+/// Rule 3, clamp: a `sent_at` too far ahead of the clock is the clock.
+fn clamp(sent_at: Millis, now: Millis, policy: &Policy, r: &mut StepResult) -> Millis {
+    if sent_at > now.saturating_add(policy.max_future_skew_ms) {
+        r.clamped = true;
+        return now;
+    }
+    sent_at
+}
+
+/// Rule 4, idle TTL (processor time): a state without strikes or block, untouched for longer
+/// than the TTL, is as good as new.
+fn reset_if_idle(state: &mut MailboxState, now: Millis, policy: &Policy) {
     if state.is_idle_expired(now, policy) {
         state.window.clear();
         state.counting_floor = None;
         state.last_block_end = None;
     }
-    if state.block.as_ref().is_some_and(CurrentBlock::is_permanent)
-        || state.counting_floor.is_some_and(|f| sent < f)
-    {
-        r.outcomes.push(Outcome::IgnoredWhileBlocked);
-        return;
-    }
-    if state.window.is_late(sent, policy.allowed_lateness_ms) {
-        r.outcomes.push(Outcome::Late);
-        return;
-    }
-    if state.window.contains(&v.message_id) {
-        r.outcomes.push(Outcome::Duplicate);
-        return;
-    }
-    let tenant = dir.tenant(&v.tenant_id);
-    let p = policy.with_overrides(&tenant.overrides);
+}
+
+/// Rule 5, blocked: a permanent block in force, or sent before the counting floor.
+fn blocked(state: &MailboxState, sent: Millis) -> Option<Outcome> {
+    (state.block.as_ref().is_some_and(CurrentBlock::is_permanent)
+        || state.counting_floor.is_some_and(|f| sent < f))
+    .then_some(Outcome::IgnoredWhileBlocked)
+}
+
+/// Rule 6, late: older than the window's newest `sent_at` by more than the allowed lateness.
+fn late(state: &MailboxState, sent: Millis, policy: &Policy) -> Option<Outcome> {
+    state
+        .window
+        .is_late(sent, policy.allowed_lateness_ms)
+        .then_some(Outcome::Late)
+}
+
+/// Rule 7, duplicate: the `message_id` is in the window already.
+fn duplicate(state: &MailboxState, v: &Verdict) -> Option<Outcome> {
+    state
+        .window
+        .contains(&v.message_id)
+        .then_some(Outcome::Duplicate)
+}
+
+/// Rule 8, count, under the tenant's policy `p`: the trip's `blocked_at` and evidence, if the
+/// verdict trips (the window is then emptied).
+fn count(
+    state: &mut MailboxState,
+    v: &Verdict,
+    sent: Millis,
+    now: Millis,
+    p: &Policy,
+    r: &mut StepResult,
+) -> Option<(Millis, Vec<String>)> {
     let i = state.window.insert(sent, &v.message_id);
     state.touched_at = now;
     if state.tenant_id != v.tenant_id {
@@ -137,14 +179,23 @@ fn verdict(
     let Some(group) = state.window.trip_containing(i, p.threshold, p.window_ms) else {
         state.window.prune(p.allowed_lateness_ms, p.window_ms);
         r.outcomes.push(Outcome::Counted);
-        return;
+        return None;
     };
-
-    // Trip.
     let entries = &state.window.entries()[group];
     let blocked_at = entries.last().map_or(sent, |e| e.sent_at);
-    let evidence: Vec<String> = entries.iter().map(|e| e.message_id.to_string()).collect();
+    let evidence = entries.iter().map(|e| e.message_id.to_string()).collect();
     state.window.clear();
+    Some((blocked_at, evidence))
+}
+
+/// Rule 9, trip: the strike (after decay) and the ladder's block, now in force.
+fn trip(
+    state: &mut MailboxState,
+    mailbox: &str,
+    blocked_at: Millis,
+    evidence: Vec<String>,
+    p: &Policy,
+) -> CurrentBlock {
     let before = ladder::decayed_strikes(
         state.strikes,
         state.last_block_end,
@@ -152,32 +203,38 @@ fn verdict(
         p.strike_decay_ms,
     );
     let strike = before.saturating_add(1);
-    let until = match ladder::block_for(&p, strike, blocked_at) {
+    let until = match ladder::block_for(p, strike, blocked_at) {
         Ladder::Until(u) => Some(u),
         Ladder::Permanent => None,
-    };
-    let incident = ids::incident_id(&v.mailbox, strike, blocked_at);
-    let incident_s = incident.to_string();
-    let block_state = if until.is_some() {
-        BlockState::Blocked
-    } else {
-        BlockState::PermanentlyBlocked
     };
     state.strikes = strike;
     if let Some(u) = until {
         state.counting_floor = Some(u);
         state.last_block_end = Some(u);
     }
-    state.block = Some(CurrentBlock {
+    let block = CurrentBlock {
         strike,
         blocked_at,
         blocked_until: until,
-        incident_id: incident,
-        evidence_message_ids: evidence.clone(),
-    });
+        incident_id: ids::incident_id(mailbox, strike, blocked_at),
+        evidence_message_ids: evidence,
+    };
+    state.block = Some(block.clone());
+    block
+}
 
-    // Scan targets.
-    let owner = dir.owner(&v.mailbox);
+/// Who a trip's scan requests go to, or why none does.
+struct ScanTargets {
+    owner: Option<Owner>,
+    /// Distinct device ids, in directory order.
+    devices: Vec<String>,
+    skipped: Option<ScanSkipReason>,
+}
+
+/// Rule 9, scan rule (first match). The owner is looked up on every trip (the alert carries
+/// it); devices only when a scan is possible.
+fn scan_targets(tenant: &TenantSettings, dir: &dyn Directory, mailbox: &str) -> ScanTargets {
+    let owner = dir.owner(mailbox);
     let mut devices: Vec<String> = Vec::new();
     let skipped = if !tenant.sync_security_enabled {
         Some(ScanSkipReason::SyncSecurityOff)
@@ -193,90 +250,141 @@ fn verdict(
     } else {
         Some(ScanSkipReason::OwnerUnknown)
     };
+    ScanTargets {
+        owner,
+        devices,
+        skipped,
+    }
+}
 
-    let mailbox = v.mailbox.as_str();
-    let tenant_id = v.tenant_id.as_str();
-    let event = |kind: EventKind, disc: &str, detail: String| {
-        Effect::Event(EventLogEntry {
-            event_id: ids::event_id(mailbox, &incident_s, kind, disc).to_string(),
-            incident_id: Some(incident_s.clone()),
-            tenant_id: tenant_id.to_owned(),
-            mailbox: mailbox.to_owned(),
-            kind,
-            at: now,
-            detail,
-            reason: None,
-        })
+/// Rule 9, the trip's effects, in order: block, scans, alert, then the events.
+fn trip_effects(
+    block: CurrentBlock,
+    targets: ScanTargets,
+    v: &Verdict,
+    now: Millis,
+    r: &mut StepResult,
+) {
+    let incident = block.incident_id.to_string();
+    let trip = Trip {
+        mailbox: &v.mailbox,
+        tenant_id: &v.tenant_id,
+        incident: block.incident_id,
+        incident_s: &incident,
+        strike: block.strike,
+        blocked_at: block.blocked_at,
+        until: block.blocked_until,
+        evidence_len: block.evidence_message_ids.len(),
+        now,
     };
-    let evidence_len = evidence.len();
-    r.effects.reserve(4 + 2 * devices.len());
-    r.effects.push(Effect::Block(BlockRecord {
-        mailbox: mailbox.to_owned(),
-        tenant_id: tenant_id.to_owned(),
-        state: block_state,
-        strike,
-        blocked_at,
-        blocked_until: until,
-        incident_id: incident_s.clone(),
-        evidence_message_ids: evidence,
-        updated_at: now,
-    }));
-    if let Some(o) = &owner {
-        for d in &devices {
-            r.effects.push(Effect::Scan(ScanRequest {
-                request_id: ids::request_id(&incident, d).to_string(),
-                incident_id: incident_s.clone(),
-                tenant_id: tenant_id.to_owned(),
-                device_id: d.clone(),
-                owner_id: o.owner_id.clone(),
-                mailbox: mailbox.to_owned(),
-                requested_at: now,
-            }));
+    let state = if trip.until.is_some() {
+        BlockState::Blocked
+    } else {
+        BlockState::PermanentlyBlocked
+    };
+    r.effects.reserve(4 + 2 * targets.devices.len());
+    r.effects.push(records::block_record(
+        trip.mailbox,
+        trip.tenant_id,
+        block,
+        state,
+        now,
+    ));
+    if let Some(o) = &targets.owner {
+        for d in &targets.devices {
+            r.effects.push(trip.scan(&o.owner_id, d));
         }
     }
-    r.effects.push(Effect::Alert(Alert {
-        alert_id: ids::alert_id(&incident).to_string(),
-        incident_id: incident_s.clone(),
-        tenant_id: tenant_id.to_owned(),
-        mailbox: mailbox.to_owned(),
-        owner_id: owner.as_ref().map(|o| o.owner_id.clone()),
-        strike,
-        state: block_state,
-        blocked_until: until,
-        devices_scanned: devices.clone(),
-        scan_skipped_reason: skipped,
-        summary: text::alert_summary(mailbox, strike, until, evidence_len, devices.len(), skipped),
-    }));
-    let block_kind = if until.is_some() {
-        EventKind::MailboxBlocked
-    } else {
-        EventKind::MailboxPermanentlyBlocked
-    };
-    r.effects.push(event(
-        block_kind,
-        "",
-        text::blocked_detail(strike, blocked_at, until, evidence_len),
-    ));
-    match skipped {
-        Some(reason) => r.effects.push(event(
-            EventKind::ScanSkipped,
-            "",
-            reason.as_str().to_owned(),
-        )),
-        None => {
-            for d in &devices {
+    r.effects.push(trip.alert(state, &targets));
+    trip.events(&targets, r);
+    r.outcomes.push(Outcome::Tripped {
+        strike: trip.strike,
+        permanent: trip.until.is_none(),
+    });
+}
+
+/// What the records of one trip share.
+struct Trip<'a> {
+    mailbox: &'a str,
+    tenant_id: &'a str,
+    incident: uuid::Uuid,
+    incident_s: &'a str,
+    strike: u32,
+    blocked_at: Millis,
+    until: Option<Millis>,
+    evidence_len: usize,
+    now: Millis,
+}
+
+impl Trip<'_> {
+    fn scan(&self, owner_id: &str, device: &str) -> Effect {
+        Effect::Scan(ScanRequest {
+            request_id: ids::request_id(&self.incident, device).to_string(),
+            incident_id: self.incident_s.to_owned(),
+            tenant_id: self.tenant_id.to_owned(),
+            device_id: device.to_owned(),
+            owner_id: owner_id.to_owned(),
+            mailbox: self.mailbox.to_owned(),
+            requested_at: self.now,
+        })
+    }
+
+    fn alert(&self, state: BlockState, t: &ScanTargets) -> Effect {
+        let summary = text::alert_summary(
+            self.mailbox,
+            self.strike,
+            self.until,
+            self.evidence_len,
+            t.devices.len(),
+            t.skipped,
+        );
+        Effect::Alert(Alert {
+            alert_id: ids::alert_id(&self.incident).to_string(),
+            incident_id: self.incident_s.to_owned(),
+            tenant_id: self.tenant_id.to_owned(),
+            mailbox: self.mailbox.to_owned(),
+            owner_id: t.owner.as_ref().map(|o| o.owner_id.clone()),
+            strike: self.strike,
+            state,
+            blocked_until: self.until,
+            devices_scanned: t.devices.clone(),
+            scan_skipped_reason: t.skipped,
+            summary,
+        })
+    }
+
+    /// The block event, the scan events (one per device, or one skip) and the alert event.
+    fn events(&self, t: &ScanTargets, r: &mut StepResult) {
+        let events = Events {
+            mailbox: self.mailbox,
+            tenant_id: self.tenant_id,
+            incident_id: Some(self.incident_s),
+            id_source: self.incident_s,
+            now: self.now,
+        };
+        let kind = if self.until.is_some() {
+            EventKind::MailboxBlocked
+        } else {
+            EventKind::MailboxPermanentlyBlocked
+        };
+        let detail =
+            text::blocked_detail(self.strike, self.blocked_at, self.until, self.evidence_len);
+        r.effects.push(events.event(kind, "", detail));
+        match t.skipped {
+            Some(reason) => {
+                let detail = reason.as_str().to_owned();
                 r.effects
-                    .push(event(EventKind::ScanRequested, d, d.clone()));
+                    .push(events.event(EventKind::ScanSkipped, "", detail));
+            }
+            None => {
+                for d in &t.devices {
+                    r.effects
+                        .push(events.event(EventKind::ScanRequested, d, d.clone()));
+                }
             }
         }
+        let detail = text::alert_sent_detail(&ids::alert_id(&self.incident).to_string());
+        r.effects
+            .push(events.event(EventKind::AlertSent, "", detail));
     }
-    r.effects.push(event(
-        EventKind::AlertSent,
-        "",
-        text::alert_sent_detail(&ids::alert_id(&incident).to_string()),
-    ));
-    r.outcomes.push(Outcome::Tripped {
-        strike,
-        permanent: until.is_none(),
-    });
 }

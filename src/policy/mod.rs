@@ -12,7 +12,8 @@
 //! lateness), [`ladder`] (strike durations, permanent strike, decay), [`commands`] (support
 //! unblock / rejections), [`ids`] (deterministic UUID v5 ids), [`state`] ([`MailboxState`] and its
 //! compact versioned encoding), [`text`] (wording of event details and alert summaries),
-//! [`engine`] ([`step`]).
+//! [`records`] (the block and event records, built in one place), [`engine`] ([`step`], one
+//! function per rule below).
 //!
 //! # Rules, in the order `step` applies them
 //!
@@ -98,6 +99,7 @@ pub mod ladder;
 pub mod limits;
 pub mod mailbox;
 pub mod model;
+pub mod records;
 pub mod state;
 pub mod text;
 pub mod window;

@@ -3,6 +3,10 @@
 //! arriving), never for a fixed time.
 #![allow(dead_code)]
 
+mod builders;
+#[allow(unused_imports)] // each test binary uses some
+pub use builders::{verdict_bytes, NoDirectory};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -489,4 +493,15 @@ impl Drop for Instance {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The sum of the series of `name` in a Prometheus text exposition whose labels include `label`
+/// (`key="value"`): a count across the values of the other labels.
+pub fn series_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|l| l.split_once("} "))
+        .filter(|(labels, _)| labels.split(',').any(|l| l == label))
+        .map(|(_, v)| v.trim().parse::<f64>().expect("a sample value"))
+        .sum()
 }

@@ -305,7 +305,7 @@ fn decode(
             match tables::checked(TableRecord::Tenant(id, t), &key, limits) {
                 Ok(TableRecord::Tenant(_, t)) => Some(Update::Tenant(key, Some(t))),
                 Ok(_) => None,
-                Err(reason) => return Err(Skip::Tenant(reason)),
+                Err(refusal) => return Err(Skip::Tenant(refusal.reason)),
             }
         }
         (Source::Commands, Some(b)) => Some(Update::Command(codec.decode_command(b)?)),

@@ -1,0 +1,74 @@
+//! The block and event records the core publishes, built here only: the engine's expiry and
+//! trip and the commands' support unblock and rejection all go through [`block_record`] and
+//! [`Events`], so a field of these records is set the same way everywhere.
+
+use super::ids;
+use super::model::{BlockRecord, BlockState, Effect, EventKind, EventLogEntry, Millis, RejectCode};
+use super::state::CurrentBlock;
+
+/// The `Block` record of `block` (taken from the state, or just started) at `now`.
+pub(crate) fn block_record(
+    mailbox: &str,
+    tenant_id: &str,
+    block: CurrentBlock,
+    state: BlockState,
+    now: Millis,
+) -> Effect {
+    Effect::Block(BlockRecord {
+        mailbox: mailbox.to_owned(),
+        tenant_id: tenant_id.to_owned(),
+        state,
+        strike: block.strike,
+        blocked_at: block.blocked_at,
+        blocked_until: block.blocked_until,
+        incident_id: block.incident_id.to_string(),
+        evidence_message_ids: block.evidence_message_ids,
+        updated_at: now,
+    })
+}
+
+/// The `Event` records of one input: same mailbox, tenant, incident and time; event ids derive
+/// from `id_source` (the incident, or the command for a command's events).
+pub(crate) struct Events<'a> {
+    /// The mailbox.
+    pub mailbox: &'a str,
+    /// The tenant the records name.
+    pub tenant_id: &'a str,
+    /// Incident id the events belong to, if any.
+    pub incident_id: Option<&'a str>,
+    /// What the event ids derive from.
+    pub id_source: &'a str,
+    /// Processor time.
+    pub now: Millis,
+}
+
+impl Events<'_> {
+    /// The event of `kind`; `disc` tells apart events of one kind (a device id).
+    pub(crate) fn event(&self, kind: EventKind, disc: &str, detail: String) -> Effect {
+        self.entry(kind, disc, detail, None)
+    }
+
+    /// The `COMMAND_REJECTED` event, with its reason as a code.
+    pub(crate) fn rejected(&self, detail: String, reason: RejectCode) -> Effect {
+        self.entry(EventKind::CommandRejected, "", detail, Some(reason))
+    }
+
+    fn entry(
+        &self,
+        kind: EventKind,
+        disc: &str,
+        detail: String,
+        reason: Option<RejectCode>,
+    ) -> Effect {
+        Effect::Event(EventLogEntry {
+            event_id: ids::event_id(self.mailbox, self.id_source, kind, disc).to_string(),
+            incident_id: self.incident_id.map(str::to_owned),
+            tenant_id: self.tenant_id.to_owned(),
+            mailbox: self.mailbox.to_owned(),
+            kind,
+            at: self.now,
+            detail,
+            reason,
+        })
+    }
+}
