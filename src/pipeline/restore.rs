@@ -5,16 +5,17 @@
 //! copy claims a position the changelog does not have (the topic was recreated, or the copy
 //! belongs to another cluster), it is not trusted: the partition is wiped and restored in full.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError as RdError;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset};
 use tracing::warn;
 
 use crate::config::KafkaConfig;
-use crate::kafka::{client, KafkaError};
+use crate::kafka::reader::{Read, ReadError, Start, TopicReader};
+use crate::kafka::KafkaError;
 use crate::store::{Batch, Store, StoreError};
 use crate::telemetry::Restored;
 
@@ -84,75 +85,89 @@ pub fn restore_partitions(
     timeout: Duration,
 ) -> Result<Restored, RestoreError> {
     let started = Instant::now();
-    let consumer: BaseConsumer<client::ReaderContext> =
-        client::reader(kafka, "restore").create_with_context(client::ReaderContext)?;
+    let mut reader = TopicReader::new(
+        kafka,
+        "restore",
+        changelog,
+        "mailguard restores its state from it",
+    )?;
     // Next offset to apply per partition still being restored.
     let mut next: HashMap<i32, i64> = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
     for &p in partitions {
-        let marks = consumer.fetch_watermarks(changelog, p, Duration::from_secs(10))?;
+        let marks = reader.watermarks(p)?;
         let from = start_offset(store, changelog, p, marks)?;
         if from < marks.1 {
-            tpl.add_partition_offset(changelog, p, Offset::Offset(from))?;
             next.insert(p, from);
         }
     }
-    let done = |records| Restored {
-        records,
-        took: started.elapsed(),
-    };
     if next.is_empty() {
-        return Ok(done(0));
+        return Ok(Restored {
+            records: 0,
+            took: started.elapsed(),
+        });
     }
-    consumer.assign(&tpl)?;
-    let mut pending: HashSet<i32> = next.keys().copied().collect();
+    let starts: Vec<(i32, Start)> = next.iter().map(|(&p, &o)| (p, Start::At(o))).collect();
+    reader.assign(&starts)?;
+    let applied = apply_to_end(&mut reader, store, &mut next, started + timeout)?;
+    // `PartitionsRestored` logs and counts it.
+    Ok(Restored {
+        records: applied,
+        took: started.elapsed(),
+    })
+}
+
+/// Applies the changelog from `next` to the end of every assigned partition (or fails at
+/// `deadline`), storing the positions with the states; returns how many records it applied.
+fn apply_to_end(
+    reader: &mut TopicReader,
+    store: &Store,
+    next: &mut HashMap<i32, i64>,
+    deadline: Instant,
+) -> Result<u64, RestoreError> {
     let mut applied = 0u64;
     let mut batch = Batch::new();
-    while !pending.is_empty() {
-        if started.elapsed() > timeout {
-            let partition = *pending.iter().min().expect("pending is not empty");
+    while !reader.loaded() {
+        if Instant::now() > deadline {
+            let partition = reader.pending().next().expect("not loaded: one is pending");
             return Err(RestoreError::Timeout {
-                topic: changelog.to_string(),
+                topic: reader.topic().to_string(),
                 partition,
                 at: next[&partition],
             });
         }
-        match consumer.poll(Duration::from_millis(200)) {
-            None => continue,
-            Some(Err(RdError::PartitionEOF(p))) => {
-                pending.remove(&p);
+        let m = match reader.poll(Duration::from_millis(200)) {
+            Ok(None | Some(Read::End(_))) => continue,
+            Ok(Some(Read::Record(m))) => m,
+            Err(ReadError::NotAuthorised(missing)) => return Err(missing.into()),
+            Err(ReadError::Client(e)) => return Err(e.into()),
+        };
+        let p = m.partition();
+        next.insert(p, m.offset() + 1);
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            warn!(changelog = %m.topic(), partition = p, offset = m.offset(), "changelog record without a valid key skipped");
+            continue;
+        };
+        store.stage_state(&mut batch, p, key, m.payload());
+        applied += 1;
+        if batch.len() >= 10_000 {
+            for (&p, &n) in next.iter() {
+                store.stage_changelog_position(&mut batch, p, n);
             }
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => {
-                let p = m.partition();
-                next.insert(p, m.offset() + 1);
-                let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                    warn!(%changelog, partition = p, offset = m.offset(), "changelog record without a valid key skipped");
-                    continue;
-                };
-                store.stage_state(&mut batch, p, key, m.payload());
-                applied += 1;
-                if batch.len() >= 10_000 {
-                    for (&p, &n) in &next {
-                        store.stage_changelog_position(&mut batch, p, n);
-                    }
-                    store.write(std::mem::take(&mut batch))?;
-                }
-            }
+            store.write(std::mem::take(&mut batch))?;
         }
     }
     // The end is past any trailing transaction marker; position() says where that is.
-    if let Ok(pos) = consumer.position() {
+    if let Ok(pos) = reader.consumer().position() {
         for (p, n) in next.iter_mut() {
-            if let Some(Offset::Offset(o)) = pos.find_partition(changelog, *p).map(|e| e.offset()) {
+            let at = pos.find_partition(reader.topic(), *p).map(|e| e.offset());
+            if let Some(Offset::Offset(o)) = at {
                 *n = (*n).max(o);
             }
         }
     }
-    for (&p, &n) in &next {
+    for (&p, &n) in next.iter() {
         store.stage_changelog_position(&mut batch, p, n);
     }
     store.write(batch)?;
-    // `PartitionsRestored` logs and counts it.
-    Ok(done(applied))
+    Ok(applied)
 }

@@ -7,21 +7,20 @@
 //! Table updates are idempotent upserts, so at-least-once is enough here: the position is stored
 //! in the same RocksDB batch as the values it covers.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use tracing::{info, warn};
 
 use crate::codec::{Codec, OwnerDevices};
 use crate::config::Config;
-use crate::kafka::{admin, client, KafkaError};
+use crate::kafka::reader::{Read, ReadError, Start, TopicReader};
+use crate::kafka::KafkaError;
 use crate::pipeline::directory::TenantMap;
 use crate::pipeline::dlq::{ConfirmedDlq, DeadLetter, Kind, Refusal, Source};
 use crate::pipeline::sink::{DeliveryError, SinkError};
@@ -55,13 +54,7 @@ impl From<RdError> for TableError {
 
 struct TableReader {
     table: Table,
-    topic: String,
-    consumer: BaseConsumer<client::ReaderContext>,
-    at_end: HashSet<i32>,
-    partitions: i32,
-    /// For messages naming a missing ACL.
-    principal: String,
-    group: String,
+    reader: TopicReader,
 }
 
 /// Handle of the running loader.
@@ -119,11 +112,7 @@ pub fn spawn(
                     for r in readers.iter_mut() {
                         poll_table(r, &mut tables, &stop)?;
                     }
-                    if !loaded_sent
-                        && readers
-                            .iter()
-                            .all(|r| r.at_end.len() as i32 >= r.partitions)
-                    {
+                    if !loaded_sent && readers.iter().all(|r| r.reader.loaded()) {
                         info!("tables loaded");
                         let _ = tx.send(());
                         loaded_sent = true;
@@ -148,44 +137,16 @@ pub fn spawn(
 impl TableReader {
     /// A reader of `table` from `topic`, assigned from the positions stored in `store`.
     fn open(cfg: &Config, store: &Store, table: Table, topic: &str) -> Result<Self, TableError> {
-        let role = format!("table-{}", table.name());
-        let consumer: BaseConsumer<client::ReaderContext> =
-            client::reader(&cfg.kafka, &role).create_with_context(client::ReaderContext)?;
-        let partitions = admin::partition_count(&consumer, topic)?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            let offset = match store.table_position(topic, p)? {
-                Some(o) => Offset::Offset(o),
-                None => Offset::Beginning,
-            };
-            tpl.add_partition_offset(topic, p, offset)?;
-        }
-        consumer.assign(&tpl)?;
-        Ok(TableReader {
-            table,
-            topic: topic.to_string(),
-            consumer,
-            at_end: HashSet::new(),
-            partitions,
-            principal: crate::kafka::preflight::principal(cfg),
-            group: client::reader_group(&cfg.kafka, &role),
-        })
-    }
-
-    /// The missing ACL an error reports, if it is one.
-    fn not_authorised(&self, e: &RdError) -> Option<KafkaError> {
-        use rdkafka::types::RDKafkaErrorCode as Code;
-        let (resource, operation) = match e.rdkafka_error_code()? {
-            Code::TopicAuthorizationFailed => (format!("Topic:{}", self.topic), "READ"),
-            Code::GroupAuthorizationFailed => (format!("Group:{}", self.group), "DESCRIBE"),
-            _ => return None,
-        };
-        Some(KafkaError::NotAuthorised {
-            principal: self.principal.clone(),
-            resource,
-            operation: operation.into(),
-            why: format!("mailguard reads the {} table", self.table.name()),
-        })
+        let why = format!("mailguard reads the {} table", table.name());
+        let mut reader =
+            TopicReader::new(&cfg.kafka, &format!("table-{}", table.name()), topic, &why)?;
+        reader.assign_all(|p| {
+            Ok::<_, TableError>(match store.table_position(topic, p)? {
+                Some(o) => Start::At(o),
+                None => Start::Beginning,
+            })
+        })?;
+        Ok(TableReader { table, reader })
     }
 }
 
@@ -204,25 +165,20 @@ fn poll_table(r: &mut TableReader, t: &mut Tables, stop: &AtomicBool) -> Result<
     let mut batch = Batch::new();
     let mut timeout = Duration::from_millis(50);
     for _ in 0..5_000 {
-        let msg = match r.consumer.poll(timeout) {
-            None => break,
-            Some(Err(RdError::PartitionEOF(p))) => {
-                r.at_end.insert(p);
-                continue;
-            }
-            Some(Err(e)) => {
-                // A missing ACL would otherwise stall the table for good behind a warning.
-                if let Some(missing) = r.not_authorised(&e) {
-                    return Err(TableError::Kafka(missing));
-                }
-                warn!(topic = %r.topic, error = %e, "table consumer error");
+        let msg = match r.reader.poll(timeout) {
+            Ok(None) => break,
+            Ok(Some(Read::End(_))) => continue,
+            // A missing ACL would otherwise stall the table for good behind a warning.
+            Err(ReadError::NotAuthorised(missing)) => return Err(TableError::Kafka(missing)),
+            Err(e) => {
+                warn!(topic = %r.reader.topic(), error = %e, "table consumer error");
                 break;
             }
-            Some(Ok(m)) => m,
+            Ok(Some(Read::Record(m))) => m,
         };
         timeout = Duration::ZERO;
         t.store
-            .stage_table_position(&mut batch, &r.topic, msg.partition(), msg.offset() + 1);
+            .stage_table_position(&mut batch, msg.topic(), msg.partition(), msg.offset() + 1);
         if !t.apply(r.table, &msg, &mut batch, stop)? {
             // Stopping while the registry is away: the batch is dropped unwritten, so these
             // records are read again at the next start.
