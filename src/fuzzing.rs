@@ -192,7 +192,13 @@ pub fn framing(data: &[u8]) {
                 assert_eq!(body, b);
             }
             if detected == Some(rt) {
-                assert!(body.is_ok(), "detected as {rt} but no body: {body:?}");
+                // A known earlier writer schema of ours (schemas/history) is detected too, but
+                // only the embedded one has a raw body; the others are read through a decoder.
+                let older = matches!(&body, Err(CodecError::IncompatibleSchema { record, .. }) if *record == rt);
+                assert!(
+                    body.is_ok() || older,
+                    "detected as {rt} but no body: {body:?}"
+                );
             }
         }
     }
