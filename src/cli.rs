@@ -450,54 +450,12 @@ fn print_json(v: &Value) -> Result<(), CliError> {
 /// `mailguard admin`.
 pub fn admin(args: &AdminArgs) -> Result<(), CliError> {
     match &args.command {
-        AdminCommand::HashToken => {
-            let mut token = String::new();
-            std::io::stdin().read_line(&mut token)?;
-            let token = token.trim();
-            if token.is_empty() {
-                return Err(CliError::Wire("no token on stdin".into()));
-            }
-            writeln!(std::io::stdout(), "{}", crate::api::auth::hash_token(token))?;
-            return Ok(());
-        }
+        AdminCommand::HashToken => return hash_token(),
         AdminCommand::IssueToken {
             principal,
             role,
             tenant,
-        } => {
-            let role = role.to_ascii_uppercase();
-            if !matches!(role.as_str(), "VIEWER" | "ADMIN" | "SUPPORT") {
-                return Err(CliError::Wire(
-                    "--role must be VIEWER, ADMIN or SUPPORT".into(),
-                ));
-            }
-            if tenant.is_none() && role != "SUPPORT" {
-                return Err(CliError::Wire(
-                    "--tenant is required but for SUPPORT".into(),
-                ));
-            }
-            let mut bytes = [0u8; 32];
-            openssl::rand::rand_bytes(&mut bytes).map_err(|e| CliError::Wire(e.to_string()))?;
-            use base64::Engine as _;
-            let token = format!(
-                "mgt_{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-            );
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "# token (give it to {principal}; it is not stored anywhere):"
-            )?;
-            writeln!(out, "# {token}")?;
-            writeln!(out, "[[api.tokens]]")?;
-            writeln!(out, "sha256 = \"{}\"", crate::api::auth::hash_token(&token))?;
-            writeln!(out, "principal = {}", Value::String(principal.clone()))?;
-            writeln!(out, "role = \"{role}\"")?;
-            if let Some(t) = tenant {
-                writeln!(out, "tenant = {}", Value::String(t.clone()))?;
-            }
-            return Ok(());
-        }
+        } => return issue_token(principal, role, tenant.as_deref()),
         _ => {}
     }
     let client = ApiClient {
@@ -523,35 +481,7 @@ pub fn admin(args: &AdminArgs) -> Result<(), CliError> {
             tenant,
             state,
             limit,
-        } => {
-            let mut cursor: Option<String> = None;
-            let mut items = Vec::new();
-            loop {
-                let mut q = format!("limit={limit}");
-                if let Some(s) = state {
-                    q.push_str(&format!("&state={}", url_part(s)));
-                }
-                if let Some(c) = &cursor {
-                    q.push_str(&format!("&cursor={}", url_part(c)));
-                }
-                let page = client.call(
-                    "GET",
-                    &format!("/v1/tenants/{}/blocked?{q}", url_part(tenant)),
-                    None,
-                )?;
-                if let Some(a) = page.get("items").and_then(Value::as_array) {
-                    items.extend(a.iter().cloned());
-                }
-                cursor = page
-                    .get("next_cursor")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                if cursor.is_none() {
-                    break;
-                }
-            }
-            print_json(&json!({ "tenant_id": tenant, "items": items }))
-        }
+        } => blocked(&client, tenant, state.as_deref(), *limit),
         AdminCommand::Incident {
             tenant,
             incident_id,
@@ -569,50 +499,141 @@ pub fn admin(args: &AdminArgs) -> Result<(), CliError> {
             ticket,
             mailbox,
             wait,
-        } => {
-            let (code, sent) = client.call_status(
-                "POST",
-                &format!(
-                    "/v1/tenants/{}/mailboxes/{}/support-unblock",
-                    url_part(tenant),
-                    url_part(mailbox)
-                ),
-                Some(&json!({ "ticket": ticket })),
-            )?;
-            // 503 with a status URL: sent, but the broker had not acknowledged it in time; it may
-            // still land, so its status is followed like an accepted one's.
-            let status_url = sent.get("status_url").and_then(Value::as_str);
-            let unacknowledged = code == 503 && status_url.is_some();
-            if code >= 400 && !unacknowledged {
-                return Err(http_error(code, &sent));
-            }
-            let Some(status_url) = status_url else {
-                return print_json(&sent);
-            };
-            if unacknowledged {
-                eprintln!(
-                    "unblock: sent, not yet acknowledged by the broker; following {status_url}"
-                );
-            }
-            let deadline = Instant::now() + Duration::from_secs_f64(wait.max(0.0));
-            loop {
-                let (code, st) = client.call_status("GET", status_url, None)?;
-                // Until an unacknowledged command lands, the view does not know it (404).
-                let st = match code {
-                    404 if unacknowledged => json!({ "status": "PENDING" }),
-                    c if c >= 400 => return Err(http_error(c, &st)),
-                    _ => st,
-                };
-                let status = st.get("status").and_then(Value::as_str);
-                if status != Some("PENDING") || Instant::now() >= deadline {
-                    print_json(&st)?;
-                    return unblock_outcome(status, *wait, status_url);
-                }
-                // The outcome appears once the pipeline committed the command's transaction.
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+        } => unblock(&client, tenant, mailbox, ticket, *wait),
         AdminCommand::HashToken | AdminCommand::IssueToken { .. } => Ok(()),
+    }
+}
+
+/// `admin hash-token`: the SHA-256 of a token read from stdin.
+fn hash_token() -> Result<(), CliError> {
+    let mut token = String::new();
+    std::io::stdin().read_line(&mut token)?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(CliError::Wire("no token on stdin".into()));
+    }
+    writeln!(std::io::stdout(), "{}", crate::api::auth::hash_token(token))?;
+    Ok(())
+}
+
+/// `admin issue-token`: a new random token and its `[[api.tokens]]` entry.
+fn issue_token(principal: &str, role: &str, tenant: Option<&str>) -> Result<(), CliError> {
+    let role = role.to_ascii_uppercase();
+    if !matches!(role.as_str(), "VIEWER" | "ADMIN" | "SUPPORT") {
+        return Err(CliError::Wire(
+            "--role must be VIEWER, ADMIN or SUPPORT".into(),
+        ));
+    }
+    if tenant.is_none() && role != "SUPPORT" {
+        return Err(CliError::Wire(
+            "--tenant is required but for SUPPORT".into(),
+        ));
+    }
+    let mut bytes = [0u8; 32];
+    openssl::rand::rand_bytes(&mut bytes).map_err(|e| CliError::Wire(e.to_string()))?;
+    use base64::Engine as _;
+    let token = format!(
+        "mgt_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "# token (give it to {principal}; it is not stored anywhere):"
+    )?;
+    writeln!(out, "# {token}")?;
+    writeln!(out, "[[api.tokens]]")?;
+    writeln!(out, "sha256 = \"{}\"", crate::api::auth::hash_token(&token))?;
+    writeln!(out, "principal = {}", Value::String(principal.to_owned()))?;
+    writeln!(out, "role = \"{role}\"")?;
+    if let Some(t) = tenant {
+        writeln!(out, "tenant = {}", Value::String(t.to_owned()))?;
+    }
+    Ok(())
+}
+
+/// `admin blocked`: every page of a tenant's blocked list.
+fn blocked(
+    client: &ApiClient,
+    tenant: &str,
+    state: Option<&str>,
+    limit: usize,
+) -> Result<(), CliError> {
+    let mut cursor: Option<String> = None;
+    let mut items = Vec::new();
+    loop {
+        let mut q = format!("limit={limit}");
+        if let Some(s) = state {
+            q.push_str(&format!("&state={}", url_part(s)));
+        }
+        if let Some(c) = &cursor {
+            q.push_str(&format!("&cursor={}", url_part(c)));
+        }
+        let page = client.call(
+            "GET",
+            &format!("/v1/tenants/{}/blocked?{q}", url_part(tenant)),
+            None,
+        )?;
+        if let Some(a) = page.get("items").and_then(Value::as_array) {
+            items.extend(a.iter().cloned());
+        }
+        cursor = page
+            .get("next_cursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    print_json(&json!({ "tenant_id": tenant, "items": items }))
+}
+
+/// `admin unblock`: send a support unblock and follow its status for up to `wait` seconds.
+fn unblock(
+    client: &ApiClient,
+    tenant: &str,
+    mailbox: &str,
+    ticket: &str,
+    wait: f64,
+) -> Result<(), CliError> {
+    let (code, sent) = client.call_status(
+        "POST",
+        &format!(
+            "/v1/tenants/{}/mailboxes/{}/support-unblock",
+            url_part(tenant),
+            url_part(mailbox)
+        ),
+        Some(&json!({ "ticket": ticket })),
+    )?;
+    // 503 with a status URL: sent, but the broker had not acknowledged it in time; it may still
+    // land, so its status is followed like an accepted one's.
+    let status_url = sent.get("status_url").and_then(Value::as_str);
+    let unacknowledged = code == 503 && status_url.is_some();
+    if code >= 400 && !unacknowledged {
+        return Err(http_error(code, &sent));
+    }
+    let Some(status_url) = status_url else {
+        return print_json(&sent);
+    };
+    if unacknowledged {
+        eprintln!("unblock: sent, not yet acknowledged by the broker; following {status_url}");
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(wait.max(0.0));
+    loop {
+        let (code, st) = client.call_status("GET", status_url, None)?;
+        // Until an unacknowledged command lands, the view does not know it (404).
+        let st = match code {
+            404 if unacknowledged => json!({ "status": "PENDING" }),
+            c if c >= 400 => return Err(http_error(c, &st)),
+            _ => st,
+        };
+        let status = st.get("status").and_then(Value::as_str);
+        if status != Some("PENDING") || Instant::now() >= deadline {
+            print_json(&st)?;
+            return unblock_outcome(status, wait, status_url);
+        }
+        // The outcome appears once the pipeline committed the command's transaction.
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

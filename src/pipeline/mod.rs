@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::BaseConsumer;
 use tracing::{error, info, warn};
 
-use crate::codec::RecordType;
+use crate::codec::{Codec, RecordType};
 use crate::config::Config;
 use crate::kafka::{admin, client, preflight, KafkaError};
 use crate::registry;
@@ -122,8 +122,55 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PipelineError> {
+    let (store, codec) = prepare(&cfg).await?;
+    let tenants = Arc::new(RwLock::new(HashMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = tables::spawn(
+        &cfg,
+        store.clone(),
+        codec.clone(),
+        tenants.clone(),
+        metrics.clone(),
+        stop.clone(),
+    )?;
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let watchdog = Arc::new(Watchdog::default());
+    let directory = TableDirectory::new(
+        store.clone(),
+        codec.clone(),
+        tenants,
+        cfg.tenant_defaults.to_settings(),
+    );
+    let deps = SessionDeps {
+        cfg: cfg.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        clock,
+        watchdog: watchdog.clone(),
+    };
+    let worker = spawn_worker(deps, loader, directory, store, codec, stop.clone(), done_tx);
+    let stopped = supervise(shutdown, &stop, &mut done_rx, &watchdog, SHUTDOWN_GRACE).await;
+    stop.store(true, Ordering::Relaxed);
+    // The pipeline thread is joined only once it has said it is done: a thread stuck in
+    // librdkafka is left behind, and the process exits around it.
+    let result = match stopped {
+        Ok(()) => tokio::task::spawn_blocking(move || worker.join().expect("pipeline thread"))
+            .await
+            .expect("join"),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        error!(error = %e, "pipeline stopped");
+        health.set_failed();
+    }
+    result
+}
+
+/// What must hold before any work starts: topics (created if configured), the connection and
+/// ACLs (preflight), co-partitioning, the state directory, and the codec (registry).
+async fn prepare(cfg: &Config) -> Result<(Store, Codec), PipelineError> {
     if cfg.topics.create_missing {
-        admin::ensure_topics(&cfg).await?;
+        admin::ensure_topics(cfg).await?;
     }
     let partitions = {
         let cfg = cfg.clone();
@@ -147,75 +194,45 @@ pub async fn run(
             .await
             .expect("codec task")?
     };
-    let tenants = Arc::new(RwLock::new(HashMap::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let loader = tables::spawn(
-        &cfg,
-        store.clone(),
-        codec.clone(),
-        tenants.clone(),
-        metrics.clone(),
-        stop.clone(),
-    )?;
+    Ok((store, codec))
+}
 
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-    let watchdog = Arc::new(Watchdog::default());
-    let worker = {
-        let stop = stop.clone();
-        let deps = SessionDeps {
-            cfg: cfg.clone(),
-            metrics: metrics.clone(),
-            health: health.clone(),
-            clock,
-            watchdog: watchdog.clone(),
-        };
-        let directory = TableDirectory::new(
-            store.clone(),
-            codec.clone(),
-            tenants,
-            cfg.tenant_defaults.to_settings(),
-        );
-        std::thread::Builder::new()
-            .name("mailguard-pipeline".into())
-            .spawn(move || {
-                let result = pipeline_thread(
-                    &deps,
-                    &loader.loaded,
-                    || {
-                        Processor::new(
-                            codec.clone(),
-                            deps.cfg.policy.clone(),
-                            deps.cfg.limits.clone(),
-                            directory.clone(),
-                            store.clone(),
-                            deps.metrics.clone(),
-                            deps.cfg.topics.clone(),
-                        )
-                    },
-                    &stop,
-                );
-                stop.store(true, Ordering::Relaxed);
-                let tables = loader.thread.join().expect("table loader thread");
-                let _ = done_tx.send(());
-                result.and(tables.map_err(PipelineError::from))
-            })
-            .expect("spawn pipeline thread")
-    };
-    let stopped = supervise(shutdown, &stop, &mut done_rx, &watchdog, SHUTDOWN_GRACE).await;
-    stop.store(true, Ordering::Relaxed);
-    // The pipeline thread is joined only once it has said it is done: a thread stuck in
-    // librdkafka is left behind, and the process exits around it.
-    let result = match stopped {
-        Ok(()) => tokio::task::spawn_blocking(move || worker.join().expect("pipeline thread"))
-            .await
-            .expect("join"),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = &result {
-        error!(error = %e, "pipeline stopped");
-        health.set_failed();
-    }
-    result
+/// The pipeline thread: sessions until `stop` (or a fatal error), then the table loader's end;
+/// says so on `done`.
+fn spawn_worker(
+    deps: SessionDeps,
+    loader: tables::TableLoader,
+    directory: TableDirectory,
+    store: Store,
+    codec: Codec,
+    stop: Arc<AtomicBool>,
+    done: tokio::sync::oneshot::Sender<()>,
+) -> std::thread::JoinHandle<Result<(), PipelineError>> {
+    std::thread::Builder::new()
+        .name("mailguard-pipeline".into())
+        .spawn(move || {
+            let result = pipeline_thread(
+                &deps,
+                &loader.loaded,
+                || {
+                    Processor::new(
+                        codec.clone(),
+                        deps.cfg.policy.clone(),
+                        deps.cfg.limits.clone(),
+                        directory.clone(),
+                        store.clone(),
+                        deps.metrics.clone(),
+                        deps.cfg.topics.clone(),
+                    )
+                },
+                &stop,
+            );
+            stop.store(true, Ordering::Relaxed);
+            let tables = loader.thread.join().expect("table loader thread");
+            let _ = done.send(());
+            result.and(tables.map_err(PipelineError::from))
+        })
+        .expect("spawn pipeline thread")
 }
 
 /// Wait until the pipeline thread is done, by itself or after `shutdown` has set `stop` (then
