@@ -694,11 +694,13 @@ async fn settings(
                 "source": if known.is_some() { "TENANT_TABLE" } else { "DEFAULTS" },
                 "sync_security_enabled": s.sync_security_enabled,
                 "endpoint_licence": s.endpoint_licence,
+                "mode": s.mode.as_str(),
                 "overrides": {
                     "threshold": o.threshold,
                     "window_ms": o.window_ms,
                     "base_block_ms": o.base_block_ms,
                     "permanent_strike": o.permanent_strike,
+                    "warn_threshold": o.warn_threshold,
                 },
                 "policy": {
                     "threshold": p.threshold,
@@ -709,6 +711,7 @@ async fn settings(
                     "max_future_skew_ms": p.max_future_skew_ms,
                     "strike_decay_ms": p.strike_decay_ms,
                     "state_idle_ttl_ms": p.state_idle_ttl_ms,
+                    "warn_threshold": p.warn_at().unwrap_or(0),
                 },
             }),
         ))

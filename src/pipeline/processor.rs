@@ -684,6 +684,10 @@ mod tests {
         assert_eq!(
             topics,
             vec![
+                // The fourth message: the early warning (alert, MAILBOX_WARNED, ALERT_SENT).
+                &t.alerts,
+                &t.events,
+                &t.events,
                 &t.blocks,
                 &t.scan_requests,
                 &t.scan_requests,
@@ -694,8 +698,9 @@ mod tests {
                 &t.events
             ]
         );
-        assert_eq!(sink.records[1].key, b"d1");
-        assert_eq!(sink.records[3].key, b"t", "alerts are keyed by tenant");
+        assert_eq!(sink.records[4].key, b"d1");
+        assert_eq!(sink.records[0].key, b"t", "alerts are keyed by tenant");
+        assert_eq!(sink.records[6].key, b"t", "alerts are keyed by tenant");
         assert_eq!(f.processor.next_deadline(), Some(1_004 + 3_600_000));
         let mut sink2 = VecSink::default();
         let batch = f.processor.prepare_commit(2_000, &mut sink2).unwrap();

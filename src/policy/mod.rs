@@ -109,7 +109,7 @@ pub use engine::step;
 pub use limits::{LimitError, Limits};
 pub use mailbox::{KeyError as MailboxKeyError, Mailbox, MailboxKey};
 pub use model::*;
-pub use state::{CurrentBlock, MailboxState, StateDecodeError};
+pub use state::{CurrentBlock, MailboxState, Simulated, StateDecodeError};
 
 #[cfg(test)]
 mod tests;
