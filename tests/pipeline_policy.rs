@@ -267,7 +267,8 @@ fn a_burst_trips_one_block_with_scans_alert_and_events() {
     assert_eq!(b[0].state, BlockState::Blocked);
     assert_eq!(b[0].strike, 1);
     assert_eq!(b[0].blocked_at, last);
-    assert_eq!(b[0].blocked_until, Some(last + 3_600_000));
+    // Tripped at `now` (the manual clock), a minute after the evidence: the hour runs from then.
+    assert_eq!(b[0].blocked_until, Some(now + 3_600_000));
     assert_eq!(
         b[0].evidence_message_ids,
         vec!["a-0", "a-1", "a-2", "a-3", "a-4"]
@@ -1127,7 +1128,11 @@ fn an_alert_only_tenant_is_alerted_and_nothing_is_blocked_or_scanned() {
     let w = watched[0];
     assert_eq!(w.kind, AlertKind::SimulatedBlock);
     assert_eq!((w.strike, w.state), (1, BlockState::Blocked));
-    assert_eq!(w.blocked_until, Some(now - 10_000 + 4_000 + 3_600_000));
+    assert_eq!(
+        w.blocked_until,
+        Some(now + 3_600_000),
+        "an hour from the trip"
+    );
     assert!(w.devices_scanned.is_empty());
     assert!(
         w.summary.contains("would block it for 1 h (strike 1)") && w.summary.contains("ALERT_ONLY"),
@@ -1265,5 +1270,64 @@ fn four_offending_messages_warn_once_and_the_fifth_blocks() {
     );
     let metrics = running.metrics.render();
     assert!(metrics.contains("mailguard_warnings_total 1"), "{metrics}");
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_backlog_an_hour_old_is_blocked_for_its_full_length() {
+    let (mut cfg, _dir) = test_config(2);
+    cfg.policy.base_block_ms = 3_600_000;
+    create_topics(&cfg);
+    let mb = "lagged@x.com";
+    let now = now_ms();
+    let clock = ManualClock::new(now);
+    // Five offending messages sent an hour and ten minutes ago, and three more after them,
+    // delivered only now (a processing lag longer than the block).
+    let sent = now - 70 * 60_000;
+    offending(&cfg, "tenant-1", mb, "old", sent, 8);
+    let running = start(&cfg, Arc::new(clock.clone()));
+    running.wait_ready(T);
+
+    // One BLOCKED record and nothing else: no UNBLOCKED written in the same transaction.
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!(b[0].state, BlockState::Blocked);
+    assert_eq!(
+        b[0].blocked_at,
+        sent + 4_000,
+        "blocked_at is the evidence's event time"
+    );
+    let until = b[0].blocked_until.expect("timed");
+    assert!(
+        until >= now + 3_600_000 && until <= clock.now() + 3_600_000,
+        "the full hour from the trip: until {until}, now {now}"
+    );
+    // Still blocked a millisecond before the hour is up (ticks run every 100 ms of wall time,
+    // so an early unblock would show within the settle time)...
+    clock.set(until - 1);
+    assert_eq!(consume_exactly(&cfg.topics.blocks, 1, T, SETTLE).len(), 1);
+    // ...and unblocked when it is.
+    clock.set(until);
+    let b = blocks_of(&cfg, mb, 2);
+    assert_eq!(b[1].state, BlockState::Unblocked);
+    let e = events(&consume_exactly(
+        &cfg.topics.events,
+        4,
+        T,
+        Duration::from_millis(200),
+    ));
+    let kinds: Vec<EventKind> = e.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::MailboxBlocked,
+            EventKind::ScanSkipped,
+            EventKind::AlertSent,
+            EventKind::MailboxUnblocked
+        ]
+    );
+    assert_eq!(
+        e[3].at, until,
+        "unblocked by the clock at blocked_until, not before"
+    );
     running.stop().unwrap();
 }

@@ -145,12 +145,13 @@ struct Reference<'a> {
 }
 
 /// The ladder, by brute force: decay one strike per full period since `last_end`, then the next
-/// strike and its end (None = permanent).
+/// strike and its end (None = permanent), counted from `blocked_at` or from `now` when that is
+/// later (a block never lasts less than its length).
 fn next_strike(
     p: &Policy,
     strikes: u32,
     last_end: Option<Millis>,
-    blocked_at: Millis,
+    (blocked_at, now): (Millis, Millis),
     base: Millis,
     perm: u32,
 ) -> (u32, Option<Millis>) {
@@ -167,7 +168,8 @@ fn next_strike(
         None
     } else {
         let d = i128::from(base) * (1i128 << (strike - 1));
-        Some((i128::from(blocked_at) + d).min(i128::from(i64::MAX)) as i64)
+        let start = if now > blocked_at { now } else { blocked_at };
+        Some((i128::from(start) + d).min(i128::from(i64::MAX)) as i64)
     };
     (strike, until)
 }
@@ -466,12 +468,12 @@ impl Reference<'_> {
         mb.warned = None;
         if simulate {
             let (strikes, last_end) = mb.sim.unwrap_or((0, None));
-            let (strike, until) = next_strike(p, strikes, last_end, blocked_at, base, perm);
+            let (strike, until) = next_strike(p, strikes, last_end, (blocked_at, now), base, perm);
             mb.sim = Some((strike, until));
             let id_u = ids::simulated_incident_id(&v.mailbox, strike, blocked_at);
             let id = id_u.to_string();
             let alert_id = ids::alert_id(&id_u).to_string();
-            let length = until.map(|u| u - blocked_at);
+            let length = until.map(|u| u - blocked_at.max(now));
             r.effects.push(Effect::Alert(Alert {
                 kind: AlertKind::SimulatedBlock,
                 alert_id: alert_id.clone(),
@@ -514,7 +516,8 @@ impl Reference<'_> {
             });
             return;
         }
-        let (strike, until) = next_strike(p, mb.strikes, mb.last_end, blocked_at, base, perm);
+        let (strike, until) =
+            next_strike(p, mb.strikes, mb.last_end, (blocked_at, now), base, perm);
         mb.strikes = strike;
         if let Some(u) = until {
             mb.floor = Some(u);

@@ -126,7 +126,7 @@ fn verdict(
         simulated_trip(state, v, blocked_at, evidence, now, &p, r);
         return;
     }
-    let block = trip(state, &v.mailbox, blocked_at, evidence, &p);
+    let block = trip(state, &v.mailbox, blocked_at, evidence, now, &p);
     let targets = scan_targets(&tenant, dir, &v.mailbox);
     trip_effects(block, targets, v, now, r);
 }
@@ -270,12 +270,19 @@ fn warn_if_due(
     r.outcomes.push(Outcome::Warned);
 }
 
+/// Rule 9, where a block runs from: `blocked_at`, or `now` when mailguard trips later than that
+/// (a processing lag), so the block in force is never shorter than the ladder says.
+fn block_start(blocked_at: Millis, now: Millis) -> Millis {
+    blocked_at.max(now)
+}
+
 /// Rule 9, trip: the strike (after decay) and the ladder's block, now in force.
 fn trip(
     state: &mut MailboxState,
     mailbox: &str,
     blocked_at: Millis,
     evidence: Vec<String>,
+    now: Millis,
     p: &Policy,
 ) -> CurrentBlock {
     let before = ladder::decayed_strikes(
@@ -285,7 +292,7 @@ fn trip(
         p.strike_decay_ms,
     );
     let strike = before.saturating_add(1);
-    let until = match ladder::block_for(p, strike, blocked_at) {
+    let until = match ladder::block_for(p, strike, block_start(blocked_at, now)) {
         Ladder::Until(u) => Some(u),
         Ladder::Permanent => None,
     };
@@ -323,7 +330,8 @@ fn simulated_trip(
         .map_or((0, None), |s| (s.strikes, s.until));
     let before = ladder::decayed_strikes(strikes, last_end, blocked_at, p.strike_decay_ms);
     let strike = before.saturating_add(1);
-    let until = match ladder::block_for(p, strike, blocked_at) {
+    let start = block_start(blocked_at, now);
+    let until = match ladder::block_for(p, strike, start) {
         Ladder::Until(u) => Some(u),
         Ladder::Permanent => None,
     };
@@ -331,7 +339,7 @@ fn simulated_trip(
         strikes: strike,
         until,
     });
-    let length = until.map(|u| u.saturating_sub(blocked_at));
+    let length = until.map(|u| u.saturating_sub(start));
     let id = ids::simulated_incident_id(&v.mailbox, strike, blocked_at);
     let id_s = id.to_string();
     let alert_id = ids::alert_id(&id).to_string();

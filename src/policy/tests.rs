@@ -1105,3 +1105,62 @@ fn an_alert_only_tenant_is_warned_too() {
     let out = rig.burst("m", &[T0, T0 + 1, T0 + 2, T0 + 3]);
     assert_eq!(out.last(), Some(&Outcome::Warned));
 }
+
+// ---------------------------------------------------------------- full-length blocks (issue 21)
+
+#[test]
+fn a_backlog_an_hour_old_is_blocked_for_the_full_hour_from_when_mailguard_trips() {
+    let mut rig = Rig::new();
+    let lag = H + 10 * 60_000;
+    let now = T0 + lag;
+    let out: Vec<Outcome> = (0..5)
+        .flat_map(|n| {
+            rig.at(now, spam(&format!("old{n}"), T0 + n * 1_000))
+                .outcomes
+        })
+        .collect();
+    assert_eq!(out[4], tripped(1, false));
+    let b = rig.state.block().unwrap();
+    assert_eq!(
+        b.blocked_at,
+        T0 + 4_000,
+        "blocked_at stays the evidence's event time"
+    );
+    assert_eq!(b.blocked_until, Some(now + H), "a full hour from the trip");
+    // Not ended in the same step (the old rule wrote BLOCKED and UNBLOCKED together), nor
+    // 1 ms before the hour is up.
+    assert_eq!(rig.at(now, tick()).outcomes, [Outcome::Idle]);
+    assert_eq!(rig.at(now + H - 1, tick()).outcomes, [Outcome::Idle]);
+    // The rest of the backlog, sent before the block's end, never counts.
+    let r = rig.at(now + 1, spam("old5", T0 + 5_000));
+    assert_eq!(r.outcomes, [IgnoredWhileBlocked]);
+    assert_eq!(rig.at(now + H, tick()).outcomes, [Outcome::Unblocked]);
+}
+
+#[test]
+fn without_lag_the_block_runs_from_blocked_at_as_before() {
+    let mut rig = Rig::new();
+    rig.trip_at("a", T0);
+    assert_eq!(rig.state.blocked_until(), Some(T0 + 4_000 + H));
+    // A verdict from slightly in the future (within the skew) trips from its own time.
+    let mut rig = Rig::new();
+    for n in 0..5 {
+        rig.at(T0, spam(&format!("f{n}"), T0 + 60_000 + n));
+    }
+    assert_eq!(rig.state.blocked_until(), Some(T0 + 60_004 + H));
+}
+
+#[test]
+fn a_simulated_backlog_trip_reports_the_full_length_too() {
+    let mut rig = Rig::with(alert_only(), Policy::default());
+    let now = T0 + 2 * H;
+    let r = (0..5)
+        .map(|n| rig.at(now, spam(&format!("old{n}"), T0 + n)))
+        .last()
+        .unwrap();
+    assert_eq!(alert(&r).blocked_until, Some(now + H));
+    assert!(
+        events(&r)[0].1.contains("would be blocked for 1 h"),
+        "{r:?}"
+    );
+}
