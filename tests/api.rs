@@ -545,6 +545,8 @@ fn role_endpoint_tenant_matrix() {
             |s, v| s == 200 && v["state"] == "UNBLOCKED",
         );
         assert_eq!(v["strikes"], 0);
+        assert_eq!(v["mode"], "ENFORCE");
+        assert_eq!(v["simulated"], json!(null));
     }
     // Requests are counted by route template, never by mailbox.
     let metrics = agent()
