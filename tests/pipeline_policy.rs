@@ -1079,6 +1079,12 @@ fn offending(cfg: &Config, tenant: &str, mailbox: &str, tag: &str, t0: i64, n: i
     produce(&cfg.topics.verdicts, &recs);
 }
 
+/// One SPAM verdict of tenant-1.
+fn one_offending(cfg: &Config, mailbox: &str, id: &str, sent_at: i64) {
+    let v = verdict_for_tenant("tenant-1", mailbox, id, sent_at);
+    produce(&cfg.topics.verdicts, &[(Some(mailbox), Some(v))]);
+}
+
 #[test]
 fn an_alert_only_tenant_is_alerted_and_nothing_is_blocked_or_scanned() {
     let (mut cfg, _dir) = test_config(2);
@@ -1212,18 +1218,7 @@ fn four_offending_messages_warn_once_and_the_fifth_blocks() {
     running.wait_ready(T);
     // Four, then a redelivery of the fourth: one warning.
     offending(&cfg, "tenant-1", "w@x.com", "w", now - 10_000, 4);
-    produce(
-        &cfg.topics.verdicts,
-        &[(
-            Some("w@x.com"),
-            Some(verdict_for_tenant(
-                "tenant-1",
-                "w@x.com",
-                "w-3",
-                now - 7_000,
-            )),
-        )],
-    );
+    one_offending(&cfg, "w@x.com", "w-3", now - 7_000);
     let a = alerts(&consume_exactly(&cfg.topics.alerts, 1, T, SETTLE));
     assert_eq!(a[0].kind, AlertKind::Warning);
     assert_eq!(
@@ -1237,18 +1232,7 @@ fn four_offending_messages_warn_once_and_the_fifth_blocks() {
         a[0].summary
     );
     // The fifth blocks; no second warning.
-    produce(
-        &cfg.topics.verdicts,
-        &[(
-            Some("w@x.com"),
-            Some(verdict_for_tenant(
-                "tenant-1",
-                "w@x.com",
-                "w-4",
-                now - 6_000,
-            )),
-        )],
-    );
+    one_offending(&cfg, "w@x.com", "w-4", now - 6_000);
     let a = alerts(&consume_exactly(&cfg.topics.alerts, 2, T, SETTLE));
     assert_eq!(a[1].kind, AlertKind::Block);
     let e = events(&consume_exactly(

@@ -198,6 +198,62 @@ fn run_of(
     })
 }
 
+/// The reference's alert that blocks nothing (warning, simulated block) with its event and
+/// ALERT_SENT, built field by field.
+fn notice(
+    r: &mut StepResult,
+    v: &Verdict,
+    id_u: uuid::Uuid,
+    alert: (AlertKind, u32, BlockState, Option<Millis>, String),
+    event: (EventKind, String),
+    now: Millis,
+) {
+    let id = id_u.to_string();
+    let alert_id = ids::alert_id(&id_u).to_string();
+    let (kind, strike, state, blocked_until, summary) = alert;
+    r.effects.push(Effect::Alert(Alert {
+        kind,
+        alert_id: alert_id.clone(),
+        incident_id: id.clone(),
+        tenant_id: v.tenant_id.clone(),
+        mailbox: v.mailbox.clone(),
+        owner_id: None,
+        strike,
+        state,
+        blocked_until,
+        devices_scanned: vec![],
+        scan_skipped_reason: None,
+        summary,
+    }));
+    for (kind, detail) in [
+        event,
+        (EventKind::AlertSent, text::alert_sent_detail(&alert_id)),
+    ] {
+        r.effects
+            .push(incident_event(v, &id, (kind, ""), detail, now));
+    }
+}
+
+/// An event of `v`'s mailbox belonging to incident (or stand-in id) `scope`.
+fn incident_event(
+    v: &Verdict,
+    scope: &str,
+    (kind, disc): (EventKind, &str),
+    detail: String,
+    now: Millis,
+) -> Effect {
+    Effect::Event(EventLogEntry {
+        event_id: ids::event_id(&v.mailbox, scope, kind, disc).to_string(),
+        incident_id: Some(scope.to_owned()),
+        tenant_id: v.tenant_id.clone(),
+        mailbox: v.mailbox.clone(),
+        kind,
+        at: now,
+        detail,
+        reason: None,
+    })
+}
+
 fn tenant_policy(p: &Policy, t: &TenantSettings) -> (u32, Millis, Millis, u32) {
     // The generated overrides are always valid, so they simply apply.
     (
@@ -419,45 +475,23 @@ impl Reference<'_> {
                 return;
             };
             let (first, last) = (run[0].0, run[run.len() - 1].0);
-            let id_u = ids::warning_id(&v.mailbox, last);
-            let id = id_u.to_string();
-            let alert_id = ids::alert_id(&id_u).to_string();
-            r.effects.push(Effect::Alert(Alert {
-                kind: AlertKind::Warning,
-                alert_id: alert_id.clone(),
-                incident_id: id.clone(),
-                tenant_id: v.tenant_id.clone(),
-                mailbox: v.mailbox.clone(),
-                owner_id: None,
-                strike: mb.strikes,
-                state: match &mb.block {
-                    None => BlockState::Unblocked,
-                    Some(b) if b.until.is_some() => BlockState::Blocked,
-                    Some(_) => BlockState::PermanentlyBlocked,
-                },
-                blocked_until: None,
-                devices_scanned: vec![],
-                scan_skipped_reason: None,
-                summary: text::warning_summary(&v.mailbox, warn, threshold, first, last),
-            }));
-            for (kind, detail) in [
+            let state = match &mb.block {
+                None => BlockState::Unblocked,
+                Some(b) if b.until.is_some() => BlockState::Blocked,
+                Some(_) => BlockState::PermanentlyBlocked,
+            };
+            let summary = text::warning_summary(&v.mailbox, warn, threshold, first, last);
+            notice(
+                r,
+                v,
+                ids::warning_id(&v.mailbox, last),
+                (AlertKind::Warning, mb.strikes, state, None, summary),
                 (
                     EventKind::MailboxWarned,
                     text::warned_detail(warn, threshold, first, last),
                 ),
-                (EventKind::AlertSent, text::alert_sent_detail(&alert_id)),
-            ] {
-                r.effects.push(Effect::Event(EventLogEntry {
-                    event_id: ids::event_id(&v.mailbox, &id, kind, "").to_string(),
-                    incident_id: Some(id.clone()),
-                    tenant_id: v.tenant_id.clone(),
-                    mailbox: v.mailbox.clone(),
-                    kind,
-                    at: now,
-                    detail,
-                    reason: None,
-                }));
-            }
+                now,
+            );
             mb.warned = Some(last);
             r.outcomes.push(Outcome::Warned);
             return;
@@ -470,46 +504,24 @@ impl Reference<'_> {
             let (strikes, last_end) = mb.sim.unwrap_or((0, None));
             let (strike, until) = next_strike(p, strikes, last_end, (blocked_at, now), base, perm);
             mb.sim = Some((strike, until));
-            let id_u = ids::simulated_incident_id(&v.mailbox, strike, blocked_at);
-            let id = id_u.to_string();
-            let alert_id = ids::alert_id(&id_u).to_string();
             let length = until.map(|u| u - blocked_at.max(now));
-            r.effects.push(Effect::Alert(Alert {
-                kind: AlertKind::SimulatedBlock,
-                alert_id: alert_id.clone(),
-                incident_id: id.clone(),
-                tenant_id: v.tenant_id.clone(),
-                mailbox: v.mailbox.clone(),
-                owner_id: None,
-                strike,
-                state: if until.is_some() {
-                    BlockState::Blocked
-                } else {
-                    BlockState::PermanentlyBlocked
-                },
-                blocked_until: until,
-                devices_scanned: vec![],
-                scan_skipped_reason: None,
-                summary: text::simulated_summary(&v.mailbox, strike, length, evidence.len()),
-            }));
-            for (kind, detail) in [
+            let state = if until.is_some() {
+                BlockState::Blocked
+            } else {
+                BlockState::PermanentlyBlocked
+            };
+            let summary = text::simulated_summary(&v.mailbox, strike, length, evidence.len());
+            notice(
+                r,
+                v,
+                ids::simulated_incident_id(&v.mailbox, strike, blocked_at),
+                (AlertKind::SimulatedBlock, strike, state, until, summary),
                 (
                     EventKind::TripSimulated,
                     text::simulated_detail(strike, blocked_at, length, evidence.len()),
                 ),
-                (EventKind::AlertSent, text::alert_sent_detail(&alert_id)),
-            ] {
-                r.effects.push(Effect::Event(EventLogEntry {
-                    event_id: ids::event_id(&v.mailbox, &id, kind, "").to_string(),
-                    incident_id: Some(id.clone()),
-                    tenant_id: v.tenant_id.clone(),
-                    mailbox: v.mailbox.clone(),
-                    kind,
-                    at: now,
-                    detail,
-                    reason: None,
-                }));
-            }
+                now,
+            );
             r.outcomes.push(Outcome::SimulatedTrip {
                 strike,
                 permanent: until.is_none(),
@@ -558,16 +570,7 @@ impl Reference<'_> {
             BlockState::PermanentlyBlocked
         };
         let ev = |kind: EventKind, disc: &str, detail: String| {
-            Effect::Event(EventLogEntry {
-                event_id: ids::event_id(&v.mailbox, &incident, kind, disc).to_string(),
-                incident_id: Some(incident.clone()),
-                tenant_id: v.tenant_id.clone(),
-                mailbox: v.mailbox.clone(),
-                kind,
-                at: now,
-                detail,
-                reason: None,
-            })
+            incident_event(v, &incident, (kind, disc), detail, now)
         };
         r.effects.push(Effect::Block(BlockRecord {
             mailbox: v.mailbox.clone(),

@@ -862,12 +862,14 @@ mod tests {
     #[test]
     fn the_mailbox_answer_shows_mode_warning_and_would_be_ladder() {
         let mut v = ViewData::default();
-        let mut s = MailboxState::default();
-        s.warned_through = Some(1_000);
-        s.sim = Some(crate::policy::Simulated {
-            strikes: 3,
-            until: Some(5_000),
-        });
+        let s = MailboxState {
+            warned_through: Some(1_000),
+            sim: Some(crate::policy::Simulated {
+                strikes: 3,
+                until: Some(5_000),
+            }),
+            ..MailboxState::default()
+        };
         v.mailboxes.insert("a@b.c".into(), s);
         let p = Policy::default();
         let j = mailbox_json(&v, "a@b.c", "t", (&p, TenantMode::AlertOnly), 2_000);

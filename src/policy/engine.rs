@@ -9,7 +9,7 @@ use super::model::{
     Alert, AlertKind, BlockState, Directory, Effect, EventKind, Input, Millis, Outcome, Owner,
     ScanRequest, ScanSkipReason, StepResult, TenantMode, TenantSettings, Verdict,
 };
-use super::records::{self, Events};
+use super::records::{self, Events, Notice};
 use super::state::{CurrentBlock, MailboxState, Simulated};
 use super::text;
 
@@ -236,36 +236,22 @@ fn warn_if_due(
         return;
     };
     let through = last.sent_at;
-    let id = ids::warning_id(&v.mailbox, through);
-    let id_s = id.to_string();
-    let summary = text::warning_summary(&v.mailbox, w, p.threshold, first.sent_at, through);
-    let alert_id = ids::alert_id(&id).to_string();
-    r.effects.push(Effect::Alert(Alert {
-        alert_id: alert_id.clone(),
-        incident_id: id_s.clone(),
-        tenant_id: v.tenant_id.clone(),
-        mailbox: v.mailbox.clone(),
-        owner_id: None,
+    Notice {
+        mailbox: &v.mailbox,
+        tenant_id: &v.tenant_id,
+        id: ids::warning_id(&v.mailbox, through),
+        kind: AlertKind::Warning,
         strike: state.strikes,
         state: state.block_state(),
         blocked_until: None,
-        devices_scanned: Vec::new(),
-        scan_skipped_reason: None,
-        summary,
-        kind: AlertKind::Warning,
-    }));
-    let events = Events {
-        mailbox: &v.mailbox,
-        tenant_id: &v.tenant_id,
-        incident_id: Some(&id_s),
-        id_source: &id_s,
+        summary: text::warning_summary(&v.mailbox, w, p.threshold, first.sent_at, through),
+        event: (
+            EventKind::MailboxWarned,
+            text::warned_detail(w, p.threshold, first.sent_at, through),
+        ),
         now,
-    };
-    let detail = text::warned_detail(w, p.threshold, first.sent_at, through);
-    r.effects
-        .push(events.event(EventKind::MailboxWarned, "", detail));
-    r.effects
-        .push(events.event(EventKind::AlertSent, "", text::alert_sent_detail(&alert_id)));
+    }
+    .push(&mut r.effects);
     state.warned_through = Some(through);
     r.outcomes.push(Outcome::Warned);
 }
@@ -340,40 +326,26 @@ fn simulated_trip(
         until,
     });
     let length = until.map(|u| u.saturating_sub(start));
-    let id = ids::simulated_incident_id(&v.mailbox, strike, blocked_at);
-    let id_s = id.to_string();
-    let alert_id = ids::alert_id(&id).to_string();
-    let would_be = if until.is_some() {
-        BlockState::Blocked
-    } else {
-        BlockState::PermanentlyBlocked
-    };
-    r.effects.push(Effect::Alert(Alert {
-        alert_id: alert_id.clone(),
-        incident_id: id_s.clone(),
-        tenant_id: v.tenant_id.clone(),
-        mailbox: v.mailbox.clone(),
-        owner_id: None,
-        strike,
-        state: would_be,
-        blocked_until: until,
-        devices_scanned: Vec::new(),
-        scan_skipped_reason: None,
-        summary: text::simulated_summary(&v.mailbox, strike, length, evidence.len()),
-        kind: AlertKind::SimulatedBlock,
-    }));
-    let events = Events {
+    Notice {
         mailbox: &v.mailbox,
         tenant_id: &v.tenant_id,
-        incident_id: Some(&id_s),
-        id_source: &id_s,
+        id: ids::simulated_incident_id(&v.mailbox, strike, blocked_at),
+        kind: AlertKind::SimulatedBlock,
+        strike,
+        state: if until.is_some() {
+            BlockState::Blocked
+        } else {
+            BlockState::PermanentlyBlocked
+        },
+        blocked_until: until,
+        summary: text::simulated_summary(&v.mailbox, strike, length, evidence.len()),
+        event: (
+            EventKind::TripSimulated,
+            text::simulated_detail(strike, blocked_at, length, evidence.len()),
+        ),
         now,
-    };
-    let detail = text::simulated_detail(strike, blocked_at, length, evidence.len());
-    r.effects
-        .push(events.event(EventKind::TripSimulated, "", detail));
-    r.effects
-        .push(events.event(EventKind::AlertSent, "", text::alert_sent_detail(&alert_id)));
+    }
+    .push(&mut r.effects);
     r.outcomes.push(Outcome::SimulatedTrip {
         strike,
         permanent: until.is_none(),
