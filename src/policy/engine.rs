@@ -115,7 +115,7 @@ fn verdict(
             return;
         }
     } else {
-        // The would-be ladder described a mode no longer in force (see rule 9).
+        // The would-be ladder described a mode no longer in force (rule 9a).
         state.sim = None;
     }
     let p = policy.with_overrides(&tenant.overrides);
