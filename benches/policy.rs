@@ -39,6 +39,7 @@ impl Directory for Dir {
             .get(tenant_id)
             .cloned()
             .unwrap_or(TenantSettings {
+                mode: Default::default(),
                 sync_security_enabled: true,
                 endpoint_licence: true,
                 overrides: PolicyOverrides::default(),
@@ -66,6 +67,7 @@ fn workload() -> (Vec<(Millis, Input)>, Dir) {
         dir.tenants.insert(
             format!("tenant-{t}"),
             TenantSettings {
+                mode: Default::default(),
                 sync_security_enabled: false,
                 endpoint_licence: true,
                 overrides: PolicyOverrides::default(),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Limits, Policy, PolicyOverrides, TenantSettings};
+use crate::policy::{Limits, Policy, PolicyOverrides, TenantMode, TenantSettings};
 
 mod env;
 pub mod secrets;
@@ -373,6 +373,8 @@ pub struct TenantDefaults {
     pub sync_security_enabled: bool,
     /// Endpoint licence present.
     pub endpoint_licence: bool,
+    /// `ENFORCE` (default) or `ALERT_ONLY`.
+    pub mode: TenantMode,
 }
 
 impl Default for TenantDefaults {
@@ -380,6 +382,7 @@ impl Default for TenantDefaults {
         TenantDefaults {
             sync_security_enabled: true,
             endpoint_licence: true,
+            mode: TenantMode::Enforce,
         }
     }
 }
@@ -391,6 +394,7 @@ impl TenantDefaults {
             sync_security_enabled: self.sync_security_enabled,
             endpoint_licence: self.endpoint_licence,
             overrides: PolicyOverrides::default(),
+            mode: self.mode,
         }
     }
 }

@@ -199,6 +199,9 @@ pub fn framing(data: &[u8]) {
                     body.is_ok() || older,
                     "detected as {rt} but no body: {body:?}"
                 );
+                if older {
+                    let _ = codec.decode_value(rt, data);
+                }
             }
         }
     }

@@ -244,6 +244,7 @@ fn produce_tenants(cfg: &Config, tenants: &[&str]) {
                     &TenantRecord {
                         tenant_id: t.to_string(),
                         settings: TenantSettings {
+                            mode: Default::default(),
                             sync_security_enabled: true,
                             endpoint_licence: true,
                             overrides: PolicyOverrides {
@@ -417,6 +418,12 @@ fn role_endpoint_tenant_matrix() {
                 };
                 let who = caller.map_or("-", |c| c.principal.as_str());
                 assert_eq!(status, expected, "{name} {tenant} as {who}: {body}");
+                if *name == "settings" && status == 200 {
+                    // The tenant's mode and warning threshold (the default: threshold − 1).
+                    assert_eq!(body["mode"], "ENFORCE", "{body}");
+                    assert_eq!(body["overrides"]["warn_threshold"], json!(null), "{body}");
+                    assert_eq!(body["policy"]["warn_threshold"], 4, "{body}");
+                }
                 if status >= 400 {
                     assert!(
                         body["error"].is_string(),
@@ -538,6 +545,8 @@ fn role_endpoint_tenant_matrix() {
             |s, v| s == 200 && v["state"] == "UNBLOCKED",
         );
         assert_eq!(v["strikes"], 0);
+        assert_eq!(v["mode"], "ENFORCE");
+        assert_eq!(v["simulated"], json!(null));
     }
     // Requests are counted by route template, never by mailbox.
     let metrics = agent()

@@ -1,6 +1,7 @@
 //! Exactly once across `kill -9`: the real binary is killed at random points while verdicts flow,
 //! restarted, killed again; afterwards every expected block, alert, scan request and event exists
-//! exactly once, and nothing else does.
+//! exactly once, and nothing else does. The early warning is on (its SPEC default, threshold − 1):
+//! each compromised mailbox is warned once, at its fourth message, whatever the kills.
 
 mod common;
 
@@ -12,13 +13,14 @@ use rand::{Rng, SeedableRng};
 use common::*;
 use mailguard::codec::{Codec, OwnerDevices};
 use mailguard::config::Config;
-use mailguard::policy::{BlockState, Effect, Owner, VerdictKind};
+use mailguard::policy::{AlertKind, BlockState, Effect, EventKind, Owner, VerdictKind};
 
 #[test]
 fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let (mut cfg, dir) = test_config(3);
     cfg.kafka.commit_interval_ms = 100;
     cfg.log.filter = "info,rdkafka=warn".into();
+    cfg.policy.warn_threshold = None;
     create_topics(&cfg);
     let config_path = dir.path().join("mailguard.toml");
     std::fs::write(&config_path, toml::to_string(&cfg).unwrap()).unwrap();
@@ -59,7 +61,9 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     }
 
     // The stream: clean traffic from 300 mailboxes, and each compromised mailbox sends 8
-    // offending messages within the window (one trip; the rest arrive while it is blocked).
+    // offending messages within the window (a warning at the fourth, one trip at the fifth; the
+    // rest arrive while it is blocked). The kills fall between rounds, so between some
+    // mailboxes' third, fourth and fifth message.
     let now = now_ms();
     let mut stream: Vec<(String, Vec<u8>)> = Vec::new();
     let mut seq = 0;
@@ -100,8 +104,8 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
         t,
         Duration::from_millis(300),
     );
-    let alerts = consume_exactly(&cfg.topics.alerts, n, t, Duration::from_millis(300));
-    let events = consume_exactly(&cfg.topics.events, 4 * n, t, Duration::from_millis(300));
+    let alerts = consume_exactly(&cfg.topics.alerts, 2 * n, t, Duration::from_millis(300));
+    let events = consume_exactly(&cfg.topics.events, 6 * n, t, Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -137,7 +141,33 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
             },
         )
         .collect();
-    assert_eq!(event_ids.len(), 4 * n, "event ids are unique");
-    assert_eq!(alerts.len(), n);
+    assert_eq!(event_ids.len(), 6 * n, "event ids are unique");
+    // Per mailbox: one WARNING and one BLOCK alert; one MAILBOX_WARNED event.
+    let mut kinds: BTreeMap<String, Vec<AlertKind>> = BTreeMap::new();
+    for r in &alerts {
+        match codec.decode_effect(r.value.as_deref().unwrap()).unwrap() {
+            Effect::Alert(a) => kinds.entry(a.mailbox).or_default().push(a.kind),
+            other => panic!("{other:?}"),
+        }
+    }
+    let expected: BTreeMap<String, Vec<AlertKind>> = compromised
+        .iter()
+        .map(|m| (m.clone(), vec![AlertKind::Warning, AlertKind::Block]))
+        .collect();
+    assert_eq!(kinds, expected);
+    let warned: BTreeMap<String, usize> = events
+        .iter()
+        .filter_map(
+            |r| match codec.decode_effect(r.value.as_deref().unwrap()).unwrap() {
+                Effect::Event(e) if e.kind == EventKind::MailboxWarned => Some(e.mailbox),
+                _ => None,
+            },
+        )
+        .fold(BTreeMap::new(), |mut m, mb| {
+            *m.entry(mb).or_default() += 1;
+            m
+        });
+    let once: BTreeMap<String, usize> = compromised.iter().map(|m| (m.clone(), 1)).collect();
+    assert_eq!(warned, once, "one warning per mailbox");
     let _keep: &Config = &cfg;
 }

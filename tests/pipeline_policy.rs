@@ -14,8 +14,8 @@ use mailguard::codec::{Codec, EmailLicence, OwnerDevices, TenantRecord};
 use mailguard::config::Config;
 use mailguard::kafka::partitioner::partition_for;
 use mailguard::policy::{
-    ActorRole, Alert, BlockRecord, BlockState, Command, CommandKind, Effect, EventKind,
-    EventLogEntry, Owner, PolicyOverrides, ScanRequest, ScanSkipReason, TenantSettings,
+    ActorRole, Alert, AlertKind, BlockRecord, BlockState, Command, CommandKind, Effect, EventKind,
+    EventLogEntry, Owner, PolicyOverrides, ScanRequest, ScanSkipReason, TenantMode, TenantSettings,
     VerdictKind,
 };
 use mailguard::timers::{ManualClock, SystemClock};
@@ -82,10 +82,22 @@ fn owner(cfg: &Config, mailbox: &str, owner_id: &str, devices: Option<&[&str]>) 
 }
 
 fn tenant(cfg: &Config, id: &str, sync: bool, licence: bool, overrides: PolicyOverrides) {
+    tenant_in_mode(cfg, id, sync, licence, overrides, TenantMode::Enforce);
+}
+
+fn tenant_in_mode(
+    cfg: &Config,
+    id: &str,
+    sync: bool,
+    licence: bool,
+    overrides: PolicyOverrides,
+    mode: TenantMode,
+) {
     let mut out = Vec::new();
     let t = TenantRecord {
         tenant_id: id.into(),
         settings: TenantSettings {
+            mode,
             sync_security_enabled: sync,
             endpoint_licence: licence,
             overrides,
@@ -255,7 +267,8 @@ fn a_burst_trips_one_block_with_scans_alert_and_events() {
     assert_eq!(b[0].state, BlockState::Blocked);
     assert_eq!(b[0].strike, 1);
     assert_eq!(b[0].blocked_at, last);
-    assert_eq!(b[0].blocked_until, Some(last + 3_600_000));
+    // Tripped at `now` (the manual clock), a minute after the evidence: the hour runs from then.
+    assert_eq!(b[0].blocked_until, Some(now + 3_600_000));
     assert_eq!(
         b[0].evidence_message_ids,
         vec!["a-0", "a-1", "a-2", "a-3", "a-4"]
@@ -1053,4 +1066,252 @@ fn a_table_loader_that_cannot_set_a_record_aside_stops_the_instance() {
         .stop()
         .expect_err("the pipeline stops with the loader's error");
     assert!(err.contains("table DLQ"), "{err}");
+}
+
+/// Verdicts of `tenant` for `mailbox`, `n` of them one second apart from `t0`, all SPAM.
+fn offending(cfg: &Config, tenant: &str, mailbox: &str, tag: &str, t0: i64, n: i64) {
+    let recs: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..n)
+        .map(|i| {
+            let v = verdict_for_tenant(tenant, mailbox, &format!("{tag}-{i}"), t0 + i * 1_000);
+            (Some(mailbox), Some(v))
+        })
+        .collect();
+    produce(&cfg.topics.verdicts, &recs);
+}
+
+/// One SPAM verdict of tenant-1.
+fn one_offending(cfg: &Config, mailbox: &str, id: &str, sent_at: i64) {
+    let v = verdict_for_tenant("tenant-1", mailbox, id, sent_at);
+    produce(&cfg.topics.verdicts, &[(Some(mailbox), Some(v))]);
+}
+
+#[test]
+fn an_alert_only_tenant_is_alerted_and_nothing_is_blocked_or_scanned() {
+    let (mut cfg, _dir) = test_config(2);
+    cfg.policy.base_block_ms = 3_600_000;
+    create_topics(&cfg);
+    // Both tenants would scan (sync on, licence on) and both mailboxes have devices.
+    tenant_in_mode(
+        &cfg,
+        "t-watch",
+        true,
+        true,
+        PolicyOverrides::default(),
+        TenantMode::AlertOnly,
+    );
+    owner(&cfg, "watched@x.com", "o-w", Some(&["d-w"]));
+    owner(&cfg, "enforced@x.com", "o-e", Some(&["d-e"]));
+    let now = now_ms();
+    let running = start(&cfg, Arc::new(ManualClock::new(now)));
+    running.wait_ready(T);
+    offending(&cfg, "t-watch", "watched@x.com", "w", now - 10_000, 5);
+    // A default (ENFORCE) tenant in the same run: its block proves the pipeline got this far.
+    offending(&cfg, "tenant-1", "enforced@x.com", "e", now - 10_000, 5);
+
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!(
+        b[0].mailbox, "enforced@x.com",
+        "no block record for the ALERT_ONLY tenant"
+    );
+    let s = scans(&consume_exactly(
+        &cfg.topics.scan_requests,
+        1,
+        T,
+        Duration::from_millis(200),
+    ));
+    assert_eq!(
+        s[0].device_id, "d-e",
+        "no scan request for the ALERT_ONLY tenant"
+    );
+    let a = alerts(&consume_exactly(
+        &cfg.topics.alerts,
+        2,
+        T,
+        Duration::from_millis(200),
+    ));
+    let watched: Vec<&Alert> = a.iter().filter(|a| a.mailbox == "watched@x.com").collect();
+    assert_eq!(watched.len(), 1, "{a:?}");
+    let w = watched[0];
+    assert_eq!(w.kind, AlertKind::SimulatedBlock);
+    assert_eq!((w.strike, w.state), (1, BlockState::Blocked));
+    assert_eq!(
+        w.blocked_until,
+        Some(now + 3_600_000),
+        "an hour from the trip"
+    );
+    assert!(w.devices_scanned.is_empty());
+    assert!(
+        w.summary.contains("would block it for 1 h (strike 1)") && w.summary.contains("ALERT_ONLY"),
+        "{}",
+        w.summary
+    );
+    let enforced = a.iter().find(|a| a.mailbox == "enforced@x.com").unwrap();
+    assert_eq!(enforced.kind, AlertKind::Block);
+    let e = events(&consume_exactly(
+        &cfg.topics.events,
+        2 + 3,
+        T,
+        Duration::from_millis(200),
+    ));
+    let watched: Vec<&EventLogEntry> = e.iter().filter(|e| e.mailbox == "watched@x.com").collect();
+    assert_eq!(
+        watched.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::TripSimulated, EventKind::AlertSent]
+    );
+    assert!(
+        watched[0]
+            .detail
+            .starts_with("strike 1: would be blocked for 1 h after 5 offending"),
+        "{}",
+        watched[0].detail
+    );
+    assert_eq!(
+        watched[0].incident_id.as_deref(),
+        Some(w.incident_id.as_str())
+    );
+    let metrics = running.metrics.render();
+    assert!(
+        metrics.contains("mailguard_simulated_trips_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mailguard_trips_total 1"), "{metrics}");
+    running.stop().unwrap();
+}
+
+#[test]
+fn tenant_defaults_mode_alert_only_applies_to_tenants_absent_from_the_table() {
+    let (mut cfg, _dir) = test_config(1);
+    cfg.tenant_defaults.mode = TenantMode::AlertOnly;
+    create_topics(&cfg);
+    tenant(&cfg, "t-enforced", true, true, PolicyOverrides::default());
+    let now = now_ms();
+    let running = start(&cfg, Arc::new(ManualClock::new(now)));
+    running.wait_ready(T);
+    offending(&cfg, "t-unknown", "u@x.com", "u", now - 10_000, 5);
+    offending(&cfg, "t-enforced", "k@x.com", "k", now - 10_000, 5);
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!(b[0].mailbox, "k@x.com");
+    let a = alerts(&consume_exactly(
+        &cfg.topics.alerts,
+        2,
+        T,
+        Duration::from_millis(200),
+    ));
+    let kinds: Vec<(&str, AlertKind)> = a.iter().map(|a| (a.mailbox.as_str(), a.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("u@x.com", AlertKind::SimulatedBlock),
+            ("k@x.com", AlertKind::Block)
+        ]
+    );
+    running.stop().unwrap();
+}
+
+#[test]
+fn four_offending_messages_warn_once_and_the_fifth_blocks() {
+    let (mut cfg, _dir) = test_config(2);
+    cfg.policy.warn_threshold = None; // the SPEC default: threshold − 1 = 4
+    create_topics(&cfg);
+    let now = now_ms();
+    let running = start(&cfg, Arc::new(ManualClock::new(now)));
+    running.wait_ready(T);
+    // Four, then a redelivery of the fourth: one warning.
+    offending(&cfg, "tenant-1", "w@x.com", "w", now - 10_000, 4);
+    one_offending(&cfg, "w@x.com", "w-3", now - 7_000);
+    let a = alerts(&consume_exactly(&cfg.topics.alerts, 1, T, SETTLE));
+    assert_eq!(a[0].kind, AlertKind::Warning);
+    assert_eq!(
+        (a[0].mailbox.as_str(), a[0].state),
+        ("w@x.com", BlockState::Unblocked)
+    );
+    assert!(
+        a[0].summary
+            .starts_with("Early warning: mailbox w@x.com sent 4"),
+        "{}",
+        a[0].summary
+    );
+    // The fifth blocks; no second warning.
+    one_offending(&cfg, "w@x.com", "w-4", now - 6_000);
+    let a = alerts(&consume_exactly(&cfg.topics.alerts, 2, T, SETTLE));
+    assert_eq!(a[1].kind, AlertKind::Block);
+    let e = events(&consume_exactly(
+        &cfg.topics.events,
+        2 + 3,
+        T,
+        Duration::from_millis(200),
+    ));
+    let kinds: Vec<EventKind> = e.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::MailboxWarned,
+            EventKind::AlertSent,
+            EventKind::MailboxBlocked,
+            EventKind::ScanSkipped,
+            EventKind::AlertSent
+        ]
+    );
+    let metrics = running.metrics.render();
+    assert!(metrics.contains("mailguard_warnings_total 1"), "{metrics}");
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_backlog_an_hour_old_is_blocked_for_its_full_length() {
+    let (mut cfg, _dir) = test_config(2);
+    cfg.policy.base_block_ms = 3_600_000;
+    create_topics(&cfg);
+    let mb = "lagged@x.com";
+    let now = now_ms();
+    let clock = ManualClock::new(now);
+    // Five offending messages sent an hour and ten minutes ago, and three more after them,
+    // delivered only now (a processing lag longer than the block).
+    let sent = now - 70 * 60_000;
+    offending(&cfg, "tenant-1", mb, "old", sent, 8);
+    let running = start(&cfg, Arc::new(clock.clone()));
+    running.wait_ready(T);
+
+    // One BLOCKED record and nothing else: no UNBLOCKED written in the same transaction.
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!(b[0].state, BlockState::Blocked);
+    assert_eq!(
+        b[0].blocked_at,
+        sent + 4_000,
+        "blocked_at is the evidence's event time"
+    );
+    let until = b[0].blocked_until.expect("timed");
+    assert!(
+        until >= now + 3_600_000 && until <= clock.now() + 3_600_000,
+        "the full hour from the trip: until {until}, now {now}"
+    );
+    // Still blocked a millisecond before the hour is up (ticks run every 100 ms of wall time,
+    // so an early unblock would show within the settle time)...
+    clock.set(until - 1);
+    assert_eq!(consume_exactly(&cfg.topics.blocks, 1, T, SETTLE).len(), 1);
+    // ...and unblocked when it is.
+    clock.set(until);
+    let b = blocks_of(&cfg, mb, 2);
+    assert_eq!(b[1].state, BlockState::Unblocked);
+    let e = events(&consume_exactly(
+        &cfg.topics.events,
+        4,
+        T,
+        Duration::from_millis(200),
+    ));
+    let kinds: Vec<EventKind> = e.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::MailboxBlocked,
+            EventKind::ScanSkipped,
+            EventKind::AlertSent,
+            EventKind::MailboxUnblocked
+        ]
+    );
+    assert_eq!(
+        e[3].at, until,
+        "unblocked by the clock at blocked_until, not before"
+    );
+    running.stop().unwrap();
 }

@@ -17,12 +17,14 @@
 
 use mailguard::policy::text::{self, RejectReason};
 use mailguard::policy::{
-    ids, step, ActorRole, Alert, BlockRecord, BlockState, Command, CommandKind, Directory, Effect,
-    EventKind, EventLogEntry, Input, MailboxState, Millis, Outcome, Owner, Policy, PolicyOverrides,
-    ScanRequest, ScanSkipReason, StepResult, TenantSettings, Verdict, VerdictKind,
+    ids, step, ActorRole, Alert, AlertKind, BlockRecord, BlockState, Command, CommandKind,
+    Directory, Effect, EventKind, EventLogEntry, Input, MailboxState, Millis, Outcome, Owner,
+    Policy, PolicyOverrides, ScanRequest, ScanSkipReason, StepResult, TenantMode, TenantSettings,
+    Verdict, VerdictKind,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use std::cell::Cell;
 use std::collections::HashMap;
 
 // ---------------------------------------------------------------- world
@@ -32,16 +34,19 @@ const TENANTS: [&str; 3] = ["tA", "tB", "tC"];
 
 struct World {
     tenants: HashMap<&'static str, TenantSettings>,
+    /// tC's mode, switched by `Op::SwitchMode` (ENFORCE ⇄ ALERT_ONLY).
+    c_mode: Cell<TenantMode>,
 }
 
 impl World {
-    fn new(b_threshold: u32, b_base: Millis) -> World {
+    fn new(b_threshold: u32, b_base: Millis, b_warn: Option<u32>) -> World {
         let mut tenants = HashMap::new();
         // tA: unknown to the directory → defaults (sync on, licence on).
         // tB: overrides, sync off.
         tenants.insert(
             "tB",
             TenantSettings {
+                mode: Default::default(),
                 sync_security_enabled: false,
                 endpoint_licence: true,
                 overrides: PolicyOverrides {
@@ -49,6 +54,7 @@ impl World {
                     window_ms: None,
                     base_block_ms: Some(b_base),
                     permanent_strike: None,
+                    warn_threshold: b_warn,
                 },
             },
         );
@@ -57,12 +63,16 @@ impl World {
         tenants.insert(
             "tC",
             TenantSettings {
+                mode: Default::default(),
                 sync_security_enabled: true,
                 endpoint_licence: true,
                 overrides: PolicyOverrides::default(),
             },
         );
-        World { tenants }
+        World {
+            tenants,
+            c_mode: Cell::new(TenantMode::AlertOnly),
+        }
     }
 }
 
@@ -83,14 +93,20 @@ impl Directory for World {
         (owner_id == "u0").then(|| vec!["d1".into(), "d2".into(), "d1".into(), "d3".into()])
     }
     fn tenant(&self, tenant_id: &str) -> TenantSettings {
-        self.tenants
+        let mut t = self
+            .tenants
             .get(tenant_id)
             .cloned()
             .unwrap_or(TenantSettings {
+                mode: Default::default(),
                 sync_security_enabled: true,
                 endpoint_licence: true,
                 overrides: PolicyOverrides::default(),
-            })
+            });
+        if tenant_id == "tC" {
+            t.mode = self.c_mode.get();
+        }
+        t
     }
 }
 
@@ -115,6 +131,10 @@ struct RefMailbox {
     last_end: Option<Millis>,
     touched: Millis,
     tenant: String,
+    /// Largest sent_at of the last warning's run.
+    warned: Option<Millis>,
+    /// The would-be ladder (strikes, until; None = permanent) of an ALERT_ONLY tenant.
+    sim: Option<(u32, Option<Millis>)>,
 }
 
 struct Reference<'a> {
@@ -122,6 +142,116 @@ struct Reference<'a> {
     world: &'a World,
     boxes: HashMap<String, RefMailbox>,
     seq: u64,
+}
+
+/// The ladder, by brute force: decay one strike per full period since `last_end`, then the next
+/// strike and its end (None = permanent), counted from `blocked_at` or from `now` when that is
+/// later (a block never lasts less than its length).
+fn next_strike(
+    p: &Policy,
+    strikes: u32,
+    last_end: Option<Millis>,
+    (blocked_at, now): (Millis, Millis),
+    base: Millis,
+    perm: u32,
+) -> (u32, Option<Millis>) {
+    let mut strikes = strikes;
+    if let (Some(d), Some(end)) = (p.strike_decay_ms, last_end) {
+        let mut t = end;
+        while strikes > 0 && t + d <= blocked_at {
+            strikes -= 1;
+            t += d;
+        }
+    }
+    let strike = strikes + 1;
+    let until = if strike >= perm {
+        None
+    } else {
+        let d = i128::from(base) * (1i128 << (strike - 1));
+        let start = if now > blocked_at { now } else { blocked_at };
+        Some((i128::from(start) + d).min(i128::from(i64::MAX)) as i64)
+    };
+    (strike, until)
+}
+
+/// The earliest run of `k` consecutive entries of the sorted history, all sent after `after`,
+/// that contains arrival `me` and spans at most `window`.
+fn run_of(
+    sorted: &[(Millis, String, u64)],
+    k: usize,
+    window: Millis,
+    me: u64,
+    after: Option<Millis>,
+) -> Option<Vec<(Millis, String, u64)>> {
+    let eligible: Vec<_> = sorted
+        .iter()
+        .filter(|h| after.is_none_or(|a| h.0 > a))
+        .cloned()
+        .collect();
+    if k == 0 || eligible.len() < k {
+        return None;
+    }
+    (0..=eligible.len() - k).find_map(|start| {
+        let g = &eligible[start..start + k];
+        let span = g.iter().map(|h| h.0).max().unwrap() - g.iter().map(|h| h.0).min().unwrap();
+        (span <= window && g.iter().any(|h| h.2 == me)).then(|| g.to_vec())
+    })
+}
+
+/// The reference's alert that blocks nothing (warning, simulated block) with its event and
+/// ALERT_SENT, built field by field.
+fn notice(
+    r: &mut StepResult,
+    v: &Verdict,
+    id_u: uuid::Uuid,
+    alert: (AlertKind, u32, BlockState, Option<Millis>, String),
+    event: (EventKind, String),
+    now: Millis,
+) {
+    let id = id_u.to_string();
+    let alert_id = ids::alert_id(&id_u).to_string();
+    let (kind, strike, state, blocked_until, summary) = alert;
+    r.effects.push(Effect::Alert(Alert {
+        kind,
+        alert_id: alert_id.clone(),
+        incident_id: id.clone(),
+        tenant_id: v.tenant_id.clone(),
+        mailbox: v.mailbox.clone(),
+        owner_id: None,
+        strike,
+        state,
+        blocked_until,
+        devices_scanned: vec![],
+        scan_skipped_reason: None,
+        summary,
+    }));
+    for (kind, detail) in [
+        event,
+        (EventKind::AlertSent, text::alert_sent_detail(&alert_id)),
+    ] {
+        r.effects
+            .push(incident_event(v, &id, (kind, ""), detail, now));
+    }
+}
+
+/// An event of `v`'s mailbox belonging to incident (or stand-in id) `scope`.
+fn incident_event(
+    v: &Verdict,
+    scope: &str,
+    (kind, disc): (EventKind, &str),
+    detail: String,
+    now: Millis,
+) -> Effect {
+    Effect::Event(EventLogEntry {
+        event_id: ids::event_id(&v.mailbox, scope, kind, disc).to_string(),
+        incident_id: Some(scope.to_owned()),
+        tenant_id: v.tenant_id.clone(),
+        mailbox: v.mailbox.clone(),
+        kind,
+        at: now,
+        detail,
+        reason: None,
+    })
 }
 
 fn tenant_policy(p: &Policy, t: &TenantSettings) -> (u32, Millis, Millis, u32) {
@@ -158,6 +288,7 @@ impl Reference<'_> {
                 o,
                 Outcome::Counted
                     | Outcome::Tripped { .. }
+                    | Outcome::SimulatedTrip { .. }
                     | Outcome::Unblocked
                     | Outcome::SupportUnblocked
             )
@@ -255,6 +386,7 @@ impl Reference<'_> {
         r.outcomes.push(Outcome::SupportUnblocked);
         mb.strikes = 0;
         mb.history.clear();
+        mb.warned = None;
         mb.floor = Some(now);
         mb.last_end = Some(now);
         mb.touched = now;
@@ -271,8 +403,13 @@ impl Reference<'_> {
             sent = now;
             r.clamped = true;
         }
-        if mb.strikes == 0 && mb.block.is_none() && now - mb.touched > p.state_idle_ttl_ms {
+        if mb.strikes == 0
+            && mb.block.is_none()
+            && mb.sim.is_none()
+            && now - mb.touched > p.state_idle_ttl_ms
+        {
             mb.history.clear();
+            mb.warned = None;
             mb.floor = None;
             mb.last_end = None;
         }
@@ -302,6 +439,17 @@ impl Reference<'_> {
             return;
         }
         let tenant = self.world.tenant(&v.tenant_id);
+        let simulate = tenant.mode == TenantMode::AlertOnly;
+        if simulate {
+            if let Some((_, until)) = mb.sim {
+                if until.is_none_or(|u| sent < u) {
+                    r.outcomes.push(Outcome::IgnoredWhileBlocked);
+                    return;
+                }
+            }
+        } else {
+            mb.sim = None;
+        }
         let (threshold, window, base, perm) = tenant_policy(p, &tenant);
         self.seq += 1;
         let me = self.seq;
@@ -313,41 +461,75 @@ impl Reference<'_> {
         // earliest first; the first that contains the new message and spans <= window trips.
         let mut sorted = mb.history.clone();
         sorted.sort_by_key(|h| (h.0, h.2));
-        let k = threshold as usize;
-        let mut group = None;
-        if sorted.len() >= k {
-            for start in 0..=sorted.len() - k {
-                let g = &sorted[start..start + k];
-                let span =
-                    g.iter().map(|h| h.0).max().unwrap() - g.iter().map(|h| h.0).min().unwrap();
-                if span <= window && g.iter().any(|h| h.2 == me) {
-                    group = Some(g.to_vec());
-                    break;
-                }
-            }
-        }
-        let Some(group) = group else {
+        let Some(group) = run_of(&sorted, threshold as usize, window, me, None) else {
             r.outcomes.push(Outcome::Counted);
+            let warn = tenant
+                .overrides
+                .warn_threshold
+                .or(p.warn_threshold)
+                .unwrap_or(threshold - 1);
+            if warn == 0 || warn >= threshold {
+                return;
+            }
+            let Some(run) = run_of(&sorted, warn as usize, window, me, mb.warned) else {
+                return;
+            };
+            let (first, last) = (run[0].0, run[run.len() - 1].0);
+            let state = match &mb.block {
+                None => BlockState::Unblocked,
+                Some(b) if b.until.is_some() => BlockState::Blocked,
+                Some(_) => BlockState::PermanentlyBlocked,
+            };
+            let summary = text::warning_summary(&v.mailbox, warn, threshold, first, last);
+            notice(
+                r,
+                v,
+                ids::warning_id(&v.mailbox, last),
+                (AlertKind::Warning, mb.strikes, state, None, summary),
+                (
+                    EventKind::MailboxWarned,
+                    text::warned_detail(warn, threshold, first, last),
+                ),
+                now,
+            );
+            mb.warned = Some(last);
+            r.outcomes.push(Outcome::Warned);
             return;
         };
         let blocked_at = group.iter().map(|h| h.0).max().unwrap();
         let evidence: Vec<String> = group.iter().map(|h| h.1.clone()).collect();
         mb.history.clear();
-        let mut strikes = mb.strikes;
-        if let (Some(d), Some(end)) = (p.strike_decay_ms, mb.last_end) {
-            let mut t = end;
-            while strikes > 0 && t + d <= blocked_at {
-                strikes -= 1;
-                t += d;
-            }
+        mb.warned = None;
+        if simulate {
+            let (strikes, last_end) = mb.sim.unwrap_or((0, None));
+            let (strike, until) = next_strike(p, strikes, last_end, (blocked_at, now), base, perm);
+            mb.sim = Some((strike, until));
+            let length = until.map(|u| u - blocked_at.max(now));
+            let state = if until.is_some() {
+                BlockState::Blocked
+            } else {
+                BlockState::PermanentlyBlocked
+            };
+            let summary = text::simulated_summary(&v.mailbox, strike, length, evidence.len());
+            notice(
+                r,
+                v,
+                ids::simulated_incident_id(&v.mailbox, strike, blocked_at),
+                (AlertKind::SimulatedBlock, strike, state, until, summary),
+                (
+                    EventKind::TripSimulated,
+                    text::simulated_detail(strike, blocked_at, length, evidence.len()),
+                ),
+                now,
+            );
+            r.outcomes.push(Outcome::SimulatedTrip {
+                strike,
+                permanent: until.is_none(),
+            });
+            return;
         }
-        let strike = strikes + 1;
-        let until = if strike >= perm {
-            None
-        } else {
-            let d = i128::from(base) * (1i128 << (strike - 1));
-            Some((i128::from(blocked_at) + d).min(i128::from(i64::MAX)) as i64)
-        };
+        let (strike, until) =
+            next_strike(p, mb.strikes, mb.last_end, (blocked_at, now), base, perm);
         mb.strikes = strike;
         if let Some(u) = until {
             mb.floor = Some(u);
@@ -388,16 +570,7 @@ impl Reference<'_> {
             BlockState::PermanentlyBlocked
         };
         let ev = |kind: EventKind, disc: &str, detail: String| {
-            Effect::Event(EventLogEntry {
-                event_id: ids::event_id(&v.mailbox, &incident, kind, disc).to_string(),
-                incident_id: Some(incident.clone()),
-                tenant_id: v.tenant_id.clone(),
-                mailbox: v.mailbox.clone(),
-                kind,
-                at: now,
-                detail,
-                reason: None,
-            })
+            incident_event(v, &incident, (kind, disc), detail, now)
         };
         r.effects.push(Effect::Block(BlockRecord {
             mailbox: v.mailbox.clone(),
@@ -423,6 +596,7 @@ impl Reference<'_> {
         }
         let alert_id = ids::alert_id(&incident_u).to_string();
         r.effects.push(Effect::Alert(Alert {
+            kind: Default::default(),
             alert_id: alert_id.clone(),
             incident_id: incident.clone(),
             tenant_id: v.tenant_id.clone(),
@@ -486,6 +660,8 @@ enum Op {
     Roundtrip(usize),
     /// Implementation only: drop the state if it is forgettable.
     Forget(usize),
+    /// Switch tenant tC between ALERT_ONLY and ENFORCE.
+    SwitchMode,
 }
 
 fn op(lateness: Millis) -> impl Strategy<Value = Op> {
@@ -498,6 +674,7 @@ fn op(lateness: Millis) -> impl Strategy<Value = Op> {
         3 => prop_oneof![0..100i64, 0..5_000i64, 0..40_000i64].prop_map(Op::Advance),
         2 => (0..3usize).prop_map(Op::Roundtrip),
         1 => (0..3usize).prop_map(Op::Forget),
+        1 => Just(Op::SwitchMode),
     ]
 }
 
@@ -511,9 +688,10 @@ fn policy() -> impl Strategy<Value = Policy> {
         0..300i64,
         prop::option::of(1_000..20_000i64),
         0..20_000i64,
+        prop::option::of(0..6u32),
     )
         .prop_map(
-            |(threshold, window_ms, lateness, base, perm, skew, decay, ttl)| Policy {
+            |(threshold, window_ms, lateness, base, perm, skew, decay, ttl, warn)| Policy {
                 threshold,
                 window_ms,
                 allowed_lateness_ms: lateness,
@@ -522,17 +700,19 @@ fn policy() -> impl Strategy<Value = Policy> {
                 max_future_skew_ms: skew,
                 strike_decay_ms: decay,
                 state_idle_ttl_ms: window_ms + lateness + ttl,
+                warn_threshold: warn,
             },
         )
 }
 
-fn scenario() -> impl Strategy<Value = (Policy, u32, Millis, Vec<Op>)> {
+fn scenario() -> impl Strategy<Value = (Policy, u32, Millis, Option<u32>, Vec<Op>)> {
     policy().prop_flat_map(|p| {
         let lateness = p.allowed_lateness_ms;
         (
             Just(p),
             1..5u32,
             100..5_000i64,
+            prop::option::of(0..5u32),
             prop::collection::vec(op(lateness), 1..250),
         )
     })
@@ -544,10 +724,11 @@ fn run(
     policy: Policy,
     b_threshold: u32,
     b_base: Millis,
+    b_warn: Option<u32>,
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
     policy.validate().unwrap();
-    let world = World::new(b_threshold, b_base);
+    let world = World::new(b_threshold, b_base, b_warn);
     let mut reference = Reference {
         policy: policy.clone(),
         world: &world,
@@ -565,6 +746,13 @@ fn run(
         let input = match op {
             Op::Advance(d) => {
                 now += d;
+                continue;
+            }
+            Op::SwitchMode => {
+                world.c_mode.set(match world.c_mode.get() {
+                    TenantMode::Enforce => TenantMode::AlertOnly,
+                    TenantMode::AlertOnly => TenantMode::Enforce,
+                });
                 continue;
             }
             Op::Roundtrip(m) => {
@@ -638,6 +826,20 @@ fn run(
         let want = reference.step(&input, now);
         prop_assert_eq!(&got, &want, "step {} input {:?} at {}", i, input, now);
         if let Input::Verdict(v) = &input {
+            // An ALERT_ONLY tenant's verdict never blocks or scans (it may end a block).
+            if world.tenant(&v.tenant_id).mode == TenantMode::AlertOnly {
+                let enforced = got.effects.iter().any(|e| {
+                    matches!(
+                        e,
+                        Effect::Scan(_)
+                            | Effect::Block(BlockRecord {
+                                state: BlockState::Blocked | BlockState::PermanentlyBlocked,
+                                ..
+                            })
+                    )
+                });
+                prop_assert!(!enforced, "ALERT_ONLY verdict enforced: {:?}", got);
+            }
             // CLEAN never changes anything.
             if v.verdict == VerdictKind::Clean && !got.outcomes.contains(&Outcome::Unblocked) {
                 prop_assert!(!got.state_changed);
@@ -656,9 +858,26 @@ proptest! {
     })]
 
     #[test]
-    fn core_matches_the_naive_reference((policy, b_threshold, b_base, ops) in scenario()) {
-        run(policy, b_threshold, b_base, ops)?;
+    fn core_matches_the_naive_reference((policy, b_threshold, b_base, b_warn, ops) in scenario()) {
+        run(policy, b_threshold, b_base, b_warn, ops)?;
     }
+}
+
+/// An ALERT_ONLY burst: simulated strikes 1 and 2, then ENFORCE starts the real ladder at
+/// strike 1 (guards the reference itself).
+#[test]
+fn reference_simulates_then_enforces_from_strike_one() {
+    let policy = Policy {
+        base_block_ms: 1_000,
+        ..Policy::default()
+    };
+    let mut ops: Vec<Op> = (0..5).map(|_| Op::New(2, 0, 1)).collect();
+    ops.push(Op::Advance(2_000));
+    ops.extend((0..5).map(|_| Op::New(2, 0, 1)));
+    ops.push(Op::SwitchMode);
+    ops.push(Op::Advance(5_000));
+    ops.extend((0..5).map(|_| Op::New(2, 0, 1)));
+    run(policy, 3, 1_000, None, ops).unwrap();
 }
 
 /// The reference and the core agree on a scripted burst too (guards the reference itself).
@@ -666,5 +885,5 @@ proptest! {
 fn reference_trips_on_a_plain_burst() {
     let policy = Policy::default();
     let ops: Vec<Op> = (0..5).map(|_| Op::New(0, 0, 1)).collect();
-    run(policy, 3, 1_000, ops).unwrap();
+    run(policy, 3, 1_000, None, ops).unwrap();
 }

@@ -21,6 +21,7 @@ use super::Api;
 use crate::config::ApiRole;
 use crate::policy::{
     ids, ActorRole, BlockState, Command, CommandKind, EventKind, MailboxState, Millis, Policy,
+    TenantMode,
 };
 
 /// The OpenAPI 3 document of this API (the committed file is the only copy).
@@ -214,7 +215,12 @@ async fn mailbox(
             return Err(not_found("mailbox"));
         }
         let policy = tenant_policy(&api, &v, &tenant);
-        let body = mailbox_json(&v, &mailbox, &tenant, &policy, now_ms(&api));
+        let mode = v
+            .tenants
+            .get(&tenant)
+            .unwrap_or(&api.inner.tenant_defaults)
+            .mode;
+        let body = mailbox_json(&v, &mailbox, &tenant, (&policy, mode), now_ms(&api));
         Ok(json_response(StatusCode::OK, &body))
     })();
     finish(&api, R_MAILBOX, answer)
@@ -232,7 +238,13 @@ fn incident_summary(id: &str, i: &view::Incident) -> Value {
     })
 }
 
-fn mailbox_json(v: &ViewData, mailbox: &str, tenant: &str, policy: &Policy, now: Millis) -> Value {
+fn mailbox_json(
+    v: &ViewData,
+    mailbox: &str,
+    tenant: &str,
+    (policy, mode): (&Policy, TenantMode),
+    now: Millis,
+) -> Value {
     let default = MailboxState::default();
     let s = v.mailboxes.get(mailbox).unwrap_or(&default);
     let state = s.block_state_at(now);
@@ -263,6 +275,15 @@ fn mailbox_json(v: &ViewData, mailbox: &str, tenant: &str, policy: &Policy, now:
         "blocked_until": if in_force { s.blocked_until() } else { None },
         "incident_id": if in_force { s.incident_id() } else { None },
         "strikes": s.strikes(),
+        "mode": mode.as_str(),
+        // An early warning raised in the current window (the state forgets it with the window).
+        "warning": s.warned_through().map(|t| json!({ "warned_through": t })),
+        // ALERT_ONLY: what enforcement would have reached (never a block).
+        "simulated": s.simulated().map(|sim| json!({
+            "strikes": sim.strikes,
+            "blocked_until": sim.until,
+            "permanent": sim.until.is_none(),
+        })),
         "window": {
             "threshold": policy.threshold,
             "window_ms": policy.window_ms,
@@ -694,11 +715,13 @@ async fn settings(
                 "source": if known.is_some() { "TENANT_TABLE" } else { "DEFAULTS" },
                 "sync_security_enabled": s.sync_security_enabled,
                 "endpoint_licence": s.endpoint_licence,
+                "mode": s.mode.as_str(),
                 "overrides": {
                     "threshold": o.threshold,
                     "window_ms": o.window_ms,
                     "base_block_ms": o.base_block_ms,
                     "permanent_strike": o.permanent_strike,
+                    "warn_threshold": o.warn_threshold,
                 },
                 "policy": {
                     "threshold": p.threshold,
@@ -709,6 +732,7 @@ async fn settings(
                     "max_future_skew_ms": p.max_future_skew_ms,
                     "strike_decay_ms": p.strike_decay_ms,
                     "state_idle_ttl_ms": p.state_idle_ttl_ms,
+                    "warn_threshold": p.warn_at().unwrap_or(0),
                 },
             }),
         ))
@@ -833,6 +857,35 @@ mod tests {
             v["error"].as_str().unwrap().contains("may still land"),
             "{v}"
         );
+    }
+
+    #[test]
+    fn the_mailbox_answer_shows_mode_warning_and_would_be_ladder() {
+        let mut v = ViewData::default();
+        let s = MailboxState {
+            warned_through: Some(1_000),
+            sim: Some(crate::policy::Simulated {
+                strikes: 3,
+                until: Some(5_000),
+            }),
+            ..MailboxState::default()
+        };
+        v.mailboxes.insert("a@b.c".into(), s);
+        let p = Policy::default();
+        let j = mailbox_json(&v, "a@b.c", "t", (&p, TenantMode::AlertOnly), 2_000);
+        assert_eq!(j["mode"], "ALERT_ONLY");
+        assert_eq!(j["warning"], json!({"warned_through": 1_000}));
+        assert_eq!(
+            j["simulated"],
+            json!({"strikes": 3, "blocked_until": 5_000, "permanent": false})
+        );
+        assert_eq!(j["state"], "UNBLOCKED");
+        let j = mailbox_json(&v, "x@b.c", "t", (&p, TenantMode::Enforce), 2_000);
+        assert_eq!(
+            (j["mode"].as_str(), j["warning"].is_null()),
+            (Some("ENFORCE"), true)
+        );
+        assert!(j["simulated"].is_null());
     }
 
     #[test]

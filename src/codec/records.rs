@@ -8,9 +8,9 @@ use apache_avro::types::Value;
 
 use super::{CodecError, RecordType};
 use crate::policy::{
-    ActorRole, Alert, BlockRecord, BlockState, Command, CommandKind, EventKind, EventLogEntry,
-    Mailbox, Millis, Owner, PolicyOverrides, RejectCode, ScanRequest, ScanSkipReason,
-    TenantSettings, Verdict, VerdictKind,
+    ActorRole, Alert, AlertKind, BlockRecord, BlockState, Command, CommandKind, EventKind,
+    EventLogEntry, Mailbox, Millis, Owner, PolicyOverrides, RejectCode, ScanRequest,
+    ScanSkipReason, TenantMode, TenantSettings, Verdict, VerdictKind,
 };
 
 /// A body's `mailbox`, normalised (see [`Mailbox`]).
@@ -455,10 +455,16 @@ pub(crate) fn tenant_to_value(t: &TenantRecord) -> Result<Value, CodecError> {
         .permanent_strike
         .map(|x| int_of("permanent_strike", x))
         .transpose()?;
+    let warn = o
+        .warn_threshold
+        .map(|x| int_of("warn_threshold", x))
+        .transpose()?;
     Ok(b.opt("threshold", threshold)?
         .opt("window_ms", o.window_ms.map(Value::Long))?
         .opt("base_block_ms", o.base_block_ms.map(Value::Long))?
         .opt("permanent_strike", permanent)?
+        .sym("mode", t.settings.mode.as_str())?
+        .opt("warn_threshold", warn)?
         .finish())
 }
 
@@ -475,7 +481,10 @@ pub(crate) fn tenant_from_value(v: Value) -> Result<TenantRecord, CodecError> {
         window_ms: f.opt_long("window_ms")?,
         base_block_ms: f.opt_long("base_block_ms")?,
         permanent_strike: f.opt_u32("permanent_strike")?,
+        warn_threshold: f.opt_u32("warn_threshold")?,
     };
+    let m = f.symbol("mode")?;
+    let mode = TenantMode::parse(&m).ok_or_else(|| bad_symbol("mode", m))?;
     validate_overrides(&overrides)?;
     Ok(TenantRecord {
         tenant_id,
@@ -483,6 +492,7 @@ pub(crate) fn tenant_from_value(v: Value) -> Result<TenantRecord, CodecError> {
             sync_security_enabled,
             endpoint_licence,
             overrides,
+            mode,
         },
         email_licence,
     })
@@ -587,6 +597,7 @@ pub(crate) fn alert_to_value(a: &Alert) -> Result<Value, CodecError> {
         .put("devices_scanned", strings(&a.devices_scanned))
         .opt("scan_skipped_reason", reason)?
         .str("summary", &a.summary)
+        .sym("kind", a.kind.as_str())?
         .finish())
 }
 
@@ -616,6 +627,10 @@ pub(crate) fn alert_from_value(v: Value) -> Result<Alert, CodecError> {
         devices_scanned: f.strings("devices_scanned")?,
         scan_skipped_reason,
         summary: f.string("summary")?,
+        kind: {
+            let k = f.symbol("kind")?;
+            AlertKind::parse(&k).ok_or_else(|| bad_symbol("kind", k))?
+        },
     })
 }
 
@@ -644,17 +659,7 @@ pub(crate) fn event_from_value(v: Value) -> Result<EventLogEntry, CodecError> {
     let tenant_id = f.string("tenant_id")?;
     let mailbox = f.string("mailbox")?;
     let s = f.symbol("kind")?;
-    let kind = match s.as_str() {
-        "MAILBOX_BLOCKED" => EventKind::MailboxBlocked,
-        "MAILBOX_PERMANENTLY_BLOCKED" => EventKind::MailboxPermanentlyBlocked,
-        "SCAN_REQUESTED" => EventKind::ScanRequested,
-        "SCAN_SKIPPED" => EventKind::ScanSkipped,
-        "ALERT_SENT" => EventKind::AlertSent,
-        "MAILBOX_UNBLOCKED" => EventKind::MailboxUnblocked,
-        "SUPPORT_UNBLOCK" => EventKind::SupportUnblock,
-        "COMMAND_REJECTED" => EventKind::CommandRejected,
-        _ => return Err(bad_symbol("kind", s)),
-    };
+    let kind = EventKind::parse(&s).ok_or_else(|| bad_symbol("kind", s))?;
     Ok(EventLogEntry {
         event_id,
         incident_id,

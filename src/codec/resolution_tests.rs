@@ -533,7 +533,8 @@ fn generic_records_resolve_added_removed_reordered_promoted_fields() {
     assert_eq!(owner.owner_name, None);
 
     // TenantSettings: window_ms written as ["null","int"] (promoted), threshold as int
-    // (writer non-union, reader ["null","int"]), permanent_strike removed.
+    // (writer non-union, reader ["null","int"]), permanent_strike removed, and neither mode nor
+    // warn_threshold (a producer built before issue 21): the tenant reads as ENFORCE.
     let rt = RecordType::TenantSettings;
     let fields = with_field(
         fields_of(rt),
@@ -542,6 +543,8 @@ fn generic_records_resolve_added_removed_reordered_promoted_fields() {
     );
     let fields = with_field(fields, "threshold", Some(field("threshold", json!("int"))));
     let fields = with_field(fields, "permanent_strike", None);
+    let fields = with_field(fields, "mode", None);
+    let fields = with_field(fields, "warn_threshold", None);
     let w = schema_json(rt, &fields);
     c.add_writer_schema(WriterKey::SchemaId(21), &w).unwrap();
     let b = confluent(
@@ -564,6 +567,8 @@ fn generic_records_resolve_added_removed_reordered_promoted_fields() {
     assert_eq!(t.settings.overrides.threshold, Some(7));
     assert_eq!(t.settings.overrides.window_ms, Some(60_000));
     assert_eq!(t.settings.overrides.permanent_strike, None);
+    assert_eq!(t.settings.overrides.warn_threshold, None);
+    assert_eq!(t.settings.mode, crate::policy::TenantMode::Enforce);
 
     // OwnerDevices: device_ids items as bytes (promoted inside the array).
     let rt = RecordType::OwnerDevices;

@@ -52,7 +52,12 @@ const SOURCES: [&str; COUNT] = [
 /// Earlier versions of the schemas that mailguard itself wrote (`schemas/history/`): records of
 /// an older mailguard in its own topics (read back by the API's view and the CLI) stay readable
 /// with no registry and no `codec.writer_schemas_dir`.
-pub(crate) const HISTORY: &[&str] = &[include_str!("../../schemas/history/EventLogEntry.v1.avsc")];
+pub(crate) const HISTORY: &[&str] = &[
+    include_str!("../../schemas/history/EventLogEntry.v1.avsc"),
+    include_str!("../../schemas/history/EventLogEntry.v2.avsc"),
+    include_str!("../../schemas/history/TenantSettings.v1.avsc"),
+    include_str!("../../schemas/history/Alert.v1.avsc"),
+];
 
 /// A parsed schema with its single-object fingerprint.
 pub(crate) struct Parsed {

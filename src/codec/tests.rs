@@ -5,8 +5,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::policy::{
-    ActorRole, Alert, BlockRecord, BlockState, CommandKind, EventKind, EventLogEntry,
-    PolicyOverrides, ScanRequest, ScanSkipReason, VerdictKind,
+    ActorRole, Alert, AlertKind, BlockRecord, BlockState, CommandKind, EventKind, EventLogEntry,
+    PolicyOverrides, ScanRequest, ScanSkipReason, TenantMode, VerdictKind,
 };
 
 fn verdict() -> Verdict {
@@ -52,6 +52,7 @@ fn tenant() -> TenantRecord {
     TenantRecord {
         tenant_id: "t-1".into(),
         settings: TenantSettings {
+            mode: Default::default(),
             sync_security_enabled: true,
             endpoint_licence: false,
             overrides: PolicyOverrides {
@@ -59,6 +60,7 @@ fn tenant() -> TenantRecord {
                 window_ms: None,
                 base_block_ms: Some(60_000),
                 permanent_strike: None,
+                warn_threshold: None,
             },
         },
         email_licence: EmailLicence::Advanced,
@@ -99,6 +101,7 @@ fn effects() -> Vec<Effect> {
             requested_at: 5,
         }),
         Effect::Alert(Alert {
+            kind: Default::default(),
             alert_id: "a-1".into(),
             incident_id: "inc-1".into(),
             tenant_id: "t-1".into(),
@@ -112,6 +115,7 @@ fn effects() -> Vec<Effect> {
             summary: "blocked".into(),
         }),
         Effect::Alert(Alert {
+            kind: Default::default(),
             alert_id: "a-2".into(),
             incident_id: "inc-2".into(),
             tenant_id: "t-1".into(),
@@ -246,8 +250,8 @@ const REFERENCE: [(RecordType, &str, u64); 9] = [
     ),
     (
         RecordType::TenantSettings,
-        r#"{"name":"mailguard.v1.TenantSettings","type":"record","fields":[{"name":"tenant_id","type":"string"},{"name":"sync_security_enabled","type":"boolean"},{"name":"endpoint_licence","type":"boolean"},{"name":"email_licence","type":{"name":"mailguard.v1.EmailLicence","type":"enum","symbols":["STANDARD","ADVANCED","NONE"]}},{"name":"threshold","type":["null","int"]},{"name":"window_ms","type":["null","long"]},{"name":"base_block_ms","type":["null","long"]},{"name":"permanent_strike","type":["null","int"]}]}"#,
-        0x9f22_2d01_580e_8cdf,
+        r#"{"name":"mailguard.v1.TenantSettings","type":"record","fields":[{"name":"tenant_id","type":"string"},{"name":"sync_security_enabled","type":"boolean"},{"name":"endpoint_licence","type":"boolean"},{"name":"email_licence","type":{"name":"mailguard.v1.EmailLicence","type":"enum","symbols":["STANDARD","ADVANCED","NONE"]}},{"name":"threshold","type":["null","int"]},{"name":"window_ms","type":["null","long"]},{"name":"base_block_ms","type":["null","long"]},{"name":"permanent_strike","type":["null","int"]},{"name":"mode","type":{"name":"mailguard.v1.TenantMode","type":"enum","symbols":["ENFORCE","ALERT_ONLY"]}},{"name":"warn_threshold","type":["null","int"]}]}"#,
+        0xc916_9af5_fd24_d4fb,
     ),
     (
         RecordType::AdminCommand,
@@ -266,13 +270,13 @@ const REFERENCE: [(RecordType, &str, u64); 9] = [
     ),
     (
         RecordType::Alert,
-        r#"{"name":"mailguard.v1.Alert","type":"record","fields":[{"name":"alert_id","type":"string"},{"name":"incident_id","type":"string"},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"owner_id","type":["null","string"]},{"name":"strike","type":"int"},{"name":"state","type":{"name":"mailguard.v1.BlockState","type":"enum","symbols":["BLOCKED","PERMANENTLY_BLOCKED","UNBLOCKED"]}},{"name":"blocked_until","type":["null","long"]},{"name":"devices_scanned","type":{"type":"array","items":"string"}},{"name":"scan_skipped_reason","type":["null",{"name":"mailguard.v1.ScanSkipReason","type":"enum","symbols":["SYNC_SECURITY_OFF","NO_ENDPOINT_LICENCE","OWNER_UNKNOWN","NO_DEVICES"]}]},{"name":"summary","type":"string"}]}"#,
-        0xd3b4_ec54_8869_bb36,
+        r#"{"name":"mailguard.v1.Alert","type":"record","fields":[{"name":"alert_id","type":"string"},{"name":"incident_id","type":"string"},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"owner_id","type":["null","string"]},{"name":"strike","type":"int"},{"name":"state","type":{"name":"mailguard.v1.BlockState","type":"enum","symbols":["BLOCKED","PERMANENTLY_BLOCKED","UNBLOCKED"]}},{"name":"blocked_until","type":["null","long"]},{"name":"devices_scanned","type":{"type":"array","items":"string"}},{"name":"scan_skipped_reason","type":["null",{"name":"mailguard.v1.ScanSkipReason","type":"enum","symbols":["SYNC_SECURITY_OFF","NO_ENDPOINT_LICENCE","OWNER_UNKNOWN","NO_DEVICES"]}]},{"name":"summary","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.AlertKind","type":"enum","symbols":["BLOCK","WARNING","SIMULATED_BLOCK","EXEMPT_TRIP"]}}]}"#,
+        0x0c51_6699_b63c_0580,
     ),
     (
         RecordType::EventLogEntry,
-        r#"{"name":"mailguard.v1.EventLogEntry","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"incident_id","type":["null","string"]},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.EventKind","type":"enum","symbols":["MAILBOX_BLOCKED","MAILBOX_PERMANENTLY_BLOCKED","SCAN_REQUESTED","SCAN_SKIPPED","ALERT_SENT","MAILBOX_UNBLOCKED","SUPPORT_UNBLOCK","COMMAND_REJECTED","UNKNOWN"]}},{"name":"at","type":"long"},{"name":"detail","type":"string"},{"name":"reason","type":["null",{"name":"mailguard.v1.RejectReason","type":"enum","symbols":["UNKNOWN_KIND","ROLE_NOT_ALLOWED","TIMED_BLOCK","NOT_BLOCKED","OTHER"]}]}]}"#,
-        0x40e6_ad04_cbda_5a94,
+        r#"{"name":"mailguard.v1.EventLogEntry","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"incident_id","type":["null","string"]},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.EventKind","type":"enum","symbols":["MAILBOX_BLOCKED","MAILBOX_PERMANENTLY_BLOCKED","SCAN_REQUESTED","SCAN_SKIPPED","ALERT_SENT","MAILBOX_UNBLOCKED","SUPPORT_UNBLOCK","COMMAND_REJECTED","UNKNOWN","MAILBOX_WARNED","TRIP_SIMULATED","TRIP_EXEMPTED","EXEMPTION_ADDED","EXEMPTION_REMOVED","EXEMPTION_EXPIRED"]}},{"name":"at","type":"long"},{"name":"detail","type":"string"},{"name":"reason","type":["null",{"name":"mailguard.v1.RejectReason","type":"enum","symbols":["UNKNOWN_KIND","ROLE_NOT_ALLOWED","TIMED_BLOCK","NOT_BLOCKED","OTHER"]}]}]}"#,
+        0x38eb_7c0f_0399_bd11,
     ),
 ];
 
@@ -881,7 +885,8 @@ fn json_round_trips_every_record_type() {
         (
             RecordType::TenantSettings,
             serde_json::json!({"tenant_id":"t","sync_security_enabled":true,"endpoint_licence":true,
-                "email_licence":"NONE","threshold":4,"window_ms":null,"base_block_ms":1000,"permanent_strike":null}),
+                "email_licence":"NONE","threshold":4,"window_ms":null,"base_block_ms":1000,"permanent_strike":null,
+                "mode":"ALERT_ONLY","warn_threshold":0}),
         ),
         (
             RecordType::AdminCommand,
@@ -902,12 +907,17 @@ fn json_round_trips_every_record_type() {
             RecordType::Alert,
             serde_json::json!({"alert_id":"a","incident_id":"i","tenant_id":"t","mailbox":"a@b.c","owner_id":null,
                 "strike":6,"state":"PERMANENTLY_BLOCKED","blocked_until":null,"devices_scanned":[],
-                "scan_skipped_reason":"OWNER_UNKNOWN","summary":"s"}),
+                "scan_skipped_reason":"OWNER_UNKNOWN","summary":"s","kind":"SIMULATED_BLOCK"}),
         ),
         (
             RecordType::EventLogEntry,
             serde_json::json!({"event_id":"e","incident_id":null,"tenant_id":"t","mailbox":"a@b.c",
                 "kind":"COMMAND_REJECTED","at":9,"detail":"d","reason":"TIMED_BLOCK"}),
+        ),
+        (
+            RecordType::EventLogEntry,
+            serde_json::json!({"event_id":"e","incident_id":"i","tenant_id":"t","mailbox":"a@b.c",
+                "kind":"TRIP_SIMULATED","at":9,"detail":"d","reason":null}),
         ),
     ];
     for c in [c, confluent()] {
@@ -1216,4 +1226,60 @@ fn earlier_versions_of_our_own_schemas_are_read() {
     assert_eq!(e.event_id, "ev-old");
     assert_eq!(e.kind, EventKind::CommandRejected);
     assert_eq!(e.reason, None);
+}
+
+/// An alert and a tenant record written before issue 21 (single-object, the schemas of
+/// `schemas/history`) are read with no registry: the alert is a `BLOCK`, the tenant `ENFORCE`
+/// with the default warning threshold.
+#[test]
+fn alerts_and_tenants_of_before_kind_and_mode_are_read() {
+    let single_object = |json: &str, value: Value| {
+        let writer = apache_avro::Schema::parse_str(json).unwrap();
+        let fp = canonical::fingerprint(json).unwrap();
+        let mut bytes = vec![0xC3, 0x01];
+        bytes.extend_from_slice(&fp.to_le_bytes());
+        bytes.extend(apache_avro::to_avro_datum(&writer, value).unwrap());
+        bytes
+    };
+    let alert_v1 = include_str!("../../schemas/history/Alert.v1.avsc");
+    let tenant_v1 = include_str!("../../schemas/history/TenantSettings.v1.avsc");
+    assert!(schema::HISTORY.contains(&alert_v1) && schema::HISTORY.contains(&tenant_v1));
+    let null = || Value::Union(0, Box::new(Value::Null));
+    let alert = single_object(
+        alert_v1,
+        Value::Record(vec![
+            ("alert_id".into(), Value::String("al".into())),
+            ("incident_id".into(), Value::String("inc".into())),
+            ("tenant_id".into(), Value::String("acme".into())),
+            ("mailbox".into(), Value::String("a@b.c".into())),
+            ("owner_id".into(), null()),
+            ("strike".into(), Value::Int(1)),
+            ("state".into(), Value::Enum(0, "BLOCKED".into())),
+            ("blocked_until".into(), null()),
+            ("devices_scanned".into(), Value::Array(vec![])),
+            ("scan_skipped_reason".into(), null()),
+            ("summary".into(), Value::String("old".into())),
+        ]),
+    );
+    let Effect::Alert(a) = Codec::default().decode_effect(&alert).unwrap() else {
+        panic!("not an alert")
+    };
+    assert_eq!((a.alert_id.as_str(), a.kind), ("al", AlertKind::Block));
+    let tenant = single_object(
+        tenant_v1,
+        Value::Record(vec![
+            ("tenant_id".into(), Value::String("acme".into())),
+            ("sync_security_enabled".into(), Value::Boolean(true)),
+            ("endpoint_licence".into(), Value::Boolean(false)),
+            ("email_licence".into(), Value::Enum(0, "STANDARD".into())),
+            ("threshold".into(), null()),
+            ("window_ms".into(), null()),
+            ("base_block_ms".into(), null()),
+            ("permanent_strike".into(), null()),
+        ]),
+    );
+    let t = Codec::default().decode_tenant_record(&tenant).unwrap();
+    assert_eq!(t.settings.mode, TenantMode::Enforce);
+    assert_eq!(t.settings.overrides.warn_threshold, None);
+    assert!(!t.settings.endpoint_licence);
 }

@@ -684,6 +684,10 @@ mod tests {
         assert_eq!(
             topics,
             vec![
+                // The fourth message: the early warning (alert, MAILBOX_WARNED, ALERT_SENT).
+                &t.alerts,
+                &t.events,
+                &t.events,
                 &t.blocks,
                 &t.scan_requests,
                 &t.scan_requests,
@@ -694,9 +698,11 @@ mod tests {
                 &t.events
             ]
         );
-        assert_eq!(sink.records[1].key, b"d1");
-        assert_eq!(sink.records[3].key, b"t", "alerts are keyed by tenant");
-        assert_eq!(f.processor.next_deadline(), Some(1_004 + 3_600_000));
+        assert_eq!(sink.records[4].key, b"d1");
+        assert_eq!(sink.records[0].key, b"t", "alerts are keyed by tenant");
+        assert_eq!(sink.records[6].key, b"t", "alerts are keyed by tenant");
+        // Processed at 2 000, after the evidence (1 004): the hour runs from the trip.
+        assert_eq!(f.processor.next_deadline(), Some(2_000 + 3_600_000));
         let mut sink2 = VecSink::default();
         let batch = f.processor.prepare_commit(2_000, &mut sink2).unwrap();
         assert_eq!(sink2.records.len(), 1);
@@ -853,7 +859,7 @@ mod tests {
         let mut f = fixture();
         let mut sink = VecSink::default();
         trip_a(&mut f, &mut sink);
-        let until = 1_004 + 3_600_000;
+        let until = 2_000 + 3_600_000; // tripped at 2 000 (see trip_a)
         let mut sink = VecSink::default();
         assert_eq!(f.processor.tick(until - 1, &mut sink).unwrap(), 0);
         assert_eq!(f.processor.tick(until, &mut sink).unwrap(), 1);

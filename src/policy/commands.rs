@@ -74,6 +74,7 @@ pub(crate) fn apply(state: &mut MailboxState, cmd: &Command, now: Millis, r: &mu
         .push(events.event(EventKind::SupportUnblock, "", detail));
     state.strikes = 0;
     state.window.clear();
+    state.warned_through = None;
     state.counting_floor = Some(now);
     state.last_block_end = Some(now);
     state.touched_at = now;

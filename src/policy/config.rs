@@ -49,6 +49,10 @@ pub struct Policy {
     /// Processor-time TTL of an idle state without strikes or block: after this long without a
     /// state change the state is as good as new (and may be forgotten). Default 86 400 000 (24 h).
     pub state_idle_ttl_ms: Millis,
+    /// Offending messages within the window that raise an early warning (alert `WARNING`,
+    /// event `MAILBOX_WARNED`), once per window. Default `threshold − 1`; 0 turns it off; at or
+    /// above the threshold it never fires (the block's alert comes first).
+    pub warn_threshold: Option<u32>,
 }
 
 impl Default for Policy {
@@ -62,6 +66,7 @@ impl Default for Policy {
             max_future_skew_ms: 300_000,
             strike_decay_ms: None,
             state_idle_ttl_ms: 86_400_000,
+            warn_threshold: None,
         }
     }
 }
@@ -120,6 +125,15 @@ impl Policy {
         Ok(())
     }
 
+    /// The warning threshold in force: `warn_threshold` (default `threshold − 1`), `None` when 0
+    /// or not below the threshold.
+    pub fn warn_at(&self) -> Option<u32> {
+        let w = self
+            .warn_threshold
+            .unwrap_or(self.threshold.saturating_sub(1));
+        (w >= 1 && w < self.threshold).then_some(w)
+    }
+
     /// This policy with a tenant's overrides applied. Total: an override that would make the
     /// policy invalid (see [`Policy::validate`]) is ignored and the default kept for that field,
     /// so a bad tenant record can never break processing. Overrides are tried in the order
@@ -130,8 +144,12 @@ impl Policy {
             && o.window_ms.is_none()
             && o.base_block_ms.is_none()
             && o.permanent_strike.is_none()
+            && o.warn_threshold.is_none()
         {
             return p;
+        }
+        if o.warn_threshold.is_some() {
+            p.warn_threshold = o.warn_threshold;
         }
         if let Some(v) = o.threshold {
             let old = std::mem::replace(&mut p.threshold, v);
@@ -283,6 +301,7 @@ mod tests {
             window_ms: Some(60_000),
             base_block_ms: Some(1_000),
             permanent_strike: Some(2),
+            warn_threshold: None,
         };
         let q = p.with_overrides(&o);
         assert_eq!(
@@ -299,6 +318,7 @@ mod tests {
             window_ms: Some(-1),
             base_block_ms: Some(0),
             permanent_strike: Some(0),
+            warn_threshold: None,
         };
         assert_eq!(p.with_overrides(&bad), p);
     }

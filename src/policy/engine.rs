@@ -6,11 +6,11 @@ use super::config::Policy;
 use super::ids;
 use super::ladder::{self, Ladder};
 use super::model::{
-    Alert, BlockState, Directory, Effect, EventKind, Input, Millis, Outcome, Owner, ScanRequest,
-    ScanSkipReason, StepResult, TenantSettings, Verdict,
+    Alert, AlertKind, BlockState, Directory, Effect, EventKind, Input, Millis, Outcome, Owner,
+    ScanRequest, ScanSkipReason, StepResult, TenantMode, TenantSettings, Verdict,
 };
-use super::records::{self, Events};
-use super::state::{CurrentBlock, MailboxState};
+use super::records::{self, Events, Notice};
+use super::state::{CurrentBlock, MailboxState, Simulated};
 use super::text;
 
 /// Applies one input to one mailbox's state at processor time `now`.
@@ -108,13 +108,35 @@ fn verdict(
         return;
     }
     let tenant = dir.tenant(&v.tenant_id);
+    let simulate = tenant.mode == TenantMode::AlertOnly;
+    if simulate {
+        if let Some(outcome) = simulated_blocked(state, sent) {
+            r.outcomes.push(outcome);
+            return;
+        }
+    } else {
+        // The would-be ladder described a mode no longer in force (rule 9a).
+        state.sim = None;
+    }
     let p = policy.with_overrides(&tenant.overrides);
     let Some((blocked_at, evidence)) = count(state, v, sent, now, &p, r) else {
         return;
     };
-    let block = trip(state, &v.mailbox, blocked_at, evidence, &p);
+    if simulate {
+        simulated_trip(state, v, blocked_at, evidence, now, &p, r);
+        return;
+    }
+    let block = trip(state, &v.mailbox, blocked_at, evidence, now, &p);
     let targets = scan_targets(&tenant, dir, &v.mailbox);
     trip_effects(block, targets, v, now, r);
+}
+
+/// Rule 5 under `ALERT_ONLY`: a verdict that the would-be block would have kept from counting.
+fn simulated_blocked(state: &MailboxState, sent: Millis) -> Option<Outcome> {
+    let sim = state.sim.as_ref()?;
+    sim.until
+        .is_none_or(|u| sent < u)
+        .then_some(Outcome::IgnoredWhileBlocked)
 }
 
 /// Rule 3, clamp: a `sent_at` too far ahead of the clock is the clock.
@@ -131,6 +153,7 @@ fn clamp(sent_at: Millis, now: Millis, policy: &Policy, r: &mut StepResult) -> M
 fn reset_if_idle(state: &mut MailboxState, now: Millis, policy: &Policy) {
     if state.is_idle_expired(now, policy) {
         state.window.clear();
+        state.warned_through = None;
         state.counting_floor = None;
         state.last_block_end = None;
     }
@@ -177,15 +200,66 @@ fn count(
     }
     r.state_changed = true;
     let Some(group) = state.window.trip_containing(i, p.threshold, p.window_ms) else {
-        state.window.prune(p.allowed_lateness_ms, p.window_ms);
         r.outcomes.push(Outcome::Counted);
+        warn_if_due(state, v, i, now, p, r);
+        state.window.prune(p.allowed_lateness_ms, p.window_ms);
         return None;
     };
     let entries = &state.window.entries()[group];
     let blocked_at = entries.last().map_or(sent, |e| e.sent_at);
     let evidence = entries.iter().map(|e| e.message_id.to_string()).collect();
     state.window.clear();
+    state.warned_through = None;
     Some((blocked_at, evidence))
+}
+
+/// Rule 8a, early warning: the new entry (index `i`) completes a run of `warn_threshold`
+/// entries within the window, all sent after the run of the last warning → alert `WARNING` and
+/// event `MAILBOX_WARNED`, ids from the run's last `sent_at`.
+fn warn_if_due(
+    state: &mut MailboxState,
+    v: &Verdict,
+    i: usize,
+    now: Millis,
+    p: &Policy,
+    r: &mut StepResult,
+) {
+    let Some(w) = p.warn_at() else { return };
+    let Some(run) = state
+        .window
+        .run_containing_after(i, w, p.window_ms, state.warned_through)
+    else {
+        return;
+    };
+    let entries = &state.window.entries()[run];
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return;
+    };
+    let through = last.sent_at;
+    Notice {
+        mailbox: &v.mailbox,
+        tenant_id: &v.tenant_id,
+        id: ids::warning_id(&v.mailbox, through),
+        kind: AlertKind::Warning,
+        strike: state.strikes,
+        state: state.block_state(),
+        blocked_until: None,
+        summary: text::warning_summary(&v.mailbox, w, p.threshold, first.sent_at, through),
+        event: (
+            EventKind::MailboxWarned,
+            text::warned_detail(w, p.threshold, first.sent_at, through),
+        ),
+        now,
+    }
+    .push(&mut r.effects);
+    state.warned_through = Some(through);
+    r.outcomes.push(Outcome::Warned);
+}
+
+/// Rule 9, where a block runs from: `blocked_at`, or `now` when mailguard trips later than that
+/// (a processing lag), so the block in force is never shorter than the ladder says.
+fn block_start(blocked_at: Millis, now: Millis) -> Millis {
+    blocked_at.max(now)
 }
 
 /// Rule 9, trip: the strike (after decay) and the ladder's block, now in force.
@@ -194,6 +268,7 @@ fn trip(
     mailbox: &str,
     blocked_at: Millis,
     evidence: Vec<String>,
+    now: Millis,
     p: &Policy,
 ) -> CurrentBlock {
     let before = ladder::decayed_strikes(
@@ -203,7 +278,7 @@ fn trip(
         p.strike_decay_ms,
     );
     let strike = before.saturating_add(1);
-    let until = match ladder::block_for(p, strike, blocked_at) {
+    let until = match ladder::block_for(p, strike, block_start(blocked_at, now)) {
         Ladder::Until(u) => Some(u),
         Ladder::Permanent => None,
     };
@@ -221,6 +296,60 @@ fn trip(
     };
     state.block = Some(block.clone());
     block
+}
+
+/// Rule 9 under `ALERT_ONLY`: the would-be ladder advances as the real one would (decay from
+/// the end of the last would-be block), nothing is blocked or scanned; effects: `Alert`
+/// (SIMULATED_BLOCK) and `Event`s TRIP_SIMULATED and ALERT_SENT.
+fn simulated_trip(
+    state: &mut MailboxState,
+    v: &Verdict,
+    blocked_at: Millis,
+    evidence: Vec<String>,
+    now: Millis,
+    p: &Policy,
+    r: &mut StepResult,
+) {
+    let (strikes, last_end) = state
+        .sim
+        .as_ref()
+        .map_or((0, None), |s| (s.strikes, s.until));
+    let before = ladder::decayed_strikes(strikes, last_end, blocked_at, p.strike_decay_ms);
+    let strike = before.saturating_add(1);
+    let start = block_start(blocked_at, now);
+    let until = match ladder::block_for(p, strike, start) {
+        Ladder::Until(u) => Some(u),
+        Ladder::Permanent => None,
+    };
+    state.sim = Some(Simulated {
+        strikes: strike,
+        until,
+    });
+    let length = until.map(|u| u.saturating_sub(start));
+    Notice {
+        mailbox: &v.mailbox,
+        tenant_id: &v.tenant_id,
+        id: ids::simulated_incident_id(&v.mailbox, strike, blocked_at),
+        kind: AlertKind::SimulatedBlock,
+        strike,
+        state: if until.is_some() {
+            BlockState::Blocked
+        } else {
+            BlockState::PermanentlyBlocked
+        },
+        blocked_until: until,
+        summary: text::simulated_summary(&v.mailbox, strike, length, evidence.len()),
+        event: (
+            EventKind::TripSimulated,
+            text::simulated_detail(strike, blocked_at, length, evidence.len()),
+        ),
+        now,
+    }
+    .push(&mut r.effects);
+    r.outcomes.push(Outcome::SimulatedTrip {
+        strike,
+        permanent: until.is_none(),
+    });
 }
 
 /// Who a trip's scan requests go to, or why none does.
@@ -350,6 +479,7 @@ impl Trip<'_> {
             devices_scanned: t.devices.clone(),
             scan_skipped_reason: t.skipped,
             summary,
+            kind: AlertKind::Block,
         })
     }
 

@@ -49,6 +49,21 @@ pub fn incident_id(mailbox: &str, strike: u32, blocked_at: Millis) -> Uuid {
 }
 
 /// Scan request id of `device_id` in an incident.
+/// Incident id of a simulated trip (an `ALERT_ONLY` tenant's would-be block): its own namespace,
+/// so it never equals a real incident's.
+pub fn simulated_incident_id(mailbox: &str, strike: u32, blocked_at: Millis) -> Uuid {
+    Key::new("simulated-incident")
+        .str(mailbox)
+        .int(i64::from(strike))
+        .int(blocked_at)
+        .id()
+}
+
+/// Id of an early warning, from the largest `sent_at` of its run (one warning per run).
+pub fn warning_id(mailbox: &str, warned_through: Millis) -> Uuid {
+    Key::new("warning").str(mailbox).int(warned_through).id()
+}
+
 pub fn request_id(incident: &Uuid, device_id: &str) -> Uuid {
     Key::new("scan-request")
         .str(&incident.hyphenated().to_string())

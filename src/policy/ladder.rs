@@ -23,14 +23,15 @@ pub enum Ladder {
     Permanent,
 }
 
-/// The block that strike `strike` starting at `blocked_at` gets under `policy`. The end saturates
-/// at `i64::MAX` rather than overflow (only reachable with absurd `blocked_at`).
-pub fn block_for(policy: &Policy, strike: u32, blocked_at: Millis) -> Ladder {
+/// The block that strike `strike` starting at `start` gets under `policy` (the engine starts it
+/// at `max(blocked_at, now)`). The end saturates at `i64::MAX` rather than overflow (only
+/// reachable with absurd times).
+pub fn block_for(policy: &Policy, strike: u32, start: Millis) -> Ladder {
     if strike >= policy.permanent_strike {
         return Ladder::Permanent;
     }
     let d = block_duration(policy.base_block_ms, strike).unwrap_or(Millis::MAX);
-    Ladder::Until(blocked_at.saturating_add(d))
+    Ladder::Until(start.saturating_add(d))
 }
 
 /// Strike count before a new trip at `blocked_at`, after the optional decay: one strike is

@@ -247,6 +247,7 @@ mod tests {
         };
         assert_eq!(l.command(&c).unwrap_err().field, "ticket");
         let mut t = TenantSettings {
+            mode: Default::default(),
             sync_security_enabled: true,
             endpoint_licence: true,
             overrides: Default::default(),

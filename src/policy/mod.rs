@@ -44,11 +44,18 @@
 //!    `window_ms` (inclusive). The earliest such run (lowest start in `sent_at` order) is the
 //!    evidence; `blocked_at` is its largest `sent_at`. Without a trip the window is pruned of
 //!    entries older than `W' − lateness − window` (they can never trip again) → `Counted`.
+//!    Under `ENFORCE` a counted verdict first drops the would-be ladder (rule 9a).
+//!    - **Rule 8a, early warning.** Without a trip, if some `warn_at()` entries including the new
+//!      one, all sent after `warned_through`, span at most `window_ms`: `Alert` (WARNING), `Event`s
+//!      MAILBOX_WARNED and ALERT_SENT, ids from the run's largest `sent_at`, which becomes
+//!      `warned_through` → `Counted`, `Warned`. A trip, a support unblock and the idle reset clear
+//!      `warned_through`.
 //! 9. **Trip.** With decay (`strike_decay_ms = Some(d)`) the strike count first drops by
 //!    `⌊(blocked_at − end of last block) / d⌋` (never below 0); then `strike = strikes + 1`.
-//!    `strike >= permanent_strike` → permanent, else `blocked_until = blocked_at + base ×
-//!    2^(strike−1)`. The window is emptied; for a timed block the counting floor (and the "end of
-//!    last block" for decay) becomes `blocked_until`. Effects, in order: `Block` (BLOCKED /
+//!    `strike >= permanent_strike` → permanent, else `blocked_until = max(blocked_at, now) + base
+//!    × 2^(strike−1)` (a block never lasts less than its length, whatever the lag). The window
+//!    is emptied; for a timed block the counting floor (and the "end of last block" for decay)
+//!    becomes `blocked_until`. Effects, in order: `Block` (BLOCKED /
 //!    PERMANENTLY_BLOCKED, `updated_at = now`), one `Scan` per device (`requested_at = now`),
 //!    `Alert`, `Event` MAILBOX_BLOCKED / MAILBOX_PERMANENTLY_BLOCKED, then one `Event`
 //!    SCAN_REQUESTED per device (detail = device id) or one SCAN_SKIPPED (detail = reason), then
@@ -57,6 +64,13 @@
 //!    `OWNER_UNKNOWN`; no or empty device list → `NO_DEVICES`; else one request per distinct
 //!    device id, in directory order. The owner is looked up on every trip (the alert carries it);
 //!    devices only when a scan is possible.
+//!    - **Rule 9a, alert-only tenants** (`TenantSettings.mode = ALERT_ONLY`). Rule 5 also ignores a
+//!      verdict sent before the end of the would-be block (or any, if it is permanent). A trip
+//!      advances the would-be ladder ([`Simulated`]: strikes and end, decay from that end) exactly
+//!      as rule 9 would the real one, and touches nothing else: no block, floor, strike or scan.
+//!      Effects: `Alert` (SIMULATED_BLOCK, the would-be strike, state and `blocked_until`),
+//!      `Event`s TRIP_SIMULATED and ALERT_SENT, ids from the simulated incident id →
+//!      `SimulatedTrip`.
 //! 10. **Commands.** `SUPPORT_UNBLOCK` with role `SUPPORT` on a *permanent* block:
 //!     `Block(UNBLOCKED, strike 0)` + `Event(SUPPORT_UNBLOCK)` (actor, role, ticket, command id
 //!     in detail); strikes := 0, window emptied, counting floor := `now` → `SupportUnblocked`.
@@ -109,7 +123,7 @@ pub use engine::step;
 pub use limits::{LimitError, Limits};
 pub use mailbox::{KeyError as MailboxKeyError, Mailbox, MailboxKey};
 pub use model::*;
-pub use state::{CurrentBlock, MailboxState, StateDecodeError};
+pub use state::{CurrentBlock, MailboxState, Simulated, StateDecodeError};
 
 #[cfg(test)]
 mod tests;

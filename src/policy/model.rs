@@ -149,6 +149,40 @@ pub struct PolicyOverrides {
     pub base_block_ms: Option<Millis>,
     /// The strike that blocks permanently.
     pub permanent_strike: Option<u32>,
+    /// Offending messages within the window that raise an early warning; `Some(0)` = none.
+    pub warn_threshold: Option<u32>,
+}
+
+/// What a trip does for a tenant (`TenantSettings.mode`, `tenant_defaults.mode`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TenantMode {
+    /// Block and scan (the default, and what records without the field read as).
+    #[default]
+    Enforce,
+    /// Block and scan nothing; report what enforcement would have done.
+    AlertOnly,
+}
+
+impl TenantMode {
+    /// Upper-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantMode::Enforce => "ENFORCE",
+            TenantMode::AlertOnly => "ALERT_ONLY",
+        }
+    }
+
+    /// From the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ENFORCE" => TenantMode::Enforce,
+            "ALERT_ONLY" => TenantMode::AlertOnly,
+            _ => return None,
+        })
+    }
 }
 
 /// Tenant settings as resolved for the core (table value, or configured defaults when unknown).
@@ -160,6 +194,8 @@ pub struct TenantSettings {
     pub endpoint_licence: bool,
     /// Policy overrides for this tenant.
     pub overrides: PolicyOverrides,
+    /// Enforce, or only report what enforcement would do.
+    pub mode: TenantMode,
 }
 
 /// What the core may ask of the outside world, read-only. Implemented by the adapters
@@ -288,6 +324,46 @@ pub struct Alert {
     pub scan_skipped_reason: Option<ScanSkipReason>,
     /// One human-readable line.
     pub summary: String,
+    /// What the alert is about.
+    pub kind: AlertKind,
+}
+
+/// What an [`Alert`] is about (`Alert.kind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AlertKind {
+    /// A block started (what alerts written before the field existed read as).
+    #[default]
+    Block,
+    /// Early warning: the window holds `warn_threshold` offending messages; nothing is blocked.
+    Warning,
+    /// An `ALERT_ONLY` tenant's mailbox tripped: strike and `blocked_until` are what enforcement
+    /// would have applied; nothing is blocked or scanned.
+    SimulatedBlock,
+    /// An exempt mailbox tripped; nothing is blocked or scanned.
+    ExemptTrip,
+}
+
+impl AlertKind {
+    /// Upper-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Block => "BLOCK",
+            AlertKind::Warning => "WARNING",
+            AlertKind::SimulatedBlock => "SIMULATED_BLOCK",
+            AlertKind::ExemptTrip => "EXEMPT_TRIP",
+        }
+    }
+
+    /// From the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "BLOCK" => AlertKind::Block,
+            "WARNING" => AlertKind::Warning,
+            "SIMULATED_BLOCK" => AlertKind::SimulatedBlock,
+            "EXEMPT_TRIP" => AlertKind::ExemptTrip,
+            _ => return None,
+        })
+    }
 }
 
 /// Kind of an event-log entry.
@@ -309,6 +385,19 @@ pub enum EventKind {
     SupportUnblock,
     /// A command was rejected; `detail` says why.
     CommandRejected,
+    /// Early warning: the window holds `warn_threshold` offending messages.
+    MailboxWarned,
+    /// An `ALERT_ONLY` tenant's mailbox tripped; `detail` has the strike and block length
+    /// enforcement would have applied.
+    TripSimulated,
+    /// An exempt mailbox tripped (a reader's symbol: exemptions are not written yet).
+    TripExempted,
+    /// An exemption was added (a reader's symbol: exemptions are not written yet).
+    ExemptionAdded,
+    /// An exemption was removed (a reader's symbol: exemptions are not written yet).
+    ExemptionRemoved,
+    /// An exemption expired (a reader's symbol: exemptions are not written yet).
+    ExemptionExpired,
 }
 
 impl EventKind {
@@ -323,7 +412,36 @@ impl EventKind {
             EventKind::MailboxUnblocked => "MAILBOX_UNBLOCKED",
             EventKind::SupportUnblock => "SUPPORT_UNBLOCK",
             EventKind::CommandRejected => "COMMAND_REJECTED",
+            EventKind::MailboxWarned => "MAILBOX_WARNED",
+            EventKind::TripSimulated => "TRIP_SIMULATED",
+            EventKind::TripExempted => "TRIP_EXEMPTED",
+            EventKind::ExemptionAdded => "EXEMPTION_ADDED",
+            EventKind::ExemptionRemoved => "EXEMPTION_REMOVED",
+            EventKind::ExemptionExpired => "EXEMPTION_EXPIRED",
         }
+    }
+
+    /// Every kind mailguard writes or reads, in schema order.
+    pub const ALL: [EventKind; 14] = [
+        EventKind::MailboxBlocked,
+        EventKind::MailboxPermanentlyBlocked,
+        EventKind::ScanRequested,
+        EventKind::ScanSkipped,
+        EventKind::AlertSent,
+        EventKind::MailboxUnblocked,
+        EventKind::SupportUnblock,
+        EventKind::CommandRejected,
+        EventKind::MailboxWarned,
+        EventKind::TripSimulated,
+        EventKind::TripExempted,
+        EventKind::ExemptionAdded,
+        EventKind::ExemptionRemoved,
+        EventKind::ExemptionExpired,
+    ];
+
+    /// From the wire name (`UNKNOWN`, never written, is not a kind).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -429,6 +547,16 @@ pub enum Outcome {
     CommandRejected,
     /// A tick that found nothing to do.
     Idle,
+    /// Offending and counted, and it tripped an `ALERT_ONLY` tenant's would-be ladder: nothing
+    /// blocked (`mailguard_simulated_trips_total`).
+    SimulatedTrip {
+        /// Strike enforcement would have applied.
+        strike: u32,
+        /// Whether that block would have been permanent.
+        permanent: bool,
+    },
+    /// Offending and counted, and the window reached the warning threshold for the first time.
+    Warned,
 }
 
 /// Result of one step: the records to publish and what happened, plus whether `sent_at` was clamped.

@@ -3,8 +3,11 @@
 //! [`Events`], so a field of these records is set the same way everywhere.
 
 use super::ids;
-use super::model::{BlockRecord, BlockState, Effect, EventKind, EventLogEntry, Millis, RejectCode};
+use super::model::{
+    Alert, AlertKind, BlockRecord, BlockState, Effect, EventKind, EventLogEntry, Millis, RejectCode,
+};
 use super::state::CurrentBlock;
+use super::text;
 
 /// The `Block` record of `block` (taken from the state, or just started) at `now`.
 pub(crate) fn block_record(
@@ -70,5 +73,65 @@ impl Events<'_> {
             detail,
             reason,
         })
+    }
+}
+
+/// An alert that blocks nothing (an early warning, a simulated block), with its event and
+/// `ALERT_SENT`. The alert, event and alert-event ids derive from `id`, which stands in for an
+/// incident id.
+pub(crate) struct Notice<'a> {
+    /// The mailbox.
+    pub mailbox: &'a str,
+    /// The tenant the records name.
+    pub tenant_id: &'a str,
+    /// The warning's or the simulated incident's id.
+    pub id: uuid::Uuid,
+    /// `Alert.kind`.
+    pub kind: AlertKind,
+    /// `Alert.strike`.
+    pub strike: u32,
+    /// `Alert.state`.
+    pub state: BlockState,
+    /// `Alert.blocked_until`.
+    pub blocked_until: Option<Millis>,
+    /// `Alert.summary`.
+    pub summary: String,
+    /// The event that says what happened, and its detail.
+    pub event: (EventKind, String),
+    /// Processor time.
+    pub now: Millis,
+}
+
+impl Notice<'_> {
+    /// Appends `Alert`, the event and `ALERT_SENT`, in that order.
+    pub(crate) fn push(self, effects: &mut Vec<Effect>) {
+        let id = self.id.to_string();
+        let alert_id = ids::alert_id(&self.id).to_string();
+        let events = Events {
+            mailbox: self.mailbox,
+            tenant_id: self.tenant_id,
+            incident_id: Some(&id),
+            id_source: &id,
+            now: self.now,
+        };
+        let (kind, detail) = self.event;
+        let sent = events.event(EventKind::AlertSent, "", text::alert_sent_detail(&alert_id));
+        let event = events.event(kind, "", detail);
+        effects.push(Effect::Alert(Alert {
+            alert_id,
+            incident_id: id,
+            tenant_id: self.tenant_id.to_owned(),
+            mailbox: self.mailbox.to_owned(),
+            owner_id: None,
+            strike: self.strike,
+            state: self.state,
+            blocked_until: self.blocked_until,
+            devices_scanned: Vec::new(),
+            scan_skipped_reason: None,
+            summary: self.summary,
+            kind: self.kind,
+        }));
+        effects.push(event);
+        effects.push(sent);
     }
 }

@@ -5,17 +5,23 @@
 //!
 //! ```text
 //! u8      version = 1
-//! varint  flags: 1 = block present, 2 = block permanent, 4 = counting floor, 8 = last block end
+//! varint  flags: 1 = block present, 2 = block permanent, 4 = counting floor, 8 = last block end,
+//!         16 = warned through, 32 = simulated ladder, 64 = simulated block permanent
 //! varint  strikes
 //! zigzag  touched_at
 //! string  tenant_id
 //! zigzag  counting_floor            (flag 4)
 //! zigzag  last_block_end            (flag 8)
+//! zigzag  warned_through            (flag 16)
+//! sim     (flag 32): varint strikes, zigzag until (unless flag 64)
 //! block   (flag 1): varint strike, zigzag blocked_at, zigzag blocked_until (unless flag 2),
 //!         16 bytes incident uuid, varint n, n × string evidence message id
 //! varint  n window entries, then per entry: sent_at (first: zigzag; then varint delta to the
 //!         previous one, entries being sorted), string message id
 //! ```
+//!
+//! Flags 16 to 64 came with issue 21 (early warning, alert-only tenants); a state written before
+//! has none of them and decodes as it always did.
 //!
 //! A typical idle mailbox with a couple of counted messages is ~60–100 bytes; a blocked one adds
 //! ~16 bytes + its evidence ids. Decoding never panics and never allocates more than the input
@@ -86,6 +92,17 @@ impl CurrentBlock {
     }
 }
 
+/// The would-be ladder of an `ALERT_ONLY` tenant's mailbox: what enforcement would have done.
+/// Never blocks anything; see [`crate::policy`] rule 9.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Simulated {
+    /// Would-be strike count (>= 1).
+    pub strikes: u32,
+    /// End of the would-be block (verdicts sent before it are not counted in simulation, as they
+    /// would not be under enforcement); `None` = the would-be block is permanent.
+    pub until: Option<Millis>,
+}
+
 /// Everything the core remembers about one mailbox. `Default` is the initial state (equivalent to
 /// a forgotten one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,6 +119,12 @@ pub struct MailboxState {
     pub(crate) touched_at: Millis,
     /// Tenant of the mailbox, as of the last counted verdict (empty = never seen).
     pub(crate) tenant_id: String,
+    /// Largest `sent_at` of the run that raised the last early warning: a new warning needs a
+    /// run of entries all sent after it (once per window).
+    pub(crate) warned_through: Option<Millis>,
+    /// The would-be ladder while the tenant is `ALERT_ONLY` (cleared by a verdict counted under
+    /// `ENFORCE`).
+    pub(crate) sim: Option<Simulated>,
 }
 
 impl MailboxState {
@@ -168,6 +191,16 @@ impl MailboxState {
         self.touched_at
     }
 
+    /// Largest `sent_at` of the run that raised the last early warning, if any.
+    pub fn warned_through(&self) -> Option<Millis> {
+        self.warned_through
+    }
+
+    /// The would-be ladder of an `ALERT_ONLY` tenant's mailbox, if it tripped.
+    pub fn simulated(&self) -> Option<&Simulated> {
+        self.sim.as_ref()
+    }
+
     /// When a timer must fire for this mailbox: `blocked_until` of a timed block in force.
     pub fn next_deadline(&self) -> Option<Millis> {
         self.blocked_until()
@@ -182,7 +215,10 @@ impl MailboxState {
     pub fn is_forgettable(&self, now: Millis, policy: &Policy) -> bool {
         self.strikes == 0
             && self.block.is_none()
-            && ((self.window.is_empty() && self.counting_floor.is_none())
+            && self.sim.is_none()
+            && ((self.window.is_empty()
+                && self.counting_floor.is_none()
+                && self.warned_through.is_none())
                 || self.is_idle_expired(now, policy))
     }
 
@@ -190,6 +226,7 @@ impl MailboxState {
     pub(crate) fn is_idle_expired(&self, now: Millis, policy: &Policy) -> bool {
         self.strikes == 0
             && self.block.is_none()
+            && self.sim.is_none()
             && now.saturating_sub(self.touched_at) > policy.state_idle_ttl_ms
     }
 
@@ -209,6 +246,15 @@ impl MailboxState {
         if self.last_block_end.is_some() {
             flags |= 8;
         }
+        if self.warned_through.is_some() {
+            flags |= 16;
+        }
+        if let Some(sim) = &self.sim {
+            flags |= 32;
+            if sim.until.is_none() {
+                flags |= 64;
+            }
+        }
         put_u(out, flags);
         put_u(out, u64::from(self.strikes));
         put_i(out, self.touched_at);
@@ -218,6 +264,15 @@ impl MailboxState {
         }
         if let Some(e) = self.last_block_end {
             put_i(out, e);
+        }
+        if let Some(w) = self.warned_through {
+            put_i(out, w);
+        }
+        if let Some(sim) = &self.sim {
+            put_u(out, u64::from(sim.strikes));
+            if let Some(u) = sim.until {
+                put_i(out, u);
+            }
         }
         if let Some(b) = &self.block {
             put_u(out, u64::from(b.strike));
@@ -260,17 +315,30 @@ impl MailboxState {
         }
         let mut r = Reader(rest);
         let flags = r.u()?;
-        if flags & !0xF != 0 {
+        if flags & !0x7F != 0 {
             return Err(StateDecodeError::Invalid("unknown flags"));
         }
         if flags & 2 != 0 && flags & 1 == 0 {
             return Err(StateDecodeError::Invalid("permanent flag without block"));
+        }
+        if flags & 64 != 0 && flags & 32 == 0 {
+            return Err(StateDecodeError::Invalid(
+                "simulated permanent flag without simulated ladder",
+            ));
         }
         let strikes = r.u32()?;
         let touched_at = r.i()?;
         let tenant_id = r.string()?;
         let counting_floor = if flags & 4 != 0 { Some(r.i()?) } else { None };
         let last_block_end = if flags & 8 != 0 { Some(r.i()?) } else { None };
+        let warned_through = if flags & 16 != 0 { Some(r.i()?) } else { None };
+        let sim = if flags & 32 != 0 {
+            let strikes = r.u32()?;
+            let until = if flags & 64 == 0 { Some(r.i()?) } else { None };
+            Some(Simulated { strikes, until })
+        } else {
+            None
+        };
         let block = if flags & 1 != 0 {
             let strike = r.u32()?;
             let blocked_at = r.i()?;
@@ -321,6 +389,8 @@ impl MailboxState {
             last_block_end,
             touched_at,
             tenant_id,
+            warned_through,
+            sim,
         })
     }
 }
@@ -429,6 +499,11 @@ mod tests {
             last_block_end: Some(-5),
             touched_at: 1_700_000_000_123,
             tenant_id: "tenant-é".into(),
+            warned_through: Some(1_699_999_999_500),
+            sim: Some(Simulated {
+                strikes: 2,
+                until: Some(1_700_007_200_000),
+            }),
         }
     }
 
@@ -441,12 +516,42 @@ mod tests {
         extreme.window.insert(i64::MAX, "hi");
         extreme.touched_at = i64::MIN;
         extreme.strikes = u32::MAX;
-        for s in [MailboxState::default(), sample(), perm, extreme] {
+        let mut sim_perm = sample();
+        sim_perm.sim.as_mut().unwrap().until = None;
+        for s in [MailboxState::default(), sample(), perm, sim_perm, extreme] {
             let bytes = s.to_bytes();
             assert_eq!(bytes[0], STATE_VERSION);
             assert_eq!(MailboxState::decode(&bytes).unwrap(), s);
         }
         assert_eq!(MailboxState::default().to_bytes(), vec![1, 0, 0, 0, 0, 0]);
+    }
+
+    /// A state written before issue 21 (no flag above 8) still decodes, to the same state.
+    #[test]
+    fn states_written_before_warnings_and_simulation_decode() {
+        let mut old = sample();
+        old.warned_through = None;
+        old.sim = None;
+        let mut bytes = vec![1u8, 1 | 4 | 8];
+        let tail = old.to_bytes();
+        assert_eq!(tail[1], 1 | 4 | 8, "the old flags only");
+        bytes.extend_from_slice(&tail[2..]);
+        assert_eq!(MailboxState::decode(&bytes).unwrap(), old);
+        // Pinned bytes of a version-1 state from before (strikes 2, tenant "t", one entry).
+        let pinned = [1u8, 4, 2, 2, 1, b't', 20, 1, 10, 1, b'm'];
+        let s = MailboxState::decode(&pinned).unwrap();
+        assert_eq!(
+            (s.strikes(), s.counting_floor(), s.tenant_id()),
+            (2, Some(10), Some("t"))
+        );
+        assert_eq!((s.warned_through(), s.simulated()), (None, None));
+        assert_eq!(s.to_bytes(), pinned);
+        assert_eq!(
+            MailboxState::decode(&[1, 64, 0, 0, 0, 0]),
+            Err(StateDecodeError::Invalid(
+                "simulated permanent flag without simulated ladder"
+            ))
+        );
     }
 
     #[test]
@@ -549,5 +654,14 @@ mod tests {
         s.counting_floor = Some(1_000);
         assert!(!s.is_forgettable(1_000 + ttl, &p));
         assert!(s.is_forgettable(1_000 + ttl + 1, &p));
+        s.counting_floor = None;
+        s.warned_through = Some(900);
+        assert!(!s.is_forgettable(1_000 + ttl, &p));
+        assert!(s.is_forgettable(1_000 + ttl + 1, &p));
+        s.sim = Some(Simulated {
+            strikes: 1,
+            until: Some(2_000),
+        });
+        assert!(!s.is_forgettable(i64::MAX, &p));
     }
 }

@@ -42,6 +42,7 @@ impl Dir {
 
 fn default_tenant() -> TenantSettings {
     TenantSettings {
+        mode: Default::default(),
         sync_security_enabled: true,
         endpoint_licence: true,
         overrides: PolicyOverrides::default(),
@@ -107,11 +108,16 @@ impl Rig {
     fn new() -> Rig {
         Rig::with(Dir::standard(), Policy::default())
     }
+    /// The rule table's rigs have the early warning off unless the test sets
+    /// `warn_threshold` (the warning has its own tests below).
     fn with(dir: Dir, policy: Policy) -> Rig {
         Rig {
             state: MailboxState::default(),
             dir,
-            policy,
+            policy: Policy {
+                warn_threshold: policy.warn_threshold.or(Some(0)),
+                ..policy
+            },
         }
     }
     fn at(&mut self, now: Millis, input: Input) -> StepResult {
@@ -616,6 +622,7 @@ fn trip_effects_in_order_one_scan_per_distinct_device() {
         scan("d1"),
         scan("d2"),
         Effect::Alert(Alert {
+            kind: Default::default(),
             alert_id: ids::alert_id(&inc).to_string(),
             incident_id: incs.clone(),
             tenant_id: TENANT.into(),
@@ -855,4 +862,305 @@ fn threshold_one_and_extreme_times_do_not_panic() {
             ),
         );
     }
+}
+
+// ---------------------------------------------------------------- alert-only tenants (issue 21)
+
+fn alert_only() -> Dir {
+    Dir::standard().tenant_with(|t| t.mode = TenantMode::AlertOnly)
+}
+
+fn alerts(r: &StepResult) -> Vec<&Alert> {
+    r.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Alert(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kinds(r: &StepResult) -> Vec<EventKind> {
+    events(r).into_iter().map(|(k, _)| k).collect()
+}
+
+#[test]
+fn an_alert_only_trip_blocks_and_scans_nothing_and_says_what_enforcement_would_do() {
+    let mut rig = Rig::with(alert_only(), Policy::default());
+    let r = rig.trip_at("a", T0);
+    assert_eq!(
+        r.outcomes,
+        [Outcome::SimulatedTrip {
+            strike: 1,
+            permanent: false
+        }]
+    );
+    assert!(blocks(&r).is_empty(), "{r:?}");
+    assert!(!r.effects.iter().any(|e| matches!(e, Effect::Scan(_))));
+    let a = alert(&r);
+    assert_eq!(a.kind, AlertKind::SimulatedBlock);
+    assert_eq!((a.strike, a.state), (1, BlockState::Blocked));
+    assert_eq!(a.blocked_until, Some(T0 + 4_000 + H));
+    assert!(a.devices_scanned.is_empty() && a.scan_skipped_reason.is_none());
+    assert!(
+        a.summary.contains("would block it for 1 h (strike 1)"),
+        "{}",
+        a.summary
+    );
+    assert_eq!(kinds(&r), [EventKind::TripSimulated, EventKind::AlertSent]);
+    let (_, detail) = events(&r)[0];
+    assert!(
+        detail.starts_with("strike 1: would be blocked for 1 h"),
+        "{detail}"
+    );
+    assert_eq!(rig.state.block(), None);
+    assert_eq!(rig.state.strikes(), 0, "the real ladder did not move");
+    assert_eq!(rig.state.next_deadline(), None, "no timer: nothing to end");
+    // The would-be block keeps what it would have blocked from counting...
+    let r = rig.at(T0 + 10_000, spam("during", T0 + 10_000));
+    assert_eq!(r.outcomes, [IgnoredWhileBlocked]);
+    // ...and the would-be ladder advances: strike 2, 2 h.
+    let r = rig.trip_at("b", T0 + 2 * H);
+    assert_eq!(
+        r.outcomes,
+        [Outcome::SimulatedTrip {
+            strike: 2,
+            permanent: false
+        }]
+    );
+    assert_eq!(alert(&r).blocked_until, Some(T0 + 2 * H + 4_000 + 2 * H));
+    assert!(events(&r)[0].1.contains("for 2 h"), "{:?}", events(&r));
+}
+
+#[test]
+fn a_simulated_permanent_strike_blocks_nothing_either() {
+    let policy = Policy {
+        permanent_strike: 1,
+        ..Policy::default()
+    };
+    let mut rig = Rig::with(alert_only(), policy);
+    let r = rig.trip_at("a", T0);
+    assert_eq!(
+        r.outcomes,
+        [Outcome::SimulatedTrip {
+            strike: 1,
+            permanent: true
+        }]
+    );
+    assert!(blocks(&r).is_empty());
+    assert_eq!(alert(&r).state, BlockState::PermanentlyBlocked);
+    assert!(events(&r)[0].1.contains("would be blocked permanently"));
+    assert_eq!(rig.state.block(), None);
+}
+
+#[test]
+fn switching_to_enforce_starts_the_real_ladder_and_blocks_nothing_for_earlier_trips() {
+    let mut rig = Rig::with(alert_only(), Policy::default());
+    rig.trip_at("a", T0);
+    rig.trip_at("b", T0 + 2 * H);
+    assert_eq!(rig.state.simulated().map(|s| s.strikes), Some(2));
+    // ENFORCE while the would-be block of strike 2 would still be in force: nothing is blocked
+    // by the switch, and verdicts count again (the would-be block never applied).
+    rig.dir = Dir::standard();
+    let r = rig.at(T0 + 3 * H, spam("c0", T0 + 3 * H));
+    assert_eq!(r.outcomes, [Counted]);
+    assert!(r.effects.is_empty());
+    assert_eq!(
+        rig.state.simulated(),
+        None,
+        "the would-be ladder is dropped"
+    );
+    let r = rig.burst(
+        "d",
+        &[
+            T0 + 3 * H + 1,
+            T0 + 3 * H + 2,
+            T0 + 3 * H + 3,
+            T0 + 3 * H + 4,
+        ],
+    );
+    assert_eq!(
+        r.last(),
+        Some(&tripped(1, false)),
+        "the real ladder starts at strike 1"
+    );
+    assert_eq!(rig.state.blocked_until(), Some(T0 + 3 * H + 4 + H));
+}
+
+#[test]
+fn a_real_block_in_force_outlives_a_switch_to_alert_only() {
+    let mut rig = Rig::new();
+    rig.trip_at("a", T0);
+    rig.dir = alert_only();
+    // Still blocked; it ends by itself, as ever.
+    assert_eq!(rig.state.block_state(), BlockState::Blocked);
+    let r = rig.at(T0 + 4_000 + H, tick());
+    assert_eq!(r.outcomes, [Outcome::Unblocked]);
+    // A verdict sent during the real block does not count in simulation either.
+    let r = rig.at(T0 + 4_000 + H, spam("late", T0 + 10_000));
+    assert_eq!(r.outcomes, [IgnoredWhileBlocked]);
+}
+
+// ---------------------------------------------------------------- early warning (issue 21)
+
+/// The SPEC default (`threshold − 1`), which the rule table's rigs turn off.
+fn warning_on() -> Policy {
+    Policy {
+        warn_threshold: Some(4),
+        ..Policy::default()
+    }
+}
+
+#[test]
+fn the_default_warning_threshold_is_one_below_the_threshold() {
+    assert_eq!(Policy::default().warn_at(), Some(4));
+    let off = Policy {
+        warn_threshold: Some(0),
+        ..Policy::default()
+    };
+    assert_eq!(off.warn_at(), None);
+    let at_threshold = Policy {
+        warn_threshold: Some(5),
+        ..Policy::default()
+    };
+    assert_eq!(at_threshold.warn_at(), None);
+    let one = Policy {
+        threshold: 1,
+        ..Policy::default()
+    };
+    assert_eq!(
+        one.warn_at(),
+        None,
+        "threshold 1 has nothing to warn before"
+    );
+}
+
+#[test]
+fn four_offending_messages_warn_once_then_the_fifth_blocks() {
+    let mut rig = Rig::with(Dir::standard(), warning_on());
+    let out = rig.burst("m", &[T0, T0 + 1, T0 + 2]);
+    assert_eq!(out, [Counted; 3]);
+    let r = rig.at(T0 + 3, spam("m3", T0 + 3));
+    assert_eq!(r.outcomes, [Counted, Outcome::Warned]);
+    let a = alert(&r);
+    assert_eq!(a.kind, AlertKind::Warning);
+    assert_eq!(
+        (a.state, a.strike, a.blocked_until),
+        (BlockState::Unblocked, 0, None)
+    );
+    assert!(a
+        .summary
+        .starts_with("Early warning: mailbox alice@example.test sent 4"));
+    assert_eq!(kinds(&r), [EventKind::MailboxWarned, EventKind::AlertSent]);
+    let warned = events(&r)[0].1.to_owned();
+    assert!(
+        warned.starts_with("4 offending messages sent from"),
+        "{warned}"
+    );
+    assert_eq!(rig.state.warned_through(), Some(T0 + 3));
+    // The same message again (a redelivery): nothing.
+    let r = rig.at(T0 + 3, spam("m3", T0 + 3));
+    assert_eq!(r.outcomes, [Duplicate]);
+    // The fifth trips, with no second warning.
+    let r = rig.at(T0 + 4, spam("m4", T0 + 4));
+    assert_eq!(r.outcomes, [tripped(1, false)]);
+    assert_eq!(alerts(&r).len(), 1);
+    assert_eq!(alert(&r).kind, AlertKind::Block);
+    assert_eq!(rig.state.warned_through(), None);
+}
+
+#[test]
+fn one_warning_per_window_and_again_for_a_later_run() {
+    let mut rig = Rig::with(Dir::standard(), warning_on());
+    let out = rig.burst("a", &[T0, T0 + 1, T0 + 2, T0 + 3]);
+    assert_eq!(out.iter().filter(|o| **o == Outcome::Warned).count(), 1);
+    // Out of the first message's window but overlapping the warned run: no new warning.
+    let t = T0 + 600_001;
+    let out = rig.burst("b", &[t]);
+    assert_eq!(out, [Counted]);
+    // A run of four sent after the warned one: a second warning (not a trip: no five of the
+    // window's messages lie within 10 min).
+    let t2 = T0 + 1_300_000;
+    let out = rig.burst("c", &[t2, t2 + 1, t2 + 2, t2 + 3]);
+    assert_eq!(out, [Counted, Counted, Counted, Counted, Outcome::Warned]);
+    assert_eq!(rig.state.warned_through(), Some(t2 + 3));
+}
+
+#[test]
+fn the_warning_threshold_is_a_tenant_override_and_zero_turns_it_off() {
+    let dir = Dir::standard().tenant_with(|t| t.overrides.warn_threshold = Some(2));
+    let mut rig = Rig::with(dir, warning_on());
+    assert_eq!(
+        rig.burst("m", &[T0, T0 + 1]),
+        [Counted, Counted, Outcome::Warned]
+    );
+    let dir = Dir::standard().tenant_with(|t| t.overrides.warn_threshold = Some(0));
+    let mut rig = Rig::with(dir, warning_on());
+    assert_eq!(rig.burst("m", &[T0, T0 + 1, T0 + 2, T0 + 3]), [Counted; 4]);
+}
+
+#[test]
+fn an_alert_only_tenant_is_warned_too() {
+    let mut rig = Rig::with(alert_only(), warning_on());
+    let out = rig.burst("m", &[T0, T0 + 1, T0 + 2, T0 + 3]);
+    assert_eq!(out.last(), Some(&Outcome::Warned));
+}
+
+// ---------------------------------------------------------------- full-length blocks (issue 21)
+
+#[test]
+fn a_backlog_an_hour_old_is_blocked_for_the_full_hour_from_when_mailguard_trips() {
+    let mut rig = Rig::new();
+    let lag = H + 10 * 60_000;
+    let now = T0 + lag;
+    let out: Vec<Outcome> = (0..5)
+        .flat_map(|n| {
+            rig.at(now, spam(&format!("old{n}"), T0 + n * 1_000))
+                .outcomes
+        })
+        .collect();
+    assert_eq!(out[4], tripped(1, false));
+    let b = rig.state.block().unwrap();
+    assert_eq!(
+        b.blocked_at,
+        T0 + 4_000,
+        "blocked_at stays the evidence's event time"
+    );
+    assert_eq!(b.blocked_until, Some(now + H), "a full hour from the trip");
+    // Not ended in the same step (the old rule wrote BLOCKED and UNBLOCKED together), nor
+    // 1 ms before the hour is up.
+    assert_eq!(rig.at(now, tick()).outcomes, [Outcome::Idle]);
+    assert_eq!(rig.at(now + H - 1, tick()).outcomes, [Outcome::Idle]);
+    // The rest of the backlog, sent before the block's end, never counts.
+    let r = rig.at(now + 1, spam("old5", T0 + 5_000));
+    assert_eq!(r.outcomes, [IgnoredWhileBlocked]);
+    assert_eq!(rig.at(now + H, tick()).outcomes, [Outcome::Unblocked]);
+}
+
+#[test]
+fn without_lag_the_block_runs_from_blocked_at_as_before() {
+    let mut rig = Rig::new();
+    rig.trip_at("a", T0);
+    assert_eq!(rig.state.blocked_until(), Some(T0 + 4_000 + H));
+    // A verdict from slightly in the future (within the skew) trips from its own time.
+    let mut rig = Rig::new();
+    for n in 0..5 {
+        rig.at(T0, spam(&format!("f{n}"), T0 + 60_000 + n));
+    }
+    assert_eq!(rig.state.blocked_until(), Some(T0 + 60_004 + H));
+}
+
+#[test]
+fn a_simulated_backlog_trip_reports_the_full_length_too() {
+    let mut rig = Rig::with(alert_only(), Policy::default());
+    let now = T0 + 2 * H;
+    let r = (0..5)
+        .map(|n| rig.at(now, spam(&format!("old{n}"), T0 + n)))
+        .last()
+        .unwrap();
+    assert_eq!(alert(&r).blocked_until, Some(now + H));
+    assert!(
+        events(&r)[0].1.contains("would be blocked for 1 h"),
+        "{r:?}"
+    );
 }

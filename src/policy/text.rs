@@ -78,6 +78,76 @@ pub fn unblocked_detail(strike: u32, until: Millis) -> String {
     format!("strike {strike}: timed block ended at {}", iso8601(until))
 }
 
+/// A block length as a person reads it: `4 h`, `90 min`, `30 s` or `1500 ms`.
+pub fn length_text(ms: Millis) -> String {
+    const UNITS: [(Millis, &str); 3] = [(3_600_000, "h"), (60_000, "min"), (1_000, "s")];
+    for (unit, name) in UNITS {
+        if ms != 0 && ms % unit == 0 {
+            return format!("{} {name}", ms / unit);
+        }
+    }
+    format!("{ms} ms")
+}
+
+fn would_block(length: Option<Millis>) -> String {
+    match length {
+        Some(l) => format!("for {}", length_text(l)),
+        None => "permanently".to_owned(),
+    }
+}
+
+/// Detail of `TRIP_SIMULATED`: the strike and block length enforcement would have applied.
+pub fn simulated_detail(
+    strike: u32,
+    blocked_at: Millis,
+    length: Option<Millis>,
+    evidence: usize,
+) -> String {
+    format!(
+        "strike {strike}: would be blocked {} after {evidence} offending messages, the last sent at {}; \
+         the tenant is ALERT_ONLY: nothing was blocked or scanned",
+        would_block(length),
+        iso8601(blocked_at)
+    )
+}
+
+/// `summary` of a `SIMULATED_BLOCK` alert.
+pub fn simulated_summary(
+    mailbox: &str,
+    strike: u32,
+    length: Option<Millis>,
+    evidence: usize,
+) -> String {
+    format!(
+        "Mailbox {mailbox} sent {evidence} spam/virus messages within the window; enforcement would block it {} (strike {strike}). The tenant is ALERT_ONLY: nothing was blocked or scanned.",
+        would_block(length)
+    )
+}
+
+/// Detail of `MAILBOX_WARNED`.
+pub fn warned_detail(warn: u32, threshold: u32, first: Millis, last: Millis) -> String {
+    format!(
+        "{warn} offending messages sent from {} to {}; {threshold} within the window block the mailbox",
+        iso8601(first),
+        iso8601(last)
+    )
+}
+
+/// `summary` of a `WARNING` alert.
+pub fn warning_summary(
+    mailbox: &str,
+    warn: u32,
+    threshold: u32,
+    first: Millis,
+    last: Millis,
+) -> String {
+    format!(
+        "Early warning: mailbox {mailbox} sent {warn} spam/virus messages between {} and {}; at {threshold} within the window it is blocked.",
+        iso8601(first),
+        iso8601(last)
+    )
+}
+
 /// Detail of `SUPPORT_UNBLOCK`.
 pub fn support_unblock_detail(cmd: &Command) -> String {
     format!(
@@ -150,5 +220,14 @@ mod tests {
         // Extremes do not panic.
         let _ = iso8601(i64::MIN);
         let _ = iso8601(i64::MAX);
+    }
+
+    #[test]
+    fn lengths() {
+        assert_eq!(length_text(4 * 3_600_000), "4 h");
+        assert_eq!(length_text(90 * 60_000), "90 min");
+        assert_eq!(length_text(30_000), "30 s");
+        assert_eq!(length_text(1_500), "1500 ms");
+        assert_eq!(length_text(0), "0 ms");
     }
 }

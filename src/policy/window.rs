@@ -85,12 +85,25 @@ impl Window {
         threshold: u32,
         window_ms: Millis,
     ) -> Option<std::ops::Range<usize>> {
+        self.run_containing_after(i, threshold, window_ms, None)
+    }
+
+    /// Like [`trip_containing`](Self::trip_containing), among the entries sent after `after`
+    /// only (all of them when `None`).
+    pub fn run_containing_after(
+        &self,
+        i: usize,
+        threshold: u32,
+        window_ms: Millis,
+        after: Option<Millis>,
+    ) -> Option<std::ops::Range<usize>> {
         let k = usize::try_from(threshold.max(1)).unwrap_or(usize::MAX);
         let n = self.entries.len();
         if k > n || i >= n {
             return None;
         }
-        let first = (i + 1).saturating_sub(k);
+        let lo = after.map_or(0, |a| self.entries.partition_point(|e| e.sent_at <= a));
+        let first = (i + 1).saturating_sub(k).max(lo);
         let last = i.min(n - k);
         (first..=last)
             .find(|&j| {

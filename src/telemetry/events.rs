@@ -141,6 +141,14 @@ impl InternalEvent for PolicyOutcome<'_> {
                 debug!(%mailbox, "verdict while blocked");
                 m.policy.verdicts_ignored_blocked.inc();
             }
+            Outcome::SimulatedTrip { strike, permanent } => {
+                info!(%mailbox, strike, permanent, "simulated trip (ALERT_ONLY tenant)");
+                m.policy.simulated_trips.inc();
+            }
+            Outcome::Warned => {
+                info!(%mailbox, "early warning");
+                m.policy.warnings.inc();
+            }
             Outcome::NotOffending | Outcome::Counted | Outcome::Idle => {}
         }
     }

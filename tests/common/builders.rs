@@ -37,6 +37,7 @@ impl Directory for NoDirectory {
     }
     fn tenant(&self, _: &str) -> TenantSettings {
         TenantSettings {
+            mode: Default::default(),
             sync_security_enabled: true,
             endpoint_licence: true,
             overrides: Default::default(),
