@@ -102,6 +102,7 @@ fn key_field(rt: RecordType) -> &'static str {
         RecordType::OwnerDevices => "owner_id",
         RecordType::TenantSettings | RecordType::Alert => "tenant_id",
         RecordType::ScanRequest => "device_id",
+        RecordType::Exemption => "pattern",
     }
 }
 

@@ -64,6 +64,8 @@ struct PolicyMetrics {
     commands: IntCounterVec,
     trips: IntCounter,
     simulated_trips: IntCounter,
+    exempt_trips: IntCounter,
+    exemption_changes: IntCounterVec,
     warnings: IntCounter,
     blocks: IntCounterVec,
     permanent_blocks: IntCounter,
@@ -218,6 +220,17 @@ impl PolicyMetrics {
                 r,
                 "mailguard_simulated_trips_total",
                 "Threshold trips of ALERT_ONLY tenants' mailboxes (nothing blocked).",
+            ),
+            exempt_trips: counter(
+                r,
+                "mailguard_exempt_trips_total",
+                "Threshold trips of exempt mailboxes (nothing blocked or scanned).",
+            ),
+            exemption_changes: counter_vec(
+                r,
+                "mailguard_exemption_changes_total",
+                "Exemptions added, removed or expired, by change.",
+                &["change"],
             ),
             warnings: counter(
                 r,

@@ -119,6 +119,8 @@ fn command(cfg: &Config, mailbox: &str, id: &str, kind: CommandKind, role: Actor
         actor_role: role,
         ticket: "TCK-1".into(),
         issued_at: at,
+        reason: None,
+        expires_at: None,
     };
     codec().encode_command(&c, &mut out).unwrap();
     produce(&cfg.topics.commands, &[(Some(mailbox), Some(out))]);

@@ -529,6 +529,8 @@ async fn unblock_inner(
         actor_role: ActorRole::Support,
         ticket,
         issued_at: now_ms(api),
+        reason: None,
+        expires_at: None,
     };
     // The pipeline's own limits: a command over them would be dead-lettered, never decided.
     api.inner

@@ -29,6 +29,8 @@ fn command() -> Command {
         actor_role: ActorRole::Support,
         ticket: "SUP-42".into(),
         issued_at: 1_700_000_000_123,
+        reason: None,
+        expires_at: None,
     }
 }
 

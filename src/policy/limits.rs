@@ -244,6 +244,8 @@ mod tests {
             actor_role: ActorRole::Support,
             ticket: "x".repeat(1025),
             issued_at: 0,
+            reason: None,
+            expires_at: None,
         };
         assert_eq!(l.command(&c).unwrap_err().field, "ticket");
         let mut t = TenantSettings {

@@ -108,6 +108,7 @@
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod exemptions;
 pub mod ids;
 pub mod ladder;
 pub mod limits;

@@ -6,7 +6,8 @@
 //! ```text
 //! u8      version = 1
 //! varint  flags: 1 = block present, 2 = block permanent, 4 = counting floor, 8 = last block end,
-//!         16 = warned through, 32 = simulated ladder, 64 = simulated block permanent
+//!         16 = warned through, 32 = simulated ladder, 64 = simulated block permanent,
+//!         128 = exemption, 256 = exemption expires
 //! varint  strikes
 //! zigzag  touched_at
 //! string  tenant_id
@@ -14,21 +15,24 @@
 //! zigzag  last_block_end            (flag 8)
 //! zigzag  warned_through            (flag 16)
 //! sim     (flag 32): varint strikes, zigzag until (unless flag 64)
+//! exempt  (flag 128): string tenant, string pattern, string reason, string actor, u8 role
+//!         (0 SUPPORT, 1 ADMIN, 2 VIEWER), string command id, zigzag created_at,
+//!         zigzag expires_at (flag 256)
 //! block   (flag 1): varint strike, zigzag blocked_at, zigzag blocked_until (unless flag 2),
 //!         16 bytes incident uuid, varint n, n × string evidence message id
 //! varint  n window entries, then per entry: sent_at (first: zigzag; then varint delta to the
 //!         previous one, entries being sorted), string message id
 //! ```
 //!
-//! Flags 16 to 64 came with issue 21 (early warning, alert-only tenants); a state written before
-//! has none of them and decodes as it always did.
+//! Flags 16 to 256 came with issue 21 (early warning, alert-only tenants, exemptions); a state
+//! written before has none of them and decodes as it always did.
 //!
 //! A typical idle mailbox with a couple of counted messages is ~60–100 bytes; a blocked one adds
 //! ~16 bytes + its evidence ids. Decoding never panics and never allocates more than the input
 //! could describe: every length is checked against the bytes left.
 
 use super::config::Policy;
-use super::model::{BlockState, Millis};
+use super::model::{ActorRole, BlockState, Exemption, Millis};
 use super::window::{Entry, Window};
 use uuid::Uuid;
 
@@ -125,6 +129,9 @@ pub struct MailboxState {
     /// The would-be ladder while the tenant is `ALERT_ONLY` (cleared by a verdict counted under
     /// `ENFORCE`).
     pub(crate) sim: Option<Simulated>,
+    /// The exemption granted for this key's pattern (an exact mailbox's, or a `*@domain` key's
+    /// own state), until removed or expired.
+    pub(crate) exemption: Option<Exemption>,
 }
 
 impl MailboxState {
@@ -201,9 +208,19 @@ impl MailboxState {
         self.sim.as_ref()
     }
 
-    /// When a timer must fire for this mailbox: `blocked_until` of a timed block in force.
+    /// The exemption held under this key, if any (expired or not: see [`Exemption::in_force`]).
+    pub fn exemption(&self) -> Option<&Exemption> {
+        self.exemption.as_ref()
+    }
+
+    /// When a timer must fire for this mailbox: the earlier of `blocked_until` of a timed block
+    /// in force and the expiry of its exemption.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.blocked_until()
+        let expiry = self.exemption.as_ref().and_then(|e| e.expires_at);
+        match (self.blocked_until(), expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether the state may be dropped (deleted from the store) at `now` without changing any
@@ -216,6 +233,7 @@ impl MailboxState {
         self.strikes == 0
             && self.block.is_none()
             && self.sim.is_none()
+            && self.exemption.is_none()
             && ((self.window.is_empty()
                 && self.counting_floor.is_none()
                 && self.warned_through.is_none())
@@ -255,6 +273,12 @@ impl MailboxState {
                 flags |= 64;
             }
         }
+        if let Some(e) = &self.exemption {
+            flags |= 128;
+            if e.expires_at.is_some() {
+                flags |= 256;
+            }
+        }
         put_u(out, flags);
         put_u(out, u64::from(self.strikes));
         put_i(out, self.touched_at);
@@ -272,6 +296,21 @@ impl MailboxState {
             put_u(out, u64::from(sim.strikes));
             if let Some(u) = sim.until {
                 put_i(out, u);
+            }
+        }
+        if let Some(e) = &self.exemption {
+            for s in [&e.tenant_id, &e.pattern, &e.reason, &e.actor] {
+                put_str(out, s);
+            }
+            out.push(match e.actor_role {
+                ActorRole::Support => 0,
+                ActorRole::Admin => 1,
+                ActorRole::Viewer => 2,
+            });
+            put_str(out, &e.command_id);
+            put_i(out, e.created_at);
+            if let Some(x) = e.expires_at {
+                put_i(out, x);
             }
         }
         if let Some(b) = &self.block {
@@ -315,7 +354,7 @@ impl MailboxState {
         }
         let mut r = Reader(rest);
         let flags = r.u()?;
-        if flags & !0x7F != 0 {
+        if flags & !0x1FF != 0 {
             return Err(StateDecodeError::Invalid("unknown flags"));
         }
         if flags & 2 != 0 && flags & 1 == 0 {
@@ -324,6 +363,11 @@ impl MailboxState {
         if flags & 64 != 0 && flags & 32 == 0 {
             return Err(StateDecodeError::Invalid(
                 "simulated permanent flag without simulated ladder",
+            ));
+        }
+        if flags & 256 != 0 && flags & 128 == 0 {
+            return Err(StateDecodeError::Invalid(
+                "exemption expiry flag without exemption",
             ));
         }
         let strikes = r.u32()?;
@@ -336,6 +380,25 @@ impl MailboxState {
             let strikes = r.u32()?;
             let until = if flags & 64 == 0 { Some(r.i()?) } else { None };
             Some(Simulated { strikes, until })
+        } else {
+            None
+        };
+        let exemption = if flags & 128 != 0 {
+            Some(Exemption {
+                tenant_id: r.string()?,
+                pattern: r.string()?,
+                reason: r.string()?,
+                actor: r.string()?,
+                actor_role: match r.bytes(1)?[0] {
+                    0 => ActorRole::Support,
+                    1 => ActorRole::Admin,
+                    2 => ActorRole::Viewer,
+                    _ => return Err(StateDecodeError::Invalid("unknown exemption role")),
+                },
+                command_id: r.string()?,
+                created_at: r.i()?,
+                expires_at: if flags & 256 != 0 { Some(r.i()?) } else { None },
+            })
         } else {
             None
         };
@@ -391,6 +454,7 @@ impl MailboxState {
             tenant_id,
             warned_through,
             sim,
+            exemption,
         })
     }
 }
@@ -504,6 +568,16 @@ mod tests {
                 strikes: 2,
                 until: Some(1_700_007_200_000),
             }),
+            exemption: Some(crate::policy::Exemption {
+                tenant_id: "tenant-é".into(),
+                pattern: "*@example.com".into(),
+                reason: "newsletter".into(),
+                actor: "carol".into(),
+                actor_role: crate::policy::ActorRole::Admin,
+                command_id: "c-1".into(),
+                created_at: 1_700_000_000_000,
+                expires_at: Some(1_700_086_400_000),
+            }),
         }
     }
 
@@ -511,6 +585,7 @@ mod tests {
     fn round_trips() {
         let mut perm = sample();
         perm.block.as_mut().unwrap().blocked_until = None;
+        perm.exemption.as_mut().unwrap().expires_at = None;
         let mut extreme = MailboxState::default();
         extreme.window.insert(i64::MIN, "lo");
         extreme.window.insert(i64::MAX, "hi");
@@ -532,6 +607,7 @@ mod tests {
         let mut old = sample();
         old.warned_through = None;
         old.sim = None;
+        old.exemption = None;
         let mut bytes = vec![1u8, 1 | 4 | 8];
         let tail = old.to_bytes();
         assert_eq!(tail[1], 1 | 4 | 8, "the old flags only");
@@ -546,6 +622,12 @@ mod tests {
         );
         assert_eq!((s.warned_through(), s.simulated()), (None, None));
         assert_eq!(s.to_bytes(), pinned);
+        assert_eq!(
+            MailboxState::decode(&[1, 0x80, 2, 0, 0, 0]),
+            Err(StateDecodeError::Invalid(
+                "exemption expiry flag without exemption"
+            ))
+        );
         assert_eq!(
             MailboxState::decode(&[1, 64, 0, 0, 0, 0]),
             Err(StateDecodeError::Invalid(

@@ -295,7 +295,10 @@ impl ViewData {
             Effect::Event(e) => {
                 if matches!(
                     e.kind,
-                    EventKind::SupportUnblock | EventKind::CommandRejected
+                    EventKind::SupportUnblock
+                        | EventKind::CommandRejected
+                        | EventKind::ExemptionAdded
+                        | EventKind::ExemptionRemoved
                 ) {
                     self.command_events.insert(e.event_id.clone(), e.clone());
                 }
@@ -310,7 +313,7 @@ impl ViewData {
                 }
                 mailbox
             }
-            Effect::Scan(_) | Effect::Alert(_) => return,
+            Effect::Scan(_) | Effect::Alert(_) | Effect::Exemption(_) => return,
         };
         self.evict(&mailbox);
     }
