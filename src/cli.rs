@@ -87,6 +87,7 @@ pub fn record_type_for_topic(cfg: &Config, topic: &str) -> Option<RecordType> {
         x if x == t.scan_requests => RecordType::ScanRequest,
         x if x == t.alerts => RecordType::Alert,
         x if x == t.events => RecordType::EventLogEntry,
+        x if x == t.exemptions => RecordType::Exemption,
         _ => return None,
     })
 }
