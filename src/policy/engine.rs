@@ -33,7 +33,7 @@ pub fn step(
             if state.block.is_some() {
                 expire_if_due(state, &v.mailbox, now, &mut r);
             }
-            if state.exemption.is_some() {
+            if !state.exemptions.is_empty() {
                 exemptions::expire_if_due(state, now, &mut r);
             }
             if v.verdict.is_offending() {

@@ -13,7 +13,7 @@ use super::model::{
     EventKind, Exemption, ExemptionChange, Millis, Outcome, StepResult, Verdict,
 };
 use super::records::{Events, Notice};
-use super::state::MailboxState;
+use super::state::{MailboxState, MAX_EXEMPTIONS_PER_KEY};
 use super::text::{self, RejectReason};
 
 /// Rule 10b: an exemption command on the state of its pattern's key.
@@ -32,8 +32,8 @@ pub(crate) fn command(
 }
 
 /// Why an exemption command must be rejected, checked in this order: role, pattern, then
-/// (PUT) reason, expiry, another tenant's exemption, the tenant's bound; (DELETE) no exemption
-/// of the tenant.
+/// (PUT) reason, expiry, the bounds (the tenant's, then the key's); (DELETE) no exemption of the
+/// tenant. Tenants never see each other's exemptions: each holds its own under a shared key.
 fn rejection(
     state: &MailboxState,
     cmd: &Command,
@@ -46,8 +46,7 @@ fn rejection(
     if let Err(e) = check_pattern(&cmd.mailbox) {
         return Some(RejectReason::BadPattern(e));
     }
-    let held = state.exemption.as_ref();
-    let own = held.is_some_and(|e| e.tenant_id == cmd.tenant_id);
+    let own = state.exemption_of(&cmd.tenant_id).is_some();
     if cmd.kind == CommandKind::ExemptionDelete {
         return (!own).then_some(RejectReason::NotExempt);
     }
@@ -57,11 +56,10 @@ fn rejection(
     if let Some(x) = cmd.expires_at.filter(|&x| x <= now) {
         return Some(RejectReason::ExpiresInPast(x));
     }
-    if held.is_some() && !own {
-        return Some(RejectReason::OtherTenant);
-    }
     // Replacing one's own exemption does not add one.
-    (!own && dir.exemptions_full(&cmd.tenant_id)).then_some(RejectReason::ExemptionLimit)
+    let full =
+        dir.exemptions_full(&cmd.tenant_id) || state.exemptions.len() >= MAX_EXEMPTIONS_PER_KEY;
+    (!own && full).then_some(RejectReason::ExemptionLimit)
 }
 
 fn events<'a>(pattern: &'a str, tenant_id: &'a str, id_source: &'a str, now: Millis) -> Events<'a> {
@@ -93,7 +91,11 @@ fn put(state: &mut MailboxState, cmd: &Command, now: Millis, r: &mut StepResult)
         created_at: now,
         expires_at: cmd.expires_at,
     };
-    let detail = text::exemption_added_detail(&e, state.exemption.is_some());
+    let held = state
+        .exemptions
+        .iter()
+        .position(|x| x.tenant_id == e.tenant_id);
+    let detail = text::exemption_added_detail(&e, held.is_some());
     r.effects.push(change(&e, Some(e.clone())));
     r.effects.push(
         events(&cmd.mailbox, &cmd.tenant_id, &cmd.command_id, now).event(
@@ -102,15 +104,23 @@ fn put(state: &mut MailboxState, cmd: &Command, now: Millis, r: &mut StepResult)
             detail,
         ),
     );
-    state.exemption = Some(e);
+    match held {
+        Some(i) => state.exemptions[i] = e,
+        None => state.exemptions.push(e),
+    }
     r.state_changed = true;
     r.outcomes.push(Outcome::ExemptionAdded);
 }
 
 fn delete(state: &mut MailboxState, cmd: &Command, now: Millis, r: &mut StepResult) {
-    let Some(e) = state.exemption.take() else {
+    let Some(i) = state
+        .exemptions
+        .iter()
+        .position(|x| x.tenant_id == cmd.tenant_id)
+    else {
         return;
     };
+    let e = state.exemptions.remove(i);
     let detail = text::exemption_removed_detail(&e, cmd);
     r.effects.push(change(&e, None));
     r.effects.push(
@@ -124,29 +134,30 @@ fn delete(state: &mut MailboxState, cmd: &Command, now: Millis, r: &mut StepResu
     r.outcomes.push(Outcome::ExemptionRemoved);
 }
 
-/// Rule 1b: ends the key's exemption if `now >= expires_at` (tombstone and `EXEMPTION_EXPIRED`,
-/// ids from the granting command, so a replay writes the same event). Returns whether it did.
+/// Rule 1b: ends each of the key's exemptions with `now >= expires_at` (tombstone and
+/// `EXEMPTION_EXPIRED`, ids from the granting command, so a replay writes the same event).
+/// Returns whether any ended.
 pub(crate) fn expire_if_due(state: &mut MailboxState, now: Millis, r: &mut StepResult) -> bool {
-    let Some(at) = state
-        .exemption
-        .as_ref()
-        .and_then(|e| e.expires_at)
-        .filter(|&x| now >= x)
-    else {
+    let due = |e: &Exemption| e.expires_at.is_some_and(|x| now >= x);
+    if !state.exemptions.iter().any(due) {
         return false;
-    };
-    let Some(e) = state.exemption.take() else {
-        return false;
-    };
-    r.effects.push(change(&e, None));
-    r.effects
-        .push(events(&e.pattern, &e.tenant_id, &e.command_id, now).event(
-            EventKind::ExemptionExpired,
-            "",
-            text::exemption_expired_detail(&e, at),
-        ));
+    }
+    let (ended, kept) = std::mem::take(&mut state.exemptions)
+        .into_iter()
+        .partition(|e| due(e));
+    state.exemptions = kept;
+    for e in ended {
+        let at = e.expires_at.unwrap_or(now);
+        r.effects.push(change(&e, None));
+        r.effects
+            .push(events(&e.pattern, &e.tenant_id, &e.command_id, now).event(
+                EventKind::ExemptionExpired,
+                "",
+                text::exemption_expired_detail(&e, at),
+            ));
+        r.outcomes.push(Outcome::ExemptionExpired);
+    }
     r.state_changed = true;
-    r.outcomes.push(Outcome::ExemptionExpired);
     true
 }
 
@@ -159,8 +170,7 @@ pub(crate) fn matching(
     dir: &dyn Directory,
 ) -> Option<Exemption> {
     if let Some(e) = state
-        .exemption
-        .as_ref()
+        .exemption_of(&v.tenant_id)
         .filter(|e| e.pattern == v.mailbox && e.in_force(&v.tenant_id, now))
     {
         return Some(e.clone());

@@ -192,13 +192,17 @@ impl Limits {
 
     /// The largest record mailguard can write under these limits: a changelog state or a block
     /// carries at most `max_threshold` message ids of evidence plus a window of fewer than
-    /// `max_threshold`; an alert lists at most `max_devices` device ids.
+    /// `max_threshold` (and a state the exemptions of its key); an alert lists at most
+    /// `max_devices` device ids.
     pub fn largest_output(&self) -> usize {
         let ids = 2 * self.max_threshold as usize * (self.max_id_bytes + 2);
         let devices = self.max_devices * (self.max_id_bytes + 2);
-        // A state may hold an exemption too (pattern, tenant, command id, reason, actor).
-        let fields = 3 * self.max_mailbox_bytes + 6 * self.max_id_bytes + 4 * self.max_text_bytes;
-        ids.max(devices) + fields + OUTPUT_OVERHEAD
+        let fields = 2 * self.max_mailbox_bytes + 4 * self.max_id_bytes + 2 * self.max_text_bytes;
+        // A state also holds the exemptions of its key (pattern, tenant, command id, reason and
+        // actor each, and a few bytes of times and tags).
+        let exemption = self.max_mailbox_bytes + 2 * self.max_id_bytes + 2 * self.max_text_bytes;
+        let exemptions = super::state::MAX_EXEMPTIONS_PER_KEY * (exemption + 32);
+        (ids + exemptions).max(devices) + fields + OUTPUT_OVERHEAD
     }
 
     /// Checks the limits against each other; the error names the setting.

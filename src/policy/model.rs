@@ -597,10 +597,11 @@ pub enum RejectCode {
     NotBlocked,
     /// A reason of a newer writer (the resolution default; never written).
     Other,
-    /// An exemption command that is malformed: bad pattern, no reason, an expiry not in the
-    /// future, or a pattern another tenant holds.
+    /// An exemption command that is malformed: bad pattern, no reason, or an expiry not in the
+    /// future.
     InvalidExemption,
-    /// The tenant holds `limits.max_exemptions_per_tenant` exemptions already.
+    /// The tenant holds `limits.max_exemptions_per_tenant` exemptions already (or the pattern
+    /// is held by the most tenants one pattern may have).
     ExemptionLimit,
     /// `EXEMPTION_DELETE` of a pattern the tenant holds no exemption for.
     NotExempt,

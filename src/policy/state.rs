@@ -7,7 +7,7 @@
 //! u8      version = 1
 //! varint  flags: 1 = block present, 2 = block permanent, 4 = counting floor, 8 = last block end,
 //!         16 = warned through, 32 = simulated ladder, 64 = simulated block permanent,
-//!         128 = exemption, 256 = exemption expires
+//!         128 = exemptions
 //! varint  strikes
 //! zigzag  touched_at
 //! string  tenant_id
@@ -15,16 +15,16 @@
 //! zigzag  last_block_end            (flag 8)
 //! zigzag  warned_through            (flag 16)
 //! sim     (flag 32): varint strikes, zigzag until (unless flag 64)
-//! exempt  (flag 128): string tenant, string pattern, string reason, string actor, u8 role
-//!         (0 SUPPORT, 1 ADMIN, 2 VIEWER), string command id, zigzag created_at,
-//!         zigzag expires_at (flag 256)
+//! exempt  (flag 128): varint n (>= 1), then per exemption: string tenant, string pattern,
+//!         string reason, string actor, u8 role (0 SUPPORT, 1 ADMIN, 2 VIEWER), string command
+//!         id, zigzag created_at, u8 0 (never expires) or 1 then zigzag expires_at
 //! block   (flag 1): varint strike, zigzag blocked_at, zigzag blocked_until (unless flag 2),
 //!         16 bytes incident uuid, varint n, n × string evidence message id
 //! varint  n window entries, then per entry: sent_at (first: zigzag; then varint delta to the
 //!         previous one, entries being sorted), string message id
 //! ```
 //!
-//! Flags 16 to 256 came with issue 21 (early warning, alert-only tenants, exemptions); a state
+//! Flags 16 to 128 came with issue 21 (early warning, alert-only tenants, exemptions); a state
 //! written before has none of them and decodes as it always did.
 //!
 //! A typical idle mailbox with a couple of counted messages is ~60–100 bytes; a blocked one adds
@@ -35,6 +35,10 @@ use super::config::Policy;
 use super::model::{ActorRole, BlockState, Exemption, Millis};
 use super::window::{Entry, Window};
 use uuid::Uuid;
+
+/// Most tenants that may hold an exemption of one pattern (a shared domain such as a
+/// freemail provider's): a bound on one state's size.
+pub const MAX_EXEMPTIONS_PER_KEY: usize = 64;
 
 /// Current encoding version (leading byte).
 pub const STATE_VERSION: u8 = 1;
@@ -129,9 +133,10 @@ pub struct MailboxState {
     /// The would-be ladder while the tenant is `ALERT_ONLY` (cleared by a verdict counted under
     /// `ENFORCE`).
     pub(crate) sim: Option<Simulated>,
-    /// The exemption granted for this key's pattern (an exact mailbox's, or a `*@domain` key's
-    /// own state), until removed or expired.
-    pub(crate) exemption: Option<Exemption>,
+    /// The exemptions granted for this key's pattern (an exact mailbox's, or a `*@domain` key's
+    /// own state), at most one per tenant and [`MAX_EXEMPTIONS_PER_KEY`] in all, until removed
+    /// or expired.
+    pub(crate) exemptions: Vec<Exemption>,
 }
 
 impl MailboxState {
@@ -208,15 +213,20 @@ impl MailboxState {
         self.sim.as_ref()
     }
 
-    /// The exemption held under this key, if any (expired or not: see [`Exemption::in_force`]).
-    pub fn exemption(&self) -> Option<&Exemption> {
-        self.exemption.as_ref()
+    /// The exemptions held under this key (expired or not: see [`Exemption::in_force`]).
+    pub fn exemptions(&self) -> &[Exemption] {
+        &self.exemptions
+    }
+
+    /// The exemption `tenant_id` holds under this key, if any.
+    pub fn exemption_of(&self, tenant_id: &str) -> Option<&Exemption> {
+        self.exemptions.iter().find(|e| e.tenant_id == tenant_id)
     }
 
     /// When a timer must fire for this mailbox: the earlier of `blocked_until` of a timed block
-    /// in force and the expiry of its exemption.
+    /// in force and the earliest expiry of its exemptions.
     pub fn next_deadline(&self) -> Option<Millis> {
-        let expiry = self.exemption.as_ref().and_then(|e| e.expires_at);
+        let expiry = self.exemptions.iter().filter_map(|e| e.expires_at).min();
         match (self.blocked_until(), expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -233,7 +243,7 @@ impl MailboxState {
         self.strikes == 0
             && self.block.is_none()
             && self.sim.is_none()
-            && self.exemption.is_none()
+            && self.exemptions.is_empty()
             && ((self.window.is_empty()
                 && self.counting_floor.is_none()
                 && self.warned_through.is_none())
@@ -273,11 +283,8 @@ impl MailboxState {
                 flags |= 64;
             }
         }
-        if let Some(e) = &self.exemption {
+        if !self.exemptions.is_empty() {
             flags |= 128;
-            if e.expires_at.is_some() {
-                flags |= 256;
-            }
         }
         put_u(out, flags);
         put_u(out, u64::from(self.strikes));
@@ -298,7 +305,10 @@ impl MailboxState {
                 put_i(out, u);
             }
         }
-        if let Some(e) = &self.exemption {
+        if !self.exemptions.is_empty() {
+            put_u(out, self.exemptions.len() as u64);
+        }
+        for e in &self.exemptions {
             for s in [&e.tenant_id, &e.pattern, &e.reason, &e.actor] {
                 put_str(out, s);
             }
@@ -309,8 +319,12 @@ impl MailboxState {
             });
             put_str(out, &e.command_id);
             put_i(out, e.created_at);
-            if let Some(x) = e.expires_at {
-                put_i(out, x);
+            match e.expires_at {
+                Some(x) => {
+                    out.push(1);
+                    put_i(out, x);
+                }
+                None => out.push(0),
             }
         }
         if let Some(b) = &self.block {
@@ -354,7 +368,7 @@ impl MailboxState {
         }
         let mut r = Reader(rest);
         let flags = r.u()?;
-        if flags & !0x1FF != 0 {
+        if flags & !0xFF != 0 {
             return Err(StateDecodeError::Invalid("unknown flags"));
         }
         if flags & 2 != 0 && flags & 1 == 0 {
@@ -383,8 +397,15 @@ impl MailboxState {
         } else {
             None
         };
-        let exemption = if flags & 128 != 0 {
-            Some(Exemption {
+        let n = if flags & 128 != 0 { r.count()? } else { 0 };
+        if flags & 128 != 0 && n == 0 {
+            return Err(StateDecodeError::Invalid(
+                "exemption flag without exemptions",
+            ));
+        }
+        let mut exemptions = Vec::with_capacity(n);
+        for _ in 0..n {
+            exemptions.push(Exemption {
                 tenant_id: r.string()?,
                 pattern: r.string()?,
                 reason: r.string()?,
@@ -397,11 +418,13 @@ impl MailboxState {
                 },
                 command_id: r.string()?,
                 created_at: r.i()?,
-                expires_at: if flags & 256 != 0 { Some(r.i()?) } else { None },
-            })
-        } else {
-            None
-        };
+                expires_at: match r.bytes(1)?[0] {
+                    0 => None,
+                    1 => Some(r.i()?),
+                    _ => return Err(StateDecodeError::Invalid("bad exemption expiry tag")),
+                },
+            });
+        }
         let block = if flags & 1 != 0 {
             let strike = r.u32()?;
             let blocked_at = r.i()?;
@@ -454,7 +477,7 @@ impl MailboxState {
             tenant_id,
             warned_through,
             sim,
-            exemption,
+            exemptions,
         })
     }
 }
@@ -568,7 +591,7 @@ mod tests {
                 strikes: 2,
                 until: Some(1_700_007_200_000),
             }),
-            exemption: Some(crate::policy::Exemption {
+            exemptions: vec![crate::policy::Exemption {
                 tenant_id: "tenant-é".into(),
                 pattern: "*@example.com".into(),
                 reason: "newsletter".into(),
@@ -577,7 +600,7 @@ mod tests {
                 command_id: "c-1".into(),
                 created_at: 1_700_000_000_000,
                 expires_at: Some(1_700_086_400_000),
-            }),
+            }],
         }
     }
 
@@ -585,7 +608,12 @@ mod tests {
     fn round_trips() {
         let mut perm = sample();
         perm.block.as_mut().unwrap().blocked_until = None;
-        perm.exemption.as_mut().unwrap().expires_at = None;
+        perm.exemptions[0].expires_at = None;
+        let first = perm.exemptions[0].clone();
+        perm.exemptions.push(crate::policy::Exemption {
+            tenant_id: "other".into(),
+            ..first
+        });
         let mut extreme = MailboxState::default();
         extreme.window.insert(i64::MIN, "lo");
         extreme.window.insert(i64::MAX, "hi");
@@ -607,7 +635,7 @@ mod tests {
         let mut old = sample();
         old.warned_through = None;
         old.sim = None;
-        old.exemption = None;
+        old.exemptions.clear();
         let mut bytes = vec![1u8, 1 | 4 | 8];
         let tail = old.to_bytes();
         assert_eq!(tail[1], 1 | 4 | 8, "the old flags only");
@@ -623,9 +651,9 @@ mod tests {
         assert_eq!((s.warned_through(), s.simulated()), (None, None));
         assert_eq!(s.to_bytes(), pinned);
         assert_eq!(
-            MailboxState::decode(&[1, 0x80, 2, 0, 0, 0]),
+            MailboxState::decode(&[1, 0x80, 1, 0, 0, 0, 0]),
             Err(StateDecodeError::Invalid(
-                "exemption expiry flag without exemption"
+                "exemption flag without exemptions"
             ))
         );
         assert_eq!(

@@ -1364,7 +1364,7 @@ fn an_exemption_expires_exactly_at_expires_at_and_the_next_trip_blocks() {
         ids::event_id(MB, "put-1", EventKind::ExemptionExpired, "").to_string(),
         "ids from the granting command: a replay writes the same event"
     );
-    assert_eq!(rig.state.exemption(), None);
+    assert!(rig.state.exemptions().is_empty());
     assert_eq!(rig.state.next_deadline(), None);
     assert!(rig.at(until + 1, tick()).effects.is_empty(), "once");
     let r = five(&mut rig, MB, TENANT, until + 1_000);
@@ -1581,25 +1581,65 @@ fn exemption_command_rejections() {
         assert_eq!(e.reason, Some(code), "{name}");
         assert!(e.detail.contains(why), "{name}: {}", e.detail);
     }
-    // Another tenant's exemption is neither replaced nor removed.
+}
+
+#[test]
+fn tenants_hold_their_own_exemptions_of_one_pattern() {
+    let other = |kind: CommandKind| {
+        let mut c = put(MB, None);
+        if let Input::Command(c) = &mut c {
+            c.tenant_id = "t2".into();
+            c.kind = kind;
+            c.command_id = "put-t2".into();
+        }
+        c
+    };
     let mut rig = Rig::new();
-    rig.at(T0, put(MB, None));
-    let mut other = put(MB, None);
-    if let Input::Command(c) = &mut other {
-        c.tenant_id = "t2".into();
-    }
-    let r = rig.at(T0 + 1, other.clone());
+    rig.at(T0, put(MB, Some(T0 + H)));
+    // t2 may not remove t1's exemption.
+    let r = rig.at(T0 + 1, other(CommandKind::ExemptionDelete));
     assert_eq!(r.outcomes, [Outcome::CommandRejected]);
-    assert!(events(&r)[0].1.contains("another tenant"));
-    if let Input::Command(c) = &mut other {
-        c.kind = CommandKind::ExemptionDelete;
-    }
-    let r = rig.at(T0 + 2, other);
-    assert_eq!(r.outcomes, [Outcome::CommandRejected]);
-    assert_eq!(
-        rig.state.exemption().map(|e| e.tenant_id.as_str()),
-        Some(TENANT)
+    let r = rig.at(T0 + 2, other(CommandKind::ExemptionPut));
+    assert_eq!(r.outcomes, [Outcome::ExemptionAdded]);
+    assert!(
+        !events(&r)[0].1.contains("replaces"),
+        "t1's is not replaced"
     );
+    assert_eq!(rig.state.exemptions().len(), 2);
+    // t1's expires by itself; t2's stays, and covers t2's verdicts only.
+    let r = rig.at(T0 + H, tick());
+    assert_eq!(r.outcomes, [Outcome::ExemptionExpired]);
+    assert_eq!(changes(&r)[0].tenant_id, TENANT);
+    assert_eq!(
+        rig.state.exemption_of("t2").map(|e| e.command_id.as_str()),
+        Some("put-t2")
+    );
+    let r = five(&mut rig, MB, TENANT, T0 + H + 1_000);
+    assert_eq!(r.outcomes, [tripped(1, false)]);
+    let mut rig = Rig::new();
+    rig.at(T0, other(CommandKind::ExemptionPut));
+    let r = five(&mut rig, MB, "t2", T0 + 1_000);
+    assert_exempt_trip(&r, MB, MB);
+    let r = five(&mut rig, MB, TENANT, T0 + 10_000);
+    assert_eq!(r.outcomes, [tripped(1, false)], "not t1's");
+}
+
+#[test]
+fn one_pattern_is_held_by_a_bounded_number_of_tenants() {
+    let mut rig = Rig::new();
+    for i in 0..state::MAX_EXEMPTIONS_PER_KEY {
+        let mut c = put("*@example.test", None);
+        if let Input::Command(c) = &mut c {
+            c.tenant_id = format!("other-{i}");
+        }
+        assert_eq!(rig.at(T0, c).outcomes, [Outcome::ExemptionAdded]);
+    }
+    let r = rig.at(T0, put("*@example.test", None));
+    assert_eq!(r.outcomes, [Outcome::CommandRejected]);
+    let Effect::Event(e) = &r.effects[0] else {
+        panic!()
+    };
+    assert_eq!(e.reason, Some(RejectCode::ExemptionLimit));
 }
 
 #[test]
@@ -1615,7 +1655,7 @@ fn the_exemption_bound_rejects_a_new_one_but_not_a_replacement() {
     );
     assert!(events(&r)[0].1.contains("replaces"));
     assert_eq!(
-        rig.state.exemption().and_then(|e| e.expires_at),
+        rig.state.exemption_of(TENANT).and_then(|e| e.expires_at),
         Some(T0 + H)
     );
     let mut rig = Rig::new();
@@ -1641,5 +1681,5 @@ fn an_exemption_state_is_never_forgotten_and_survives_its_encoding() {
     let s = &rig.state;
     assert!(!s.is_forgettable(T0 + 100 * H, &rig.policy));
     let back = MailboxState::decode(&s.to_bytes()).unwrap();
-    assert_eq!(back.exemption(), s.exemption());
+    assert_eq!(back.exemptions(), s.exemptions());
 }

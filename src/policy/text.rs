@@ -249,8 +249,6 @@ pub enum RejectReason {
     NoReason,
     /// `EXEMPTION_PUT` expiring at or before processor time.
     ExpiresInPast(Millis),
-    /// The pattern's exemption belongs to another tenant.
-    OtherTenant,
     /// The tenant is at `limits.max_exemptions_per_tenant`.
     ExemptionLimit,
     /// `EXEMPTION_DELETE` of a pattern without an exemption of the tenant.
@@ -267,8 +265,7 @@ impl RejectReason {
             RejectReason::NotBlocked => RejectCode::NotBlocked,
             RejectReason::BadPattern(_)
             | RejectReason::NoReason
-            | RejectReason::ExpiresInPast(_)
-            | RejectReason::OtherTenant => RejectCode::InvalidExemption,
+            | RejectReason::ExpiresInPast(_) => RejectCode::InvalidExemption,
             RejectReason::ExemptionLimit => RejectCode::ExemptionLimit,
             RejectReason::NotExempt => RejectCode::NotExempt,
         }
@@ -297,13 +294,12 @@ pub fn rejected_detail(cmd: &Command, reason: RejectReason) -> String {
                 iso8601(x)
             )
         }
-        RejectReason::OtherTenant => {
-            format!("another tenant holds the exemption of {}", cmd.mailbox)
-        }
-        RejectReason::ExemptionLimit => {
-            "the tenant holds the most exemptions allowed (limits.max_exemptions_per_tenant)"
-                .to_owned()
-        }
+        RejectReason::ExemptionLimit => format!(
+            "the tenant holds the most exemptions allowed (limits.max_exemptions_per_tenant), \
+             or {} tenants hold one of {} already",
+            super::state::MAX_EXEMPTIONS_PER_KEY,
+            cmd.mailbox
+        ),
         RejectReason::NotExempt => format!("the tenant holds no exemption of {}", cmd.mailbox),
     };
     format!(
