@@ -26,7 +26,7 @@ use crate::policy::{
 };
 
 pub use loader::{spawn, ViewReader};
-pub use queries::{blocked_page, recent_incidents};
+pub use queries::{blocked_page, exemption_for, exemptions_of, recent_incidents};
 
 /// How many incidents the view keeps per mailbox; beyond it the oldest by `blocked_at` goes
 /// (never the block in force). The events topic still has them.
@@ -135,6 +135,9 @@ pub struct ViewData {
     pub command_events: Bounded<EventLogEntry>,
     /// Tenant settings from the tenant table, checked as the pipeline checks them.
     pub tenants: HashMap<String, TenantSettings>,
+    /// The keys whose state holds an exemption of a tenant, by tenant, ordered (the list); the
+    /// exemptions themselves are in those states. Bounded by the pipeline's bounds.
+    pub exempt: HashMap<String, BTreeSet<String>>,
     /// Every partition of every topic has been read to its end once.
     pub caught_up: bool,
     /// The view holds everything committed before this instant (see [`freshness`]).
@@ -151,6 +154,7 @@ impl Default for ViewData {
             commands: Bounded::new(MAX_COMMANDS),
             command_events: Bounded::new(MAX_COMMANDS),
             tenants: HashMap::new(),
+            exempt: HashMap::new(),
             caught_up: false,
             fresh_at: None,
         }
@@ -210,6 +214,24 @@ impl ViewData {
                 if set.is_empty() {
                     self.blocked.remove(&t);
                 }
+            }
+        }
+        if let Some(old) = self.mailboxes.get(mailbox) {
+            for e in old.exemptions() {
+                if let Some(keys) = self.exempt.get_mut(&e.tenant_id) {
+                    keys.remove(mailbox);
+                    if keys.is_empty() {
+                        self.exempt.remove(&e.tenant_id);
+                    }
+                }
+            }
+        }
+        if let Some(s) = &state {
+            for e in s.exemptions() {
+                self.exempt
+                    .entry(e.tenant_id.clone())
+                    .or_default()
+                    .insert(mailbox.to_owned());
             }
         }
         match state {
