@@ -765,7 +765,7 @@ async fn settings(
 }
 
 // ------------------------------------------------------------------------------------------------
-// Exemptions (SPEC §4a): read from the view; changed through the commands topic, like a support
+// Exemptions (SPEC §1.11 and §4): read from the view; changed through the commands topic, like a support
 // unblock, by the partition owning the pattern.
 
 fn exemption_json(e: &Exemption) -> Value {
@@ -842,13 +842,17 @@ fn parse_exemption(body: &[u8], now: Millis) -> Result<(String, Option<Millis>),
     Ok((reason.to_owned(), expires_at))
 }
 
-/// Authorises an exemption change of `pattern` (lower-cased, checked) and builds its command.
+/// Authorises an exemption change (role ADMIN or above, the path's tenant in scope; the pattern
+/// lower-cased and checked) and builds its command.
 fn exemption_command(
     api: &Api,
-    principal: &Principal,
-    (tenant, pattern): (String, String),
+    headers: &HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
     kind: CommandKind,
-) -> Result<Command, Fail> {
+) -> Result<(Principal, Command), Fail> {
+    let principal = authorize(api, headers, ApiRole::Admin)?;
+    let (tenant, pattern) = path(p)?;
+    scope(&principal, &tenant)?;
     let pattern = crate::policy::Mailbox::new(&pattern).into_string();
     check_pattern(&pattern)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("`{pattern}`: {e}")))?;
@@ -856,7 +860,7 @@ fn exemption_command(
         ApiRole::Support => ActorRole::Support,
         _ => ActorRole::Admin,
     };
-    Ok(Command {
+    let cmd = Command {
         command_id: new_command_id(),
         mailbox: pattern,
         tenant_id: tenant,
@@ -867,7 +871,8 @@ fn exemption_command(
         issued_at: now_ms(api),
         reason: None,
         expires_at: None,
-    })
+    };
+    Ok((principal, cmd))
 }
 
 async fn exemption_put(
@@ -877,15 +882,7 @@ async fn exemption_put(
     body: Body,
 ) -> Response {
     let answer = async {
-        let principal = authorize(&api, &headers, ApiRole::Admin)?;
-        let (tenant, pattern) = path(p)?;
-        scope(&principal, &tenant)?;
-        let mut cmd = exemption_command(
-            &api,
-            &principal,
-            (tenant, pattern),
-            CommandKind::ExemptionPut,
-        )?;
+        let (principal, mut cmd) = exemption_command(&api, &headers, p, CommandKind::ExemptionPut)?;
         let body = read_body(&headers, body, MAX_BODY, BODY_READ_TIMEOUT).await?;
         let (reason, expires_at) = parse_exemption(&body, cmd.issued_at)?;
         (cmd.reason, cmd.expires_at) = (Some(reason), expires_at);
@@ -912,15 +909,7 @@ async fn exemption_delete(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
     let answer = async {
-        let principal = authorize(&api, &headers, ApiRole::Admin)?;
-        let (tenant, pattern) = path(p)?;
-        scope(&principal, &tenant)?;
-        let cmd = exemption_command(
-            &api,
-            &principal,
-            (tenant, pattern),
-            CommandKind::ExemptionDelete,
-        )?;
+        let (principal, cmd) = exemption_command(&api, &headers, p, CommandKind::ExemptionDelete)?;
         {
             let v = read_view(&api)?;
             let held = v

@@ -1,4 +1,4 @@
-//! Exemptions (SPEC §4a, rules 1b, 9b and 10b of [`crate::policy`]): `EXEMPTION_PUT` /
+//! Exemptions (SPEC §1.11 and §4, rules 1b, 9b and 10b of [`crate::policy`]): `EXEMPTION_PUT` /
 //! `EXEMPTION_DELETE` commands, their expiry, and whether a trip is exempt.
 //!
 //! An exemption lives in the state of its pattern's key (the command's key), so it is held

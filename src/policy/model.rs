@@ -77,9 +77,9 @@ impl ActorRole {
 pub enum CommandKind {
     /// Lift a permanent block and reset the strike count (SPEC §4).
     SupportUnblock,
-    /// Add (or replace) the exemption of the key's pattern (SPEC §4a).
+    /// Add (or replace) the exemption of the key's pattern (SPEC §1.11 and §4).
     ExemptionPut,
-    /// Remove the exemption of the key's pattern (SPEC §4a).
+    /// Remove the exemption of the key's pattern (SPEC §1.11 and §4).
     ExemptionDelete,
     /// Any other kind (e.g. `ADMIN_UNBLOCK`): always rejected, kept by name for the audit event.
     Other(String),
@@ -132,7 +132,7 @@ pub struct Command {
     pub expires_at: Option<Millis>,
 }
 
-/// An exemption in force (SPEC §4a): a trip of a mailbox it matches blocks and scans nothing.
+/// An exemption in force (SPEC §1.11 and §4): a trip of a mailbox it matches blocks and scans nothing.
 /// Held in the state of its pattern's key (exactly once, like a block) and published on
 /// `mailguard.exemptions` (key `tenant/pattern`) for every instance.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -72,7 +72,7 @@ pub fn exemptions_of<'a>(v: &'a ViewData, tenant: &str, now: Millis) -> Vec<&'a 
 }
 
 /// The exemption in force at `now` that a trip of `mailbox` in `tenant` would meet: its own, else
-/// its domain's (as the pipeline matches, SPEC §4a).
+/// its domain's (as the pipeline matches, SPEC §1.11 and §4).
 pub fn exemption_for<'a>(
     v: &'a ViewData,
     tenant: &str,
