@@ -652,7 +652,18 @@ fn exemptions_by_role_and_tenant() {
     // Another tenant sees none of it.
     let (s, g) = get(&b, "/v1/tenants/globex/exemptions", Some(&other));
     assert_eq!((s, g["items"].as_array().unwrap().len()), (200, 0), "{g}");
-    // A mailbox of the domain trips: exempt, and its answer says by what.
+    // A mailbox of the domain trips once the pipeline's table has the pattern (SPEC §1.11: a
+    // domain pattern reaches the pipeline through mailguard.exemptions): exempt, and its answer
+    // says by what.
+    let table = "mailguard_table_records_total{table=\"exemptions\"}";
+    let deadline = Instant::now() + T;
+    while metric(&b, table).unwrap_or(0.0) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline never read the exemption"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mb = "sender@news.acme.test";
     trip(&cfg, "acme", mb);
     let m = await_answer(
