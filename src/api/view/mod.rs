@@ -366,6 +366,61 @@ mod tests {
         }
     }
 
+    fn exempting(tenants: &[(&str, Option<Millis>)], pattern: &str) -> MailboxState {
+        MailboxState {
+            exemptions: tenants
+                .iter()
+                .map(|&(t, expires_at)| crate::policy::Exemption {
+                    tenant_id: t.into(),
+                    pattern: pattern.into(),
+                    reason: "r".into(),
+                    actor: "a".into(),
+                    actor_role: crate::policy::ActorRole::Admin,
+                    command_id: "c".into(),
+                    created_at: 0,
+                    expires_at,
+                })
+                .collect(),
+            ..MailboxState::default()
+        }
+    }
+
+    #[test]
+    fn exemptions_are_listed_per_tenant_in_force_and_matched_like_the_pipeline() {
+        let mut v = ViewData::default();
+        v.set_state(
+            "*@x.t",
+            Some(exempting(&[("t", None), ("u", Some(500))], "*@x.t")),
+        );
+        v.set_state("a@y.t", Some(exempting(&[("t", Some(2_000))], "a@y.t")));
+        let patterns = |v: &ViewData, tenant: &str, now: Millis| {
+            exemptions_of(v, tenant, now)
+                .into_iter()
+                .map(|e| e.pattern.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(patterns(&v, "t", 1_000), ["*@x.t", "a@y.t"]);
+        assert_eq!(patterns(&v, "u", 499), ["*@x.t"]);
+        assert!(
+            patterns(&v, "u", 500).is_empty(),
+            "expired at its expires_at"
+        );
+        assert!(patterns(&v, "w", 0).is_empty());
+        let hit = |mb: &str, tenant: &str| {
+            exemption_for(&v, tenant, mb, 1_000).map(|e| e.pattern.clone())
+        };
+        assert_eq!(hit("b@x.t", "t").as_deref(), Some("*@x.t"));
+        assert_eq!(hit("b@sub.x.t", "t"), None, "not a subdomain");
+        assert_eq!(hit("a@y.t", "t").as_deref(), Some("a@y.t"));
+        assert_eq!(hit("a@y.t", "u"), None, "not another tenant's");
+        // A state that no longer holds them drops them from the index.
+        v.set_state("*@x.t", Some(exempting(&[("u", None)], "*@x.t")));
+        v.set_state("a@y.t", None);
+        assert!(patterns(&v, "t", 1_000).is_empty());
+        assert!(!v.exempt.contains_key("t"), "no empty entries are kept");
+        assert_eq!(patterns(&v, "u", 1_000), ["*@x.t"]);
+    }
+
     #[test]
     fn blocked_list_pages_in_order_filters_by_state_and_hides_expired_blocks() {
         let mut v = ViewData::default();
