@@ -13,7 +13,7 @@ use crate::codec::{Codec, RecordType};
 use crate::config::Config;
 use crate::kafka::reader::{Read, ReadError, Start, TopicReader};
 use crate::kafka::{client, KafkaError};
-use crate::registry::codec_for;
+use crate::wiring::codec_for;
 
 /// Errors of the CLI tools; Display names the line or topic.
 #[derive(Debug, thiserror::Error)]
