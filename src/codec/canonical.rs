@@ -223,11 +223,7 @@ impl Canon {
         inner_ns: &str,
         out: &mut String,
     ) -> Result<(), String> {
-        let fields = m
-            .get("fields")
-            .and_then(Value::as_array)
-            .ok_or_else(|| format!("record {full} without a \"fields\" array"))?;
-        out.push_str(",\"fields\":[");
+        let fields = open_array(m, "fields", "record", full, out)?;
         for (i, f) in fields.iter().enumerate() {
             let f = f
                 .as_object()
@@ -250,13 +246,25 @@ impl Canon {
     }
 }
 
+/// The array attribute `key` of the `ty` named `full`, its opening (`,"key":[`) written.
+fn open_array<'m>(
+    m: &'m Map<String, Value>,
+    key: &str,
+    ty: &str,
+    full: &str,
+    out: &mut String,
+) -> Result<&'m [Value], String> {
+    let items = m
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{ty} {full} without a \"{key}\" array"))?;
+    let _ = write!(out, ",\"{key}\":[");
+    Ok(items)
+}
+
 /// An enum's `"symbols"`, each a valid name.
 fn write_symbols(full: &str, m: &Map<String, Value>, out: &mut String) -> Result<(), String> {
-    let symbols = m
-        .get("symbols")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("enum {full} without a \"symbols\" array"))?;
-    out.push_str(",\"symbols\":[");
+    let symbols = open_array(m, "symbols", "enum", full, out)?;
     for (i, s) in symbols.iter().enumerate() {
         let s = s
             .as_str()
