@@ -314,18 +314,7 @@ impl MailboxState {
             return Err(StateDecodeError::UnknownVersion(version));
         }
         let mut r = Reader(rest);
-        let flags = r.u()?;
-        if flags & !0x7F != 0 {
-            return Err(StateDecodeError::Invalid("unknown flags"));
-        }
-        if flags & 2 != 0 && flags & 1 == 0 {
-            return Err(StateDecodeError::Invalid("permanent flag without block"));
-        }
-        if flags & 64 != 0 && flags & 32 == 0 {
-            return Err(StateDecodeError::Invalid(
-                "simulated permanent flag without simulated ladder",
-            ));
-        }
+        let flags = check_flags(r.u()?)?;
         let strikes = r.u32()?;
         let touched_at = r.i()?;
         let tenant_id = r.string()?;
@@ -340,42 +329,11 @@ impl MailboxState {
             None
         };
         let block = if flags & 1 != 0 {
-            let strike = r.u32()?;
-            let blocked_at = r.i()?;
-            let blocked_until = if flags & 2 == 0 { Some(r.i()?) } else { None };
-            let incident_id = Uuid::from_bytes(r.array16()?);
-            let n = r.count()?;
-            let mut evidence_message_ids = Vec::with_capacity(n);
-            for _ in 0..n {
-                evidence_message_ids.push(r.string()?);
-            }
-            Some(CurrentBlock {
-                strike,
-                blocked_at,
-                blocked_until,
-                incident_id,
-                evidence_message_ids,
-            })
+            Some(r.block(flags & 2 != 0)?)
         } else {
             None
         };
-        let n = r.count()?;
-        let mut entries = Vec::with_capacity(n);
-        let mut prev: Option<Millis> = None;
-        for _ in 0..n {
-            let sent_at = match prev {
-                None => r.i()?,
-                Some(p) => p
-                    .checked_add_unsigned(r.u()?)
-                    .ok_or(StateDecodeError::Invalid("window time overflows"))?,
-            };
-            prev = Some(sent_at);
-            let message_id = r.string()?.into_boxed_str();
-            entries.push(Entry {
-                sent_at,
-                message_id,
-            });
-        }
+        let entries = r.window_entries()?;
         if !r.0.is_empty() {
             return Err(StateDecodeError::TrailingBytes(r.0.len()));
         }
@@ -412,9 +370,69 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// The flags of an encoded state (bit 0 block, 1 permanent, 2 counting floor, 3 last block end,
+/// 4 warned through, 5 simulated ladder, 6 simulated permanent), if they are consistent.
+fn check_flags(flags: u64) -> Result<u64, StateDecodeError> {
+    if flags & !0x7F != 0 {
+        return Err(StateDecodeError::Invalid("unknown flags"));
+    }
+    if flags & 2 != 0 && flags & 1 == 0 {
+        return Err(StateDecodeError::Invalid("permanent flag without block"));
+    }
+    if flags & 64 != 0 && flags & 32 == 0 {
+        return Err(StateDecodeError::Invalid(
+            "simulated permanent flag without simulated ladder",
+        ));
+    }
+    Ok(flags)
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
+    /// The current block: strike, start, end (absent when `permanent`), incident, evidence.
+    fn block(&mut self, permanent: bool) -> Result<CurrentBlock, StateDecodeError> {
+        let strike = self.u32()?;
+        let blocked_at = self.i()?;
+        let blocked_until = if permanent { None } else { Some(self.i()?) };
+        let incident_id = Uuid::from_bytes(self.array16()?);
+        let n = self.count()?;
+        let mut evidence_message_ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            evidence_message_ids.push(self.string()?);
+        }
+        Ok(CurrentBlock {
+            strike,
+            blocked_at,
+            blocked_until,
+            incident_id,
+            evidence_message_ids,
+        })
+    }
+
+    /// The window's entries in order: the first time in full, each later one as the step from
+    /// the one before.
+    fn window_entries(&mut self) -> Result<Vec<Entry>, StateDecodeError> {
+        let n = self.count()?;
+        let mut entries = Vec::with_capacity(n);
+        let mut prev: Option<Millis> = None;
+        for _ in 0..n {
+            let sent_at = match prev {
+                None => self.i()?,
+                Some(p) => p
+                    .checked_add_unsigned(self.u()?)
+                    .ok_or(StateDecodeError::Invalid("window time overflows"))?,
+            };
+            prev = Some(sent_at);
+            let message_id = self.string()?.into_boxed_str();
+            entries.push(Entry {
+                sent_at,
+                message_id,
+            });
+        }
+        Ok(entries)
+    }
+
     fn u(&mut self) -> Result<u64, StateDecodeError> {
         let mut v = 0u64;
         for i in 0..10 {
