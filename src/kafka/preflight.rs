@@ -187,10 +187,10 @@ pub fn check(cfg: &Config, timeout: Duration) -> Result<(), KafkaError> {
     let started = Instant::now();
     let described = match describe_topics(&admin, &names, timeout, &ctx) {
         Ok(d) => d,
-        Err(reason) => {
+        Err(e) => {
             return Err(KafkaError::Connect {
                 bootstrap: cfg.kafka.bootstrap_servers.clone(),
-                reason: ctx.reason().unwrap_or(reason),
+                reason: ctx.reason().unwrap_or_else(|| e.to_string()),
             })
         }
     };
@@ -262,14 +262,32 @@ fn describe_topics(
     names: &[&str],
     timeout: Duration,
     ctx: &RecordingContext,
-) -> Result<Vec<Described>, String> {
+) -> Result<Vec<Described>, DescribeError> {
     let cnames: Vec<CString> = names
         .iter()
-        .map(|n| CString::new(*n).map_err(|_| format!("topic name {n:?} contains NUL")))
+        .map(|n| CString::new(*n).map_err(|_| DescribeError::TopicName(n.to_string())))
         .collect::<Result<_, _>>()?;
     let request = DescribeRequest::send(admin, &cnames, timeout);
     let event = request.wait(admin, timeout, ctx)?;
     event.topics()
+}
+
+/// Why DescribeTopics described nothing. Preflight reports it as `KafkaError::Connect`, with the
+/// client's own explanation when it has one.
+#[derive(Debug, thiserror::Error)]
+enum DescribeError {
+    /// A topic name cannot be passed to librdkafka.
+    #[error("topic name {0:?} contains NUL")]
+    TopicName(String),
+    /// The client recorded an error that no retry will cure (authentication, TLS, …).
+    #[error("{0}")]
+    Definitive(String),
+    /// No answer came in time.
+    #[error("no answer within {} ms", .0.as_millis())]
+    NoAnswer(Duration),
+    /// The request itself failed (the broker's or librdkafka's message).
+    #[error("{0}")]
+    Request(String),
 }
 
 /// A DescribeTopics request in flight: the objects librdkafka needs until the answer is read,
@@ -325,7 +343,7 @@ impl DescribeRequest {
         admin: &BaseProducer<RecordingContext>,
         timeout: Duration,
         ctx: &RecordingContext,
-    ) -> Result<DescribeEvent, String> {
+    ) -> Result<DescribeEvent, DescribeError> {
         let deadline = Instant::now() + timeout + Duration::from_secs(2);
         while Instant::now() < deadline {
             // Serves the error callbacks (and waits a little), then looks for the answer.
@@ -337,10 +355,10 @@ impl DescribeRequest {
                 return Ok(DescribeEvent(event));
             }
             if let Some(reason) = ctx.definitive() {
-                return Err(reason);
+                return Err(DescribeError::Definitive(reason));
             }
         }
-        Err(format!("no answer within {} ms", timeout.as_millis()))
+        Err(DescribeError::NoAnswer(timeout))
     }
 }
 
@@ -360,14 +378,16 @@ struct DescribeEvent(*mut sys::rd_kafka_event_t);
 
 impl DescribeEvent {
     /// The request's error, or each topic described, its strings copied.
-    fn topics(&self) -> Result<Vec<Described>, String> {
+    fn topics(&self) -> Result<Vec<Described>, DescribeError> {
         // SAFETY: `self.0` is a live DescribeTopics result event; the descriptions and strings
         // read are owned by it and copied (by `described`, `cstr`) before it is destroyed.
         unsafe {
             if sys::rd_kafka_event_error(self.0)
                 != sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
             {
-                return Err(cstr(sys::rd_kafka_event_error_string(self.0)));
+                return Err(DescribeError::Request(cstr(
+                    sys::rd_kafka_event_error_string(self.0),
+                )));
             }
             let res = sys::rd_kafka_event_DescribeTopics_result(self.0);
             let mut n = 0usize;
