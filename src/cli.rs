@@ -13,7 +13,8 @@ use crate::codec::{Codec, RecordType};
 use crate::config::Config;
 use crate::kafka::reader::{Read, ReadError, Start, TopicReader};
 use crate::kafka::{client, KafkaError};
-use crate::registry::codec_for;
+use crate::timers::Clock;
+use crate::wiring::codec_for;
 
 /// Errors of the CLI tools; Display names the line or topic.
 #[derive(Debug, thiserror::Error)]
@@ -117,13 +118,6 @@ fn resolve_type(cfg: &Config, topic: &str, given: Option<&str>) -> Result<Record
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Replace `"now"` / `"now-<ms>"` / `"now+<ms>"` in the timestamp fields with epoch ms, so a
 /// person can write a sample burst without computing times.
 fn fill_now(v: &mut Value, now: i64) {
@@ -147,8 +141,39 @@ fn fill_now(v: &mut Value, now: i64) {
     }
 }
 
-/// `mailguard produce`: JSON lines on stdin → Avro records keyed by the record's key field.
-pub fn produce(cfg: &Config, args: &ProduceArgs) -> Result<(), CliError> {
+/// One JSON line of `produce` as the Avro record of `rt` in `buf` (`now` placeholders filled
+/// from `clock`), and its key; `None` for a blank or `#` comment line.
+fn encode_line(
+    codec: &Codec,
+    rt: RecordType,
+    line: &str,
+    clock: &dyn Clock,
+    buf: &mut Vec<u8>,
+) -> Result<Option<String>, String> {
+    if line.trim().is_empty() || line.trim_start().starts_with('#') {
+        return Ok(None);
+    }
+    let mut v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    fill_now(&mut v, clock.now_ms());
+    let key = v
+        .get(key_field(rt))
+        .and_then(Value::as_str)
+        .map(|k| {
+            if key_field(rt) == "mailbox" {
+                crate::policy::Mailbox::new(k).into_string()
+            } else {
+                k.to_string()
+            }
+        })
+        .ok_or_else(|| format!("missing string field `{}`", key_field(rt)))?;
+    buf.clear();
+    codec.json_to_avro(rt, &v, buf).map_err(|e| e.to_string())?;
+    Ok(Some(key))
+}
+
+/// `mailguard produce`: JSON lines on stdin → Avro records keyed by the record's key field;
+/// `now` placeholders are filled from `clock`.
+pub fn produce(cfg: &Config, args: &ProduceArgs, clock: &dyn Clock) -> Result<(), CliError> {
     let topic = args
         .topic
         .clone()
@@ -164,35 +189,16 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> Result<(), CliError> {
     let mut buf = Vec::new();
     for (i, line) in stdin.lock().lines().enumerate() {
         let line = line?;
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        let mut v: Value = serde_json::from_str(&line).map_err(|e| CliError::Line {
-            line: i + 1,
-            reason: e.to_string(),
-        })?;
-        fill_now(&mut v, now_ms());
-        let key = v
-            .get(key_field(rt))
-            .and_then(Value::as_str)
-            .map(|k| {
-                if key_field(rt) == "mailbox" {
-                    crate::policy::Mailbox::new(k).into_string()
-                } else {
-                    k.to_string()
-                }
-            })
-            .ok_or_else(|| CliError::Line {
-                line: i + 1,
-                reason: format!("missing string field `{}`", key_field(rt)),
-            })?;
-        buf.clear();
-        codec
-            .json_to_avro(rt, &v, &mut buf)
-            .map_err(|e| CliError::Line {
-                line: i + 1,
-                reason: e.to_string(),
-            })?;
+        let key = match encode_line(&codec, rt, &line, clock, &mut buf) {
+            Ok(Some(key)) => key,
+            Ok(None) => continue,
+            Err(reason) => {
+                return Err(CliError::Line {
+                    line: i + 1,
+                    reason,
+                })
+            }
+        };
         let mut rec = BaseRecord::<str, [u8]>::to(&topic)
             .key(key.as_str())
             .payload(&buf);
@@ -785,6 +791,34 @@ mod tests {
             v,
             json!({"sent_at": 9_000, "issued_at": 10_000, "other": "now"})
         );
+    }
+
+    #[test]
+    fn produced_times_are_the_injected_clocks() {
+        let codec = Codec::new(Default::default());
+        let clock = crate::timers::ManualClock::frozen(1_700_000_000_000);
+        let line = r#"{"message_id": "m-1", "tenant_id": "t-1", "mailbox": "Alice@Example.COM",
+            "sent_at": "now-1000", "verdict": "SPAM", "recipient_count": 1, "gateway_id": "g"}"#
+            .replace('\n', " ");
+        let mut buf = Vec::new();
+        let key =
+            encode_line(&codec, RecordType::OutboundVerdict, &line, &clock, &mut buf).unwrap();
+        assert_eq!(key.as_deref(), Some("alice@example.com"));
+        let v = codec.decode_verdict(&buf).unwrap();
+        assert_eq!(v.sent_at, 1_699_999_999_000);
+        assert_eq!(v.message_id, "m-1");
+        let mut buf = Vec::new();
+        assert_eq!(
+            encode_line(
+                &codec,
+                RecordType::OutboundVerdict,
+                " # a comment",
+                &clock,
+                &mut buf
+            ),
+            Ok(None)
+        );
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -463,34 +463,59 @@ fn zigzag(v: i64, out: &mut Vec<u8>) {
 /// written by `tests/fuzz_replay.rs`), including the shape of the allocation bomb fixed in
 /// `wire.rs` (`skip_blocks`): an `OwnerDevices` whose `device_ids` block has count −2^29.
 pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
-    let with_mode = |mode: u8, body: &[u8]| [&[mode][..], body].concat();
-    let record = |rt: RecordType| {
-        let body = sample_body(rt);
-        // Own header on each codec, the legacy fingerprint, and a whole framed value.
-        let mut raw = Vec::new();
-        SINGLE.write_header(rt, &mut raw);
-        raw.extend_from_slice(&body);
-        vec![
-            with_mode(0, &body),
-            with_mode(1, &body),
-            with_mode(2, &body),
-            with_mode(4, &raw),
-        ]
-    };
-    let mut devices = record(RecordType::OwnerDevices);
-    {
-        // owner_id, tenant_id, then the bomb: count −536 870 912, byte size 0, nothing after.
-        let mut bomb = Vec::new();
-        for s in ["o", "t"] {
-            zigzag(s.len() as i64, &mut bomb);
-            bomb.extend_from_slice(s.as_bytes());
-        }
-        zigzag(-536_870_912, &mut bomb);
-        zigzag(0, &mut bomb);
-        bomb.push(0);
-        devices.push(with_mode(0, &bomb));
+    vec![
+        ("verdict", record_seeds(RecordType::OutboundVerdict)),
+        ("command", record_seeds(RecordType::AdminCommand)),
+        ("owner", record_seeds(RecordType::MailboxOwner)),
+        ("devices", devices_seeds()),
+        ("tenant", record_seeds(RecordType::TenantSettings)),
+        ("effect", effect_seeds()),
+        ("framing", framing_seeds()),
+        ("json", json_seeds()),
+        ("state", state_seeds()),
+        ("resolve", resolve_seeds()),
+    ]
+}
+
+/// A fuzz input: the target's mode byte, then `body`.
+fn with_mode(mode: u8, body: &[u8]) -> Vec<u8> {
+    [&[mode][..], body].concat()
+}
+
+/// The sample of an input record type `rt` after each codec's own header (modes 0, 1), after the
+/// legacy fingerprint (2), and as a whole value framed by our own header (4).
+fn record_seeds(rt: RecordType) -> Vec<Vec<u8>> {
+    let body = sample_body(rt);
+    let mut raw = Vec::new();
+    SINGLE.write_header(rt, &mut raw);
+    raw.extend_from_slice(&body);
+    vec![
+        with_mode(0, &body),
+        with_mode(1, &body),
+        with_mode(2, &body),
+        with_mode(4, &raw),
+    ]
+}
+
+/// `OwnerDevices`' record seeds and the allocation bomb: owner_id, tenant_id, then a
+/// `device_ids` block of count −536 870 912, byte size 0, nothing after.
+fn devices_seeds() -> Vec<Vec<u8>> {
+    let mut devices = record_seeds(RecordType::OwnerDevices);
+    let mut bomb = Vec::new();
+    for s in ["o", "t"] {
+        zigzag(s.len() as i64, &mut bomb);
+        bomb.extend_from_slice(s.as_bytes());
     }
-    let effects = OUTPUTS
+    zigzag(-536_870_912, &mut bomb);
+    zigzag(0, &mut bomb);
+    bomb.push(0);
+    devices.push(with_mode(0, &bomb));
+    devices
+}
+
+/// Each output record type's sample, its type in bits 5–6 of the mode byte, on both codecs.
+fn effect_seeds() -> Vec<Vec<u8>> {
+    OUTPUTS
         .iter()
         .enumerate()
         .flat_map(|(i, &rt)| {
@@ -498,8 +523,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             let m = (i as u8) << 5;
             [with_mode(m, &body), with_mode(m | 1, &body)]
         })
-        .collect();
-    let framing = RecordType::ALL
+        .collect()
+}
+
+/// Every record type's header in our framing and in Confluent's.
+fn framing_seeds() -> Vec<Vec<u8>> {
+    RecordType::ALL
         .iter()
         .flat_map(|&rt| {
             let mut a = Vec::new();
@@ -508,38 +537,48 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             CONFLUENT.write_header(rt, &mut b);
             [a, b]
         })
-        .collect();
-    let json = RecordType::ALL
+        .collect()
+}
+
+/// Every record type's sample as friendly JSON.
+fn json_seeds() -> Vec<Vec<u8>> {
+    RecordType::ALL
         .iter()
         .map(|&rt| with_mode(rt as u8, sample_json(rt).to_string().as_bytes()))
-        .collect();
-    let state = {
-        let mut s = MailboxState {
-            strikes: 2,
-            touched_at: 1_700_000_000_000,
-            tenant_id: "t-1".into(),
-            counting_floor: Some(1_699_999_000_000),
-            last_block_end: Some(1_699_999_000_000),
-            ..MailboxState::default()
-        };
-        s.window.insert(1_700_000_000_000, "m-1");
-        s.window.insert(1_700_000_000_500, "m-2");
-        let idle = s.to_bytes();
-        s.block = Some(crate::policy::state::CurrentBlock {
-            strike: 2,
-            blocked_at: 1_700_000_000_500,
-            blocked_until: Some(1_700_007_200_500),
-            incident_id: uuid::Uuid::from_u128(0x6f1c_2d3e_4a5b_5c6d_8e7f_8091_a2b3_c4d5),
-            evidence_message_ids: vec!["m-1".into(), "m-2".into()],
-        });
-        let blocked = s.to_bytes();
-        vec![idle, blocked, MailboxState::default().to_bytes()]
+        .collect()
+}
+
+/// A mailbox state idle with strikes and a window, the same blocked, and the default.
+fn state_seeds() -> Vec<Vec<u8>> {
+    let mut s = MailboxState {
+        strikes: 2,
+        touched_at: 1_700_000_000_000,
+        tenant_id: "t-1".into(),
+        counting_floor: Some(1_699_999_000_000),
+        last_block_end: Some(1_699_999_000_000),
+        ..MailboxState::default()
     };
-    let resolve = RecordType::ALL
+    s.window.insert(1_700_000_000_000, "m-1");
+    s.window.insert(1_700_000_000_500, "m-2");
+    let idle = s.to_bytes();
+    s.block = Some(crate::policy::state::CurrentBlock {
+        strike: 2,
+        blocked_at: 1_700_000_000_500,
+        blocked_until: Some(1_700_007_200_500),
+        incident_id: uuid::Uuid::from_u128(0x6f1c_2d3e_4a5b_5c6d_8e7f_8091_a2b3_c4d5),
+        evidence_message_ids: vec!["m-1".into(), "m-2".into()],
+    });
+    let blocked = s.to_bytes();
+    vec![idle, blocked, MailboxState::default().to_bytes()]
+}
+
+/// Per record type, its sample read by an unmutated writer schema, by one with a field dropped
+/// and its type changed, and by the raw text of the schema.
+fn resolve_seeds() -> Vec<Vec<u8>> {
+    RecordType::ALL
         .iter()
         .flat_map(|&rt| {
             let body = sample_body(rt);
-            // Unmutated; a field dropped and its type changed; raw text of the schema.
             let plain = [&[rt as u8, 0][..], &body].concat();
             let mutated = [&[rt as u8, 2, 2, 0, 3, 8, 1, 7][..], &body].concat();
             let raw = [
@@ -551,17 +590,5 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             .concat();
             [plain, mutated, raw]
         })
-        .collect();
-    vec![
-        ("verdict", record(RecordType::OutboundVerdict)),
-        ("command", record(RecordType::AdminCommand)),
-        ("owner", record(RecordType::MailboxOwner)),
-        ("devices", devices),
-        ("tenant", record(RecordType::TenantSettings)),
-        ("effect", effects),
-        ("framing", framing),
-        ("json", json),
-        ("state", state),
-        ("resolve", resolve),
-    ]
+        .collect()
 }

@@ -20,6 +20,7 @@
 //! - [`telemetry`] — every metric name, and logging set-up.
 //! - [`config`] — the one validated configuration; secrets from files or the environment.
 //! - [`registry`] — client of a Confluent-compatible schema registry.
+//! - [`wiring`] — the codec of a configuration: schema ids from the config or the registry.
 //! - [`cli`] — `mailguard produce` / `tail`: the codec for people; `mailguard admin`: the API's
 //!   client.
 //!
@@ -51,3 +52,5 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "runtime")]
 pub mod timers;
+#[cfg(feature = "runtime")]
+pub mod wiring;

@@ -77,7 +77,9 @@ fn real_main(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        Command::Produce(args) => mailguard::cli::produce(&config, &args).context("produce"),
+        Command::Produce(args) => {
+            mailguard::cli::produce(&config, &args, &SystemClock).context("produce")
+        }
         Command::Tail(args) => mailguard::cli::tail(&config, &args).context("tail"),
         Command::Admin(args) => mailguard::cli::admin(&args).context("admin"),
         Command::Run => rt.block_on(run(config)),

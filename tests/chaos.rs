@@ -12,14 +12,15 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use mailguard::codec::Codec;
 use mailguard::policy::{Effect, VerdictKind};
 use mailguard::timers::SystemClock;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
 
 /// A single-node broker started by `scripts/kafka-local` for this test only.
 struct OwnBroker {
@@ -85,6 +86,115 @@ impl Drop for OwnBroker {
     }
 }
 
+/// Delivery reports of the test's own producer: which records the broker acknowledged.
+struct Acks(Arc<Mutex<Vec<bool>>>);
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
+        if result.is_ok() {
+            self.0.lock().unwrap()[index] = true;
+        }
+    }
+}
+
+/// The test's input producer, which must get every verdict through two broker restarts.
+///
+/// librdkafka's idempotent producer has been seen, once in about ten runs, to stall for good
+/// after such a restart (`new leader-1 not found in cache` logged for a partition whose leader
+/// was unknown while the broker started, then nothing delivered for five minutes). That is a
+/// fault of the test's input, not of mailguard, so the harness works around it the way a
+/// gateway would: when a flush round acknowledges nothing, it replaces its producer and sends
+/// again what was not acknowledged. A record written but not acknowledged is then sent twice;
+/// mailguard must (and does) count a redelivered message once, so the outputs the test checks
+/// stay exactly once.
+struct RestartTolerantProducer {
+    cluster: Cluster,
+    topic: String,
+    acked: Arc<Mutex<Vec<bool>>>,
+    producer: BaseProducer<Acks>,
+}
+
+impl RestartTolerantProducer {
+    fn new(cluster: Cluster, topic: String, records: usize) -> RestartTolerantProducer {
+        let acked = Arc::new(Mutex::new(vec![false; records]));
+        let producer = Self::create(&cluster, &acked);
+        RestartTolerantProducer {
+            cluster,
+            topic,
+            acked,
+            producer,
+        }
+    }
+
+    fn create(cluster: &Cluster, acked: &Arc<Mutex<Vec<bool>>>) -> BaseProducer<Acks> {
+        // Through the outages the producer buffers and retries; it may take as long as both
+        // outages and restarts together, so its timeouts are generous.
+        cluster
+            .client()
+            .set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "300000")
+            .create_with_context(Acks(acked.clone()))
+            .expect("producer")
+    }
+
+    fn poll(&self, timeout: Duration) {
+        self.producer.poll(timeout);
+    }
+
+    fn send(&self, index: usize, key: &str, value: &[u8]) {
+        let record = BaseRecord::with_opaque_to(&self.topic, index)
+            .key(key)
+            .payload(value);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+
+    fn unacknowledged(&self) -> Vec<usize> {
+        let acked = self.acked.lock().unwrap();
+        (0..acked.len()).filter(|&i| !acked[i]).collect()
+    }
+
+    /// Flushes in rounds of 20 s; after a round that acknowledged nothing, starts over with a
+    /// new producer for what is left. Panics if `budget` passes with records unacknowledged.
+    fn deliver_all(&mut self, records: &[(String, Vec<u8>)], budget: Duration) {
+        let deadline = Instant::now() + budget;
+        let mut left = self.unacknowledged().len();
+        while self.producer.flush(Duration::from_secs(20)).is_err() {
+            let now_left = self.unacknowledged();
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} verdicts never acknowledged",
+                now_left.len(),
+                records.len()
+            );
+            if now_left.len() < left {
+                left = now_left.len();
+                continue;
+            }
+            eprintln!(
+                "test producer: no acknowledgement for 20 s with {} verdicts left; \
+                 replacing it and sending them again",
+                now_left.len()
+            );
+            self.producer = Self::create(&self.cluster, &self.acked);
+            for i in self.unacknowledged() {
+                self.send(i, &records[i].0, &records[i].1);
+            }
+        }
+        assert!(
+            self.unacknowledged().is_empty(),
+            "flushed but not all acknowledged"
+        );
+    }
+}
+
 fn burst(mailbox: &str) -> Vec<(String, Vec<u8>)> {
     let now = now_ms();
     (0..5)
@@ -115,40 +225,28 @@ fn broker_restarts_mid_stream_lose_and_duplicate_nothing() {
         .map(|i| format!("chaos-{i}@example.com"))
         .collect();
     let producer = {
-        let (cluster, topic, mailboxes) = (
+        let (cluster, topic) = (
             Cluster {
                 bootstrap: cluster.bootstrap.clone(),
                 props: Default::default(),
             },
             cfg.topics.verdicts.clone(),
-            mailboxes.clone(),
         );
+        let records: Vec<(String, Vec<u8>)> = mailboxes.iter().flat_map(|m| burst(m)).collect();
         std::thread::spawn(move || {
-            // Through the outages the producer buffers and retries; it may take as long as both
-            // outages and restarts together, so its timeouts are generous.
-            let producer: BaseProducer = cluster
-                .client()
-                .set("partitioner", "murmur2_random")
-                .set("enable.idempotence", "true")
-                .set("message.timeout.ms", "300000")
-                .create()
-                .expect("producer");
+            let mut producer = RestartTolerantProducer::new(cluster, topic, records.len());
             let started = Instant::now();
-            for (i, m) in mailboxes.iter().enumerate() {
+            for (i, chunk) in records.chunks(5).enumerate() {
+                // One mailbox's burst every 250 ms.
                 let due = started + Duration::from_millis(250 * i as u64);
                 while Instant::now() < due {
                     producer.poll(due.saturating_duration_since(Instant::now()));
                 }
-                for (key, value) in burst(m) {
-                    let record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&topic)
-                        .key(key.as_str())
-                        .payload(value.as_slice());
-                    producer.send(record).map_err(|(e, _)| e).expect("send");
+                for (j, (key, value)) in chunk.iter().enumerate() {
+                    producer.send(i * 5 + j, key, value);
                 }
             }
-            producer
-                .flush(Duration::from_secs(300))
-                .expect("every verdict acknowledged");
+            producer.deliver_all(&records, Duration::from_secs(300));
         })
     };
     std::thread::sleep(Duration::from_secs(2));

@@ -24,9 +24,9 @@ use crate::codec::{Codec, RecordType};
 use crate::config::Config;
 use crate::kafka::{client, KafkaError};
 use crate::policy::{Limits, Policy, TenantSettings};
-use crate::registry::{self, WireError};
 use crate::telemetry::Metrics;
 use crate::timers::Clock;
+use crate::wiring::{self, WireError};
 
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +64,7 @@ impl Api {
     /// Start the view reader and the command producer. Blocking (registry, metadata): call it
     /// from a blocking context. `clock` is the wall clock of block states and command times.
     pub fn start(cfg: &Config, metrics: Metrics, clock: Arc<dyn Clock>) -> Result<Api, ApiError> {
-        let codec = registry::codec_for(
+        let codec = wiring::codec_for(
             cfg,
             &[(cfg.topics.commands.as_str(), RecordType::AdminCommand)],
         )?;

@@ -207,64 +207,89 @@ impl Canon {
         let kind = if ty == "error" { "record" } else { ty };
         let _ = write!(out, "{{\"name\":\"{full}\",\"type\":\"{kind}\"");
         match kind {
-            "record" => {
-                let fields = m
-                    .get("fields")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| format!("record {full} without a \"fields\" array"))?;
-                out.push_str(",\"fields\":[");
-                for (i, f) in fields.iter().enumerate() {
-                    let f = f
-                        .as_object()
-                        .ok_or_else(|| format!("record {full}: a field is not an object"))?;
-                    let fname = str_attr(f, "name")?
-                        .filter(|n| is_name(n))
-                        .ok_or_else(|| format!("record {full}: field without a valid name"))?;
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let _ = write!(out, "{{\"name\":\"{fname}\",\"type\":");
-                    let ftype = f
-                        .get("type")
-                        .ok_or_else(|| format!("field {full}.{fname} without \"type\""))?;
-                    self.write(ftype, inner_ns, out)?;
-                    out.push('}');
-                }
-                out.push(']');
-            }
-            "enum" => {
-                let symbols = m
-                    .get("symbols")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| format!("enum {full} without a \"symbols\" array"))?;
-                out.push_str(",\"symbols\":[");
-                for (i, s) in symbols.iter().enumerate() {
-                    let s = s
-                        .as_str()
-                        .filter(|s| is_name(s))
-                        .ok_or_else(|| format!("enum {full}: invalid symbol {s}"))?;
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let _ = write!(out, "\"{s}\"");
-                }
-                out.push(']');
-            }
-            _ => {
-                // INTEGERS: a size given as a string or with a fraction-free float is written
-                // as a plain integer.
-                let size = match m.get("size") {
-                    Some(Value::Number(n)) => n.as_u64(),
-                    Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
-                    _ => None,
-                }
-                .ok_or_else(|| format!("fixed {full} without a valid \"size\""))?;
-                let _ = write!(out, ",\"size\":{size}");
-            }
+            "record" => self.write_fields(&full, m, inner_ns, out)?,
+            "enum" => write_symbols(&full, m, out)?,
+            _ => write_size(&full, m, out)?,
         }
         out.push('}');
         Ok(())
     }
+
+    /// A record's `"fields"`, each as its name and type (nested definitions in `inner_ns`).
+    fn write_fields(
+        &mut self,
+        full: &str,
+        m: &Map<String, Value>,
+        inner_ns: &str,
+        out: &mut String,
+    ) -> Result<(), String> {
+        let fields = open_array(m, "fields", "record", full, out)?;
+        for (i, f) in fields.iter().enumerate() {
+            let f = f
+                .as_object()
+                .ok_or_else(|| format!("record {full}: a field is not an object"))?;
+            let fname = str_attr(f, "name")?
+                .filter(|n| is_name(n))
+                .ok_or_else(|| format!("record {full}: field without a valid name"))?;
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{{\"name\":\"{fname}\",\"type\":");
+            let ftype = f
+                .get("type")
+                .ok_or_else(|| format!("field {full}.{fname} without \"type\""))?;
+            self.write(ftype, inner_ns, out)?;
+            out.push('}');
+        }
+        out.push(']');
+        Ok(())
+    }
+}
+
+/// The array attribute `key` of the `ty` named `full`, its opening (`,"key":[`) written.
+fn open_array<'m>(
+    m: &'m Map<String, Value>,
+    key: &str,
+    ty: &str,
+    full: &str,
+    out: &mut String,
+) -> Result<&'m [Value], String> {
+    let items = m
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{ty} {full} without a \"{key}\" array"))?;
+    let _ = write!(out, ",\"{key}\":[");
+    Ok(items)
+}
+
+/// An enum's `"symbols"`, each a valid name.
+fn write_symbols(full: &str, m: &Map<String, Value>, out: &mut String) -> Result<(), String> {
+    let symbols = open_array(m, "symbols", "enum", full, out)?;
+    for (i, s) in symbols.iter().enumerate() {
+        let s = s
+            .as_str()
+            .filter(|s| is_name(s))
+            .ok_or_else(|| format!("enum {full}: invalid symbol {s}"))?;
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{s}\"");
+    }
+    out.push(']');
+    Ok(())
+}
+
+/// A fixed's `"size"`. INTEGERS: a size given as a string or with a fraction-free float is
+/// written as a plain integer.
+fn write_size(full: &str, m: &Map<String, Value>, out: &mut String) -> Result<(), String> {
+    let size = match m.get("size") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| format!("fixed {full} without a valid \"size\""))?;
+    let _ = write!(out, ",\"size\":{size}");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! The cursor over Avro binary and the structural validator of every record type are in
 //! [`super::wire`].
 
-use apache_avro::schema::{RecordField, Schema};
+use apache_avro::schema::{RecordField, RecordSchema, Schema};
 
 use super::resolve::{self, intern, Checker, Names};
 use super::wire::{CompileError, Reader, Shape, R};
@@ -123,6 +123,44 @@ struct Builder {
 }
 
 impl Builder {
+    /// The op for the writer's field `field` of schema `fs`: a skip when the reader `r` does not
+    /// read it into a slot, else a read into its slot. A union is split per branch, so that the
+    /// common `["null", primitive]` extras skip without leaving the interpreter loop.
+    fn field_op<'w, 'r>(
+        &mut self,
+        c: &Checker<'w, 'r>,
+        r: &'r RecordSchema,
+        field: &'static str,
+        fs: &'w Schema,
+    ) -> Result<Op, CompileError> {
+        let target = slot_of(field).and_then(|slot| Some((slot, r.lookup.get(field)?)));
+        let Some((slot, &ri)) = target else {
+            return match Shape::of(fs, c.wn)? {
+                Shape::Union(shapes) => {
+                    let ops = shapes
+                        .into_vec()
+                        .into_iter()
+                        .map(|s| self.skip(s))
+                        .collect::<Result<_, _>>()?;
+                    self.union(ops)
+                }
+                shape => self.skip(shape),
+            };
+        };
+        let rs = &r.fields[ri].schema;
+        match c.wn.deref(fs)? {
+            Schema::Union(u) => {
+                let ops = u
+                    .variants()
+                    .iter()
+                    .map(|s| self.read(c, slot, s, rs, field))
+                    .collect::<Result<_, _>>()?;
+                self.union(ops)
+            }
+            other => self.read(c, slot, other, rs, field),
+        }
+    }
+
     fn skip(&mut self, shape: Shape) -> Result<Op, CompileError> {
         Ok(match shape {
             Shape::Null => Op::SkipNull,
@@ -219,6 +257,29 @@ struct Slots<'a> {
 }
 
 impl Slots<'static> {
+    /// The slots before a body is read: the reader's defaults of the slot fields the writer `w`
+    /// lacks (the checker made sure the reader has one). A reader without a slot field is an
+    /// error.
+    fn initial(w: &RecordSchema, r: &RecordSchema) -> Result<Self, CompileError> {
+        let mut initial = Slots {
+            strs: [None; 3],
+            sent_at: None,
+            verdict: None,
+        };
+        for (name, slot) in SLOT_NAMES.iter().zip(SLOTS) {
+            let Some(&ri) = r.lookup.get(*name) else {
+                let reason = format!("OutboundVerdict schema lacks field {name}");
+                return Err(CompileError::Incompatible(reason));
+            };
+            if !w.lookup.contains_key(*name) {
+                if let Some(d) = &r.fields[ri].default {
+                    initial.set_default(slot, d, name)?;
+                }
+            }
+        }
+        Ok(initial)
+    }
+
     /// The reader default of a slot field the writer lacks. The embedded schema has none for
     /// these five fields; a reader that adds one gets it here.
     fn set_default(
@@ -265,61 +326,15 @@ impl VerdictProgram {
         let rn = Names::of(reader);
         let mut checker = Checker::new(&wn, &rn);
         checker.check(writer, reader, "")?;
+        let initial = Slots::initial(w, r)?;
         let mut b = Builder::default();
-        let mut initial = Slots {
-            strs: [None; 3],
-            sent_at: None,
-            verdict: None,
-        };
-        for (name, slot) in SLOT_NAMES.iter().zip(SLOTS) {
-            let Some(&ri) = r.lookup.get(*name) else {
-                let reason = format!("OutboundVerdict schema lacks field {name}");
-                return Err(CompileError::Incompatible(reason));
-            };
-            if !w.lookup.contains_key(*name) {
-                // The checker made sure the reader has a default.
-                if let Some(d) = &r.fields[ri].default {
-                    initial.set_default(slot, d, name)?;
-                }
-            }
-        }
         let mut ops = Vec::with_capacity(w.fields.len());
         for RecordField {
             name, schema: fs, ..
         } in &w.fields
         {
             let field: &'static str = intern(name);
-            let target = slot_of(field).and_then(|slot| Some((slot, r.lookup.get(field)?)));
-            let op = match target {
-                // Unused fields are skipped; a union is split per branch so that the common
-                // `["null", primitive]` extras skip without leaving the interpreter loop.
-                None => match Shape::of(fs, &wn)? {
-                    Shape::Union(shapes) => {
-                        let ops = shapes
-                            .into_vec()
-                            .into_iter()
-                            .map(|s| b.skip(s))
-                            .collect::<Result<_, _>>()?;
-                        b.union(ops)?
-                    }
-                    shape => b.skip(shape)?,
-                },
-                Some((slot, &ri)) => {
-                    let rs = &r.fields[ri].schema;
-                    match wn.deref(fs)? {
-                        Schema::Union(u) => {
-                            let ops = u
-                                .variants()
-                                .iter()
-                                .map(|s| b.read(&checker, slot, s, rs, field))
-                                .collect::<Result<_, _>>()?;
-                            b.union(ops)?
-                        }
-                        other => b.read(&checker, slot, other, rs, field)?,
-                    }
-                }
-            };
-            ops.push((field, op));
+            ops.push((field, b.field_op(&checker, r, field, fs)?));
         }
         let (kinds, symbols) = match b.kinds {
             Some(k) => k,

@@ -2,7 +2,7 @@
 //! integers (ms), optional fields a plain value or `null` (missing = the field's default), enums
 //! their symbol as a string, arrays arrays. Used by `mailguard produce` / `mailguard tail`.
 
-use apache_avro::schema::{RecordField, Schema};
+use apache_avro::schema::{RecordField, RecordSchema, Schema};
 use apache_avro::types::Value;
 use serde_json::Value as Json;
 
@@ -43,89 +43,109 @@ pub(crate) fn to_value(schema: &Schema, j: &Json, path: &str) -> Result<Value, C
         Schema::Float => Value::Float(j.as_f64().ok_or_else(|| want("number"))? as f32),
         Schema::Double => Value::Double(j.as_f64().ok_or_else(|| want("number"))?),
         Schema::String => Value::String(j.as_str().ok_or_else(|| want("string"))?.to_string()),
-        Schema::Enum(e) => {
-            let s = j.as_str().ok_or_else(|| want("enum symbol string"))?;
-            match e.symbols.iter().position(|x| x == s) {
-                Some(i) => Value::Enum(i as u32, s.to_string()),
-                None => {
-                    return Err(CodecError::InvalidEnumSymbol {
-                        field: path.to_string(),
-                        symbol: s.to_string(),
-                    })
-                }
-            }
-        }
+        Schema::Enum(e) => enum_value(
+            &e.symbols,
+            j.as_str().ok_or_else(|| want("enum symbol string"))?,
+            path,
+        )?,
         Schema::Array(a) => {
-            let items = j.as_array().ok_or_else(|| want("array"))?;
-            Value::Array(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| to_value(&a.items, x, &format!("{path}[{i}]")))
-                    .collect::<Result<_, _>>()?,
-            )
+            array_value(&a.items, j.as_array().ok_or_else(|| want("array"))?, path)?
         }
-        Schema::Map(m) => {
-            let obj = j.as_object().ok_or_else(|| want("object"))?;
-            Value::Map(
-                obj.iter()
-                    .map(|(k, x)| Ok((k.clone(), to_value(&m.types, x, &format!("{path}.{k}"))?)))
-                    .collect::<Result<_, CodecError>>()?,
-            )
-        }
-        Schema::Union(u) => {
-            let variants = u.variants();
-            if j.is_null() {
-                let i = variants
-                    .iter()
-                    .position(|s| matches!(s, Schema::Null))
-                    .ok_or_else(|| err(path, "null is not allowed"))?;
-                Value::Union(i as u32, Box::new(Value::Null))
-            } else {
-                // The first non-null branch the value fits.
-                let mut last = None;
-                for (i, s) in variants.iter().enumerate() {
-                    if matches!(s, Schema::Null) {
-                        continue;
-                    }
-                    match to_value(s, j, path) {
-                        Ok(v) => return Ok(Value::Union(i as u32, Box::new(v))),
-                        Err(e) => last = Some(e),
-                    }
-                }
-                return Err(last.unwrap_or_else(|| want("null")));
-            }
-        }
-        Schema::Record(r) => {
-            let obj = j.as_object().ok_or_else(|| want("object"))?;
-            if let Some(k) = obj.keys().find(|k| !r.lookup.contains_key(k.as_str())) {
-                return Err(err(path, format!("unknown field {k:?} in {}", r.name.name)));
-            }
-            let mut fields = Vec::with_capacity(r.fields.len());
-            for RecordField {
-                name,
-                schema,
-                default,
-                ..
-            } in &r.fields
-            {
-                let sub = if path.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{path}.{name}")
-                };
-                let v = match (obj.get(name), default) {
-                    (Some(x), _) => to_value(schema, x, &sub)?,
-                    // A missing field takes its schema default (null for optional fields).
-                    (None, Some(d)) => to_value(schema, d, &sub)?,
-                    (None, None) => return Err(err(&sub, "missing field")),
-                };
-                fields.push((name.clone(), v));
-            }
-            Value::Record(fields)
-        }
+        Schema::Map(m) => map_value(&m.types, j.as_object().ok_or_else(|| want("object"))?, path)?,
+        Schema::Union(u) => union_value(u.variants(), j, path)?,
+        Schema::Record(r) => record_value(r, j.as_object().ok_or_else(|| want("object"))?, path)?,
         other => return Err(err(path, format!("unsupported schema type {other:?}"))),
     })
+}
+
+/// An enum's symbol, by its position in `symbols`.
+fn enum_value(symbols: &[String], s: &str, path: &str) -> Result<Value, CodecError> {
+    match symbols.iter().position(|x| x == s) {
+        Some(i) => Ok(Value::Enum(i as u32, s.to_string())),
+        None => Err(CodecError::InvalidEnumSymbol {
+            field: path.to_string(),
+            symbol: s.to_string(),
+        }),
+    }
+}
+
+/// Each item against `items`; errors name the index (`path[i]`).
+fn array_value(items: &Schema, xs: &[Json], path: &str) -> Result<Value, CodecError> {
+    let values = xs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| to_value(items, x, &format!("{path}[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(Value::Array(values))
+}
+
+/// Each value against `types`; errors name the key (`path.k`).
+fn map_value(
+    types: &Schema,
+    obj: &serde_json::Map<String, Json>,
+    path: &str,
+) -> Result<Value, CodecError> {
+    let entries = obj
+        .iter()
+        .map(|(k, x)| Ok((k.clone(), to_value(types, x, &format!("{path}.{k}"))?)))
+        .collect::<Result<_, CodecError>>()?;
+    Ok(Value::Map(entries))
+}
+
+/// `null` takes the null branch; any other value the first non-null branch it fits (the error is
+/// the last branch's).
+fn union_value(variants: &[Schema], j: &Json, path: &str) -> Result<Value, CodecError> {
+    if j.is_null() {
+        let i = variants
+            .iter()
+            .position(|s| matches!(s, Schema::Null))
+            .ok_or_else(|| err(path, "null is not allowed"))?;
+        return Ok(Value::Union(i as u32, Box::new(Value::Null)));
+    }
+    let mut last = None;
+    for (i, s) in variants.iter().enumerate() {
+        if matches!(s, Schema::Null) {
+            continue;
+        }
+        match to_value(s, j, path) {
+            Ok(v) => return Ok(Value::Union(i as u32, Box::new(v))),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| err(path, format!("expected null, got {}", kind(j)))))
+}
+
+/// An object of `r`'s fields, in schema order: unknown keys are refused, a missing field takes its
+/// schema default (null for optional fields), a missing field without one is an error.
+fn record_value(
+    r: &RecordSchema,
+    obj: &serde_json::Map<String, Json>,
+    path: &str,
+) -> Result<Value, CodecError> {
+    if let Some(k) = obj.keys().find(|k| !r.lookup.contains_key(k.as_str())) {
+        return Err(err(path, format!("unknown field {k:?} in {}", r.name.name)));
+    }
+    let mut fields = Vec::with_capacity(r.fields.len());
+    for RecordField {
+        name,
+        schema,
+        default,
+        ..
+    } in &r.fields
+    {
+        let sub = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path}.{name}")
+        };
+        let v = match (obj.get(name), default) {
+            (Some(x), _) => to_value(schema, x, &sub)?,
+            (None, Some(d)) => to_value(schema, d, &sub)?,
+            (None, None) => return Err(err(&sub, "missing field")),
+        };
+        fields.push((name.clone(), v));
+    }
+    Ok(Value::Record(fields))
 }
 
 /// Avro value → friendly JSON.

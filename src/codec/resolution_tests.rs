@@ -531,7 +531,10 @@ fn generic_records_resolve_added_removed_reordered_promoted_fields() {
     assert_eq!(owner.owner_id, "u-1");
     assert_eq!(owner.tenant_id, "t-1");
     assert_eq!(owner.owner_name, None);
+}
 
+#[test]
+fn generic_records_resolve_promoted_unions_and_fields_added_since() {
     // TenantSettings: window_ms written as ["null","int"] (promoted), threshold as int
     // (writer non-union, reader ["null","int"]), permanent_strike removed, and neither mode nor
     // warn_threshold (a producer built before issue 21): the tenant reads as ENFORCE.
@@ -546,6 +549,7 @@ fn generic_records_resolve_added_removed_reordered_promoted_fields() {
     let fields = with_field(fields, "mode", None);
     let fields = with_field(fields, "warn_threshold", None);
     let w = schema_json(rt, &fields);
+    let c = Codec::default();
     c.add_writer_schema(WriterKey::SchemaId(21), &w).unwrap();
     let b = confluent(
         21,
@@ -569,7 +573,10 @@ fn generic_records_resolve_added_removed_reordered_promoted_fields() {
     assert_eq!(t.settings.overrides.permanent_strike, None);
     assert_eq!(t.settings.overrides.warn_threshold, None);
     assert_eq!(t.settings.mode, crate::policy::TenantMode::Enforce);
+}
 
+#[test]
+fn generic_records_resolve_array_items_promoted() {
     // OwnerDevices: device_ids items as bytes (promoted inside the array).
     let rt = RecordType::OwnerDevices;
     let fields = with_field(
@@ -581,6 +588,7 @@ fn generic_records_resolve_added_removed_reordered_promoted_fields() {
         )),
     );
     let w = schema_json(rt, &fields);
+    let c = Codec::default();
     c.add_writer_schema(WriterKey::SchemaId(22), &w).unwrap();
     let b = confluent(
         22,

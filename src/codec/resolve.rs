@@ -252,19 +252,11 @@ impl<'w, 'r> Checker<'w, 'r> {
     pub(crate) fn check(&mut self, w: &'w Schema, r: &'r Schema, path: &str) -> Result<(), String> {
         let w = self.wn.deref(w)?;
         let r = self.rn.deref(r)?;
-        let at = |msg: String| {
-            if path.is_empty() {
-                msg
-            } else {
-                format!("field '{path}': {msg}")
-            }
-        };
         let mismatch = || {
-            at(format!(
-                "writer {} cannot be read as {}",
-                describe(w),
-                describe(r)
-            ))
+            at(
+                path,
+                format!("writer {} cannot be read as {}", describe(w), describe(r)),
+            )
         };
         match (kind(w), kind(r)) {
             (Kind::Union(wu), _) => {
@@ -274,50 +266,9 @@ impl<'w, 'r> Checker<'w, 'r> {
                 Ok(())
             }
             (_, Kind::Union(ru)) => {
-                // apache-avro picks a reader branch by value kind, so two named branches of one
-                // kind could be confused: refuse rather than risk it.
-                let mut named = HashSet::new();
-                for b in ru.variants() {
-                    let k = match kind(self.rn.deref(b)?) {
-                        Kind::Record(_) => "record",
-                        Kind::Enum(_) => "enum",
-                        Kind::Fixed(..) => "fixed",
-                        _ => continue,
-                    };
-                    if !named.insert(k) {
-                        return Err(at(format!(
-                            "reader {} has several {k} branches (not supported)",
-                            describe(r)
-                        )));
-                    }
-                }
-                let b = self.select(w, ru).map_err(&at)?;
+                self.refuse_ambiguous_branches(r, ru, path)?;
+                let b = self.select(w, ru).map_err(|m| at(path, m))?;
                 self.check(w, b, path)
-            }
-            (Kind::Prim(wp, wl), Kind::Prim(rp, rl)) => {
-                if !promotes(wp, rp) || (wl.is_some() && wl != rl) {
-                    return Err(mismatch());
-                }
-                if let (Schema::Decimal(a), Schema::Decimal(b)) = (w, r) {
-                    if (a.precision, a.scale) != (b.precision, b.scale) {
-                        return Err(mismatch());
-                    }
-                }
-                Ok(())
-            }
-            (Kind::Fixed(wn, ws, wl), Kind::Fixed(rn, rs, rl)) => {
-                if unqualified(&wn) != unqualified(&rn) || ws != rs || (wl.is_some() && wl != rl) {
-                    return Err(mismatch());
-                }
-                Ok(())
-            }
-            (Kind::Enum(we), Kind::Enum(re)) => {
-                if we.name.name != re.name.name {
-                    return Err(mismatch());
-                }
-                // Writer symbols the reader lacks map to the reader's default at read time, or
-                // are an error there (the spec's rule): nothing to refuse here.
-                Ok(())
             }
             (Kind::Array(wi), Kind::Array(ri)) => self.check(wi, ri, &format!("{path}[]")),
             (Kind::Map(wv), Kind::Map(rv)) => self.check(wv, rv, &format!("{path}{{}}")),
@@ -325,31 +276,112 @@ impl<'w, 'r> Checker<'w, 'r> {
                 if wr.name.name != rr.name.name {
                     return Err(mismatch());
                 }
-                let pair = (wr.name.fullname(None), rr.name.fullname(None));
-                if !self.in_progress.insert(pair.clone()) {
-                    return Ok(());
-                }
-                for rf in &rr.fields {
-                    let sub = if path.is_empty() {
-                        rf.name.clone()
-                    } else {
-                        format!("{path}.{}", rf.name)
-                    };
-                    match wr.lookup.get(&rf.name) {
-                        Some(&i) => self.check(&wr.fields[i].schema, &rf.schema, &sub)?,
-                        None if rf.default.is_some() => {}
-                        None => {
-                            return Err(format!(
-                                "field '{sub}' is missing in the writer and has no default in the reader"
-                            ))
-                        }
-                    }
-                }
-                self.in_progress.remove(&pair);
-                Ok(())
+                self.check_fields(wr, rr, path)
             }
-            _ => Err(mismatch()),
+            (wk, rk) => {
+                if leaf_reads_as(w, wk, r, rk) {
+                    Ok(())
+                } else {
+                    Err(mismatch())
+                }
+            }
         }
+    }
+
+    /// apache-avro picks a reader branch by value kind, so two named branches of one kind could
+    /// be confused: refuse the reader union `ru` (schema `r`) rather than risk it.
+    fn refuse_ambiguous_branches(
+        &self,
+        r: &'r Schema,
+        ru: &'r UnionSchema,
+        path: &str,
+    ) -> Result<(), String> {
+        let mut named = HashSet::new();
+        for b in ru.variants() {
+            let k = match kind(self.rn.deref(b)?) {
+                Kind::Record(_) => "record",
+                Kind::Enum(_) => "enum",
+                Kind::Fixed(..) => "fixed",
+                _ => continue,
+            };
+            if !named.insert(k) {
+                return Err(at(
+                    path,
+                    format!(
+                        "reader {} has several {k} branches (not supported)",
+                        describe(r)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every reader field of two records of one name: read from the writer's field of that name,
+    /// or defaulted; a field neither written nor defaulted is an error. A pair already under
+    /// check (a recursive type) is taken as compatible if the rest is.
+    fn check_fields(
+        &mut self,
+        wr: &'w RecordSchema,
+        rr: &'r RecordSchema,
+        path: &str,
+    ) -> Result<(), String> {
+        let pair = (wr.name.fullname(None), rr.name.fullname(None));
+        if !self.in_progress.insert(pair.clone()) {
+            return Ok(());
+        }
+        for rf in &rr.fields {
+            let sub = if path.is_empty() {
+                rf.name.clone()
+            } else {
+                format!("{path}.{}", rf.name)
+            };
+            match wr.lookup.get(&rf.name) {
+                Some(&i) => self.check(&wr.fields[i].schema, &rf.schema, &sub)?,
+                None if rf.default.is_some() => {}
+                None => {
+                    return Err(format!(
+                        "field '{sub}' is missing in the writer and has no default in the reader"
+                    ))
+                }
+            }
+        }
+        self.in_progress.remove(&pair);
+        Ok(())
+    }
+}
+
+/// `msg`, naming the field at `path` when there is one.
+fn at(path: &str, msg: String) -> String {
+    if path.is_empty() {
+        msg
+    } else {
+        format!("field '{path}': {msg}")
+    }
+}
+
+/// Whether a writer primitive, fixed or enum (`w`, of kind `wk`) reads as reader `r` (of kind
+/// `rk`); false for any other pair of kinds.
+fn leaf_reads_as(w: &Schema, wk: Kind<'_>, r: &Schema, rk: Kind<'_>) -> bool {
+    match (wk, rk) {
+        (Kind::Prim(wp, wl), Kind::Prim(rp, rl)) => {
+            if !promotes(wp, rp) || (wl.is_some() && wl != rl) {
+                return false;
+            }
+            match (w, r) {
+                (Schema::Decimal(a), Schema::Decimal(b)) => {
+                    (a.precision, a.scale) == (b.precision, b.scale)
+                }
+                _ => true,
+            }
+        }
+        (Kind::Fixed(wn, ws, wl), Kind::Fixed(rn, rs, rl)) => {
+            unqualified(&wn) == unqualified(&rn) && ws == rs && (wl.is_none() || wl == rl)
+        }
+        // Writer symbols the reader lacks map to the reader's default at read time, or are an
+        // error there (the spec's rule): only the name is compared here.
+        (Kind::Enum(we), Kind::Enum(re)) => we.name.name == re.name.name,
+        _ => false,
     }
 }
 

@@ -69,7 +69,13 @@ fn tenant() -> TenantRecord {
     }
 }
 
+/// One record of each output type, in the shapes that differ: a timed and a permanent block, a
+/// scan request, an alert with and without an owner, an incident's and a command's event.
 fn effects() -> Vec<Effect> {
+    [block_effects(), scan_and_alert_effects(), event_effects()].concat()
+}
+
+fn block_effects() -> Vec<Effect> {
     vec![
         Effect::Block(BlockRecord {
             mailbox: "alice@example.com".into(),
@@ -93,6 +99,11 @@ fn effects() -> Vec<Effect> {
             evidence_message_ids: vec![],
             updated_at: 2,
         }),
+    ]
+}
+
+fn scan_and_alert_effects() -> Vec<Effect> {
+    vec![
         Effect::Scan(ScanRequest {
             request_id: "r-1".into(),
             incident_id: "inc-1".into(),
@@ -130,6 +141,11 @@ fn effects() -> Vec<Effect> {
             scan_skipped_reason: None,
             summary: "permanently blocked".into(),
         }),
+    ]
+}
+
+fn event_effects() -> Vec<Effect> {
+    vec![
         Effect::Event(EventLogEntry {
             event_id: "e-1".into(),
             incident_id: Some("inc-1".into()),

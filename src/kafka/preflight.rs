@@ -192,10 +192,10 @@ pub fn check(cfg: &Config, timeout: Duration) -> Result<(), KafkaError> {
     let started = Instant::now();
     let described = match describe_topics(&admin, &names, timeout, &ctx) {
         Ok(d) => d,
-        Err(reason) => {
+        Err(e) => {
             return Err(KafkaError::Connect {
                 bootstrap: cfg.kafka.bootstrap_servers.clone(),
-                reason: ctx.reason().unwrap_or(reason),
+                reason: ctx.reason().unwrap_or_else(|| e.to_string()),
             })
         }
     };
@@ -261,102 +261,176 @@ pub(crate) fn principal(cfg: &Config) -> String {
 }
 
 /// DescribeTopics with authorised operations, through librdkafka's C API (rust-rdkafka has no
-/// wrapper for it). Every pointer is owned by librdkafka's result event, destroyed at the end.
+/// wrapper for it): sends the request, waits for its answer and reads it.
 fn describe_topics(
     admin: &BaseProducer<RecordingContext>,
     names: &[&str],
     timeout: Duration,
     ctx: &RecordingContext,
-) -> Result<Vec<Described>, String> {
-    let rk = admin.client().native_ptr();
+) -> Result<Vec<Described>, DescribeError> {
     let cnames: Vec<CString> = names
         .iter()
-        .map(|n| CString::new(*n).map_err(|_| format!("topic name {n:?} contains NUL")))
+        .map(|n| CString::new(*n).map_err(|_| DescribeError::TopicName(n.to_string())))
         .collect::<Result<_, _>>()?;
-    let mut ptrs: Vec<*const std::os::raw::c_char> = cnames.iter().map(|c| c.as_ptr()).collect();
-    let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: `rk` is a live client for the whole call (borrowed from `admin`); every object
-    // created here is destroyed before returning, and strings read from the result are copied
-    // before the event that owns them is destroyed.
-    unsafe {
-        let queue = sys::rd_kafka_queue_new(rk);
-        let opts = sys::rd_kafka_AdminOptions_new(
-            rk,
-            sys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
-        );
+    let request = DescribeRequest::send(admin, &cnames, timeout);
+    let event = request.wait(admin, timeout, ctx)?;
+    event.topics()
+}
+
+/// Why DescribeTopics described nothing. Preflight reports it as `KafkaError::Connect`, with the
+/// client's own explanation when it has one.
+#[derive(Debug, thiserror::Error)]
+enum DescribeError {
+    /// A topic name cannot be passed to librdkafka.
+    #[error("topic name {0:?} contains NUL")]
+    TopicName(String),
+    /// The client recorded an error that no retry will cure (authentication, TLS, …).
+    #[error("{0}")]
+    Definitive(String),
+    /// No answer came in time.
+    #[error("no answer within {} ms", .0.as_millis())]
+    NoAnswer(Duration),
+    /// The request itself failed (the broker's or librdkafka's message).
+    #[error("{0}")]
+    Request(String),
+}
+
+/// A DescribeTopics request in flight: the objects librdkafka needs until the answer is read,
+/// destroyed on drop.
+struct DescribeRequest {
+    queue: *mut sys::rd_kafka_queue_t,
+    opts: *mut sys::rd_kafka_AdminOptions_t,
+    topics: *mut sys::rd_kafka_TopicCollection_t,
+}
+
+impl DescribeRequest {
+    /// Sends DescribeTopics for `names` with authorised operations, answered on a queue of its
+    /// own; the broker is told to answer within `timeout`.
+    fn send(admin: &BaseProducer<RecordingContext>, names: &[CString], timeout: Duration) -> Self {
+        let rk = admin.client().native_ptr();
+        let mut ptrs: Vec<*const std::os::raw::c_char> = names.iter().map(|c| c.as_ptr()).collect();
+        let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
         let mut errbuf = [0 as std::os::raw::c_char; 256];
-        sys::rd_kafka_AdminOptions_set_request_timeout(
-            opts,
-            millis,
-            errbuf.as_mut_ptr(),
-            errbuf.len(),
-        );
-        let err = sys::rd_kafka_AdminOptions_set_include_authorized_operations(opts, 1);
-        if !err.is_null() {
-            sys::rd_kafka_error_destroy(err);
+        // SAFETY: `rk` is a live client (borrowed from `admin`, which outlives the request);
+        // librdkafka copies the topic names, so `ptrs` and `names` need only live for this call;
+        // every object created is owned by the returned value and destroyed by its `Drop`.
+        unsafe {
+            let queue = sys::rd_kafka_queue_new(rk);
+            let opts = sys::rd_kafka_AdminOptions_new(
+                rk,
+                sys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+            );
+            sys::rd_kafka_AdminOptions_set_request_timeout(
+                opts,
+                millis,
+                errbuf.as_mut_ptr(),
+                errbuf.len(),
+            );
+            let err = sys::rd_kafka_AdminOptions_set_include_authorized_operations(opts, 1);
+            if !err.is_null() {
+                sys::rd_kafka_error_destroy(err);
+            }
+            let topics =
+                sys::rd_kafka_TopicCollection_of_topic_names(ptrs.as_mut_ptr(), ptrs.len());
+            sys::rd_kafka_DescribeTopics(rk, topics, opts, queue);
+            DescribeRequest {
+                queue,
+                opts,
+                topics,
+            }
         }
-        let topics = sys::rd_kafka_TopicCollection_of_topic_names(ptrs.as_mut_ptr(), ptrs.len());
-        sys::rd_kafka_DescribeTopics(rk, topics, opts, queue);
-        // The request's own timeout bounds the wait (a little more, so its answer wins), in
-        // slices, so a definitive connection error ends it at once.
+    }
+
+    /// The answer, within the request's own timeout (a little more, so its answer wins), in
+    /// slices, so a definitive connection error recorded in `ctx` ends the wait at once.
+    fn wait(
+        &self,
+        admin: &BaseProducer<RecordingContext>,
+        timeout: Duration,
+        ctx: &RecordingContext,
+    ) -> Result<DescribeEvent, DescribeError> {
         let deadline = Instant::now() + timeout + Duration::from_secs(2);
-        let mut event: *mut sys::rd_kafka_event_t = std::ptr::null_mut();
-        let mut definitive = None;
-        while event.is_null() && Instant::now() < deadline {
+        while Instant::now() < deadline {
             // Serves the error callbacks (and waits a little), then looks for the answer.
             admin.poll(Duration::from_millis(100));
-            event = sys::rd_kafka_queue_poll(queue, 100);
-            if event.is_null() {
-                definitive = ctx.definitive();
-                if definitive.is_some() {
-                    break;
-                }
+            // SAFETY: `self.queue` is live until `self` is dropped; the event returned (if any)
+            // is owned by the `DescribeEvent`, which destroys it.
+            let event = unsafe { sys::rd_kafka_queue_poll(self.queue, 100) };
+            if !event.is_null() {
+                return Ok(DescribeEvent(event));
+            }
+            if let Some(reason) = ctx.definitive() {
+                return Err(DescribeError::Definitive(reason));
             }
         }
-        let result = if let Some(reason) = definitive {
-            Err(reason)
-        } else if event.is_null() {
-            Err(format!("no answer within {} ms", timeout.as_millis()))
-        } else if sys::rd_kafka_event_error(event)
-            != sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-        {
-            Err(cstr(sys::rd_kafka_event_error_string(event)))
-        } else {
-            let res = sys::rd_kafka_event_DescribeTopics_result(event);
+        Err(DescribeError::NoAnswer(timeout))
+    }
+}
+
+impl Drop for DescribeRequest {
+    fn drop(&mut self) {
+        // SAFETY: each pointer was created in `send` and is destroyed once, here.
+        unsafe {
+            sys::rd_kafka_TopicCollection_destroy(self.topics);
+            sys::rd_kafka_AdminOptions_destroy(self.opts);
+            sys::rd_kafka_queue_destroy(self.queue);
+        }
+    }
+}
+
+/// The DescribeTopics answer (non-null), which owns every pointer read from it; destroyed on drop.
+struct DescribeEvent(*mut sys::rd_kafka_event_t);
+
+impl DescribeEvent {
+    /// The request's error, or each topic described, its strings copied.
+    fn topics(&self) -> Result<Vec<Described>, DescribeError> {
+        // SAFETY: `self.0` is a live DescribeTopics result event; the descriptions and strings
+        // read are owned by it and copied (by `described`, `cstr`) before it is destroyed.
+        unsafe {
+            if sys::rd_kafka_event_error(self.0)
+                != sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            {
+                return Err(DescribeError::Request(cstr(
+                    sys::rd_kafka_event_error_string(self.0),
+                )));
+            }
+            let res = sys::rd_kafka_event_DescribeTopics_result(self.0);
             let mut n = 0usize;
             let descs = sys::rd_kafka_DescribeTopics_result_topics(res, &mut n);
-            let mut out = Vec::with_capacity(n);
-            for i in 0..n {
-                let d = *descs.add(i);
-                let name = cstr(sys::rd_kafka_TopicDescription_name(d));
-                let e = sys::rd_kafka_TopicDescription_error(d);
-                let error = if e.is_null()
-                    || sys::rd_kafka_error_code(e)
-                        == sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-                {
-                    None
-                } else {
-                    Some((
-                        sys::rd_kafka_error_code(e),
-                        cstr(sys::rd_kafka_error_string(e)),
-                    ))
-                };
-                let mut k = 0usize;
-                let ops_ptr = sys::rd_kafka_TopicDescription_authorized_operations(d, &mut k);
-                let ops =
-                    (!ops_ptr.is_null()).then(|| std::slice::from_raw_parts(ops_ptr, k).to_vec());
-                out.push(Described { name, error, ops });
-            }
-            Ok(out)
-        };
-        if !event.is_null() {
-            sys::rd_kafka_event_destroy(event);
+            Ok((0..n).map(|i| described(*descs.add(i))).collect())
         }
-        sys::rd_kafka_TopicCollection_destroy(topics);
-        sys::rd_kafka_AdminOptions_destroy(opts);
-        sys::rd_kafka_queue_destroy(queue);
-        result
     }
+}
+
+impl Drop for DescribeEvent {
+    fn drop(&mut self) {
+        // SAFETY: the event came from `rd_kafka_queue_poll` and is destroyed once, here.
+        unsafe { sys::rd_kafka_event_destroy(self.0) }
+    }
+}
+
+/// One topic's description: its name, its error (if any) and the authorised operations (if the
+/// broker reported them).
+///
+/// # Safety
+/// `d` must be a description owned by a live DescribeTopics result event.
+unsafe fn described(d: *const sys::rd_kafka_TopicDescription_t) -> Described {
+    let name = cstr(sys::rd_kafka_TopicDescription_name(d));
+    let e = sys::rd_kafka_TopicDescription_error(d);
+    let error = if e.is_null()
+        || sys::rd_kafka_error_code(e) == sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+    {
+        None
+    } else {
+        Some((
+            sys::rd_kafka_error_code(e),
+            cstr(sys::rd_kafka_error_string(e)),
+        ))
+    };
+    let mut k = 0usize;
+    let ops_ptr = sys::rd_kafka_TopicDescription_authorized_operations(d, &mut k);
+    let ops = (!ops_ptr.is_null()).then(|| std::slice::from_raw_parts(ops_ptr, k).to_vec());
+    Described { name, error, ops }
 }
 
 fn cstr(p: *const std::os::raw::c_char) -> String {

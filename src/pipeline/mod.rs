@@ -33,10 +33,10 @@ use tracing::{error, info, warn};
 use crate::codec::{Codec, RecordType};
 use crate::config::Config;
 use crate::kafka::{admin, client, preflight, KafkaError};
-use crate::registry;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Health, Metrics};
 use crate::timers::Clock;
+use crate::wiring;
 
 use self::directory::TableDirectory;
 use self::processor::Processor;
@@ -55,7 +55,7 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     /// The wire format could not be set up (schema registry, writer schemas).
     #[error(transparent)]
-    Wire(#[from] registry::WireError),
+    Wire(#[from] wiring::WireError),
     /// The table loader failed.
     #[error(transparent)]
     Tables(#[from] TableError),
@@ -193,7 +193,7 @@ async fn prepare(cfg: &Config) -> Result<(Store, Codec), PipelineError> {
     let store = Store::open(&cfg.state.dir)?;
     let codec = {
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || registry::codec_for(&cfg, &outputs(&cfg)))
+        tokio::task::spawn_blocking(move || wiring::codec_for(&cfg, &outputs(&cfg)))
             .await
             .expect("codec task")?
     };

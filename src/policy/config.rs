@@ -199,67 +199,43 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
+        let with = |set: fn(&mut Policy)| {
+            let mut p = Policy::default();
+            set(&mut p);
+            p
+        };
         let cases: Vec<(Policy, &str)> = vec![
+            (with(|p| p.threshold = 0), "policy.threshold must be >= 1"),
+            (with(|p| p.window_ms = 0), "policy.window_ms must be > 0"),
             (
-                Policy {
-                    threshold: 0,
-                    ..Policy::default()
-                },
-                "policy.threshold must be >= 1",
-            ),
-            (
-                Policy {
-                    window_ms: 0,
-                    ..Policy::default()
-                },
-                "policy.window_ms must be > 0",
-            ),
-            (
-                Policy {
-                    allowed_lateness_ms: -1,
-                    ..Policy::default()
-                },
+                with(|p| p.allowed_lateness_ms = -1),
                 "policy.allowed_lateness_ms must be >= 0",
             ),
+            (with(|p| p.base_block_ms = 0), "policy.base_block_ms must be > 0"),
             (
-                Policy {
-                    base_block_ms: 0,
-                    ..Policy::default()
-                },
-                "policy.base_block_ms must be > 0",
-            ),
-            (
-                Policy {
-                    permanent_strike: 0,
-                    ..Policy::default()
-                },
+                with(|p| p.permanent_strike = 0),
                 "policy.permanent_strike must be >= 1",
             ),
             (
-                Policy {
-                    max_future_skew_ms: -5,
-                    ..Policy::default()
-                },
+                with(|p| p.max_future_skew_ms = -5),
                 "policy.max_future_skew_ms must be >= 0",
             ),
             (
-                Policy {
-                    strike_decay_ms: Some(0),
-                    ..Policy::default()
-                },
+                with(|p| p.strike_decay_ms = Some(0)),
                 "policy.strike_decay_ms must be > 0 when set",
             ),
             (
-                Policy {
-                    state_idle_ttl_ms: 899_999,
-                    ..Policy::default()
-                },
+                with(|p| p.state_idle_ttl_ms = 899_999),
                 "policy.state_idle_ttl_ms must be >= policy.window_ms + policy.allowed_lateness_ms (900000)",
             ),
         ];
         for (p, msg) in cases {
             assert_eq!(p.validate().unwrap_err().to_string(), msg);
         }
+    }
+
+    #[test]
+    fn a_ladder_whose_longest_block_overflows_is_refused() {
         let overflow = Policy {
             permanent_strike: 60,
             ..Policy::default()

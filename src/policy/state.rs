@@ -306,26 +306,7 @@ impl MailboxState {
             }
         }
         if !self.exemptions.is_empty() {
-            put_u(out, self.exemptions.len() as u64);
-        }
-        for e in &self.exemptions {
-            for s in [&e.tenant_id, &e.pattern, &e.reason, &e.actor] {
-                put_str(out, s);
-            }
-            out.push(match e.actor_role {
-                ActorRole::Support => 0,
-                ActorRole::Admin => 1,
-                ActorRole::Viewer => 2,
-            });
-            put_str(out, &e.command_id);
-            put_i(out, e.created_at);
-            match e.expires_at {
-                Some(x) => {
-                    out.push(1);
-                    put_i(out, x);
-                }
-                None => out.push(0),
-            }
+            put_exemptions(out, &self.exemptions);
         }
         if let Some(b) = &self.block {
             put_u(out, u64::from(b.strike));
@@ -367,23 +348,7 @@ impl MailboxState {
             return Err(StateDecodeError::UnknownVersion(version));
         }
         let mut r = Reader(rest);
-        let flags = r.u()?;
-        if flags & !0xFF != 0 {
-            return Err(StateDecodeError::Invalid("unknown flags"));
-        }
-        if flags & 2 != 0 && flags & 1 == 0 {
-            return Err(StateDecodeError::Invalid("permanent flag without block"));
-        }
-        if flags & 64 != 0 && flags & 32 == 0 {
-            return Err(StateDecodeError::Invalid(
-                "simulated permanent flag without simulated ladder",
-            ));
-        }
-        if flags & 256 != 0 && flags & 128 == 0 {
-            return Err(StateDecodeError::Invalid(
-                "exemption expiry flag without exemption",
-            ));
-        }
+        let flags = check_flags(r.u()?)?;
         let strikes = r.u32()?;
         let touched_at = r.i()?;
         let tenant_id = r.string()?;
@@ -397,71 +362,17 @@ impl MailboxState {
         } else {
             None
         };
-        let n = if flags & 128 != 0 { r.count()? } else { 0 };
-        if flags & 128 != 0 && n == 0 {
-            return Err(StateDecodeError::Invalid(
-                "exemption flag without exemptions",
-            ));
-        }
-        let mut exemptions = Vec::with_capacity(n);
-        for _ in 0..n {
-            exemptions.push(Exemption {
-                tenant_id: r.string()?,
-                pattern: r.string()?,
-                reason: r.string()?,
-                actor: r.string()?,
-                actor_role: match r.bytes(1)?[0] {
-                    0 => ActorRole::Support,
-                    1 => ActorRole::Admin,
-                    2 => ActorRole::Viewer,
-                    _ => return Err(StateDecodeError::Invalid("unknown exemption role")),
-                },
-                command_id: r.string()?,
-                created_at: r.i()?,
-                expires_at: match r.bytes(1)?[0] {
-                    0 => None,
-                    1 => Some(r.i()?),
-                    _ => return Err(StateDecodeError::Invalid("bad exemption expiry tag")),
-                },
-            });
-        }
+        let exemptions = if flags & 128 != 0 {
+            r.exemptions()?
+        } else {
+            Vec::new()
+        };
         let block = if flags & 1 != 0 {
-            let strike = r.u32()?;
-            let blocked_at = r.i()?;
-            let blocked_until = if flags & 2 == 0 { Some(r.i()?) } else { None };
-            let incident_id = Uuid::from_bytes(r.array16()?);
-            let n = r.count()?;
-            let mut evidence_message_ids = Vec::with_capacity(n);
-            for _ in 0..n {
-                evidence_message_ids.push(r.string()?);
-            }
-            Some(CurrentBlock {
-                strike,
-                blocked_at,
-                blocked_until,
-                incident_id,
-                evidence_message_ids,
-            })
+            Some(r.block(flags & 2 != 0)?)
         } else {
             None
         };
-        let n = r.count()?;
-        let mut entries = Vec::with_capacity(n);
-        let mut prev: Option<Millis> = None;
-        for _ in 0..n {
-            let sent_at = match prev {
-                None => r.i()?,
-                Some(p) => p
-                    .checked_add_unsigned(r.u()?)
-                    .ok_or(StateDecodeError::Invalid("window time overflows"))?,
-            };
-            prev = Some(sent_at);
-            let message_id = r.string()?.into_boxed_str();
-            entries.push(Entry {
-                sent_at,
-                message_id,
-            });
-        }
+        let entries = r.window_entries()?;
         if !r.0.is_empty() {
             return Err(StateDecodeError::TrailingBytes(r.0.len()));
         }
@@ -482,6 +393,29 @@ impl MailboxState {
     }
 }
 
+fn put_exemptions(out: &mut Vec<u8>, exemptions: &[Exemption]) {
+    put_u(out, exemptions.len() as u64);
+    for e in exemptions {
+        for s in [&e.tenant_id, &e.pattern, &e.reason, &e.actor] {
+            put_str(out, s);
+        }
+        out.push(match e.actor_role {
+            ActorRole::Support => 0,
+            ActorRole::Admin => 1,
+            ActorRole::Viewer => 2,
+        });
+        put_str(out, &e.command_id);
+        put_i(out, e.created_at);
+        match e.expires_at {
+            Some(x) => {
+                out.push(1);
+                put_i(out, x);
+            }
+            None => out.push(0),
+        }
+    }
+}
+
 fn put_u(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -499,9 +433,107 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// The flags of an encoded state (bit 0 block, 1 permanent, 2 counting floor, 3 last block end,
+/// 4 warned through, 5 simulated ladder, 6 simulated permanent, 7 exemptions), if they are
+/// consistent.
+fn check_flags(flags: u64) -> Result<u64, StateDecodeError> {
+    if flags & !0xFF != 0 {
+        return Err(StateDecodeError::Invalid("unknown flags"));
+    }
+    if flags & 2 != 0 && flags & 1 == 0 {
+        return Err(StateDecodeError::Invalid("permanent flag without block"));
+    }
+    if flags & 64 != 0 && flags & 32 == 0 {
+        return Err(StateDecodeError::Invalid(
+            "simulated permanent flag without simulated ladder",
+        ));
+    }
+    Ok(flags)
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
+    /// The exemptions of the key (flag 128: at least one).
+    fn exemptions(&mut self) -> Result<Vec<Exemption>, StateDecodeError> {
+        let n = self.count()?;
+        if n == 0 {
+            return Err(StateDecodeError::Invalid(
+                "exemption flag without exemptions",
+            ));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.exemption()?);
+        }
+        Ok(out)
+    }
+
+    fn exemption(&mut self) -> Result<Exemption, StateDecodeError> {
+        Ok(Exemption {
+            tenant_id: self.string()?,
+            pattern: self.string()?,
+            reason: self.string()?,
+            actor: self.string()?,
+            actor_role: match self.bytes(1)?[0] {
+                0 => ActorRole::Support,
+                1 => ActorRole::Admin,
+                2 => ActorRole::Viewer,
+                _ => return Err(StateDecodeError::Invalid("unknown exemption role")),
+            },
+            command_id: self.string()?,
+            created_at: self.i()?,
+            expires_at: match self.bytes(1)?[0] {
+                0 => None,
+                1 => Some(self.i()?),
+                _ => return Err(StateDecodeError::Invalid("bad exemption expiry tag")),
+            },
+        })
+    }
+
+    /// The current block: strike, start, end (absent when `permanent`), incident, evidence.
+    fn block(&mut self, permanent: bool) -> Result<CurrentBlock, StateDecodeError> {
+        let strike = self.u32()?;
+        let blocked_at = self.i()?;
+        let blocked_until = if permanent { None } else { Some(self.i()?) };
+        let incident_id = Uuid::from_bytes(self.array16()?);
+        let n = self.count()?;
+        let mut evidence_message_ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            evidence_message_ids.push(self.string()?);
+        }
+        Ok(CurrentBlock {
+            strike,
+            blocked_at,
+            blocked_until,
+            incident_id,
+            evidence_message_ids,
+        })
+    }
+
+    /// The window's entries in order: the first time in full, each later one as the step from
+    /// the one before.
+    fn window_entries(&mut self) -> Result<Vec<Entry>, StateDecodeError> {
+        let n = self.count()?;
+        let mut entries = Vec::with_capacity(n);
+        let mut prev: Option<Millis> = None;
+        for _ in 0..n {
+            let sent_at = match prev {
+                None => self.i()?,
+                Some(p) => p
+                    .checked_add_unsigned(self.u()?)
+                    .ok_or(StateDecodeError::Invalid("window time overflows"))?,
+            };
+            prev = Some(sent_at);
+            let message_id = self.string()?.into_boxed_str();
+            entries.push(Entry {
+                sent_at,
+                message_id,
+            });
+        }
+        Ok(entries)
+    }
+
     fn u(&mut self) -> Result<u64, StateDecodeError> {
         let mut v = 0u64;
         for i in 0..10 {

@@ -666,15 +666,24 @@ fn trip_effects_in_order_one_scan_per_distinct_device() {
     assert_eq!(r.outcomes, [tripped(1, false)]);
 }
 
+/// A scan case: its name, the directory, the skip reason expected (none: a scan), the owner.
+type ScanCase = (
+    &'static str,
+    Dir,
+    Option<ScanSkipReason>,
+    Option<&'static str>,
+);
+
 #[test]
 fn each_scan_skip_reason() {
-    type Case = (
-        &'static str,
-        Dir,
-        Option<ScanSkipReason>,
-        Option<&'static str>,
-    );
-    let cases: Vec<Case> = vec![
+    for (name, dir, reason, owner) in scan_cases() {
+        assert_trip_scans_or_skips(name, dir, reason, owner);
+    }
+}
+
+/// Every reason a trip scans no device, the precedence of two, and a trip that scans.
+fn scan_cases() -> Vec<ScanCase> {
+    vec![
         (
             "sync off",
             Dir::standard().tenant_with(|t| t.sync_security_enabled = false),
@@ -723,46 +732,55 @@ fn each_scan_skip_reason() {
             Some("u1"),
         ),
         ("scan", Dir::standard(), None, Some("u1")),
-    ];
-    for (name, dir, reason, owner) in cases {
-        let mut rig = Rig::with(dir, Policy::default());
-        let r = rig.trip_at("m", T0);
-        let scans = r
-            .effects
-            .iter()
-            .filter(|e| matches!(e, Effect::Scan(_)))
-            .count();
-        let a = alert(&r);
-        assert_eq!(a.scan_skipped_reason, reason, "{name}");
-        assert_eq!(a.owner_id.as_deref(), owner, "{name}");
-        let kinds: Vec<EventKind> = events(&r).iter().map(|e| e.0).collect();
-        match reason {
-            Some(why) => {
-                assert_eq!(scans, 0, "{name}");
-                assert!(a.devices_scanned.is_empty());
-                assert_eq!(
-                    events(&r)[1],
-                    (EventKind::ScanSkipped, why.as_str()),
-                    "{name}"
-                );
-                assert_eq!(
-                    kinds,
-                    [
-                        EventKind::MailboxBlocked,
-                        EventKind::ScanSkipped,
-                        EventKind::AlertSent
-                    ]
-                );
-            }
-            None => {
-                assert_eq!(scans, 2, "{name}");
-                assert_eq!(a.devices_scanned, ["d1", "d2"]);
-            }
+    ]
+}
+
+/// A trip under `dir`: its alert names `owner` and `reason`; with a reason no scan and a
+/// `SCAN_SKIPPED` event between the block and the alert, without one a scan per device; the
+/// mailbox is blocked either way.
+fn assert_trip_scans_or_skips(
+    name: &str,
+    dir: Dir,
+    reason: Option<ScanSkipReason>,
+    owner: Option<&str>,
+) {
+    let mut rig = Rig::with(dir, Policy::default());
+    let r = rig.trip_at("m", T0);
+    let scans = r
+        .effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Scan(_)))
+        .count();
+    let a = alert(&r);
+    assert_eq!(a.scan_skipped_reason, reason, "{name}");
+    assert_eq!(a.owner_id.as_deref(), owner, "{name}");
+    let kinds: Vec<EventKind> = events(&r).iter().map(|e| e.0).collect();
+    match reason {
+        Some(why) => {
+            assert_eq!(scans, 0, "{name}");
+            assert!(a.devices_scanned.is_empty());
+            assert_eq!(
+                events(&r)[1],
+                (EventKind::ScanSkipped, why.as_str()),
+                "{name}"
+            );
+            assert_eq!(
+                kinds,
+                [
+                    EventKind::MailboxBlocked,
+                    EventKind::ScanSkipped,
+                    EventKind::AlertSent
+                ]
+            );
         }
-        // Blocking goes on either way.
-        assert_eq!(blocks(&r).len(), 1, "{name}");
-        assert_eq!(rig.state.block_state(), BlockState::Blocked);
+        None => {
+            assert_eq!(scans, 2, "{name}");
+            assert_eq!(a.devices_scanned, ["d1", "d2"]);
+        }
     }
+    // Blocking goes on either way.
+    assert_eq!(blocks(&r).len(), 1, "{name}");
+    assert_eq!(rig.state.block_state(), BlockState::Blocked);
 }
 
 #[test]
