@@ -1463,10 +1463,10 @@ fn an_exemption_never_ends_a_block_in_force() {
     assert_exempt_trip(&r, MB, MB);
 }
 
-#[test]
-fn exemption_command_rejections() {
+/// Exemption commands that are rejected: name, command, words of the detail, code.
+fn exemption_rejections() -> Vec<(&'static str, Input, &'static str, RejectCode)> {
     let pe = Some("why");
-    let cases: Vec<(&str, Input, &str, RejectCode)> = vec![
+    vec![
         (
             "viewer",
             exempt_cmd(
@@ -1584,8 +1584,12 @@ fn exemption_command_rejections() {
             "holds no exemption",
             RejectCode::NotExempt,
         ),
-    ];
-    for (name, input, why, code) in cases {
+    ]
+}
+
+#[test]
+fn exemption_command_rejections() {
+    for (name, input, why, code) in exemption_rejections() {
         let mut rig = Rig::new();
         let r = rig.at(T0, input);
         assert_eq!(r.outcomes, [Outcome::CommandRejected], "{name}");

@@ -151,7 +151,7 @@ impl InternalEvent for PolicyOutcome<'_> {
             }
             Outcome::ExemptTrip => {
                 info!(%mailbox, "exempt trip: nothing blocked");
-                m.policy.exempt_trips.inc();
+                m.policy.exemptions.trips.inc();
             }
             Outcome::ExemptionAdded | Outcome::ExemptionRemoved | Outcome::ExemptionExpired => {
                 let change = match *self.outcome {
@@ -161,7 +161,8 @@ impl InternalEvent for PolicyOutcome<'_> {
                 };
                 info!(pattern = %mailbox, change, "exemption changed");
                 m.policy
-                    .exemption_changes
+                    .exemptions
+                    .changes
                     .with_label_values(&[change])
                     .inc();
             }
