@@ -87,14 +87,16 @@ fn config_toml(
 
 impl Instance {
     fn start(cfg: &Config, instance: &str, tokens: &[Tok]) -> Instance {
+        Self::start_with(cfg, instance, tokens, "")
+    }
+
+    /// [`Instance::start`] with more configuration (whole TOML tables) after the rest.
+    fn start_with(cfg: &Config, instance: &str, tokens: &[Tok], extra: &str) -> Instance {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let path = dir.path().join("mailguard.toml");
-        std::fs::write(
-            &path,
-            config_toml(cfg, instance, &dir.path().join("state"), port, tokens),
-        )
-        .unwrap();
+        let toml = config_toml(cfg, instance, &dir.path().join("state"), port, tokens) + extra;
+        std::fs::write(&path, toml).unwrap();
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
         let child = Proc::new(binary())
             .arg("--config")
@@ -604,7 +606,8 @@ fn exemptions_by_role_and_tenant() {
         tok("support-global", "SUPPORT", None),
     ];
     let [viewer, admin, other, support] = [0, 1, 2, 3].map(|i| tokens[i].secret.clone());
-    let inst = Instance::start(&cfg, "0", &tokens);
+    let bound = "[limits]\nmax_exemptions_per_tenant = 1\n";
+    let inst = Instance::start_with(&cfg, "0", &tokens, bound);
     let b = inst.base.clone();
     let one = "/v1/tenants/acme/exemptions/%2A%40news.acme.test";
     let list = "/v1/tenants/acme/exemptions";
@@ -649,6 +652,24 @@ fn exemptions_by_role_and_tenant() {
         (&json!("admin-acme"), &json!("ADMIN"))
     );
     assert_eq!(items[0]["expires_at"], Value::Null);
+    assert_eq!(l["max_exemptions"], 1);
+    // At the bound: a second pattern is refused (nothing sent), replacing the first is not.
+    let second = "/v1/tenants/acme/exemptions/x%40acme.test";
+    let (s, v) = send("PUT", &b, second, Some(&admin), Some(&body));
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_exemptions_per_tenant"),
+        "{v}"
+    );
+    let (s, v) = send("PUT", &b, one, Some(&admin), Some(&body));
+    assert_eq!(s, 202, "{v}");
+    let st = await_answer(&b, v["status_url"].as_str().unwrap(), &admin, |s, v| {
+        s == 200 && v["status"] != "PENDING"
+    });
+    assert_eq!(st["status"], "ACCEPTED", "a replacement: {st}");
     // Another tenant sees none of it.
     let (s, g) = get(&b, "/v1/tenants/globex/exemptions", Some(&other));
     assert_eq!((s, g["items"].as_array().unwrap().len()), (200, 0), "{g}");
