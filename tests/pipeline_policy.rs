@@ -1556,3 +1556,76 @@ fn a_domain_pattern_exempts_every_mailbox_of_that_domain_and_no_other() {
     }
     running.stop().unwrap();
 }
+
+#[test]
+fn exemptions_survive_a_restart_from_the_changelog_and_expire_once() {
+    let (mut cfg, _dir) = test_config(2);
+    cfg.policy.base_block_ms = 3_600_000;
+    create_topics(&cfg);
+    let t0 = now_ms();
+    let running = start(&cfg, Arc::new(ManualClock::new(t0)));
+    running.wait_ready(T);
+    let until = t0 + 60_000;
+    exemption_command(
+        &cfg,
+        "r@x.com",
+        "put-r",
+        CommandKind::ExemptionPut,
+        Some(until),
+        t0,
+    );
+    exemption_command(
+        &cfg,
+        "*@d.x.com",
+        "put-d",
+        CommandKind::ExemptionPut,
+        None,
+        t0,
+    );
+    consume_exactly(&cfg.topics.exemptions, 2, T, Duration::ZERO);
+    running.stop().unwrap();
+    // Another instance with empty local state: the exemptions come back from the changelog (the
+    // exact one) and the exemptions topic (the domain one).
+    let fresh = tempfile::tempdir().unwrap();
+    cfg.state.dir = fresh.path().join("state");
+    let clock = ManualClock::new(t0 + 1_000);
+    let running = start(&cfg, Arc::new(clock.clone()));
+    running.wait_ready(T);
+    await_counter(
+        &running,
+        "mailguard_table_records_total{table=\"exemptions\"}",
+        2,
+    );
+    offending(&cfg, "tenant-1", "r@x.com", "r", t0 - 5_000, 5);
+    offending(&cfg, "tenant-1", "a@d.x.com", "a", t0 - 5_000, 5);
+    let a = alerts(&consume_exactly(&cfg.topics.alerts, 2, T, SETTLE));
+    assert!(a.iter().all(|a| a.kind == AlertKind::ExemptTrip), "{a:?}");
+    // The restored timer ends the exact one, once.
+    clock.set(until);
+    let x = exemption_records(&consume_exactly(&cfg.topics.exemptions, 3, T, SETTLE));
+    assert_eq!(x[2], ("tenant-1/r@x.com".to_owned(), None));
+    clock.advance(1_000);
+    offending(&cfg, "tenant-1", "r@x.com", "r2", clock.now() - 5_000, 5);
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!(b[0].mailbox, "r@x.com");
+    let ev = events(&consume_exactly(
+        &cfg.topics.events,
+        2 + 2 * 2 + 1 + 3,
+        T,
+        Duration::from_millis(200),
+    ));
+    assert_eq!(
+        kinds_of(&ev, "r@x.com"),
+        [
+            EventKind::ExemptionAdded,
+            EventKind::TripExempted,
+            EventKind::AlertSent,
+            EventKind::ExemptionExpired,
+            EventKind::MailboxBlocked,
+            EventKind::ScanSkipped,
+            EventKind::AlertSent,
+        ]
+    );
+    assert_eq!(kinds_of(&ev, "*@d.x.com"), [EventKind::ExemptionAdded]);
+    running.stop().unwrap();
+}
