@@ -1368,16 +1368,36 @@ fn kinds_of(e: &[EventLogEntry], mailbox: &str) -> Vec<EventKind> {
         .collect()
 }
 
-#[test]
-fn an_exempt_mailbox_trips_without_block_or_scan() {
-    let (mut cfg, _dir) = test_config(2);
+/// A pipeline on fresh topics (`partitions` each) with hour-long blocks, ready, on a manual
+/// clock at the wall clock's now.
+fn started(partitions: i32) -> (Config, tempfile::TempDir, Running, ManualClock) {
+    let (mut cfg, dir) = test_config(partitions);
     cfg.policy.base_block_ms = 3_600_000;
     create_topics(&cfg);
+    let clock = ManualClock::new(now_ms());
+    let running = start(&cfg, Arc::new(clock.clone()));
+    running.wait_ready(T);
+    (cfg, dir, running, clock)
+}
+
+/// The events of an exact exemption that an exempt trip met, that expired, and whose mailbox
+/// then tripped (owner unknown).
+const EXEMPT_EXPIRED_THEN_BLOCKED: [EventKind; 7] = [
+    EventKind::ExemptionAdded,
+    EventKind::TripExempted,
+    EventKind::AlertSent,
+    EventKind::ExemptionExpired,
+    EventKind::MailboxBlocked,
+    EventKind::ScanSkipped,
+    EventKind::AlertSent,
+];
+
+#[test]
+fn an_exempt_mailbox_trips_without_block_or_scan() {
+    let (cfg, _dir, running, clock) = started(2);
     let mb = "tickets@x.com";
     owner(&cfg, mb, "o-t", Some(&["d-t"]));
-    let now = now_ms();
-    let running = start(&cfg, Arc::new(ManualClock::new(now)));
-    running.wait_ready(T);
+    let now = clock.now();
     exemption_command(&cfg, mb, "put-1", CommandKind::ExemptionPut, None, now);
     let x = exemption_records(&consume_exactly(&cfg.topics.exemptions, 1, T, SETTLE));
     assert_eq!(x[0].0, "tenant-1/tickets@x.com");
@@ -1435,13 +1455,8 @@ fn an_exempt_mailbox_trips_without_block_or_scan() {
 
 #[test]
 fn an_exemption_that_expires_lets_the_next_trip_block() {
-    let (mut cfg, _dir) = test_config(2);
-    cfg.policy.base_block_ms = 3_600_000;
-    create_topics(&cfg);
+    let (cfg, _dir, running, clock) = started(2);
     let mb = "news@x.com";
-    let clock = ManualClock::new(now_ms());
-    let running = start(&cfg, Arc::new(clock.clone()));
-    running.wait_ready(T);
     let t0 = clock.now();
     let until = t0 + 60_000;
     exemption_command(
@@ -1476,18 +1491,7 @@ fn an_exemption_that_expires_lets_the_next_trip_block() {
         T,
         Duration::from_millis(200),
     ));
-    assert_eq!(
-        kinds_of(&ev, mb),
-        [
-            EventKind::ExemptionAdded,
-            EventKind::TripExempted,
-            EventKind::AlertSent,
-            EventKind::ExemptionExpired,
-            EventKind::MailboxBlocked,
-            EventKind::ScanSkipped,
-            EventKind::AlertSent,
-        ]
-    );
+    assert_eq!(kinds_of(&ev, mb), EXEMPT_EXPIRED_THEN_BLOCKED);
     assert!(ev[3].detail.contains("expired at"), "{}", ev[3].detail);
     assert_eq!(
         consume_exactly(&cfg.topics.exemptions, 2, T, Duration::ZERO).len(),
@@ -1499,12 +1503,8 @@ fn an_exemption_that_expires_lets_the_next_trip_block() {
 
 #[test]
 fn a_domain_pattern_exempts_every_mailbox_of_that_domain_and_no_other() {
-    let (mut cfg, _dir) = test_config(4);
-    cfg.policy.base_block_ms = 3_600_000;
-    create_topics(&cfg);
-    let now = now_ms();
-    let running = start(&cfg, Arc::new(ManualClock::new(now)));
-    running.wait_ready(T);
+    let (cfg, _dir, running, clock) = started(4);
+    let now = clock.now();
     let pattern = "*@news.x.com";
     exemption_command(&cfg, pattern, "put-3", CommandKind::ExemptionPut, None, now);
     // Every instance learns it from the table (a mailbox of the domain may live on any
@@ -1559,12 +1559,8 @@ fn a_domain_pattern_exempts_every_mailbox_of_that_domain_and_no_other() {
 
 #[test]
 fn exemptions_survive_a_restart_from_the_changelog_and_expire_once() {
-    let (mut cfg, _dir) = test_config(2);
-    cfg.policy.base_block_ms = 3_600_000;
-    create_topics(&cfg);
-    let t0 = now_ms();
-    let running = start(&cfg, Arc::new(ManualClock::new(t0)));
-    running.wait_ready(T);
+    let (mut cfg, _dir, running, first) = started(2);
+    let t0 = first.now();
     let until = t0 + 60_000;
     exemption_command(
         &cfg,
@@ -1614,18 +1610,7 @@ fn exemptions_survive_a_restart_from_the_changelog_and_expire_once() {
         T,
         Duration::from_millis(200),
     ));
-    assert_eq!(
-        kinds_of(&ev, "r@x.com"),
-        [
-            EventKind::ExemptionAdded,
-            EventKind::TripExempted,
-            EventKind::AlertSent,
-            EventKind::ExemptionExpired,
-            EventKind::MailboxBlocked,
-            EventKind::ScanSkipped,
-            EventKind::AlertSent,
-        ]
-    );
+    assert_eq!(kinds_of(&ev, "r@x.com"), EXEMPT_EXPIRED_THEN_BLOCKED);
     assert_eq!(kinds_of(&ev, "*@d.x.com"), [EventKind::ExemptionAdded]);
     running.stop().unwrap();
 }
