@@ -88,6 +88,7 @@ pub fn record_type_for_topic(cfg: &Config, topic: &str) -> Option<RecordType> {
         x if x == t.scan_requests => RecordType::ScanRequest,
         x if x == t.alerts => RecordType::Alert,
         x if x == t.events => RecordType::EventLogEntry,
+        x if x == t.exemptions => RecordType::Exemption,
         _ => return None,
     })
 }
@@ -103,6 +104,7 @@ fn key_field(rt: RecordType) -> &'static str {
         RecordType::OwnerDevices => "owner_id",
         RecordType::TenantSettings | RecordType::Alert => "tenant_id",
         RecordType::ScanRequest => "device_id",
+        RecordType::Exemption => "pattern",
     }
 }
 
@@ -316,6 +318,46 @@ pub struct AdminArgs {
     pub command: AdminCommand,
 }
 
+/// `mailguard admin exempt` subcommands. A pattern is one mailbox (`local@domain`) or every
+/// mailbox of one domain (`*@domain`, not its subdomains).
+#[derive(Debug, clap::Subcommand)]
+pub enum ExemptAction {
+    /// Add (or replace) an exemption; waits for the pipeline's decision like `unblock`.
+    Add {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Why (for the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// When it ends, ms since the Unix epoch (default: never).
+        #[arg(long)]
+        expires_at: Option<i64>,
+        /// Mailbox or `*@domain`.
+        pattern: String,
+        /// Seconds to wait for the outcome (0: print the command id and return).
+        #[arg(long, default_value_t = 30.0)]
+        wait: f64,
+    },
+    /// Remove an exemption; waits for the pipeline's decision like `unblock`.
+    Remove {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Mailbox or `*@domain`.
+        pattern: String,
+        /// Seconds to wait for the outcome (0: print the command id and return).
+        #[arg(long, default_value_t = 30.0)]
+        wait: f64,
+    },
+    /// The tenant's exemptions in force.
+    List {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
 /// `mailguard admin` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
@@ -361,6 +403,12 @@ pub enum AdminCommand {
         /// ACCEPTED, non-zero when REJECTED or when still PENDING at the end of the wait.
         #[arg(long, default_value_t = 30.0)]
         wait: f64,
+    },
+    /// A tenant's exemptions (role ADMIN or SUPPORT to change them, VIEWER to list them).
+    Exempt {
+        /// Add, remove or list.
+        #[command(subcommand)]
+        action: ExemptAction,
     },
     /// A new random token: prints the token (once) and the `[[api.tokens]]` entry to configure.
     IssueToken {
@@ -422,6 +470,17 @@ impl ApiClient {
                 .header("Authorization", &self.authorization)
                 .content_type("application/json")
                 .send(b.to_string()),
+            ("PUT", Some(b)) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &self.authorization)
+                .content_type("application/json")
+                .send(b.to_string()),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &self.authorization)
+                .call(),
             _ => self
                 .agent
                 .get(&url)
@@ -506,6 +565,7 @@ pub fn admin(args: &AdminArgs) -> Result<(), CliError> {
             mailbox,
             wait,
         } => unblock(&client, tenant, mailbox, ticket, *wait),
+        AdminCommand::Exempt { action } => exempt(&client, action),
         AdminCommand::HashToken | AdminCommand::IssueToken { .. } => Ok(()),
     }
 }
@@ -602,15 +662,56 @@ fn unblock(
     ticket: &str,
     wait: f64,
 ) -> Result<(), CliError> {
-    let (code, sent) = client.call_status(
-        "POST",
-        &format!(
-            "/v1/tenants/{}/mailboxes/{}/support-unblock",
+    let path = format!(
+        "/v1/tenants/{}/mailboxes/{}/support-unblock",
+        url_part(tenant),
+        url_part(mailbox)
+    );
+    let body = json!({ "ticket": ticket });
+    send_and_follow(client, ("POST", &path, Some(&body)), wait)
+}
+
+/// `admin exempt`: add and remove follow the command like `unblock`; list prints the list.
+fn exempt(client: &ApiClient, action: &ExemptAction) -> Result<(), CliError> {
+    let path = |tenant: &str, pattern: &str| {
+        format!(
+            "/v1/tenants/{}/exemptions/{}",
             url_part(tenant),
-            url_part(mailbox)
-        ),
-        Some(&json!({ "ticket": ticket })),
-    )?;
+            url_part(pattern)
+        )
+    };
+    match action {
+        ExemptAction::Add {
+            tenant,
+            reason,
+            expires_at,
+            pattern,
+            wait,
+        } => {
+            let body = json!({ "reason": reason, "expires_at": expires_at });
+            let path = path(tenant, pattern);
+            send_and_follow(client, ("PUT", &path, Some(&body)), *wait)
+        }
+        ExemptAction::Remove {
+            tenant,
+            pattern,
+            wait,
+        } => send_and_follow(client, ("DELETE", &path(tenant, pattern), None), *wait),
+        ExemptAction::List { tenant } => print_json(&client.call(
+            "GET",
+            &format!("/v1/tenants/{}/exemptions", url_part(tenant)),
+            None,
+        )?),
+    }
+}
+
+/// Sends a command through the API and follows its status for up to `wait` seconds.
+fn send_and_follow(
+    client: &ApiClient,
+    (method, path, body): (&str, &str, Option<&Value>),
+    wait: f64,
+) -> Result<(), CliError> {
+    let (code, sent) = client.call_status(method, path, body)?;
     // 503 with a status URL: sent, but the broker had not acknowledged it in time; it may still
     // land, so its status is followed like an accepted one's.
     let status_url = sent.get("status_url").and_then(Value::as_str);
@@ -622,7 +723,7 @@ fn unblock(
         return print_json(&sent);
     };
     if unacknowledged {
-        eprintln!("unblock: sent, not yet acknowledged by the broker; following {status_url}");
+        eprintln!("sent, not yet acknowledged by the broker; following {status_url}");
     }
     let deadline = Instant::now() + Duration::from_secs_f64(wait.max(0.0));
     loop {

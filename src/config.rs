@@ -271,6 +271,8 @@ pub struct TopicsConfig {
     pub dlq: String,
     /// State changelog (compacted, keyed by mailbox, partition = input partition).
     pub changelog: String,
+    /// Exemptions in force (output and table, compacted, keyed by `tenant/pattern`).
+    pub exemptions: String,
     /// Partitions of topics that `mailguard topics` creates.
     pub partitions: i32,
     /// Replication factor of topics that `mailguard topics` creates.
@@ -293,6 +295,7 @@ impl Default for TopicsConfig {
             events: "mailguard.events".into(),
             dlq: "mailguard.dlq".into(),
             changelog: "mailguard.state-changelog".into(),
+            exemptions: "mailguard.exemptions".into(),
             partitions: 4,
             replication_factor: 1,
             create_missing: false,
@@ -315,6 +318,7 @@ impl TopicsConfig {
             (&self.events, Cleanup::Delete),
             (&self.dlq, Cleanup::Delete),
             (&self.changelog, Cleanup::Compact),
+            (&self.exemptions, Cleanup::Compact),
         ]
         .into_iter()
         .map(|(t, c)| (t.as_str(), c))

@@ -435,6 +435,9 @@ fn sample_json(rt: RecordType) -> Json {
             "incident_id": "6f1c2d3e-4a5b-5c6d-8e7f-8091a2b3c4d5", "tenant_id": "t-1",
             "mailbox": "alice@example.com", "kind": "MAILBOX_BLOCKED",
             "at": 1_700_000_000_000_i64, "detail": "strike 1"}),
+        RecordType::Exemption => json!({"tenant_id": "t-1", "pattern": "*@news.example.com",
+            "reason": "newsletter", "actor": "bob", "actor_role": "ADMIN", "command_id": "c-1",
+            "created_at": 1_700_000_000_000_i64, "expires_at": 1_700_003_600_000_i64}),
     }
 }
 

@@ -64,6 +64,7 @@ struct PolicyMetrics {
     commands: IntCounterVec,
     trips: IntCounter,
     simulated_trips: IntCounter,
+    exemptions: ExemptionMetrics,
     warnings: IntCounter,
     blocks: IntCounterVec,
     permanent_blocks: IntCounter,
@@ -170,7 +171,7 @@ const RESTORE_BUCKETS: &[f64] = &[
 ];
 
 /// The tables (`store::Table::name`).
-const TABLES: &[&str] = &["owners", "devices", "tenants"];
+const TABLES: &[&str] = &["owners", "devices", "tenants", "exemptions"];
 
 /// The product promises an unblock within this long after `blocked_until`.
 pub const UNBLOCK_GRACE_MS: Millis = 2_000;
@@ -178,6 +179,33 @@ pub const UNBLOCK_GRACE_MS: Millis = 2_000;
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Exempt trips and exemption changes (SPEC §1.11).
+#[derive(Clone)]
+struct ExemptionMetrics {
+    trips: IntCounter,
+    changes: IntCounterVec,
+}
+
+impl ExemptionMetrics {
+    fn register(r: &Registry) -> Self {
+        let changes = counter_vec(
+            r,
+            "mailguard_exemption_changes_total",
+            "Exemptions added, removed or expired, by change.",
+            &["change"],
+        );
+        touch(&changes, &["added", "removed", "expired"]);
+        ExemptionMetrics {
+            trips: counter(
+                r,
+                "mailguard_exempt_trips_total",
+                "Threshold trips of exempt mailboxes (nothing blocked or scanned).",
+            ),
+            changes,
+        }
     }
 }
 
@@ -219,6 +247,7 @@ impl PolicyMetrics {
                 "mailguard_simulated_trips_total",
                 "Threshold trips of ALERT_ONLY tenants' mailboxes (nothing blocked).",
             ),
+            exemptions: ExemptionMetrics::register(r),
             warnings: counter(
                 r,
                 "mailguard_warnings_total",

@@ -50,7 +50,7 @@ fn config_toml(
     let t = &cfg.topics;
     let mut s = format!(
         "[kafka]\nbootstrap_servers = {}\ngroup_id = {}\ninstance_id = {}\ntransactional_id_prefix = {}\ncommit_interval_ms = 50\nsession_timeout_ms = 6000\n\
-         [topics]\nverdicts = {}\nmailboxes = {}\ndevices = {}\ntenants = {}\ncommands = {}\nblocks = {}\nscan_requests = {}\nalerts = {}\nevents = {}\ndlq = {}\nchangelog = {}\npartitions = {}\ncreate_missing = true\n\
+         [topics]\nverdicts = {}\nmailboxes = {}\ndevices = {}\ntenants = {}\ncommands = {}\nblocks = {}\nscan_requests = {}\nalerts = {}\nevents = {}\ndlq = {}\nchangelog = {}\nexemptions = {}\npartitions = {}\ncreate_missing = true\n\
          [state]\ndir = {}\ntick_interval_ms = 100\n[http]\nlisten = \"127.0.0.1:{port}\"\n[log]\nfilter = \"warn\"\n[api]\nenabled = true\n",
         toml_str(&cfg.kafka.bootstrap_servers),
         toml_str(&cfg.kafka.group_id),
@@ -67,6 +67,7 @@ fn config_toml(
         toml_str(&t.events),
         toml_str(&t.dlq),
         toml_str(&t.changelog),
+        toml_str(&t.exemptions),
         t.partitions,
         toml_str(&state.display().to_string()),
     );
@@ -86,14 +87,16 @@ fn config_toml(
 
 impl Instance {
     fn start(cfg: &Config, instance: &str, tokens: &[Tok]) -> Instance {
+        Self::start_with(cfg, instance, tokens, "")
+    }
+
+    /// [`Instance::start`] with more configuration (whole TOML tables) after the rest.
+    fn start_with(cfg: &Config, instance: &str, tokens: &[Tok], extra: &str) -> Instance {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let path = dir.path().join("mailguard.toml");
-        std::fs::write(
-            &path,
-            config_toml(cfg, instance, &dir.path().join("state"), port, tokens),
-        )
-        .unwrap();
+        let toml = config_toml(cfg, instance, &dir.path().join("state"), port, tokens) + extra;
+        std::fs::write(&path, toml).unwrap();
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
         let child = Proc::new(binary())
             .arg("--config")
@@ -193,14 +196,32 @@ fn get(base: &str, path: &str, token: Option<&str>) -> (u16, Value) {
 }
 
 fn post(base: &str, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-    let mut req = agent().post(format!("{base}{path}"));
+    send("POST", base, path, token, Some(body))
+}
+
+/// A request with `method`, with a JSON body or none.
+fn send(
+    method: &str,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"));
     if let Some(t) = token {
         req = req.header("Authorization", format!("Bearer {t}"));
     }
-    let mut r = req
-        .content_type("application/json")
-        .send(body.to_string())
-        .expect("post");
+    let result = match body {
+        Some(b) => agent().run(
+            req.header("Content-Type", "application/json")
+                .body(b.to_string())
+                .unwrap(),
+        ),
+        None => agent().run(req.body(()).unwrap()),
+    };
+    let mut r = result.expect(method);
     let status = r.status().as_u16();
     let text = r.body_mut().read_to_string().unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -572,6 +593,130 @@ fn assigned(base: &str) -> i64 {
         .find_map(|l| l.strip_prefix("mailguard_assigned_partitions "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(-1.0) as i64
+}
+
+#[test]
+fn exemptions_by_role_and_tenant() {
+    let (cfg, _dir) = test_config(2);
+    create_topics(&cfg);
+    let tokens = vec![
+        tok("viewer-acme", "VIEWER", Some("acme")),
+        tok("admin-acme", "ADMIN", Some("acme")),
+        tok("admin-globex", "ADMIN", Some("globex")),
+        tok("support-global", "SUPPORT", None),
+    ];
+    let [viewer, admin, other, support] = [0, 1, 2, 3].map(|i| tokens[i].secret.clone());
+    let bound = "[limits]\nmax_exemptions_per_tenant = 1\n";
+    let inst = Instance::start_with(&cfg, "0", &tokens, bound);
+    let b = inst.base.clone();
+    let one = "/v1/tenants/acme/exemptions/%2A%40news.acme.test";
+    let list = "/v1/tenants/acme/exemptions";
+    let body = json!({"reason": "newsletter sender"});
+    // Authenticated, then role, then tenant: before the body is looked at.
+    assert_eq!(send("PUT", &b, one, None, Some(&body)).0, 401);
+    assert_eq!(send("PUT", &b, one, Some(&viewer), Some(&body)).0, 403);
+    assert_eq!(send("PUT", &b, one, Some(&other), Some(&body)).0, 403);
+    assert_eq!(send("DELETE", &b, one, Some(&viewer), None).0, 403);
+    assert_eq!(get(&b, list, Some(&other)).0, 403);
+    // Bad input: a clear 400 / 422, nothing sent.
+    let bad = "/v1/tenants/acme/exemptions/a%2A%40news.acme.test";
+    let (s, v) = send("PUT", &b, bad, Some(&admin), Some(&body));
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("'*' may only be"),
+        "{v}"
+    );
+    assert_eq!(send("PUT", &b, one, Some(&admin), Some(&json!({}))).0, 400);
+    let past = json!({"reason": "r", "expires_at": 1});
+    assert_eq!(send("PUT", &b, one, Some(&admin), Some(&past)).0, 422);
+    // Nothing held yet: a DELETE is 404.
+    assert_eq!(send("DELETE", &b, one, Some(&admin), None).0, 404);
+
+    let (s, v) = send("PUT", &b, one, Some(&admin), Some(&body));
+    assert_eq!(s, 202, "{v}");
+    let status_url = v["status_url"].as_str().unwrap().to_string();
+    let st = await_answer(&b, &status_url, &admin, |s, v| {
+        s == 200 && v["status"] != "PENDING"
+    });
+    assert_eq!(st["status"], "ACCEPTED", "{st}");
+    assert_eq!(st["kind"], "EXEMPTION_PUT");
+    let l = await_answer(&b, list, &viewer, |s, v| {
+        s == 200 && v["items"].as_array().is_some_and(|i| !i.is_empty())
+    });
+    let items = l["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{l}");
+    assert_eq!(items[0]["pattern"], "*@news.acme.test");
+    assert_eq!(items[0]["reason"], "newsletter sender");
+    assert_eq!(
+        (&items[0]["actor"], &items[0]["actor_role"]),
+        (&json!("admin-acme"), &json!("ADMIN"))
+    );
+    assert_eq!(items[0]["expires_at"], Value::Null);
+    assert_eq!(l["max_exemptions"], 1);
+    // At the bound: a second pattern is refused (nothing sent), replacing the first is not.
+    let second = "/v1/tenants/acme/exemptions/x%40acme.test";
+    let (s, v) = send("PUT", &b, second, Some(&admin), Some(&body));
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_exemptions_per_tenant"),
+        "{v}"
+    );
+    let (s, v) = send("PUT", &b, one, Some(&admin), Some(&body));
+    assert_eq!(s, 202, "{v}");
+    let st = await_answer(&b, v["status_url"].as_str().unwrap(), &admin, |s, v| {
+        s == 200 && v["status"] != "PENDING"
+    });
+    assert_eq!(st["status"], "ACCEPTED", "a replacement: {st}");
+    // Another tenant sees none of it.
+    let (s, g) = get(&b, "/v1/tenants/globex/exemptions", Some(&other));
+    assert_eq!((s, g["items"].as_array().unwrap().len()), (200, 0), "{g}");
+    // A mailbox of the domain trips once the pipeline's table has the pattern (SPEC §1.11: a
+    // domain pattern reaches the pipeline through mailguard.exemptions): exempt, and its answer
+    // says by what.
+    let table = "mailguard_table_records_total{table=\"exemptions\"}";
+    let deadline = Instant::now() + T;
+    while metric(&b, table).unwrap_or(0.0) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline never read the exemption"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mb = "sender@news.acme.test";
+    trip(&cfg, "acme", mb);
+    let m = await_answer(
+        &b,
+        &format!("/v1/tenants/acme/mailboxes/{mb}"),
+        &viewer,
+        |s, _| s == 200,
+    );
+    assert_eq!(m["state"], "UNBLOCKED", "{m}");
+    assert_eq!(m["exemption"]["pattern"], "*@news.acme.test", "{m}");
+
+    // Support removes it; the list is empty again and a second DELETE finds nothing.
+    let (s, v) = send("DELETE", &b, one, Some(&support), None);
+    assert_eq!(s, 202, "{v}");
+    let st = await_answer(&b, v["status_url"].as_str().unwrap(), &support, |s, v| {
+        s == 200 && v["status"] != "PENDING"
+    });
+    assert_eq!(
+        (&st["status"], &st["actor_role"]),
+        (&json!("ACCEPTED"), &json!("SUPPORT"))
+    );
+    await_answer(&b, list, &viewer, |s, v| {
+        s == 200 && v["items"].as_array().is_some_and(Vec::is_empty)
+    });
+    assert_eq!(send("DELETE", &b, one, Some(&admin), None).0, 404);
+    let m = get(
+        &b,
+        &format!("/v1/tenants/acme/mailboxes/{mb}"),
+        Some(&viewer),
+    )
+    .1;
+    assert_eq!(m["exemption"], Value::Null, "{m}");
 }
 
 #[test]

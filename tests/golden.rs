@@ -168,7 +168,8 @@ fn typed_decode(codec: &Codec, rt: RecordType, bytes: &[u8]) -> Result<(), Codec
         RecordType::MailboxBlock
         | RecordType::ScanRequest
         | RecordType::Alert
-        | RecordType::EventLogEntry => codec.decode_effect(bytes).map(drop),
+        | RecordType::EventLogEntry
+        | RecordType::Exemption => codec.decode_effect(bytes).map(drop),
     }
 }
 

@@ -15,8 +15,8 @@ use mailguard::config::Config;
 use mailguard::kafka::partitioner::partition_for;
 use mailguard::policy::{
     ActorRole, Alert, AlertKind, BlockRecord, BlockState, Command, CommandKind, Effect, EventKind,
-    EventLogEntry, Owner, PolicyOverrides, ScanRequest, ScanSkipReason, TenantMode, TenantSettings,
-    VerdictKind,
+    EventLogEntry, Exemption, Owner, PolicyOverrides, ScanRequest, ScanSkipReason, TenantMode,
+    TenantSettings, VerdictKind,
 };
 use mailguard::timers::{ManualClock, SystemClock};
 
@@ -119,6 +119,8 @@ fn command(cfg: &Config, mailbox: &str, id: &str, kind: CommandKind, role: Actor
         actor_role: role,
         ticket: "TCK-1".into(),
         issued_at: at,
+        reason: None,
+        expires_at: None,
     };
     codec().encode_command(&c, &mut out).unwrap();
     produce(&cfg.topics.commands, &[(Some(mailbox), Some(out))]);
@@ -1313,5 +1315,302 @@ fn a_backlog_an_hour_old_is_blocked_for_its_full_length() {
         e[3].at, until,
         "unblocked by the clock at blocked_until, not before"
     );
+    running.stop().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exemptions
+
+/// An `EXEMPTION_PUT` / `EXEMPTION_DELETE` of tenant-1, keyed (like every command) by its target:
+/// the pattern.
+fn exemption_command(
+    cfg: &Config,
+    pattern: &str,
+    id: &str,
+    kind: CommandKind,
+    expires_at: Option<i64>,
+    at: i64,
+) {
+    let mut out = Vec::new();
+    let c = Command {
+        command_id: id.into(),
+        mailbox: pattern.into(),
+        tenant_id: "tenant-1".into(),
+        kind,
+        actor: "ada".into(),
+        actor_role: ActorRole::Admin,
+        ticket: String::new(),
+        issued_at: at,
+        reason: Some("ticketing system".into()),
+        expires_at,
+    };
+    codec().encode_command(&c, &mut out).unwrap();
+    produce(&cfg.topics.commands, &[(Some(pattern), Some(out))]);
+}
+
+/// The records of `mailguard.exemptions`: key and the decoded exemption (`None`: a tombstone).
+fn exemption_records(recs: &[Rec]) -> Vec<(String, Option<Exemption>)> {
+    recs.iter()
+        .map(|r| {
+            let e = r
+                .value
+                .as_deref()
+                .map(|v| codec().decode_exemption(v).expect("an Exemption"));
+            (r.key.clone().expect("a key"), e)
+        })
+        .collect()
+}
+
+fn kinds_of(e: &[EventLogEntry], mailbox: &str) -> Vec<EventKind> {
+    e.iter()
+        .filter(|e| e.mailbox == mailbox)
+        .map(|e| e.kind)
+        .collect()
+}
+
+/// A pipeline on fresh topics (`partitions` each) with hour-long blocks, ready, on a manual
+/// clock at the wall clock's now.
+fn started(partitions: i32) -> (Config, tempfile::TempDir, Running, ManualClock) {
+    let (mut cfg, dir) = test_config(partitions);
+    cfg.policy.base_block_ms = 3_600_000;
+    create_topics(&cfg);
+    let clock = ManualClock::new(now_ms());
+    let running = start(&cfg, Arc::new(clock.clone()));
+    running.wait_ready(T);
+    (cfg, dir, running, clock)
+}
+
+/// The events of an exact exemption that an exempt trip met, that expired, and whose mailbox
+/// then tripped (owner unknown).
+const EXEMPT_EXPIRED_THEN_BLOCKED: [EventKind; 7] = [
+    EventKind::ExemptionAdded,
+    EventKind::TripExempted,
+    EventKind::AlertSent,
+    EventKind::ExemptionExpired,
+    EventKind::MailboxBlocked,
+    EventKind::ScanSkipped,
+    EventKind::AlertSent,
+];
+
+#[test]
+fn an_exempt_mailbox_trips_without_block_or_scan() {
+    let (cfg, _dir, running, clock) = started(2);
+    let mb = "tickets@x.com";
+    owner(&cfg, mb, "o-t", Some(&["d-t"]));
+    let now = clock.now();
+    exemption_command(&cfg, mb, "put-1", CommandKind::ExemptionPut, None, now);
+    let x = exemption_records(&consume_exactly(&cfg.topics.exemptions, 1, T, SETTLE));
+    assert_eq!(x[0].0, "tenant-1/tickets@x.com");
+    let e = x[0].1.as_ref().expect("an exemption, not a tombstone");
+    assert_eq!(
+        (e.pattern.as_str(), e.reason.as_str(), e.actor.as_str()),
+        (mb, "ticketing system", "ada")
+    );
+    assert_eq!(
+        (e.actor_role, e.created_at, e.expires_at),
+        (ActorRole::Admin, now, None)
+    );
+    offending(&cfg, "tenant-1", mb, "x", now - 10_000, 5);
+
+    let a = alerts(&consume_exactly(&cfg.topics.alerts, 1, T, SETTLE));
+    assert_eq!(a[0].kind, AlertKind::ExemptTrip);
+    assert_eq!(
+        (a[0].mailbox.as_str(), a[0].state),
+        (mb, BlockState::Unblocked)
+    );
+    assert!(a[0].summary.contains("it is exempt"), "{}", a[0].summary);
+    // The alert is committed, so anything of the same transaction would be too.
+    let short = Duration::from_millis(200);
+    assert!(
+        consume_exactly(&cfg.topics.blocks, 0, T, short).is_empty(),
+        "no block"
+    );
+    assert!(
+        consume_exactly(&cfg.topics.scan_requests, 0, T, short).is_empty(),
+        "no scan"
+    );
+    let ev = events(&consume_exactly(&cfg.topics.events, 3, T, short));
+    assert_eq!(
+        kinds_of(&ev, mb),
+        [
+            EventKind::ExemptionAdded,
+            EventKind::TripExempted,
+            EventKind::AlertSent
+        ]
+    );
+    assert!(ev[0].detail.contains("ada") && ev[0].detail.contains("ticketing system"));
+    assert!(
+        ev[1].detail.contains("exempt by tickets@x.com"),
+        "{}",
+        ev[1].detail
+    );
+    let metrics = running.metrics.render();
+    assert!(
+        metrics.contains("mailguard_exempt_trips_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mailguard_trips_total 0"), "{metrics}");
+    running.stop().unwrap();
+}
+
+#[test]
+fn an_exemption_that_expires_lets_the_next_trip_block() {
+    let (cfg, _dir, running, clock) = started(2);
+    let mb = "news@x.com";
+    let t0 = clock.now();
+    let until = t0 + 60_000;
+    exemption_command(
+        &cfg,
+        mb,
+        "put-2",
+        CommandKind::ExemptionPut,
+        Some(until),
+        t0,
+    );
+    consume_exactly(&cfg.topics.exemptions, 1, T, Duration::ZERO);
+    offending(&cfg, "tenant-1", mb, "a", t0 - 10_000, 5);
+    let a = alerts(&consume_exactly(&cfg.topics.alerts, 1, T, Duration::ZERO));
+    assert_eq!(a[0].kind, AlertKind::ExemptTrip);
+    // Its timer: at expires_at the tombstone and EXEMPTION_EXPIRED, once.
+    clock.set(until);
+    let x = exemption_records(&consume_exactly(&cfg.topics.exemptions, 2, T, SETTLE));
+    assert_eq!(
+        x[1],
+        ("tenant-1/news@x.com".to_owned(), None),
+        "a tombstone"
+    );
+    clock.advance(1_000);
+    offending(&cfg, "tenant-1", mb, "b", clock.now() - 5_000, 5);
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!((b[0].state, b[0].strike), (BlockState::Blocked, 1));
+    let a = alerts(&consume_exactly(&cfg.topics.alerts, 2, T, Duration::ZERO));
+    assert_eq!(a[1].kind, AlertKind::Block);
+    let ev = events(&consume_exactly(
+        &cfg.topics.events,
+        7,
+        T,
+        Duration::from_millis(200),
+    ));
+    assert_eq!(kinds_of(&ev, mb), EXEMPT_EXPIRED_THEN_BLOCKED);
+    assert!(ev[3].detail.contains("expired at"), "{}", ev[3].detail);
+    assert_eq!(
+        consume_exactly(&cfg.topics.exemptions, 2, T, Duration::ZERO).len(),
+        2,
+        "nothing more on the exemptions topic"
+    );
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_domain_pattern_exempts_every_mailbox_of_that_domain_and_no_other() {
+    let (cfg, _dir, running, clock) = started(4);
+    let now = clock.now();
+    let pattern = "*@news.x.com";
+    exemption_command(&cfg, pattern, "put-3", CommandKind::ExemptionPut, None, now);
+    // Every instance learns it from the table (a mailbox of the domain may live on any
+    // partition): wait until this one has read it.
+    await_counter(
+        &running,
+        "mailguard_table_records_total{table=\"exemptions\"}",
+        1,
+    );
+    let exempt = ["a@news.x.com", "b@news.x.com"];
+    let enforced = ["c@sub.news.x.com", "d@x.com"];
+    for (i, mb) in exempt.iter().chain(&enforced).enumerate() {
+        offending(&cfg, "tenant-1", mb, &format!("m{i}"), now - 10_000, 5);
+    }
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 2, T, SETTLE));
+    let mut blocked: Vec<&str> = b.iter().map(|b| b.mailbox.as_str()).collect();
+    blocked.sort_unstable();
+    assert_eq!(blocked, enforced);
+    let a = alerts(&consume_exactly(
+        &cfg.topics.alerts,
+        4,
+        T,
+        Duration::from_millis(200),
+    ));
+    for mb in exempt {
+        let of: Vec<&Alert> = a.iter().filter(|a| a.mailbox == mb).collect();
+        assert_eq!(of.len(), 1, "{mb}: {a:?}");
+        assert_eq!(of[0].kind, AlertKind::ExemptTrip, "{mb}");
+        assert!(of[0].summary.contains(pattern), "{}", of[0].summary);
+    }
+    for mb in enforced {
+        let of: Vec<&Alert> = a.iter().filter(|a| a.mailbox == mb).collect();
+        assert_eq!(of.len(), 1, "{mb}: {a:?}");
+        assert_eq!(of[0].kind, AlertKind::Block, "{mb}");
+    }
+    let ev = events(&consume_exactly(
+        &cfg.topics.events,
+        1 + 2 * 2 + 2 * 3,
+        T,
+        Duration::from_millis(200),
+    ));
+    assert_eq!(kinds_of(&ev, pattern), [EventKind::ExemptionAdded]);
+    for mb in exempt {
+        assert_eq!(
+            kinds_of(&ev, mb),
+            [EventKind::TripExempted, EventKind::AlertSent],
+            "{mb}"
+        );
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn exemptions_survive_a_restart_from_the_changelog_and_expire_once() {
+    let (mut cfg, _dir, running, first) = started(2);
+    let t0 = first.now();
+    let until = t0 + 60_000;
+    exemption_command(
+        &cfg,
+        "r@x.com",
+        "put-r",
+        CommandKind::ExemptionPut,
+        Some(until),
+        t0,
+    );
+    exemption_command(
+        &cfg,
+        "*@d.x.com",
+        "put-d",
+        CommandKind::ExemptionPut,
+        None,
+        t0,
+    );
+    consume_exactly(&cfg.topics.exemptions, 2, T, Duration::ZERO);
+    running.stop().unwrap();
+    // Another instance with empty local state: the exemptions come back from the changelog (the
+    // exact one) and the exemptions topic (the domain one).
+    let fresh = tempfile::tempdir().unwrap();
+    cfg.state.dir = fresh.path().join("state");
+    let clock = ManualClock::new(t0 + 1_000);
+    let running = start(&cfg, Arc::new(clock.clone()));
+    running.wait_ready(T);
+    await_counter(
+        &running,
+        "mailguard_table_records_total{table=\"exemptions\"}",
+        2,
+    );
+    offending(&cfg, "tenant-1", "r@x.com", "r", t0 - 5_000, 5);
+    offending(&cfg, "tenant-1", "a@d.x.com", "a", t0 - 5_000, 5);
+    let a = alerts(&consume_exactly(&cfg.topics.alerts, 2, T, SETTLE));
+    assert!(a.iter().all(|a| a.kind == AlertKind::ExemptTrip), "{a:?}");
+    // The restored timer ends the exact one, once.
+    clock.set(until);
+    let x = exemption_records(&consume_exactly(&cfg.topics.exemptions, 3, T, SETTLE));
+    assert_eq!(x[2], ("tenant-1/r@x.com".to_owned(), None));
+    clock.advance(1_000);
+    offending(&cfg, "tenant-1", "r@x.com", "r2", clock.now() - 5_000, 5);
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!(b[0].mailbox, "r@x.com");
+    let ev = events(&consume_exactly(
+        &cfg.topics.events,
+        2 + 2 * 2 + 1 + 3,
+        T,
+        Duration::from_millis(200),
+    ));
+    assert_eq!(kinds_of(&ev, "r@x.com"), EXEMPT_EXPIRED_THEN_BLOCKED);
+    assert_eq!(kinds_of(&ev, "*@d.x.com"), [EventKind::ExemptionAdded]);
     running.stop().unwrap();
 }

@@ -813,6 +813,8 @@ fn run(
                     actor_role: roles[role as usize % 3],
                     ticket: format!("T-{n_cmd}"),
                     issued_at: now,
+                    reason: None,
+                    expires_at: None,
                 })
             }
         };

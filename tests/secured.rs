@@ -111,6 +111,7 @@ fn grant(api: bool) -> Deployment {
         ("alerts", &t.alerts),
         ("events", &t.events),
         ("dlq", &t.dlq),
+        ("exemptions", &t.exemptions),
     ]
     .iter()
     .map(|(role, name)| format!("{role}={name}"))
@@ -171,14 +172,67 @@ fn exactly_once_over_sasl_ssl_with_only_the_documented_acls() {
     let cfg = resolved(&d.cfg);
     let running = common::start(&cfg, Arc::new(SystemClock));
     running.wait_ready(Duration::from_secs(90));
+    let (timeout, settle) = (Duration::from_secs(60), Duration::from_secs(2));
+    // An exemption of a domain: written to mailguard.exemptions in the transaction and read
+    // back by the table reader, both with only the documented ACLs.
+    let mut cmd = Vec::new();
+    let c = mailguard::policy::Command {
+        command_id: common::unique("cmd"),
+        mailbox: "*@exempt.example.com".into(),
+        tenant_id: "acme".into(),
+        kind: mailguard::policy::CommandKind::ExemptionPut,
+        actor: "ada".into(),
+        actor_role: mailguard::policy::ActorRole::Admin,
+        ticket: String::new(),
+        issued_at: common::now_ms(),
+        reason: Some("newsletter".into()),
+        expires_at: None,
+    };
+    mailguard::codec::Codec::default()
+        .encode_command(&c, &mut cmd)
+        .unwrap();
+    common::produce_on(
+        &admin(),
+        &cfg.topics.commands,
+        &[(Some(c.mailbox.as_str()), Some(cmd))],
+    );
+    let x = common::consume_exactly_on(&admin(), &cfg.topics.exemptions, 1, timeout, settle);
+    assert_eq!(x[0].key.as_deref(), Some("acme/*@exempt.example.com"));
+    let tables = "mailguard_table_records_total{table=\"exemptions\"} 1";
+    let deadline = Instant::now() + timeout;
+    while !running.metrics.render().contains(tables) {
+        assert!(
+            Instant::now() < deadline,
+            "the exemptions table was not read"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    trip(&cfg, "news@exempt.example.com", "x");
     let mailbox = "secure@example.com";
     trip(&cfg, mailbox, "s");
-    let (timeout, settle) = (Duration::from_secs(60), Duration::from_secs(2));
     let blocks = common::consume_exactly_on(&admin(), &cfg.topics.blocks, 1, timeout, settle);
     assert_eq!(blocks[0].key.as_deref(), Some(mailbox));
-    common::consume_exactly_on(&admin(), &cfg.topics.alerts, 1, timeout, settle);
-    // Owner unknown: MAILBOX_BLOCKED, SCAN_SKIPPED, ALERT_SENT.
-    common::consume_exactly_on(&admin(), &cfg.topics.events, 3, timeout, settle);
+    let alerts = common::consume_exactly_on(&admin(), &cfg.topics.alerts, 2, timeout, settle);
+    let codec = mailguard::codec::Codec::default();
+    let kinds: Vec<_> = alerts
+        .iter()
+        .map(
+            |r| match codec.decode_effect(r.value.as_deref().unwrap()).unwrap() {
+                mailguard::policy::Effect::Alert(a) => (a.mailbox, a.kind),
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert!(
+        kinds.contains(&(
+            "news@exempt.example.com".into(),
+            mailguard::policy::AlertKind::ExemptTrip
+        )),
+        "{kinds:?}"
+    );
+    // Owner unknown: MAILBOX_BLOCKED, SCAN_SKIPPED, ALERT_SENT; and EXEMPTION_ADDED,
+    // TRIP_EXEMPTED, ALERT_SENT.
+    common::consume_exactly_on(&admin(), &cfg.topics.events, 6, timeout, settle);
     common::consume_exactly_on(&admin(), &cfg.topics.dlq, 0, timeout, settle);
     running.stop().expect("pipeline ended cleanly");
 }
@@ -465,6 +519,30 @@ fn the_api_answers_over_sasl_ssl_with_only_the_documented_acls() {
     assert!(
         outcome["detail"].as_str().unwrap().contains("support-1"),
         "{outcome}"
+    );
+    // An exemption through the API: the command is decided and the view lists it.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let r = agent
+        .put(format!(
+            "{base}/v1/tenants/acme/exemptions/%2A%40exempt-api.example.com"
+        ))
+        .header("Authorization", &format!("Bearer {secret}"))
+        .content_type("application/json")
+        .send(r#"{"reason":"newsletter"}"#)
+        .expect("put");
+    assert_eq!(r.status().as_u16(), 202);
+    let list = await_api(
+        &format!("{base}/v1/tenants/acme/exemptions"),
+        &secret,
+        Duration::from_secs(60),
+        |s, v| s == 200 && v["items"].as_array().is_some_and(|i| !i.is_empty()),
+    );
+    assert_eq!(
+        list["items"][0]["pattern"], "*@exempt-api.example.com",
+        "{list}"
     );
 }
 

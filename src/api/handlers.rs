@@ -9,7 +9,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use futures::StreamExt;
 use rdkafka::producer::FutureRecord;
@@ -20,8 +20,8 @@ use super::view::{self, ViewData};
 use super::Api;
 use crate::config::ApiRole;
 use crate::policy::{
-    ids, ActorRole, BlockState, Command, CommandKind, EventKind, MailboxState, Millis, Policy,
-    TenantMode,
+    check_pattern, ids, ActorRole, BlockState, Command, CommandKind, EventKind, Exemption,
+    MailboxState, Millis, Policy, TenantMode,
 };
 
 /// The OpenAPI 3 document of this API (the committed file is the only copy).
@@ -34,9 +34,13 @@ const R_INCIDENT: &str = "/v1/tenants/{tenant}/incidents/{incident_id}";
 const R_UNBLOCK: &str = "/v1/tenants/{tenant}/mailboxes/{mailbox}/support-unblock";
 const R_COMMAND: &str = "/v1/tenants/{tenant}/mailboxes/{mailbox}/commands/{command_id}";
 const R_SETTINGS: &str = "/v1/tenants/{tenant}/settings";
+const R_EXEMPTIONS: &str = "/v1/tenants/{tenant}/exemptions";
+const R_EXEMPTION: &str = "/v1/tenants/{tenant}/exemptions/{pattern}";
 
 /// Longest accepted ticket reference.
 const MAX_TICKET: usize = 200;
+/// Longest accepted exemption reason.
+const MAX_REASON: usize = 500;
 /// Largest request body (the support-unblock ticket, the only body, fits several times over even
 /// with every character `\u`-escaped); 413 beyond it.
 pub(crate) const MAX_BODY: usize = 4096;
@@ -62,6 +66,8 @@ pub fn router(api: Api) -> Router {
         .route(R_UNBLOCK, post(support_unblock))
         .route(R_COMMAND, get(command))
         .route(R_SETTINGS, get(settings))
+        .route(R_EXEMPTIONS, get(exemptions))
+        .route(R_EXEMPTION, put(exemption_put).delete(exemption_delete))
         .with_state(api)
 }
 
@@ -220,7 +226,11 @@ async fn mailbox(
             .get(&tenant)
             .unwrap_or(&api.inner.tenant_defaults)
             .mode;
-        let body = mailbox_json(&v, &mailbox, &tenant, (&policy, mode), now_ms(&api));
+        let now = now_ms(&api);
+        let mut body = mailbox_json(&v, &mailbox, &tenant, (&policy, mode), now);
+        // A trip now would meet this exemption (exact or domain) and block nothing.
+        body["exemption"] =
+            view::exemption_for(&v, &tenant, &mailbox, now).map_or(Value::Null, exemption_json);
         Ok(json_response(StatusCode::OK, &body))
     })();
     finish(&api, R_MAILBOX, answer)
@@ -529,7 +539,15 @@ async fn unblock_inner(
         actor_role: ActorRole::Support,
         ticket,
         issued_at: now_ms(api),
+        reason: None,
+        expires_at: None,
     };
+    send_command(api, &principal, cmd).await
+}
+
+/// Sends `cmd` (keyed by its target) and waits a bounded time for the broker: 202 with the
+/// command id and its status URL, or 503 (nothing sent, or not acknowledged in time).
+async fn send_command(api: &Api, principal: &Principal, cmd: Command) -> Answer {
     // The pipeline's own limits: a command over them would be dead-lettered, never decided.
     api.inner
         .limits
@@ -541,18 +559,19 @@ async fn unblock_inner(
         .encode_command(&cmd, &mut buf)
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let record = FutureRecord::to(&api.inner.commands_topic)
-        .key(mailbox.as_str())
+        .key(cmd.mailbox.as_str())
         .payload(&buf);
     let status_url = format!(
         "/v1/tenants/{}/mailboxes/{}/commands/{}",
-        enc(&tenant),
-        enc(&mailbox),
+        enc(&cmd.tenant_id),
+        enc(&cmd.mailbox),
         cmd.command_id
     );
+    let kind = cmd.kind.as_str().to_owned();
     match deliver(&api.inner.producer, record, SEND_TIMEOUT).await {
         Delivery::Acknowledged => {}
         Delivery::NotSent(e) => {
-            tracing::warn!(error = %e, command_id = %cmd.command_id, "support-unblock: command not sent");
+            tracing::warn!(error = %e, command_id = %cmd.command_id, %kind, "command not sent");
             return Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the commands topic refused the command or is not reachable; nothing was sent",
@@ -560,11 +579,11 @@ async fn unblock_inner(
         }
         // "Nothing was sent" would be false here; 503 with the id and where to look is true.
         Delivery::Unacknowledged => {
-            tracing::warn!(command_id = %cmd.command_id, "support-unblock: no acknowledgement in time");
+            tracing::warn!(command_id = %cmd.command_id, %kind, "command: no acknowledgement in time");
             return Ok(unacknowledged(&cmd.command_id, &status_url));
         }
     }
-    tracing::info!(principal = %principal.name, %tenant, command_id = %cmd.command_id, "support-unblock sent");
+    tracing::info!(principal = %principal.name, tenant = %cmd.tenant_id, command_id = %cmd.command_id, %kind, "command sent");
     let body = json!({
         "command_id": cmd.command_id,
         "status": "PENDING",
@@ -654,16 +673,21 @@ async fn command(
         else {
             return Err(not_found("command"));
         };
-        let decided = [EventKind::SupportUnblock, EventKind::CommandRejected]
-            .into_iter()
-            .find_map(|k| {
-                v.command_events
-                    .get(&ids::event_id(&mailbox, &id, k, "").to_string())
-            });
+        let decided = [
+            EventKind::SupportUnblock,
+            EventKind::ExemptionAdded,
+            EventKind::ExemptionRemoved,
+            EventKind::CommandRejected,
+        ]
+        .into_iter()
+        .find_map(|k| {
+            v.command_events
+                .get(&ids::event_id(&mailbox, &id, k, "").to_string())
+        });
         // The outcome is data: the event's kind and reason code, never parsed from its text.
         let (status, reason, detail, at) = match decided {
             None => ("PENDING", None, None, None),
-            Some(e) if e.kind == EventKind::SupportUnblock => {
+            Some(e) if e.kind != EventKind::CommandRejected => {
                 ("ACCEPTED", None, Some(&e.detail), Some(e.at))
             }
             Some(e) => (
@@ -740,6 +764,168 @@ async fn settings(
     finish(&api, R_SETTINGS, answer)
 }
 
+// ------------------------------------------------------------------------------------------------
+// Exemptions (SPEC §1.11 and §4): read from the view; changed through the commands topic, like a support
+// unblock, by the partition owning the pattern.
+
+fn exemption_json(e: &Exemption) -> Value {
+    json!({
+        "pattern": e.pattern,
+        "reason": e.reason,
+        "actor": e.actor,
+        "actor_role": e.actor_role.as_str(),
+        "created_at": e.created_at,
+        "expires_at": e.expires_at,
+    })
+}
+
+async fn exemptions(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+) -> Response {
+    let answer = (|| {
+        let who = authorize(&api, &headers, ApiRole::Viewer)?;
+        let tenant = path(p)?;
+        scope(&who, &tenant)?;
+        let v = read_view(&api)?;
+        let items: Vec<Value> = view::exemptions_of(&v, &tenant, now_ms(&api))
+            .into_iter()
+            .map(exemption_json)
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "tenant_id": tenant,
+                "items": items,
+                "max_exemptions": api.inner.limits.max_exemptions_per_tenant,
+            }),
+        ))
+    })();
+    finish(&api, R_EXEMPTIONS, answer)
+}
+
+/// The PUT body: `{"reason": "…", "expires_at": ms or null}`.
+fn parse_exemption(body: &[u8], now: Millis) -> Result<(String, Option<Millis>), Fail> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("body: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("body must be a JSON object".into()))?;
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "reason" | "expires_at"))
+    {
+        return Err(bad(format!("unknown field `{k}`")));
+    }
+    let reason = obj
+        .get("reason")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("`reason` (string) is required".into()))?;
+    if reason.trim().is_empty() || reason.chars().count() > MAX_REASON {
+        return Err(bad(format!(
+            "`reason` must be 1 to {MAX_REASON} characters, not blank"
+        )));
+    }
+    let expires_at = match obj.get("expires_at") {
+        None | Some(Value::Null) => None,
+        Some(x) => Some(x.as_i64().ok_or_else(|| {
+            bad("`expires_at` must be milliseconds since the Unix epoch, or null".into())
+        })?),
+    };
+    if let Some(x) = expires_at.filter(|&x| x <= now) {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`expires_at` {x} is not in the future"),
+        ));
+    }
+    Ok((reason.to_owned(), expires_at))
+}
+
+/// Authorises an exemption change (role ADMIN or above, the path's tenant in scope; the pattern
+/// lower-cased and checked) and builds its command.
+fn exemption_command(
+    api: &Api,
+    headers: &HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    kind: CommandKind,
+) -> Result<(Principal, Command), Fail> {
+    let principal = authorize(api, headers, ApiRole::Admin)?;
+    let (tenant, pattern) = path(p)?;
+    scope(&principal, &tenant)?;
+    let pattern = crate::policy::Mailbox::new(&pattern).into_string();
+    check_pattern(&pattern)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("`{pattern}`: {e}")))?;
+    let actor_role = match principal.role {
+        ApiRole::Support => ActorRole::Support,
+        _ => ActorRole::Admin,
+    };
+    let cmd = Command {
+        command_id: new_command_id(),
+        mailbox: pattern,
+        tenant_id: tenant,
+        kind,
+        actor: principal.name.clone(),
+        actor_role,
+        ticket: String::new(),
+        issued_at: now_ms(api),
+        reason: None,
+        expires_at: None,
+    };
+    Ok((principal, cmd))
+}
+
+async fn exemption_put(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Response {
+    let answer = async {
+        let (principal, mut cmd) = exemption_command(&api, &headers, p, CommandKind::ExemptionPut)?;
+        let body = read_body(&headers, body, MAX_BODY, BODY_READ_TIMEOUT).await?;
+        let (reason, expires_at) = parse_exemption(&body, cmd.issued_at)?;
+        (cmd.reason, cmd.expires_at) = (Some(reason), expires_at);
+        {
+            let v = read_view(&api)?;
+            let held = view::exemptions_of(&v, &cmd.tenant_id, cmd.issued_at);
+            let max = api.inner.limits.max_exemptions_per_tenant;
+            if held.len() >= max && !held.iter().any(|e| e.pattern == cmd.mailbox) {
+                return Err(error(
+                    StatusCode::CONFLICT,
+                    format!("the tenant holds {max} exemptions (limits.max_exemptions_per_tenant)"),
+                ));
+            }
+        }
+        send_command(&api, &principal, cmd).await
+    }
+    .await;
+    finish(&api, R_EXEMPTION, answer)
+}
+
+async fn exemption_delete(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let answer = async {
+        let (principal, cmd) = exemption_command(&api, &headers, p, CommandKind::ExemptionDelete)?;
+        {
+            let v = read_view(&api)?;
+            let held = v
+                .mailboxes
+                .get(&cmd.mailbox)
+                .and_then(|s| s.exemption_of(&cmd.tenant_id));
+            if held.is_none() {
+                return Err(not_found("exemption"));
+            }
+        }
+        send_command(&api, &principal, cmd).await
+    }
+    .await;
+    finish(&api, R_EXEMPTION, answer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,7 +935,15 @@ mod tests {
         let doc: Value = serde_json::from_str(OPENAPI).unwrap();
         let paths = doc["paths"].as_object().unwrap();
         for r in [
-            R_OPENAPI, R_MAILBOX, R_BLOCKED, R_INCIDENT, R_UNBLOCK, R_COMMAND, R_SETTINGS,
+            R_OPENAPI,
+            R_MAILBOX,
+            R_BLOCKED,
+            R_INCIDENT,
+            R_UNBLOCK,
+            R_COMMAND,
+            R_SETTINGS,
+            R_EXEMPTIONS,
+            R_EXEMPTION,
         ] {
             assert!(paths.contains_key(r), "{r} missing from docs/openapi.json");
         }

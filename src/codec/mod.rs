@@ -135,7 +135,7 @@ pub use schema::{RecordType, UnknownRecordType, NAMESPACE};
 pub use store::{SchemaSource, SourceError, WriterKey};
 pub use wire::CompileError;
 
-use crate::policy::{Command, Effect, Owner, TenantSettings, Verdict};
+use crate::policy::{Command, Effect, Exemption, ExemptionChange, Owner, TenantSettings, Verdict};
 
 /// Magic first byte of Avro single-object encoding (followed by 0x01).
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -194,8 +194,8 @@ const NO_ID: u64 = u64::MAX;
 struct Inner {
     /// Confluent id each record type is written with (`NO_ID`: single-object). Atomic so that
     /// [`Codec::set_schema_id`] works on a shared codec; a relaxed load costs nothing.
-    output_ids: [AtomicU64; 9],
-    fingerprints: [u64; 9],
+    output_ids: [AtomicU64; 10],
+    fingerprints: [u64; 10],
     /// The verdict program of the embedded schema (the hot path's common case, no lookup).
     verdict: VerdictProgram,
     store: store::SchemaStore,
@@ -499,6 +499,11 @@ impl Codec {
         records::tenant_from_value(self.decode_value(RecordType::TenantSettings, bytes)?)
     }
 
+    /// Decodes an `Exemption` (a `mailguard.exemptions` value).
+    pub fn decode_exemption(&self, bytes: &[u8]) -> Result<Exemption, CodecError> {
+        records::exemption_from_value(self.decode_value(RecordType::Exemption, bytes)?)
+    }
+
     /// Decodes one of mailguard's own outputs (`MailboxBlock`, `ScanRequest`, `Alert`,
     /// `EventLogEntry`), recognised by its header. For tests, replay and tooling.
     pub fn decode_effect(&self, bytes: &[u8]) -> Result<Effect, CodecError> {
@@ -509,6 +514,14 @@ impl Codec {
             RecordType::ScanRequest => Effect::Scan(records::scan_from_value(v)?),
             RecordType::Alert => Effect::Alert(records::alert_from_value(v)?),
             RecordType::EventLogEntry => Effect::Event(records::event_from_value(v)?),
+            RecordType::Exemption => {
+                let e = records::exemption_from_value(v)?;
+                Effect::Exemption(ExemptionChange {
+                    tenant_id: e.tenant_id.clone(),
+                    pattern: e.pattern.clone(),
+                    exemption: Some(e),
+                })
+            }
             other => {
                 return Err(CodecError::invalid(
                     "record",
@@ -528,12 +541,23 @@ impl Codec {
             Effect::Scan(_) => RecordType::ScanRequest,
             Effect::Alert(_) => RecordType::Alert,
             Effect::Event(_) => RecordType::EventLogEntry,
+            Effect::Exemption(_) => RecordType::Exemption,
         }
     }
 
-    /// Encodes an effect as `MailboxBlock`, `ScanRequest`, `Alert` or `EventLogEntry`.
+    /// Encodes an effect as `MailboxBlock`, `ScanRequest`, `Alert`, `EventLogEntry` or
+    /// `Exemption` (an exemption's tombstone has no value: `out` is left empty).
     pub fn encode_effect(&self, effect: &Effect, out: &mut Vec<u8>) -> Result<(), CodecError> {
         let value = match effect {
+            Effect::Exemption(ExemptionChange {
+                exemption: None, ..
+            }) => {
+                out.clear();
+                return Ok(());
+            }
+            Effect::Exemption(ExemptionChange {
+                exemption: Some(e), ..
+            }) => records::exemption_to_value(e)?,
             Effect::Block(b) => records::block_to_value(b)?,
             Effect::Scan(s) => records::scan_to_value(s),
             Effect::Alert(a) => records::alert_to_value(a)?,

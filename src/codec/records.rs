@@ -9,7 +9,7 @@ use apache_avro::types::Value;
 use super::{CodecError, RecordType};
 use crate::policy::{
     ActorRole, Alert, AlertKind, BlockRecord, BlockState, Command, CommandKind, EventKind,
-    EventLogEntry, Mailbox, Millis, Owner, PolicyOverrides, RejectCode, ScanRequest,
+    EventLogEntry, Exemption, Mailbox, Millis, Owner, PolicyOverrides, RejectCode, ScanRequest,
     ScanSkipReason, TenantMode, TenantSettings, Verdict, VerdictKind,
 };
 
@@ -356,6 +356,8 @@ pub(crate) fn command_to_value(c: &Command) -> Result<Value, CodecError> {
         .sym("actor_role", c.actor_role.as_str())?
         .str("ticket", &c.ticket)
         .ts("issued_at", c.issued_at)
+        .opt("reason", c.reason.clone().map(Value::String))?
+        .opt("expires_at", c.expires_at.map(Value::TimestampMillis))?
         .finish())
 }
 
@@ -364,19 +366,13 @@ pub(crate) fn command_from_value(v: Value) -> Result<Command, CodecError> {
     let command_id = f.required("command_id")?;
     let mailbox = lower(&f.required("mailbox")?);
     let tenant_id = f.required("tenant_id")?;
-    let kind = match f.symbol("kind")? {
-        s if s == "SUPPORT_UNBLOCK" => CommandKind::SupportUnblock,
-        s => CommandKind::Other(s),
-    };
+    let kind = CommandKind::parse(f.symbol("kind")?);
     let actor = f.string("actor")?;
-    let actor_role = match f.symbol("actor_role")?.as_str() {
-        "SUPPORT" => ActorRole::Support,
-        "ADMIN" => ActorRole::Admin,
-        "VIEWER" => ActorRole::Viewer,
-        other => return Err(bad_symbol("actor_role", other.to_string())),
-    };
+    let actor_role = role(f.symbol("actor_role")?)?;
     let ticket = f.string("ticket")?;
     let issued_at = f.long("issued_at")?;
+    let reason = f.opt_string("reason")?;
+    let expires_at = f.opt_long("expires_at")?;
     Ok(Command {
         command_id,
         mailbox,
@@ -386,6 +382,46 @@ pub(crate) fn command_from_value(v: Value) -> Result<Command, CodecError> {
         actor_role,
         ticket,
         issued_at,
+        reason,
+        expires_at,
+    })
+}
+
+fn role(s: String) -> Result<ActorRole, CodecError> {
+    Ok(match s.as_str() {
+        "SUPPORT" => ActorRole::Support,
+        "ADMIN" => ActorRole::Admin,
+        "VIEWER" => ActorRole::Viewer,
+        _ => return Err(bad_symbol("actor_role", s)),
+    })
+}
+
+pub(crate) fn exemption_to_value(e: &Exemption) -> Result<Value, CodecError> {
+    Ok(Builder::new(RecordType::Exemption)
+        .str("tenant_id", &e.tenant_id)
+        .str("pattern", &e.pattern)
+        .str("reason", &e.reason)
+        .str("actor", &e.actor)
+        .sym("actor_role", e.actor_role.as_str())?
+        .str("command_id", &e.command_id)
+        .ts("created_at", e.created_at)
+        .opt("expires_at", e.expires_at.map(Value::TimestampMillis))?
+        .finish())
+}
+
+/// An `Exemption`; the pattern lower-cased, tenant and pattern non-empty. A role this reader
+/// does not know (`UNKNOWN`) is an error: mailguard alone writes the topic.
+pub(crate) fn exemption_from_value(v: Value) -> Result<Exemption, CodecError> {
+    let mut f = Fields::new(RecordType::Exemption, v)?;
+    Ok(Exemption {
+        tenant_id: f.required("tenant_id")?,
+        pattern: lower(&f.required("pattern")?),
+        reason: f.string("reason")?,
+        actor: f.string("actor")?,
+        actor_role: role(f.symbol("actor_role")?)?,
+        command_id: f.string("command_id")?,
+        created_at: f.long("created_at")?,
+        expires_at: f.opt_long("expires_at")?,
     })
 }
 

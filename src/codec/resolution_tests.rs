@@ -631,6 +631,8 @@ fn generic_enums_use_the_reader_default_or_fail() {
             ("actor_role", role),
             ("ticket", s("T-1")),
             ("issued_at", Value::Long(5)),
+            ("reason", Value::Union(0, Box::new(Value::Null))),
+            ("expires_at", Value::Union(0, Box::new(Value::Null))),
         ]
     };
     // PURGE is unknown to the reader: its enum default UNKNOWN.

@@ -30,12 +30,14 @@ pub enum RecordType {
     Alert,
     /// `mailguard.events`.
     EventLogEntry,
+    /// `mailguard.exemptions`.
+    Exemption,
 }
 
 /// Namespace of every record.
 pub const NAMESPACE: &str = "mailguard.v1";
 
-const COUNT: usize = 9;
+const COUNT: usize = 10;
 
 const SOURCES: [&str; COUNT] = [
     include_str!("../../schemas/OutboundVerdict.avsc"),
@@ -47,6 +49,7 @@ const SOURCES: [&str; COUNT] = [
     include_str!("../../schemas/ScanRequest.avsc"),
     include_str!("../../schemas/Alert.avsc"),
     include_str!("../../schemas/EventLogEntry.avsc"),
+    include_str!("../../schemas/Exemption.avsc"),
 ];
 
 /// Earlier versions of the schemas that mailguard itself wrote (`schemas/history/`): records of
@@ -55,6 +58,8 @@ const SOURCES: [&str; COUNT] = [
 pub(crate) const HISTORY: &[&str] = &[
     include_str!("../../schemas/history/EventLogEntry.v1.avsc"),
     include_str!("../../schemas/history/EventLogEntry.v2.avsc"),
+    include_str!("../../schemas/history/EventLogEntry.v3.avsc"),
+    include_str!("../../schemas/history/AdminCommand.v1.avsc"),
     include_str!("../../schemas/history/TenantSettings.v1.avsc"),
     include_str!("../../schemas/history/Alert.v1.avsc"),
 ];
@@ -104,6 +109,7 @@ impl RecordType {
         RecordType::ScanRequest,
         RecordType::Alert,
         RecordType::EventLogEntry,
+        RecordType::Exemption,
     ];
 
     /// Every record type, in SPEC order.
@@ -123,6 +129,7 @@ impl RecordType {
             RecordType::ScanRequest => "ScanRequest",
             RecordType::Alert => "Alert",
             RecordType::EventLogEntry => "EventLogEntry",
+            RecordType::Exemption => "Exemption",
         }
     }
 
@@ -175,7 +182,7 @@ impl fmt::Display for RecordType {
 
 /// Error of [`RecordType::from_str`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown record type {0:?} (expected one of OutboundVerdict, MailboxOwner, OwnerDevices, TenantSettings, AdminCommand, MailboxBlock, ScanRequest, Alert, EventLogEntry)")]
+#[error("unknown record type {0:?} (expected one of OutboundVerdict, MailboxOwner, OwnerDevices, TenantSettings, AdminCommand, MailboxBlock, ScanRequest, Alert, EventLogEntry, Exemption)")]
 pub struct UnknownRecordType(pub String);
 
 impl FromStr for RecordType {

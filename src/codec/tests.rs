@@ -29,6 +29,8 @@ fn command() -> Command {
         actor_role: ActorRole::Support,
         ticket: "SUP-42".into(),
         issued_at: 1_700_000_000_123,
+        reason: None,
+        expires_at: None,
     }
 }
 
@@ -242,13 +244,13 @@ fn schemas_parse_with_docs_namespace_and_distinct_fingerprints() {
         assert_eq!(rt.full_name().parse::<RecordType>(), Ok(rt));
     }
     assert!("Nope".parse::<RecordType>().is_err());
-    assert_eq!(RecordType::all().len(), 9);
+    assert_eq!(RecordType::all().len(), 10);
 }
 
-/// Reference Parsing Canonical Forms and fingerprints of the nine schemas, computed with fastavro
+/// Reference Parsing Canonical Forms and fingerprints of the ten schemas, computed with fastavro
 /// 1.13.1 (`to_parsing_canonical_form`, `fingerprint(.., "CRC-64-AVRO")`; the fingerprint as the
 /// little-endian u64 of the header bytes). Java Avro 1.12.1 agrees (the spec's algorithm).
-const REFERENCE: [(RecordType, &str, u64); 9] = [
+const REFERENCE: [(RecordType, &str, u64); 10] = [
     (
         RecordType::OutboundVerdict,
         r#"{"name":"mailguard.v1.OutboundVerdict","type":"record","fields":[{"name":"message_id","type":"string"},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"sent_at","type":"long"},{"name":"verdict","type":{"name":"mailguard.v1.Verdict","type":"enum","symbols":["CLEAN","SPAM","VIRUS"]}},{"name":"recipient_count","type":["null","int"]},{"name":"gateway_id","type":["null","string"]}]}"#,
@@ -271,8 +273,8 @@ const REFERENCE: [(RecordType, &str, u64); 9] = [
     ),
     (
         RecordType::AdminCommand,
-        r#"{"name":"mailguard.v1.AdminCommand","type":"record","fields":[{"name":"command_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"tenant_id","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.CommandKind","type":"enum","symbols":["SUPPORT_UNBLOCK","ADMIN_UNBLOCK","RESET_STRIKES","UNKNOWN"]}},{"name":"actor","type":"string"},{"name":"actor_role","type":{"name":"mailguard.v1.ActorRole","type":"enum","symbols":["SUPPORT","ADMIN","VIEWER"]}},{"name":"ticket","type":"string"},{"name":"issued_at","type":"long"}]}"#,
-        0x8b8e_f7f5_6ab5_f8fc,
+        r#"{"name":"mailguard.v1.AdminCommand","type":"record","fields":[{"name":"command_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"tenant_id","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.CommandKind","type":"enum","symbols":["SUPPORT_UNBLOCK","ADMIN_UNBLOCK","RESET_STRIKES","UNKNOWN","EXEMPTION_PUT","EXEMPTION_DELETE"]}},{"name":"actor","type":"string"},{"name":"actor_role","type":{"name":"mailguard.v1.ActorRole","type":"enum","symbols":["SUPPORT","ADMIN","VIEWER"]}},{"name":"ticket","type":"string"},{"name":"issued_at","type":"long"},{"name":"reason","type":["null","string"]},{"name":"expires_at","type":["null","long"]}]}"#,
+        0xb10e_0706_4b59_3371,
     ),
     (
         RecordType::MailboxBlock,
@@ -291,8 +293,13 @@ const REFERENCE: [(RecordType, &str, u64); 9] = [
     ),
     (
         RecordType::EventLogEntry,
-        r#"{"name":"mailguard.v1.EventLogEntry","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"incident_id","type":["null","string"]},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.EventKind","type":"enum","symbols":["MAILBOX_BLOCKED","MAILBOX_PERMANENTLY_BLOCKED","SCAN_REQUESTED","SCAN_SKIPPED","ALERT_SENT","MAILBOX_UNBLOCKED","SUPPORT_UNBLOCK","COMMAND_REJECTED","UNKNOWN","MAILBOX_WARNED","TRIP_SIMULATED","TRIP_EXEMPTED","EXEMPTION_ADDED","EXEMPTION_REMOVED","EXEMPTION_EXPIRED"]}},{"name":"at","type":"long"},{"name":"detail","type":"string"},{"name":"reason","type":["null",{"name":"mailguard.v1.RejectReason","type":"enum","symbols":["UNKNOWN_KIND","ROLE_NOT_ALLOWED","TIMED_BLOCK","NOT_BLOCKED","OTHER"]}]}]}"#,
-        0x38eb_7c0f_0399_bd11,
+        r#"{"name":"mailguard.v1.EventLogEntry","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"incident_id","type":["null","string"]},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.EventKind","type":"enum","symbols":["MAILBOX_BLOCKED","MAILBOX_PERMANENTLY_BLOCKED","SCAN_REQUESTED","SCAN_SKIPPED","ALERT_SENT","MAILBOX_UNBLOCKED","SUPPORT_UNBLOCK","COMMAND_REJECTED","UNKNOWN","MAILBOX_WARNED","TRIP_SIMULATED","TRIP_EXEMPTED","EXEMPTION_ADDED","EXEMPTION_REMOVED","EXEMPTION_EXPIRED"]}},{"name":"at","type":"long"},{"name":"detail","type":"string"},{"name":"reason","type":["null",{"name":"mailguard.v1.RejectReason","type":"enum","symbols":["UNKNOWN_KIND","ROLE_NOT_ALLOWED","TIMED_BLOCK","NOT_BLOCKED","OTHER","INVALID_EXEMPTION","EXEMPTION_LIMIT","NOT_EXEMPT"]}]}]}"#,
+        0x5b3f_1c2c_3b74_01dd,
+    ),
+    (
+        RecordType::Exemption,
+        r#"{"name":"mailguard.v1.Exemption","type":"record","fields":[{"name":"tenant_id","type":"string"},{"name":"pattern","type":"string"},{"name":"reason","type":"string"},{"name":"actor","type":"string"},{"name":"actor_role","type":{"name":"mailguard.v1.ExemptionActorRole","type":"enum","symbols":["SUPPORT","ADMIN","VIEWER","UNKNOWN"]}},{"name":"command_id","type":"string"},{"name":"created_at","type":"long"},{"name":"expires_at","type":["null","long"]}]}"#,
+        0xb2fe_cd1c_dfb6_b1f6,
     ),
 ];
 
@@ -907,7 +914,19 @@ fn json_round_trips_every_record_type() {
         (
             RecordType::AdminCommand,
             serde_json::json!({"command_id":"c","mailbox":"a@b.c","tenant_id":"t","kind":"SUPPORT_UNBLOCK",
-                "actor":"bob","actor_role":"SUPPORT","ticket":"T-1","issued_at":5}),
+                "actor":"bob","actor_role":"SUPPORT","ticket":"T-1","issued_at":5,"reason":null,
+                "expires_at":null}),
+        ),
+        (
+            RecordType::AdminCommand,
+            serde_json::json!({"command_id":"c","mailbox":"*@b.c","tenant_id":"t","kind":"EXEMPTION_PUT",
+                "actor":"bob","actor_role":"ADMIN","ticket":"","issued_at":5,"reason":"newsletter",
+                "expires_at":3600005}),
+        ),
+        (
+            RecordType::Exemption,
+            serde_json::json!({"tenant_id":"t","pattern":"*@b.c","reason":"newsletter","actor":"bob",
+                "actor_role":"ADMIN","command_id":"c","created_at":6,"expires_at":null}),
         ),
         (
             RecordType::MailboxBlock,

@@ -92,6 +92,11 @@ pub fn topic_needs(cfg: &Config) -> Vec<(String, Vec<Need>)> {
             &t.changelog,
             vec![need(Read, RESTORES), need(Write, PRODUCES)],
         ),
+        // Written by the partition owning an exemption, read (as a table) by every instance.
+        (
+            &t.exemptions,
+            vec![need(Read, CONSUMES), need(Write, PRODUCES)],
+        ),
     ]
     .into_iter()
     .map(|(name, ops)| (name.clone(), ops))
@@ -455,6 +460,7 @@ mod tests {
         assert_eq!(ops_on(&needs, &t.events), ["WRITE"]);
         assert_eq!(ops_on(&needs, &t.commands), ["READ"]);
         assert_eq!(ops_on(&needs, &t.changelog), ["READ", "WRITE"]);
+        assert_eq!(ops_on(&needs, &t.exemptions), ["READ", "WRITE"]);
         cfg.api.enabled = true;
         let needs = topic_needs(&cfg);
         assert_eq!(ops_on(&needs, &t.blocks), ["WRITE", "READ"]);

@@ -44,12 +44,13 @@ pub enum Source {
 
 impl Source {
     /// Every source, for series that exist from the start.
-    pub const ALL: [Source; 5] = [
+    pub const ALL: [Source; 6] = [
         Source::Verdicts,
         Source::Commands,
         Source::Table(Table::Owners),
         Source::Table(Table::Devices),
         Source::Table(Table::Tenants),
+        Source::Table(Table::Exemptions),
     ];
 
     /// The label value: `verdicts`, `commands` or the table's name.

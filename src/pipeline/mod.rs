@@ -124,12 +124,14 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     let (store, codec) = prepare(&cfg).await?;
     let tenants = Arc::new(RwLock::new(HashMap::new()));
+    let exemptions = directory::ExemptionMap::default();
     let stop = Arc::new(AtomicBool::new(false));
     let loader = tables::spawn(
         &cfg,
         store.clone(),
         codec.clone(),
         tenants.clone(),
+        exemptions.clone(),
         metrics.clone(),
         stop.clone(),
     )?;
@@ -140,7 +142,8 @@ pub async fn run(
         codec.clone(),
         tenants,
         cfg.tenant_defaults.to_settings(),
-    );
+    )
+    .with_exemptions(exemptions, cfg.limits.max_exemptions_per_tenant);
     let deps = SessionDeps {
         cfg: cfg.clone(),
         metrics: metrics.clone(),

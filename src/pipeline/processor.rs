@@ -15,7 +15,7 @@ use crate::pipeline::directory::TableDirectory;
 use crate::pipeline::dlq::{DeadLetter, DeadLetterQueue, Kind, Refusal, Source};
 use crate::pipeline::sink::{Sink, SinkError};
 use crate::policy::{
-    self, Effect, Input, LimitError, Limits, MailboxKey, MailboxState, Millis, Policy,
+    self, Effect, Exemption, Input, LimitError, Limits, MailboxKey, MailboxState, Millis, Policy,
 };
 use crate::store::{Batch, Store, StoreError};
 use crate::telemetry::events::{EffectSent, PolicyOutcome, VerdictClamped, VerdictConsumed};
@@ -449,13 +449,20 @@ impl Processor {
         self.codec
             .encode_effect(effect, &mut self.buf)
             .map_err(SinkError::from)?;
+        let exemption_key;
         let (topic, key): (&str, &str) = match effect {
             Effect::Block(b) => (&self.topics.blocks, &b.mailbox),
             Effect::Scan(s) => (&self.topics.scan_requests, &s.device_id),
             Effect::Alert(a) => (&self.topics.alerts, &a.tenant_id),
             Effect::Event(e) => (&self.topics.events, &e.mailbox),
+            Effect::Exemption(x) => {
+                exemption_key = Exemption::table_key(&x.tenant_id, &x.pattern);
+                (&self.topics.exemptions, &exemption_key)
+            }
         };
-        sink.send(topic, key.as_bytes(), Some(&self.buf), None, &[])?;
+        // An exemption's tombstone encodes as no value.
+        let value = (!self.buf.is_empty()).then_some(&self.buf[..]);
+        sink.send(topic, key.as_bytes(), value, None, &[])?;
         EffectSent { effect }.emit(&self.metrics);
         Ok(())
     }

@@ -21,10 +21,10 @@ use crate::codec::{Codec, OwnerDevices};
 use crate::config::Config;
 use crate::kafka::reader::{Read, ReadError, Start, TopicReader};
 use crate::kafka::KafkaError;
-use crate::pipeline::directory::TenantMap;
+use crate::pipeline::directory::{ExemptionMap, OverBound, TenantMap};
 use crate::pipeline::dlq::{ConfirmedDlq, DeadLetter, Kind, Refusal, Source};
 use crate::pipeline::sink::{DeliveryError, SinkError};
-use crate::policy::{LimitError, Limits, Owner, TenantSettings};
+use crate::policy::{Exemption, LimitError, Limits, Owner, TenantSettings};
 use crate::store::{Batch, Store, StoreError, Table};
 use crate::telemetry::events::{TableLoaderFailed, TableRecordApplied};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -76,20 +76,40 @@ fn warm_tenants(store: &Store, codec: &Codec, tenants: &TenantMap) -> Result<(),
     Ok(())
 }
 
+/// Load the exemptions cached in RocksDB into memory (before the topic catches up).
+fn warm_exemptions(
+    store: &Store,
+    codec: &Codec,
+    exemptions: &ExemptionMap,
+    max: usize,
+) -> Result<(), TableError> {
+    let mut map = exemptions.write().expect("exemption lock");
+    store.for_each_table(Table::Exemptions, |key, bytes| {
+        if let Ok(e) = codec.decode_exemption(bytes) {
+            let _ = map.upsert(key, e, max);
+        }
+    })?;
+    Ok(())
+}
+
 /// Start the loader thread.
 pub fn spawn(
     cfg: &Config,
     store: Store,
     codec: Codec,
     tenants: TenantMap,
+    exemptions: ExemptionMap,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
 ) -> Result<TableLoader, TableError> {
     warm_tenants(&store, &codec, &tenants)?;
+    let max = cfg.limits.max_exemptions_per_tenant;
+    warm_exemptions(&store, &codec, &exemptions, max)?;
     let mut readers = [
         (Table::Owners, &cfg.topics.mailboxes),
         (Table::Devices, &cfg.topics.devices),
         (Table::Tenants, &cfg.topics.tenants),
+        (Table::Exemptions, &cfg.topics.exemptions),
     ]
     .into_iter()
     .map(|(table, topic)| TableReader::open(cfg, &store, table, topic))
@@ -98,6 +118,7 @@ pub fn spawn(
         store,
         codec,
         tenants,
+        exemptions,
         metrics: metrics.clone(),
         limits: cfg.limits.clone(),
         dlq: ConfirmedDlq::new(cfg, "tables-dlq", metrics.clone())?,
@@ -155,6 +176,7 @@ struct Tables {
     store: Store,
     codec: Codec,
     tenants: TenantMap,
+    exemptions: ExemptionMap,
     metrics: Metrics,
     limits: Limits,
     dlq: ConfirmedDlq,
@@ -229,26 +251,57 @@ impl Tables {
             if table == Table::Tenants {
                 self.tenants.write().expect("tenant lock").remove(&key);
             }
+            if table == Table::Exemptions {
+                self.exemptions
+                    .write()
+                    .expect("exemption lock")
+                    .remove(&key);
+            }
             TableRecordApplied { table }.emit(&self.metrics);
             return Ok(true);
         };
         let Some(decoded) = self.decode(table, payload, &dead_letter, stop) else {
             return Ok(false);
         };
-        match decoded.and_then(|record| checked(record, &key, &self.limits)) {
-            Ok(record) => {
-                if let TableRecord::Tenant(_, t) = record {
-                    self.tenants
-                        .write()
-                        .expect("tenant lock")
-                        .insert(key.clone(), t);
-                }
+        match decoded
+            .and_then(|record| checked(record, &key, &self.limits))
+            .and_then(|record| self.hold(record, &key))
+        {
+            Ok(()) => {
                 self.store.stage_table(batch, table, &key, Some(payload));
                 TableRecordApplied { table }.emit(&self.metrics);
             }
             Err(refusal) => self.dlq.send(Source::Table(table), dead_letter, &refusal)?,
         }
         Ok(true)
+    }
+
+    /// Keeps what the tables hold in memory (tenant settings, exemptions up to their bound).
+    fn hold(&self, record: TableRecord, key: &str) -> Result<(), Refusal> {
+        match record {
+            TableRecord::Tenant(_, t) => {
+                self.tenants
+                    .write()
+                    .expect("tenant lock")
+                    .insert(key.to_owned(), t);
+            }
+            TableRecord::Exemption(_, e) => {
+                let max = self.limits.max_exemptions_per_tenant;
+                let held = self
+                    .exemptions
+                    .write()
+                    .expect("exemption lock")
+                    .upsert(key, e, max);
+                held.map_err(|OverBound| {
+                    let reason = format!(
+                        "the tenant holds {max} exemptions already (limits.max_exemptions_per_tenant)"
+                    );
+                    Refusal::new(Kind::OverLimit, reason)
+                })?;
+            }
+            TableRecord::Owner(..) | TableRecord::Devices(_) => {}
+        }
+        Ok(())
     }
 
     /// Decodes a table record. A writer schema the registry cannot serve right now is waited
@@ -302,6 +355,8 @@ pub(crate) enum TableRecord {
     Owner(String, Owner),
     Devices(OwnerDevices),
     Tenant(String, TenantSettings),
+    /// Keyed by `tenant/pattern`.
+    Exemption(String, Exemption),
 }
 
 impl TableRecord {
@@ -313,6 +368,7 @@ impl TableRecord {
                 .devices(&d.owner_id, &d.tenant_id, &d.device_ids)
                 .map(|()| d.owner_id.as_str()),
             TableRecord::Tenant(id, t) => limits.tenant(id, t).map(|()| id.as_str()),
+            TableRecord::Exemption(key, e) => limits.exemption(e).map(|()| key.as_str()),
         }
     }
 }
@@ -331,6 +387,10 @@ fn decode_table(
         Table::Tenants => {
             let (id, t) = codec.decode_tenant(payload)?;
             TableRecord::Tenant(id, t)
+        }
+        Table::Exemptions => {
+            let e = codec.decode_exemption(payload)?;
+            TableRecord::Exemption(Exemption::table_key(&e.tenant_id, &e.pattern), e)
         }
     })
 }

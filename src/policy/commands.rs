@@ -1,8 +1,10 @@
 //! Admin commands (SPEC §4): a `SUPPORT_UNBLOCK` from role `SUPPORT` lifts a permanent block;
-//! everything else is rejected with a `COMMAND_REJECTED` event and no state change.
+//! the exemption commands go to [`super::exemptions`]; everything else is rejected with a
+//! `COMMAND_REJECTED` event and no state change.
 
+use super::exemptions;
 use super::model::{
-    ActorRole, BlockState, Command, CommandKind, EventKind, Millis, Outcome, StepResult,
+    ActorRole, BlockState, Command, CommandKind, Directory, EventKind, Millis, Outcome, StepResult,
 };
 use super::records::{self, Events};
 use super::state::{CurrentBlock, MailboxState};
@@ -23,22 +25,44 @@ pub fn rejection(state: &MailboxState, cmd: &Command) -> Option<RejectReason> {
     }
 }
 
+/// The `COMMAND_REJECTED` event of `cmd`, with `reason`; nothing else changes.
+pub(crate) fn reject(
+    state: &MailboxState,
+    cmd: &Command,
+    reason: RejectReason,
+    now: Millis,
+    r: &mut StepResult,
+) {
+    let incident_id = state.incident_id();
+    let events = Events {
+        mailbox: &cmd.mailbox,
+        tenant_id: &cmd.tenant_id,
+        incident_id: incident_id.as_deref(),
+        id_source: &cmd.command_id,
+        now,
+    };
+    let detail = text::rejected_detail(cmd, reason);
+    r.effects.push(events.rejected(detail, reason.code()));
+    r.outcomes.push(Outcome::CommandRejected);
+}
+
 /// Applies a command (after any lazy expiry).
-pub(crate) fn apply(state: &mut MailboxState, cmd: &Command, now: Millis, r: &mut StepResult) {
+pub(crate) fn apply(
+    state: &mut MailboxState,
+    cmd: &Command,
+    now: Millis,
+    dir: &dyn Directory,
+    r: &mut StepResult,
+) {
+    if matches!(
+        cmd.kind,
+        CommandKind::ExemptionPut | CommandKind::ExemptionDelete
+    ) {
+        return exemptions::command(state, cmd, now, dir, r);
+    }
     let mailbox = cmd.mailbox.as_str();
     if let Some(reason) = rejection(state, cmd) {
-        let incident_id = state.incident_id();
-        let events = Events {
-            mailbox,
-            tenant_id: &cmd.tenant_id,
-            incident_id: incident_id.as_deref(),
-            id_source: &cmd.command_id,
-            now,
-        };
-        let detail = text::rejected_detail(cmd, reason);
-        r.effects.push(events.rejected(detail, reason.code()));
-        r.outcomes.push(Outcome::CommandRejected);
-        return;
+        return reject(state, cmd, reason, now, r);
     }
     // Support unblock of a permanent block.
     // rejection() lets only a permanent block through.

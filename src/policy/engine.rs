@@ -3,6 +3,7 @@
 
 use super::commands;
 use super::config::Policy;
+use super::exemptions;
 use super::ids;
 use super::ladder::{self, Ladder};
 use super::model::{
@@ -32,6 +33,9 @@ pub fn step(
             if state.block.is_some() {
                 expire_if_due(state, &v.mailbox, now, &mut r);
             }
+            if !state.exemptions.is_empty() {
+                exemptions::expire_if_due(state, now, &mut r);
+            }
             if v.verdict.is_offending() {
                 verdict(state, v, now, dir, policy, &mut r);
             } else {
@@ -40,10 +44,12 @@ pub fn step(
         }
         Input::Command(c) => {
             expire_if_due(state, &c.mailbox, now, &mut r);
-            commands::apply(state, c, now, &mut r);
+            exemptions::expire_if_due(state, now, &mut r);
+            commands::apply(state, c, now, dir, &mut r);
         }
         Input::Tick { mailbox } => {
-            if !expire_if_due(state, mailbox, now, &mut r) {
+            let unblocked = expire_if_due(state, mailbox, now, &mut r);
+            if !exemptions::expire_if_due(state, now, &mut r) && !unblocked {
                 r.outcomes.push(Outcome::Idle);
             }
         }
@@ -122,6 +128,10 @@ fn verdict(
     let Some((blocked_at, evidence)) = count(state, v, sent, now, &p, r) else {
         return;
     };
+    if let Some(e) = exemptions::matching(state, v, now, dir) {
+        exemptions::exempt_trip(state, v, &e, blocked_at, evidence.len(), now, r);
+        return;
+    }
     if simulate {
         simulated_trip(state, v, blocked_at, evidence, now, &p, r);
         return;

@@ -59,6 +59,12 @@ pub fn simulated_incident_id(mailbox: &str, strike: u32, blocked_at: Millis) -> 
         .id()
 }
 
+/// Id of an exempt trip (its alert and events), from the trip's `blocked_at`: its own namespace,
+/// so it never equals a real incident's.
+pub fn exempt_trip_id(mailbox: &str, blocked_at: Millis) -> Uuid {
+    Key::new("exempt-trip").str(mailbox).int(blocked_at).id()
+}
+
 /// Id of an early warning, from the largest `sent_at` of its run (one warning per run).
 pub fn warning_id(mailbox: &str, warned_through: Millis) -> Uuid {
     Key::new("warning").str(mailbox).int(warned_through).id()

@@ -7,7 +7,7 @@
 //! has a size known in advance, and [`Limits::largest_output`] checks it against what the broker
 //! accepts when the configuration is loaded — an output can then never be refused for its size.
 
-use super::model::{Command, Owner, TenantSettings};
+use super::model::{Command, Exemption, Owner, TenantSettings};
 
 /// The limits; `[limits]` in the configuration (unknown keys are an error, missing keys take the
 /// default).
@@ -29,6 +29,9 @@ pub struct Limits {
     /// `message.max.bytes` (default 1 048 588) with room to spare. A DLQ copy of a larger input is
     /// truncated to fit (and says so in a header). Default 900 000.
     pub max_record_bytes: usize,
+    /// Most exemptions one tenant may hold (an `EXEMPTION_PUT` over it is rejected; the
+    /// exemptions table never holds more per tenant in memory). Default 1000.
+    pub max_exemptions_per_tenant: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +43,7 @@ impl Default for Limits {
             max_devices: 1000,
             max_threshold: 100,
             max_record_bytes: 900_000,
+            max_exemptions_per_tenant: 1000,
         }
     }
 }
@@ -118,7 +122,25 @@ impl Limits {
         self.id("tenant_id", &c.tenant_id)?;
         self.mailbox(&c.mailbox)?;
         self.text("actor", &c.actor)?;
-        self.text("ticket", &c.ticket)
+        self.text("ticket", &c.ticket)?;
+        match &c.reason {
+            Some(r) => self.text("reason", r),
+            None => Ok(()),
+        }
+    }
+
+    /// An `Exemption` (a `mailguard.exemptions` value).
+    pub fn exemption(&self, e: &Exemption) -> Result<(), LimitError> {
+        self.id("tenant_id", &e.tenant_id)?;
+        Self::check(
+            e.pattern.len(),
+            self.max_mailbox_bytes,
+            "pattern",
+            "max_mailbox_bytes",
+        )?;
+        self.text("reason", &e.reason)?;
+        self.text("actor", &e.actor)?;
+        self.id("command_id", &e.command_id)
     }
 
     /// A `MailboxOwner`.
@@ -170,12 +192,17 @@ impl Limits {
 
     /// The largest record mailguard can write under these limits: a changelog state or a block
     /// carries at most `max_threshold` message ids of evidence plus a window of fewer than
-    /// `max_threshold`; an alert lists at most `max_devices` device ids.
+    /// `max_threshold` (and a state the exemptions of its key); an alert lists at most
+    /// `max_devices` device ids.
     pub fn largest_output(&self) -> usize {
         let ids = 2 * self.max_threshold as usize * (self.max_id_bytes + 2);
         let devices = self.max_devices * (self.max_id_bytes + 2);
         let fields = 2 * self.max_mailbox_bytes + 4 * self.max_id_bytes + 2 * self.max_text_bytes;
-        ids.max(devices) + fields + OUTPUT_OVERHEAD
+        // A state also holds the exemptions of its key (pattern, tenant, command id, reason and
+        // actor each, and a few bytes of times and tags).
+        let exemption = self.max_mailbox_bytes + 2 * self.max_id_bytes + 2 * self.max_text_bytes;
+        let exemptions = super::state::MAX_EXEMPTIONS_PER_KEY * (exemption + 32);
+        (ids + exemptions).max(devices) + fields + OUTPUT_OVERHEAD
     }
 
     /// Checks the limits against each other; the error names the setting.
@@ -244,6 +271,8 @@ mod tests {
             actor_role: ActorRole::Support,
             ticket: "x".repeat(1025),
             issued_at: 0,
+            reason: None,
+            expires_at: None,
         };
         assert_eq!(l.command(&c).unwrap_err().field, "ticket");
         let mut t = TenantSettings {

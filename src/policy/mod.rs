@@ -22,6 +22,9 @@
 //!    incident, strike unchanged, `blocked_at`/`blocked_until` and evidence of the ended block,
 //!    `updated_at = now`) and `Event(MAILBOX_UNBLOCKED)`; outcome `Unblocked`. A `Tick` does only
 //!    this; with nothing due it is `Idle` with no effect and no state change.
+//!    - **Rule 1b, exemption expiry.** Any input (and its key's tick) also ends each exemption
+//!      of the key with `now >= expires_at`: `Exemption` tombstone and `Event(EXEMPTION_EXPIRED)`
+//!      (ids from the granting command) → `ExemptionExpired`.
 //! 2. **CLEAN** (any non-offending verdict): `NotOffending`, nothing else (no lookup, no state
 //!    change).
 //! 3. **Clamp.** `sent_at > now + max_future_skew_ms` → `sent_at := now`, `clamped = true`.
@@ -71,6 +74,12 @@
 //!      Effects: `Alert` (SIMULATED_BLOCK, the would-be strike, state and `blocked_until`),
 //!      `Event`s TRIP_SIMULATED and ALERT_SENT, ids from the simulated incident id →
 //!      `SimulatedTrip`.
+//!    - **Rule 9b, exemptions** ([`exemptions`]). Before rules 9 and 9a: if the verdict's tenant
+//!      holds an exemption in force at `now` (`expires_at > now`) of the mailbox itself (this
+//!      key's state) or of its domain (`*@domain`, [`Directory::exemption`]), the trip blocks,
+//!      scans and strikes nothing and sets no floor (the window is emptied as by any trip):
+//!      `Alert` (EXEMPT_TRIP), `Event`s TRIP_EXEMPTED and ALERT_SENT, ids from
+//!      [`ids::exempt_trip_id`] → `ExemptTrip`. A block in force is untouched (rule 5 keeps it).
 //! 10. **Commands.** `SUPPORT_UNBLOCK` with role `SUPPORT` on a *permanent* block:
 //!     `Block(UNBLOCKED, strike 0)` + `Event(SUPPORT_UNBLOCK)` (actor, role, ticket, command id
 //!     in detail); strikes := 0, window emptied, counting floor := `now` → `SupportUnblocked`.
@@ -78,6 +87,12 @@
 //!     unknown kind, role other than SUPPORT, mailbox not blocked, timed block (never ended
 //!     early). No state change → `CommandRejected`. A redelivered command is harmless: once the
 //!     block is lifted it is rejected, and its event ids derive from the command id.
+//!     - **Rule 10b.** `EXEMPTION_PUT` / `EXEMPTION_DELETE` (the key is the pattern) from ADMIN or
+//!       SUPPORT add or replace / remove the tenant's exemption in this key's state: `Exemption`
+//!       upsert or tombstone, `Event(EXEMPTION_ADDED / EXEMPTION_REMOVED)`. Rejections, in order:
+//!       role, pattern, (PUT) blank reason, expiry not after `now`, the tenant's bound
+//!       ([`Directory::exemptions_full`]) or [`state::MAX_EXEMPTIONS_PER_KEY`] for a new one;
+//!       (DELETE) none held.
 //!
 //! # Choices beyond the SPEC
 //!
@@ -108,6 +123,7 @@
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod exemptions;
 pub mod ids;
 pub mod ladder;
 pub mod limits;

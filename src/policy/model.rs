@@ -77,6 +77,10 @@ impl ActorRole {
 pub enum CommandKind {
     /// Lift a permanent block and reset the strike count (SPEC §4).
     SupportUnblock,
+    /// Add (or replace) the exemption of the key's pattern (SPEC §1.11 and §4).
+    ExemptionPut,
+    /// Remove the exemption of the key's pattern (SPEC §1.11 and §4).
+    ExemptionDelete,
     /// Any other kind (e.g. `ADMIN_UNBLOCK`): always rejected, kept by name for the audit event.
     Other(String),
 }
@@ -86,7 +90,19 @@ impl CommandKind {
     pub fn as_str(&self) -> &str {
         match self {
             CommandKind::SupportUnblock => "SUPPORT_UNBLOCK",
+            CommandKind::ExemptionPut => "EXEMPTION_PUT",
+            CommandKind::ExemptionDelete => "EXEMPTION_DELETE",
             CommandKind::Other(s) => s,
+        }
+    }
+
+    /// From the wire name; any symbol mailguard does not act on is kept as [`CommandKind::Other`].
+    pub fn parse(s: String) -> Self {
+        match s.as_str() {
+            "SUPPORT_UNBLOCK" => CommandKind::SupportUnblock,
+            "EXEMPTION_PUT" => CommandKind::ExemptionPut,
+            "EXEMPTION_DELETE" => CommandKind::ExemptionDelete,
+            _ => CommandKind::Other(s),
         }
     }
 }
@@ -110,6 +126,98 @@ pub struct Command {
     pub ticket: String,
     /// When the command was issued.
     pub issued_at: Millis,
+    /// Why (`EXEMPTION_PUT`: the exemption's reason, required).
+    pub reason: Option<String>,
+    /// `EXEMPTION_PUT`: when the exemption ends; `None` = never.
+    pub expires_at: Option<Millis>,
+}
+
+/// An exemption in force (SPEC §1.11 and §4): a trip of a mailbox it matches blocks and scans nothing.
+/// Held in the state of its pattern's key (exactly once, like a block) and published on
+/// `mailguard.exemptions` (key `tenant/pattern`) for every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exemption {
+    /// Tenant it belongs to; it matches only that tenant's verdicts.
+    pub tenant_id: String,
+    /// `local@domain` (one mailbox) or `*@domain` (every mailbox of exactly that domain),
+    /// lower-cased.
+    pub pattern: String,
+    /// Why it was granted.
+    pub reason: String,
+    /// Who granted it.
+    pub actor: String,
+    /// With which role.
+    pub actor_role: ActorRole,
+    /// The command that granted it (the ids of its expiry event derive from it).
+    pub command_id: String,
+    /// Processor time it was granted.
+    pub created_at: Millis,
+    /// When it ends (it never matches at or after this); `None` = never.
+    pub expires_at: Option<Millis>,
+}
+
+impl Exemption {
+    /// Whether it matches a verdict of `tenant_id` at processor time `now`.
+    pub fn in_force(&self, tenant_id: &str, now: Millis) -> bool {
+        self.tenant_id == tenant_id && self.expires_at.is_none_or(|e| now < e)
+    }
+
+    /// The key of its record on `mailguard.exemptions`: `tenant/pattern`.
+    pub fn table_key(tenant_id: &str, pattern: &str) -> String {
+        format!("{tenant_id}/{pattern}")
+    }
+}
+
+/// Why a string is not an exemption pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// Not exactly one `@`.
+    #[error("a pattern has exactly one '@'")]
+    At,
+    /// Nothing before or after the `@`.
+    #[error("a pattern has a local part (or '*') and a domain")]
+    Empty,
+    /// `*` other than as the whole local part, or anywhere in the domain.
+    #[error("'*' may only be the whole local part ('*@domain')")]
+    Wildcard,
+    /// Not lower-cased (patterns are keys: one spelling, one partition).
+    #[error("a pattern is lower-cased")]
+    NotNormalised,
+}
+
+/// Checks an exemption pattern: `local@domain` or `*@domain`, lower-cased.
+pub fn check_pattern(p: &str) -> Result<(), PatternError> {
+    let mut parts = p.split('@');
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(PatternError::At);
+    };
+    if local.is_empty() || domain.is_empty() {
+        return Err(PatternError::Empty);
+    }
+    if domain.contains('*') || (local.contains('*') && local != "*") {
+        return Err(PatternError::Wildcard);
+    }
+    if super::Mailbox::new(p).as_str() != p {
+        return Err(PatternError::NotNormalised);
+    }
+    Ok(())
+}
+
+/// The domain pattern (`*@domain`) of a mailbox, if it has a domain.
+pub fn domain_pattern(mailbox: &str) -> Option<String> {
+    mailbox.rsplit_once('@').map(|(_, d)| format!("*@{d}"))
+}
+
+/// A change to `mailguard.exemptions`: the exemption now in force under `tenant/pattern`, or a
+/// tombstone (removed or expired).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExemptionChange {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Pattern.
+    pub pattern: String,
+    /// The exemption; `None` = tombstone.
+    pub exemption: Option<Exemption>,
 }
 
 /// One input of the per-mailbox state machine.
@@ -208,6 +316,16 @@ pub trait Directory {
     fn devices(&self, owner_id: &str) -> Option<Vec<String>>;
     /// The settings of a tenant; the adapter returns the configured defaults when unknown.
     fn tenant(&self, tenant_id: &str) -> TenantSettings;
+    /// The exemption of `tenant_id` under `pattern` (`*@domain`) as the exemptions table holds
+    /// it (expired or not: the core checks). Consulted only on a trip.
+    fn exemption(&self, _tenant_id: &str, _pattern: &str) -> Option<Exemption> {
+        None
+    }
+    /// Whether the tenant holds as many exemptions as `limits.max_exemptions_per_tenant`
+    /// allows (as of the exemptions table). Consulted only for an `EXEMPTION_PUT`.
+    fn exemptions_full(&self, _tenant_id: &str) -> bool {
+        false
+    }
 }
 
 /// Block state as published on `mailguard.blocks`.
@@ -390,13 +508,13 @@ pub enum EventKind {
     /// An `ALERT_ONLY` tenant's mailbox tripped; `detail` has the strike and block length
     /// enforcement would have applied.
     TripSimulated,
-    /// An exempt mailbox tripped (a reader's symbol: exemptions are not written yet).
+    /// An exempt mailbox tripped: nothing was blocked or scanned; `detail` names the exemption.
     TripExempted,
-    /// An exemption was added (a reader's symbol: exemptions are not written yet).
+    /// An exemption was added or replaced; `detail` names actor, role, reason and expiry.
     ExemptionAdded,
-    /// An exemption was removed (a reader's symbol: exemptions are not written yet).
+    /// An exemption was removed; `detail` names actor, role and reason.
     ExemptionRemoved,
-    /// An exemption expired (a reader's symbol: exemptions are not written yet).
+    /// An exemption reached its `expires_at`.
     ExemptionExpired,
 }
 
@@ -479,6 +597,14 @@ pub enum RejectCode {
     NotBlocked,
     /// A reason of a newer writer (the resolution default; never written).
     Other,
+    /// An exemption command that is malformed: bad pattern, no reason, or an expiry not in the
+    /// future.
+    InvalidExemption,
+    /// The tenant holds `limits.max_exemptions_per_tenant` exemptions already (or the pattern
+    /// is held by the most tenants one pattern may have).
+    ExemptionLimit,
+    /// `EXEMPTION_DELETE` of a pattern the tenant holds no exemption for.
+    NotExempt,
 }
 
 impl RejectCode {
@@ -490,6 +616,9 @@ impl RejectCode {
             RejectCode::TimedBlock => "TIMED_BLOCK",
             RejectCode::NotBlocked => "NOT_BLOCKED",
             RejectCode::Other => "OTHER",
+            RejectCode::InvalidExemption => "INVALID_EXEMPTION",
+            RejectCode::ExemptionLimit => "EXEMPTION_LIMIT",
+            RejectCode::NotExempt => "NOT_EXEMPT",
         }
     }
 
@@ -501,6 +630,9 @@ impl RejectCode {
             "TIMED_BLOCK" => RejectCode::TimedBlock,
             "NOT_BLOCKED" => RejectCode::NotBlocked,
             "OTHER" => RejectCode::Other,
+            "INVALID_EXEMPTION" => RejectCode::InvalidExemption,
+            "EXEMPTION_LIMIT" => RejectCode::ExemptionLimit,
+            "NOT_EXEMPT" => RejectCode::NotExempt,
             _ => return None,
         })
     }
@@ -517,6 +649,8 @@ pub enum Effect {
     Alert(Alert),
     /// To `mailguard.events`.
     Event(EventLogEntry),
+    /// To `mailguard.exemptions` (an upsert or a tombstone).
+    Exemption(ExemptionChange),
 }
 
 /// What happened to one input, for metrics and logs (never published).
@@ -557,6 +691,15 @@ pub enum Outcome {
     },
     /// Offending and counted, and the window reached the warning threshold for the first time.
     Warned,
+    /// Offending and counted, and it tripped, but an exemption matched: nothing blocked or
+    /// scanned (`mailguard_exempt_trips_total`).
+    ExemptTrip,
+    /// An exemption was added or replaced.
+    ExemptionAdded,
+    /// An exemption was removed.
+    ExemptionRemoved,
+    /// An exemption reached its expiry.
+    ExemptionExpired,
 }
 
 /// Result of one step: the records to publish and what happened, plus whether `sent_at` was clamped.

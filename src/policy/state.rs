@@ -6,7 +6,8 @@
 //! ```text
 //! u8      version = 1
 //! varint  flags: 1 = block present, 2 = block permanent, 4 = counting floor, 8 = last block end,
-//!         16 = warned through, 32 = simulated ladder, 64 = simulated block permanent
+//!         16 = warned through, 32 = simulated ladder, 64 = simulated block permanent,
+//!         128 = exemptions
 //! varint  strikes
 //! zigzag  touched_at
 //! string  tenant_id
@@ -14,23 +15,30 @@
 //! zigzag  last_block_end            (flag 8)
 //! zigzag  warned_through            (flag 16)
 //! sim     (flag 32): varint strikes, zigzag until (unless flag 64)
+//! exempt  (flag 128): varint n (>= 1), then per exemption: string tenant, string pattern,
+//!         string reason, string actor, u8 role (0 SUPPORT, 1 ADMIN, 2 VIEWER), string command
+//!         id, zigzag created_at, u8 0 (never expires) or 1 then zigzag expires_at
 //! block   (flag 1): varint strike, zigzag blocked_at, zigzag blocked_until (unless flag 2),
 //!         16 bytes incident uuid, varint n, n × string evidence message id
 //! varint  n window entries, then per entry: sent_at (first: zigzag; then varint delta to the
 //!         previous one, entries being sorted), string message id
 //! ```
 //!
-//! Flags 16 to 64 came with issue 21 (early warning, alert-only tenants); a state written before
-//! has none of them and decodes as it always did.
+//! Flags 16 to 128 came with issue 21 (early warning, alert-only tenants, exemptions); a state
+//! written before has none of them and decodes as it always did.
 //!
 //! A typical idle mailbox with a couple of counted messages is ~60–100 bytes; a blocked one adds
 //! ~16 bytes + its evidence ids. Decoding never panics and never allocates more than the input
 //! could describe: every length is checked against the bytes left.
 
 use super::config::Policy;
-use super::model::{BlockState, Millis};
+use super::model::{ActorRole, BlockState, Exemption, Millis};
 use super::window::{Entry, Window};
 use uuid::Uuid;
+
+/// Most tenants that may hold an exemption of one pattern (a shared domain such as a
+/// freemail provider's): a bound on one state's size.
+pub const MAX_EXEMPTIONS_PER_KEY: usize = 64;
 
 /// Current encoding version (leading byte).
 pub const STATE_VERSION: u8 = 1;
@@ -125,6 +133,10 @@ pub struct MailboxState {
     /// The would-be ladder while the tenant is `ALERT_ONLY` (cleared by a verdict counted under
     /// `ENFORCE`).
     pub(crate) sim: Option<Simulated>,
+    /// The exemptions granted for this key's pattern (an exact mailbox's, or a `*@domain` key's
+    /// own state), at most one per tenant and [`MAX_EXEMPTIONS_PER_KEY`] in all, until removed
+    /// or expired.
+    pub(crate) exemptions: Vec<Exemption>,
 }
 
 impl MailboxState {
@@ -201,9 +213,24 @@ impl MailboxState {
         self.sim.as_ref()
     }
 
-    /// When a timer must fire for this mailbox: `blocked_until` of a timed block in force.
+    /// The exemptions held under this key (expired or not: see [`Exemption::in_force`]).
+    pub fn exemptions(&self) -> &[Exemption] {
+        &self.exemptions
+    }
+
+    /// The exemption `tenant_id` holds under this key, if any.
+    pub fn exemption_of(&self, tenant_id: &str) -> Option<&Exemption> {
+        self.exemptions.iter().find(|e| e.tenant_id == tenant_id)
+    }
+
+    /// When a timer must fire for this mailbox: the earlier of `blocked_until` of a timed block
+    /// in force and the earliest expiry of its exemptions.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.blocked_until()
+        let expiry = self.exemptions.iter().filter_map(|e| e.expires_at).min();
+        match (self.blocked_until(), expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether the state may be dropped (deleted from the store) at `now` without changing any
@@ -216,6 +243,7 @@ impl MailboxState {
         self.strikes == 0
             && self.block.is_none()
             && self.sim.is_none()
+            && self.exemptions.is_empty()
             && ((self.window.is_empty()
                 && self.counting_floor.is_none()
                 && self.warned_through.is_none())
@@ -255,6 +283,9 @@ impl MailboxState {
                 flags |= 64;
             }
         }
+        if !self.exemptions.is_empty() {
+            flags |= 128;
+        }
         put_u(out, flags);
         put_u(out, u64::from(self.strikes));
         put_i(out, self.touched_at);
@@ -273,6 +304,9 @@ impl MailboxState {
             if let Some(u) = sim.until {
                 put_i(out, u);
             }
+        }
+        if !self.exemptions.is_empty() {
+            put_exemptions(out, &self.exemptions);
         }
         if let Some(b) = &self.block {
             put_u(out, u64::from(b.strike));
@@ -328,6 +362,11 @@ impl MailboxState {
         } else {
             None
         };
+        let exemptions = if flags & 128 != 0 {
+            r.exemptions()?
+        } else {
+            Vec::new()
+        };
         let block = if flags & 1 != 0 {
             Some(r.block(flags & 2 != 0)?)
         } else {
@@ -349,7 +388,31 @@ impl MailboxState {
             tenant_id,
             warned_through,
             sim,
+            exemptions,
         })
+    }
+}
+
+fn put_exemptions(out: &mut Vec<u8>, exemptions: &[Exemption]) {
+    put_u(out, exemptions.len() as u64);
+    for e in exemptions {
+        for s in [&e.tenant_id, &e.pattern, &e.reason, &e.actor] {
+            put_str(out, s);
+        }
+        out.push(match e.actor_role {
+            ActorRole::Support => 0,
+            ActorRole::Admin => 1,
+            ActorRole::Viewer => 2,
+        });
+        put_str(out, &e.command_id);
+        put_i(out, e.created_at);
+        match e.expires_at {
+            Some(x) => {
+                out.push(1);
+                put_i(out, x);
+            }
+            None => out.push(0),
+        }
     }
 }
 
@@ -371,9 +434,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The flags of an encoded state (bit 0 block, 1 permanent, 2 counting floor, 3 last block end,
-/// 4 warned through, 5 simulated ladder, 6 simulated permanent), if they are consistent.
+/// 4 warned through, 5 simulated ladder, 6 simulated permanent, 7 exemptions), if they are
+/// consistent.
 fn check_flags(flags: u64) -> Result<u64, StateDecodeError> {
-    if flags & !0x7F != 0 {
+    if flags & !0xFF != 0 {
         return Err(StateDecodeError::Invalid("unknown flags"));
     }
     if flags & 2 != 0 && flags & 1 == 0 {
@@ -390,6 +454,43 @@ fn check_flags(flags: u64) -> Result<u64, StateDecodeError> {
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
+    /// The exemptions of the key (flag 128: at least one).
+    fn exemptions(&mut self) -> Result<Vec<Exemption>, StateDecodeError> {
+        let n = self.count()?;
+        if n == 0 {
+            return Err(StateDecodeError::Invalid(
+                "exemption flag without exemptions",
+            ));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.exemption()?);
+        }
+        Ok(out)
+    }
+
+    fn exemption(&mut self) -> Result<Exemption, StateDecodeError> {
+        Ok(Exemption {
+            tenant_id: self.string()?,
+            pattern: self.string()?,
+            reason: self.string()?,
+            actor: self.string()?,
+            actor_role: match self.bytes(1)?[0] {
+                0 => ActorRole::Support,
+                1 => ActorRole::Admin,
+                2 => ActorRole::Viewer,
+                _ => return Err(StateDecodeError::Invalid("unknown exemption role")),
+            },
+            command_id: self.string()?,
+            created_at: self.i()?,
+            expires_at: match self.bytes(1)?[0] {
+                0 => None,
+                1 => Some(self.i()?),
+                _ => return Err(StateDecodeError::Invalid("bad exemption expiry tag")),
+            },
+        })
+    }
+
     /// The current block: strike, start, end (absent when `permanent`), incident, evidence.
     fn block(&mut self, permanent: bool) -> Result<CurrentBlock, StateDecodeError> {
         let strike = self.u32()?;
@@ -522,6 +623,16 @@ mod tests {
                 strikes: 2,
                 until: Some(1_700_007_200_000),
             }),
+            exemptions: vec![crate::policy::Exemption {
+                tenant_id: "tenant-é".into(),
+                pattern: "*@example.com".into(),
+                reason: "newsletter".into(),
+                actor: "carol".into(),
+                actor_role: crate::policy::ActorRole::Admin,
+                command_id: "c-1".into(),
+                created_at: 1_700_000_000_000,
+                expires_at: Some(1_700_086_400_000),
+            }],
         }
     }
 
@@ -529,6 +640,12 @@ mod tests {
     fn round_trips() {
         let mut perm = sample();
         perm.block.as_mut().unwrap().blocked_until = None;
+        perm.exemptions[0].expires_at = None;
+        let first = perm.exemptions[0].clone();
+        perm.exemptions.push(crate::policy::Exemption {
+            tenant_id: "other".into(),
+            ..first
+        });
         let mut extreme = MailboxState::default();
         extreme.window.insert(i64::MIN, "lo");
         extreme.window.insert(i64::MAX, "hi");
@@ -550,6 +667,7 @@ mod tests {
         let mut old = sample();
         old.warned_through = None;
         old.sim = None;
+        old.exemptions.clear();
         let mut bytes = vec![1u8, 1 | 4 | 8];
         let tail = old.to_bytes();
         assert_eq!(tail[1], 1 | 4 | 8, "the old flags only");
@@ -564,6 +682,12 @@ mod tests {
         );
         assert_eq!((s.warned_through(), s.simulated()), (None, None));
         assert_eq!(s.to_bytes(), pinned);
+        assert_eq!(
+            MailboxState::decode(&[1, 0x80, 1, 0, 0, 0, 0]),
+            Err(StateDecodeError::Invalid(
+                "exemption flag without exemptions"
+            ))
+        );
         assert_eq!(
             MailboxState::decode(&[1, 64, 0, 0, 0, 0]),
             Err(StateDecodeError::Invalid(

@@ -15,6 +15,10 @@ struct Dir {
     devices: HashMap<String, Vec<String>>,
     tenants: HashMap<String, TenantSettings>,
     lookups: Cell<u32>,
+    /// The exemptions table, by `tenant/pattern`.
+    exemptions: HashMap<String, Exemption>,
+    /// Whether every tenant is at its exemption bound.
+    exemptions_full: bool,
 }
 
 impl Dir {
@@ -65,6 +69,14 @@ impl Directory for Dir {
             .cloned()
             .unwrap_or_else(default_tenant)
     }
+    fn exemption(&self, tenant_id: &str, pattern: &str) -> Option<Exemption> {
+        self.exemptions
+            .get(&Exemption::table_key(tenant_id, pattern))
+            .cloned()
+    }
+    fn exemptions_full(&self, _tenant_id: &str) -> bool {
+        self.exemptions_full
+    }
 }
 
 fn verdict(id: &str, sent_at: Millis, kind: VerdictKind) -> Input {
@@ -95,6 +107,8 @@ fn command(id: &str, kind: CommandKind, role: ActorRole) -> Input {
         actor_role: role,
         ticket: "TCK-1".into(),
         issued_at: T0,
+        reason: None,
+        expires_at: None,
     })
 }
 
@@ -1181,4 +1195,513 @@ fn a_simulated_backlog_trip_reports_the_full_length_too() {
         events(&r)[0].1.contains("would be blocked for 1 h"),
         "{r:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exemptions (rules 1b, 9b, 10b)
+
+fn exempt_cmd(
+    id: &str,
+    kind: CommandKind,
+    role: ActorRole,
+    pattern: &str,
+    reason: Option<&str>,
+    expires_at: Option<Millis>,
+) -> Input {
+    Input::Command(Command {
+        command_id: id.into(),
+        mailbox: pattern.into(),
+        tenant_id: TENANT.into(),
+        kind,
+        actor: "carol".into(),
+        actor_role: role,
+        ticket: String::new(),
+        issued_at: T0,
+        reason: reason.map(str::to_owned),
+        expires_at,
+    })
+}
+
+fn put(pattern: &str, expires_at: Option<Millis>) -> Input {
+    exempt_cmd(
+        "put-1",
+        CommandKind::ExemptionPut,
+        ActorRole::Admin,
+        pattern,
+        Some("ticketing system"),
+        expires_at,
+    )
+}
+
+fn changes(r: &StepResult) -> Vec<&ExemptionChange> {
+    r.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Exemption(x) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+fn spam_of(mailbox: &str, tenant: &str, id: &str, sent_at: Millis) -> Input {
+    Input::Verdict(Verdict {
+        message_id: id.into(),
+        tenant_id: tenant.into(),
+        mailbox: mailbox.into(),
+        sent_at,
+        verdict: VerdictKind::Spam,
+    })
+}
+
+/// Five offending messages of `mailbox` from `start`, one a second; the last step's result.
+fn five(rig: &mut Rig, mailbox: &str, tenant: &str, start: Millis) -> StepResult {
+    let mut last = StepResult::default();
+    for i in 0..5 {
+        let t = start + i * 1_000;
+        last = rig.at(t, spam_of(mailbox, tenant, &format!("{mailbox}-{t}"), t));
+    }
+    last
+}
+
+fn exemption(pattern: &str, expires_at: Option<Millis>) -> Exemption {
+    Exemption {
+        tenant_id: TENANT.into(),
+        pattern: pattern.into(),
+        reason: "newsletter".into(),
+        actor: "carol".into(),
+        actor_role: ActorRole::Admin,
+        command_id: "put-d".into(),
+        created_at: T0,
+        expires_at,
+    }
+}
+
+fn assert_exempt_trip(r: &StepResult, mailbox: &str, pattern: &str) {
+    assert_eq!(r.outcomes, [Outcome::ExemptTrip], "{mailbox}: {r:?}");
+    assert!(blocks(r).is_empty(), "no block");
+    assert!(
+        !r.effects.iter().any(|e| matches!(e, Effect::Scan(_))),
+        "no scan"
+    );
+    let a = alert(r);
+    assert_eq!(a.kind, AlertKind::ExemptTrip);
+    assert_eq!(a.mailbox, mailbox);
+    assert_eq!(a.state, BlockState::Unblocked);
+    assert_eq!(a.blocked_until, None);
+    assert!(a.summary.contains(pattern), "{}", a.summary);
+    let ev = events(r);
+    assert_eq!(
+        ev.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [EventKind::TripExempted, EventKind::AlertSent]
+    );
+    assert!(
+        ev[0].1.contains(pattern) && ev[0].1.contains("reason:"),
+        "{}",
+        ev[0].1
+    );
+}
+
+#[test]
+fn an_exempt_mailbox_trips_without_block_scan_or_strike() {
+    let mut rig = Rig::new();
+    let r = rig.at(T0, put(MB, None));
+    assert_eq!(r.outcomes, [Outcome::ExemptionAdded]);
+    assert!(r.state_changed);
+    let x = changes(&r);
+    assert_eq!(x.len(), 1);
+    let e = x[0].exemption.as_ref().expect("an upsert");
+    assert_eq!(
+        (e.pattern.as_str(), e.tenant_id.as_str(), e.reason.as_str()),
+        (MB, TENANT, "ticketing system")
+    );
+    assert_eq!(
+        (e.actor.as_str(), e.actor_role),
+        ("carol", ActorRole::Admin)
+    );
+    assert_eq!((e.created_at, e.expires_at), (T0, None));
+    let ev = events(&r);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].0, EventKind::ExemptionAdded);
+    assert!(
+        ev[0].1.contains("carol")
+            && ev[0].1.contains("ADMIN")
+            && ev[0].1.contains("ticketing system"),
+        "{}",
+        ev[0].1
+    );
+    let r = five(&mut rig, MB, TENANT, T0 + 1_000);
+    assert_exempt_trip(&r, MB, MB);
+    assert_eq!(rig.state.strikes(), 0);
+    assert_eq!(rig.state.block(), None);
+    assert_eq!(rig.state.counting_floor(), None);
+    assert!(rig.state.window().is_empty(), "the trip emptied the window");
+    // And again: the next five trip (exempt) again, never the real ladder.
+    let r = five(&mut rig, MB, TENANT, T0 + 10_000);
+    assert_exempt_trip(&r, MB, MB);
+    assert_eq!(rig.state.strikes(), 0);
+    // Removed: the next trip blocks, strike 1.
+    let del = exempt_cmd(
+        "del-1",
+        CommandKind::ExemptionDelete,
+        ActorRole::Support,
+        MB,
+        Some("done"),
+        None,
+    );
+    let r = rig.at(T0 + 20_000, del);
+    assert_eq!(r.outcomes, [Outcome::ExemptionRemoved]);
+    assert_eq!(changes(&r)[0].exemption, None, "a tombstone");
+    assert_eq!(events(&r)[0].0, EventKind::ExemptionRemoved);
+    assert!(events(&r)[0].1.contains("SUPPORT"));
+    let r = five(&mut rig, MB, TENANT, T0 + 30_000);
+    assert_eq!(r.outcomes, [tripped(1, false)]);
+}
+
+#[test]
+fn an_exemption_expires_exactly_at_expires_at_and_the_next_trip_blocks() {
+    let mut rig = Rig::new();
+    let until = T0 + H;
+    rig.at(T0, put(MB, Some(until)));
+    assert_eq!(rig.state.next_deadline(), Some(until));
+    let r = rig.at(until - 1, tick());
+    assert_eq!(r.outcomes, [Outcome::Idle]);
+    assert!(r.effects.is_empty());
+    let r = rig.at(until, tick());
+    assert_eq!(r.outcomes, [Outcome::ExemptionExpired]);
+    assert_eq!(changes(&r).len(), 1);
+    assert_eq!(changes(&r)[0].exemption, None);
+    let ev = events(&r);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].0, EventKind::ExemptionExpired);
+    assert!(ev[0].1.contains("ticketing system"), "{}", ev[0].1);
+    let Effect::Event(e) = &r.effects[1] else {
+        panic!()
+    };
+    assert_eq!(
+        e.event_id,
+        ids::event_id(MB, "put-1", EventKind::ExemptionExpired, "").to_string(),
+        "ids from the granting command: a replay writes the same event"
+    );
+    assert!(rig.state.exemptions().is_empty());
+    assert_eq!(rig.state.next_deadline(), None);
+    assert!(rig.at(until + 1, tick()).effects.is_empty(), "once");
+    let r = five(&mut rig, MB, TENANT, until + 1_000);
+    assert_eq!(r.outcomes, [tripped(1, false)]);
+}
+
+#[test]
+fn an_expired_exemption_never_matches_even_before_its_timer() {
+    // Exact: the trip itself expires it first (lazily), then blocks.
+    let mut rig = Rig::new();
+    let until = T0 + 3_000;
+    rig.at(T0, put(MB, Some(until)));
+    let r = five(&mut rig, MB, TENANT, until - 1_000);
+    assert_eq!(r.outcomes, [tripped(1, false)]);
+    // Domain: the table still holds it, expired: not in force.
+    let mut dir = Dir::standard();
+    let p = "*@example.test";
+    dir.exemptions.insert(
+        Exemption::table_key(TENANT, p),
+        exemption(p, Some(T0 + 5_000)),
+    );
+    let mut rig = Rig::with(dir, Policy::default());
+    let r = five(&mut rig, MB, TENANT, T0);
+    assert_exempt_trip(&r, MB, p);
+    let r = five(&mut rig, MB, TENANT, T0 + 1_000);
+    assert_eq!(
+        r.outcomes,
+        [tripped(1, false)],
+        "at expires_at it no longer matches"
+    );
+}
+
+#[test]
+fn a_domain_pattern_exempts_that_domain_only() {
+    let mut dir = Dir::standard();
+    let p = "*@example.test";
+    dir.exemptions
+        .insert(Exemption::table_key(TENANT, p), exemption(p, None));
+    let cases = [
+        (MB, TENANT, true),
+        ("bob@example.test", TENANT, true),
+        ("bob@other.test", TENANT, false),
+        ("bob@sub.example.test", TENANT, false),
+        ("bob@example.test.evil", TENANT, false),
+        ("bob@example.test", "t2", false),
+    ];
+    let mut rig = Rig::with(dir, Policy::default());
+    for (mailbox, tenant, exempt) in cases {
+        rig.state = MailboxState::default();
+        let r = five(&mut rig, mailbox, tenant, T0);
+        if exempt {
+            assert_exempt_trip(&r, mailbox, p);
+        } else {
+            assert_eq!(r.outcomes, [tripped(1, false)], "{mailbox} of {tenant}");
+        }
+    }
+}
+
+#[test]
+fn an_exemption_never_ends_a_block_in_force() {
+    let mut rig = Rig::new();
+    let r = five(&mut rig, MB, TENANT, T0);
+    assert_eq!(r.outcomes, [tripped(1, false)]);
+    let until = rig.state.blocked_until().expect("timed block");
+    let r = rig.at(T0 + 10_000, put(MB, None));
+    assert_eq!(r.outcomes, [Outcome::ExemptionAdded]);
+    assert!(blocks(&r).is_empty(), "no UNBLOCKED");
+    assert_eq!(rig.state.block_state(), BlockState::Blocked);
+    assert_eq!(rig.state.next_deadline(), Some(until));
+    let r = rig.at(until, tick());
+    assert_eq!(
+        r.outcomes,
+        [Outcome::Unblocked],
+        "it ends by itself, on time"
+    );
+    // Afterwards the exemption holds.
+    let r = five(&mut rig, MB, TENANT, until + 1_000);
+    assert_exempt_trip(&r, MB, MB);
+}
+
+/// Exemption commands that are rejected: name, command, words of the detail, code.
+fn exemption_rejections() -> Vec<(&'static str, Input, &'static str, RejectCode)> {
+    let pe = Some("why");
+    vec![
+        (
+            "viewer",
+            exempt_cmd(
+                "c",
+                CommandKind::ExemptionPut,
+                ActorRole::Viewer,
+                MB,
+                pe,
+                None,
+            ),
+            "role VIEWER may not EXEMPTION_PUT",
+            RejectCode::RoleNotAllowed,
+        ),
+        (
+            "viewer delete",
+            exempt_cmd(
+                "c",
+                CommandKind::ExemptionDelete,
+                ActorRole::Viewer,
+                MB,
+                pe,
+                None,
+            ),
+            "role VIEWER may not EXEMPTION_DELETE",
+            RejectCode::RoleNotAllowed,
+        ),
+        (
+            "two @",
+            exempt_cmd(
+                "c",
+                CommandKind::ExemptionPut,
+                ActorRole::Admin,
+                "a@b@c",
+                pe,
+                None,
+            ),
+            "exactly one '@'",
+            RejectCode::InvalidExemption,
+        ),
+        (
+            "partial wildcard",
+            exempt_cmd(
+                "c",
+                CommandKind::ExemptionPut,
+                ActorRole::Admin,
+                "a*@b.c",
+                pe,
+                None,
+            ),
+            "'*' may only be",
+            RejectCode::InvalidExemption,
+        ),
+        (
+            "wildcard domain",
+            exempt_cmd(
+                "c",
+                CommandKind::ExemptionPut,
+                ActorRole::Admin,
+                "*@*.c",
+                pe,
+                None,
+            ),
+            "'*' may only be",
+            RejectCode::InvalidExemption,
+        ),
+        (
+            "no local part",
+            exempt_cmd(
+                "c",
+                CommandKind::ExemptionPut,
+                ActorRole::Admin,
+                "@b.c",
+                pe,
+                None,
+            ),
+            "a local part",
+            RejectCode::InvalidExemption,
+        ),
+        (
+            "no reason",
+            exempt_cmd(
+                "c",
+                CommandKind::ExemptionPut,
+                ActorRole::Admin,
+                MB,
+                Some(" "),
+                None,
+            ),
+            "needs a reason",
+            RejectCode::InvalidExemption,
+        ),
+        (
+            "expired already",
+            exempt_cmd(
+                "c",
+                CommandKind::ExemptionPut,
+                ActorRole::Admin,
+                MB,
+                pe,
+                Some(T0),
+            ),
+            "not in the future",
+            RejectCode::InvalidExemption,
+        ),
+        (
+            "delete of nothing",
+            exempt_cmd(
+                "c",
+                CommandKind::ExemptionDelete,
+                ActorRole::Admin,
+                MB,
+                pe,
+                None,
+            ),
+            "holds no exemption",
+            RejectCode::NotExempt,
+        ),
+    ]
+}
+
+#[test]
+fn exemption_command_rejections() {
+    for (name, input, why, code) in exemption_rejections() {
+        let mut rig = Rig::new();
+        let r = rig.at(T0, input);
+        assert_eq!(r.outcomes, [Outcome::CommandRejected], "{name}");
+        assert!(!r.state_changed, "{name}");
+        assert_eq!(rig.state, MailboxState::default(), "{name}");
+        assert_eq!(r.effects.len(), 1, "{name}");
+        let Effect::Event(e) = &r.effects[0] else {
+            panic!("{name}")
+        };
+        assert_eq!(e.kind, EventKind::CommandRejected, "{name}");
+        assert_eq!(e.reason, Some(code), "{name}");
+        assert!(e.detail.contains(why), "{name}: {}", e.detail);
+    }
+}
+
+#[test]
+fn tenants_hold_their_own_exemptions_of_one_pattern() {
+    let other = |kind: CommandKind| {
+        let mut c = put(MB, None);
+        if let Input::Command(c) = &mut c {
+            c.tenant_id = "t2".into();
+            c.kind = kind;
+            c.command_id = "put-t2".into();
+        }
+        c
+    };
+    let mut rig = Rig::new();
+    rig.at(T0, put(MB, Some(T0 + H)));
+    // t2 may not remove t1's exemption.
+    let r = rig.at(T0 + 1, other(CommandKind::ExemptionDelete));
+    assert_eq!(r.outcomes, [Outcome::CommandRejected]);
+    let r = rig.at(T0 + 2, other(CommandKind::ExemptionPut));
+    assert_eq!(r.outcomes, [Outcome::ExemptionAdded]);
+    assert!(
+        !events(&r)[0].1.contains("replaces"),
+        "t1's is not replaced"
+    );
+    assert_eq!(rig.state.exemptions().len(), 2);
+    // t1's expires by itself; t2's stays, and covers t2's verdicts only.
+    let r = rig.at(T0 + H, tick());
+    assert_eq!(r.outcomes, [Outcome::ExemptionExpired]);
+    assert_eq!(changes(&r)[0].tenant_id, TENANT);
+    assert_eq!(
+        rig.state.exemption_of("t2").map(|e| e.command_id.as_str()),
+        Some("put-t2")
+    );
+    let r = five(&mut rig, MB, TENANT, T0 + H + 1_000);
+    assert_eq!(r.outcomes, [tripped(1, false)]);
+    let mut rig = Rig::new();
+    rig.at(T0, other(CommandKind::ExemptionPut));
+    let r = five(&mut rig, MB, "t2", T0 + 1_000);
+    assert_exempt_trip(&r, MB, MB);
+    let r = five(&mut rig, MB, TENANT, T0 + 10_000);
+    assert_eq!(r.outcomes, [tripped(1, false)], "not t1's");
+}
+
+#[test]
+fn one_pattern_is_held_by_a_bounded_number_of_tenants() {
+    let mut rig = Rig::new();
+    for i in 0..state::MAX_EXEMPTIONS_PER_KEY {
+        let mut c = put("*@example.test", None);
+        if let Input::Command(c) = &mut c {
+            c.tenant_id = format!("other-{i}");
+        }
+        assert_eq!(rig.at(T0, c).outcomes, [Outcome::ExemptionAdded]);
+    }
+    let r = rig.at(T0, put("*@example.test", None));
+    assert_eq!(r.outcomes, [Outcome::CommandRejected]);
+    let Effect::Event(e) = &r.effects[0] else {
+        panic!()
+    };
+    assert_eq!(e.reason, Some(RejectCode::ExemptionLimit));
+}
+
+#[test]
+fn the_exemption_bound_rejects_a_new_one_but_not_a_replacement() {
+    let mut rig = Rig::new();
+    rig.at(T0, put(MB, None));
+    rig.dir.exemptions_full = true;
+    let r = rig.at(T0 + 1, put(MB, Some(T0 + H)));
+    assert_eq!(
+        r.outcomes,
+        [Outcome::ExemptionAdded],
+        "a replacement adds none"
+    );
+    assert!(events(&r)[0].1.contains("replaces"));
+    assert_eq!(
+        rig.state.exemption_of(TENANT).and_then(|e| e.expires_at),
+        Some(T0 + H)
+    );
+    let mut rig = Rig::new();
+    rig.dir.exemptions_full = true;
+    let r = rig.at(T0, put("*@example.test", None));
+    assert_eq!(r.outcomes, [Outcome::CommandRejected]);
+    let Effect::Event(e) = &r.effects[0] else {
+        panic!()
+    };
+    assert_eq!(e.reason, Some(RejectCode::ExemptionLimit));
+    assert!(
+        e.detail.contains("max_exemptions_per_tenant"),
+        "{}",
+        e.detail
+    );
+    assert_eq!(rig.state, MailboxState::default());
+}
+
+#[test]
+fn an_exemption_state_is_never_forgotten_and_survives_its_encoding() {
+    let mut rig = Rig::new();
+    rig.at(T0, put("*@example.test", Some(T0 + H)));
+    let s = &rig.state;
+    assert!(!s.is_forgettable(T0 + 100 * H, &rig.policy));
+    let back = MailboxState::decode(&s.to_bytes()).unwrap();
+    assert_eq!(back.exemptions(), s.exemptions());
 }

@@ -2,7 +2,9 @@
 //! one place so their wording can change without touching the rules, and so tests can build the
 //! expected records.
 
-use super::model::{ActorRole, Command, Millis, RejectCode, ScanSkipReason};
+use super::model::{
+    ActorRole, Command, Exemption, Millis, PatternError, RejectCode, ScanSkipReason,
+};
 
 /// `2023-11-14T22:13:20.000Z` (proleptic Gregorian, UTC) for a millisecond timestamp.
 pub fn iso8601(ms: Millis) -> String {
@@ -159,6 +161,77 @@ pub fn support_unblock_detail(cmd: &Command) -> String {
     )
 }
 
+fn expiry_text(expires_at: Option<Millis>) -> String {
+    match expires_at {
+        Some(x) => format!("until {}", iso8601(x)),
+        None => "without expiry".to_owned(),
+    }
+}
+
+/// Detail of `EXEMPTION_ADDED`.
+pub fn exemption_added_detail(e: &Exemption, replaced: bool) -> String {
+    format!(
+        "exemption {} {} by {} (role {}), reason: {}{} (command {})",
+        e.pattern,
+        expiry_text(e.expires_at),
+        e.actor,
+        e.actor_role.as_str(),
+        e.reason,
+        if replaced {
+            "; replaces the previous one"
+        } else {
+            ""
+        },
+        e.command_id
+    )
+}
+
+/// Detail of `EXEMPTION_REMOVED`.
+pub fn exemption_removed_detail(e: &Exemption, cmd: &Command) -> String {
+    format!(
+        "exemption {} (granted by {}, reason: {}) removed by {} (role {}), reason: {} (command {})",
+        e.pattern,
+        e.actor,
+        e.reason,
+        cmd.actor,
+        cmd.actor_role.as_str(),
+        cmd.reason.as_deref().unwrap_or(""),
+        cmd.command_id
+    )
+}
+
+/// Detail of `EXEMPTION_EXPIRED`.
+pub fn exemption_expired_detail(e: &Exemption, at: Millis) -> String {
+    format!(
+        "exemption {} (granted by {} (role {}), reason: {}) expired at {}",
+        e.pattern,
+        e.actor,
+        e.actor_role.as_str(),
+        e.reason,
+        iso8601(at)
+    )
+}
+
+/// Detail of `TRIP_EXEMPTED`.
+pub fn exempted_detail(e: &Exemption, blocked_at: Millis, evidence: usize) -> String {
+    format!(
+        "tripped after {evidence} offending messages, the last sent at {}; exempt by {} ({}, granted by {}, reason: {}): nothing was blocked or scanned",
+        iso8601(blocked_at),
+        e.pattern,
+        expiry_text(e.expires_at),
+        e.actor,
+        e.reason
+    )
+}
+
+/// `summary` of an `EXEMPT_TRIP` alert.
+pub fn exempted_summary(mailbox: &str, e: &Exemption, evidence: usize) -> String {
+    format!(
+        "Mailbox {mailbox} sent {evidence} spam/virus messages within the window and would be blocked, but it is exempt ({}, reason: {}): nothing was blocked or scanned.",
+        e.pattern, e.reason
+    )
+}
+
 /// Why a command was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
@@ -170,6 +243,16 @@ pub enum RejectReason {
     TimedBlock(Millis),
     /// The mailbox is not blocked.
     NotBlocked,
+    /// The pattern is not one.
+    BadPattern(PatternError),
+    /// `EXEMPTION_PUT` without a reason.
+    NoReason,
+    /// `EXEMPTION_PUT` expiring at or before processor time.
+    ExpiresInPast(Millis),
+    /// The tenant is at `limits.max_exemptions_per_tenant`.
+    ExemptionLimit,
+    /// `EXEMPTION_DELETE` of a pattern without an exemption of the tenant.
+    NotExempt,
 }
 
 impl RejectReason {
@@ -180,6 +263,11 @@ impl RejectReason {
             RejectReason::RoleNotAllowed(_) => RejectCode::RoleNotAllowed,
             RejectReason::TimedBlock(_) => RejectCode::TimedBlock,
             RejectReason::NotBlocked => RejectCode::NotBlocked,
+            RejectReason::BadPattern(_)
+            | RejectReason::NoReason
+            | RejectReason::ExpiresInPast(_) => RejectCode::InvalidExemption,
+            RejectReason::ExemptionLimit => RejectCode::ExemptionLimit,
+            RejectReason::NotExempt => RejectCode::NotExempt,
         }
     }
 }
@@ -196,6 +284,23 @@ pub fn rejected_detail(cmd: &Command, reason: RejectReason) -> String {
             iso8601(u)
         ),
         RejectReason::NotBlocked => "mailbox is not permanently blocked".to_owned(),
+        RejectReason::BadPattern(e) => {
+            format!("`{}` is not an exemption pattern: {e}", cmd.mailbox)
+        }
+        RejectReason::NoReason => "an exemption needs a reason".to_owned(),
+        RejectReason::ExpiresInPast(x) => {
+            format!(
+                "the exemption would expire at {}, not in the future",
+                iso8601(x)
+            )
+        }
+        RejectReason::ExemptionLimit => format!(
+            "the tenant holds the most exemptions allowed (limits.max_exemptions_per_tenant), \
+             or {} tenants hold one of {} already",
+            super::state::MAX_EXEMPTIONS_PER_KEY,
+            cmd.mailbox
+        ),
+        RejectReason::NotExempt => format!("the tenant holds no exemption of {}", cmd.mailbox),
     };
     format!(
         "{} by {} (role {}), ticket {} rejected: {why} (command {})",

@@ -14,6 +14,7 @@ const CF_META: &str = "meta";
 const CF_OWNERS: &str = "owners";
 const CF_DEVICES: &str = "devices";
 const CF_TENANTS: &str = "tenants";
+const CF_EXEMPTIONS: &str = "exemptions";
 
 /// A table cached in RocksDB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,6 +25,8 @@ pub enum Table {
     Devices,
     /// `tenant.settings`: tenant id → TenantSettings.
     Tenants,
+    /// `mailguard.exemptions`: `tenant/pattern` → Exemption.
+    Exemptions,
 }
 
 impl Table {
@@ -32,6 +35,7 @@ impl Table {
             Table::Owners => CF_OWNERS,
             Table::Devices => CF_DEVICES,
             Table::Tenants => CF_TENANTS,
+            Table::Exemptions => CF_EXEMPTIONS,
         }
     }
 
@@ -40,7 +44,7 @@ impl Table {
     pub fn id_of_key(self, key: &str) -> String {
         match self {
             Table::Owners => crate::policy::Mailbox::new(key).into_string(),
-            Table::Devices | Table::Tenants => key.to_string(),
+            Table::Devices | Table::Tenants | Table::Exemptions => key.to_string(),
         }
     }
 
@@ -116,7 +120,15 @@ impl Store {
         opts.set_write_buffer_size(32 << 20);
         opts.set_max_write_buffer_number(3);
         opts.increase_parallelism(2);
-        let cfs = [CF_STATE, CF_META, CF_OWNERS, CF_DEVICES, CF_TENANTS].map(|name| {
+        let cfs = [
+            CF_STATE,
+            CF_META,
+            CF_OWNERS,
+            CF_DEVICES,
+            CF_TENANTS,
+            CF_EXEMPTIONS,
+        ]
+        .map(|name| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(name, o)

@@ -149,6 +149,23 @@ impl InternalEvent for PolicyOutcome<'_> {
                 info!(%mailbox, "early warning");
                 m.policy.warnings.inc();
             }
+            Outcome::ExemptTrip => {
+                info!(%mailbox, "exempt trip: nothing blocked");
+                m.policy.exemptions.trips.inc();
+            }
+            Outcome::ExemptionAdded | Outcome::ExemptionRemoved | Outcome::ExemptionExpired => {
+                let change = match *self.outcome {
+                    Outcome::ExemptionAdded => "added",
+                    Outcome::ExemptionRemoved => "removed",
+                    _ => "expired",
+                };
+                info!(pattern = %mailbox, change, "exemption changed");
+                m.policy
+                    .exemptions
+                    .changes
+                    .with_label_values(&[change])
+                    .inc();
+            }
             Outcome::NotOffending | Outcome::Counted | Outcome::Idle => {}
         }
     }
@@ -256,6 +273,8 @@ impl InternalEvent for EffectSent<'_> {
                 debug!(mailbox = %e.mailbox, kind = e.kind.as_str(), "event recorded");
                 m.policy.events.inc();
             }
+            // Counted by their outcome (`mailguard_exemption_changes_total`).
+            Effect::Exemption(_) => {}
         }
     }
 }

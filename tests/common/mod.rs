@@ -57,6 +57,7 @@ pub fn test_config(partitions: i32) -> (Config, tempfile::TempDir) {
     t.events = format!("{id}.events");
     t.dlq = format!("{id}.dlq");
     t.changelog = format!("{id}.changelog");
+    t.exemptions = format!("{id}.exemptions");
     t.partitions = partitions;
     t.create_missing = true;
     cfg.state.dir = dir.path().join("state");

@@ -26,7 +26,7 @@ use crate::policy::{
 };
 
 pub use loader::{spawn, ViewReader};
-pub use queries::{blocked_page, recent_incidents};
+pub use queries::{blocked_page, exemption_for, exemptions_of, recent_incidents};
 
 /// How many incidents the view keeps per mailbox; beyond it the oldest by `blocked_at` goes
 /// (never the block in force). The events topic still has them.
@@ -135,6 +135,9 @@ pub struct ViewData {
     pub command_events: Bounded<EventLogEntry>,
     /// Tenant settings from the tenant table, checked as the pipeline checks them.
     pub tenants: HashMap<String, TenantSettings>,
+    /// The keys whose state holds an exemption of a tenant, by tenant, ordered (the list); the
+    /// exemptions themselves are in those states. Bounded by the pipeline's bounds.
+    pub exempt: HashMap<String, BTreeSet<String>>,
     /// Every partition of every topic has been read to its end once.
     pub caught_up: bool,
     /// The view holds everything committed before this instant (see [`freshness`]).
@@ -151,6 +154,7 @@ impl Default for ViewData {
             commands: Bounded::new(MAX_COMMANDS),
             command_events: Bounded::new(MAX_COMMANDS),
             tenants: HashMap::new(),
+            exempt: HashMap::new(),
             caught_up: false,
             fresh_at: None,
         }
@@ -210,6 +214,24 @@ impl ViewData {
                 if set.is_empty() {
                     self.blocked.remove(&t);
                 }
+            }
+        }
+        if let Some(old) = self.mailboxes.get(mailbox) {
+            for e in old.exemptions() {
+                if let Some(keys) = self.exempt.get_mut(&e.tenant_id) {
+                    keys.remove(mailbox);
+                    if keys.is_empty() {
+                        self.exempt.remove(&e.tenant_id);
+                    }
+                }
+            }
+        }
+        if let Some(s) = &state {
+            for e in s.exemptions() {
+                self.exempt
+                    .entry(e.tenant_id.clone())
+                    .or_default()
+                    .insert(mailbox.to_owned());
             }
         }
         match state {
@@ -295,7 +317,10 @@ impl ViewData {
             Effect::Event(e) => {
                 if matches!(
                     e.kind,
-                    EventKind::SupportUnblock | EventKind::CommandRejected
+                    EventKind::SupportUnblock
+                        | EventKind::CommandRejected
+                        | EventKind::ExemptionAdded
+                        | EventKind::ExemptionRemoved
                 ) {
                     self.command_events.insert(e.event_id.clone(), e.clone());
                 }
@@ -310,7 +335,7 @@ impl ViewData {
                 }
                 mailbox
             }
-            Effect::Scan(_) | Effect::Alert(_) => return,
+            Effect::Scan(_) | Effect::Alert(_) | Effect::Exemption(_) => return,
         };
         self.evict(&mailbox);
     }
@@ -339,6 +364,61 @@ mod tests {
             tenant_id: tenant.into(),
             ..MailboxState::default()
         }
+    }
+
+    fn exempting(tenants: &[(&str, Option<Millis>)], pattern: &str) -> MailboxState {
+        MailboxState {
+            exemptions: tenants
+                .iter()
+                .map(|&(t, expires_at)| crate::policy::Exemption {
+                    tenant_id: t.into(),
+                    pattern: pattern.into(),
+                    reason: "r".into(),
+                    actor: "a".into(),
+                    actor_role: crate::policy::ActorRole::Admin,
+                    command_id: "c".into(),
+                    created_at: 0,
+                    expires_at,
+                })
+                .collect(),
+            ..MailboxState::default()
+        }
+    }
+
+    #[test]
+    fn exemptions_are_listed_per_tenant_in_force_and_matched_like_the_pipeline() {
+        let mut v = ViewData::default();
+        v.set_state(
+            "*@x.t",
+            Some(exempting(&[("t", None), ("u", Some(500))], "*@x.t")),
+        );
+        v.set_state("a@y.t", Some(exempting(&[("t", Some(2_000))], "a@y.t")));
+        let patterns = |v: &ViewData, tenant: &str, now: Millis| {
+            exemptions_of(v, tenant, now)
+                .into_iter()
+                .map(|e| e.pattern.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(patterns(&v, "t", 1_000), ["*@x.t", "a@y.t"]);
+        assert_eq!(patterns(&v, "u", 499), ["*@x.t"]);
+        assert!(
+            patterns(&v, "u", 500).is_empty(),
+            "expired at its expires_at"
+        );
+        assert!(patterns(&v, "w", 0).is_empty());
+        let hit = |mb: &str, tenant: &str| {
+            exemption_for(&v, tenant, mb, 1_000).map(|e| e.pattern.clone())
+        };
+        assert_eq!(hit("b@x.t", "t").as_deref(), Some("*@x.t"));
+        assert_eq!(hit("b@sub.x.t", "t"), None, "not a subdomain");
+        assert_eq!(hit("a@y.t", "t").as_deref(), Some("a@y.t"));
+        assert_eq!(hit("a@y.t", "u"), None, "not another tenant's");
+        // A state that no longer holds them drops them from the index.
+        v.set_state("*@x.t", Some(exempting(&[("u", None)], "*@x.t")));
+        v.set_state("a@y.t", None);
+        assert!(patterns(&v, "t", 1_000).is_empty());
+        assert!(!v.exempt.contains_key("t"), "no empty entries are kept");
+        assert_eq!(patterns(&v, "u", 1_000), ["*@x.t"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the handlers ask of the view.
 
 use super::{Incident, ViewData};
-use crate::policy::{BlockState, MailboxState, Millis};
+use crate::policy::{domain_pattern, BlockState, Exemption, MailboxState, Millis};
 
 /// Incidents of a mailbox in `tenant`, newest first. A mailbox can change tenants (a directory
 /// move): another tenant's incidents are never shown.
@@ -58,4 +58,32 @@ pub fn blocked_page<'a>(
         out.push((mb.as_str(), s, state));
     }
     (out, None)
+}
+
+/// The tenant's exemptions in force at `now`, by pattern.
+pub fn exemptions_of<'a>(v: &'a ViewData, tenant: &str, now: Millis) -> Vec<&'a Exemption> {
+    v.exempt
+        .get(tenant)
+        .into_iter()
+        .flat_map(|keys| keys.iter())
+        .filter_map(|k| v.mailboxes.get(k)?.exemption_of(tenant))
+        .filter(|e| e.in_force(tenant, now))
+        .collect()
+}
+
+/// The exemption in force at `now` that a trip of `mailbox` in `tenant` would meet: its own, else
+/// its domain's (as the pipeline matches, SPEC §1.11 and §4).
+pub fn exemption_for<'a>(
+    v: &'a ViewData,
+    tenant: &str,
+    mailbox: &str,
+    now: Millis,
+) -> Option<&'a Exemption> {
+    let of = |key: &str| {
+        v.mailboxes
+            .get(key)?
+            .exemption_of(tenant)
+            .filter(|e| e.in_force(tenant, now))
+    };
+    of(mailbox).or_else(|| of(&domain_pattern(mailbox)?))
 }
