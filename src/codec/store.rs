@@ -97,7 +97,7 @@ pub(crate) struct Writer {
 }
 
 /// The embedded schema of each record type as a writer.
-pub(crate) static EMBEDDED_WRITERS: LazyLock<[Arc<Writer>; 10]> = LazyLock::new(|| {
+pub(crate) static EMBEDDED_WRITERS: LazyLock<[Arc<Writer>; super::schema::COUNT]> = LazyLock::new(|| {
     RecordType::ALL.map(|rt| {
         Arc::new(Writer {
             rt,

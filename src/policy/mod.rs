@@ -125,6 +125,7 @@ pub mod config;
 pub mod engine;
 pub mod exemptions;
 pub mod ids;
+pub mod incidents;
 pub mod ladder;
 pub mod limits;
 pub mod mailbox;
@@ -139,7 +140,7 @@ pub use engine::step;
 pub use limits::{LimitError, Limits};
 pub use mailbox::{KeyError as MailboxKeyError, Mailbox, MailboxKey};
 pub use model::*;
-pub use state::{CurrentBlock, MailboxState, Simulated, StateDecodeError};
+pub use state::{CurrentBlock, MailboxState, OpenIncident, Simulated, StateDecodeError};
 
 #[cfg(test)]
 mod tests;
