@@ -58,6 +58,8 @@ pub fn test_config(partitions: i32) -> (Config, tempfile::TempDir) {
     t.dlq = format!("{id}.dlq");
     t.changelog = format!("{id}.changelog");
     t.exemptions = format!("{id}.exemptions");
+    t.scan_results = format!("{id}.scan-results");
+    t.scan_results_routed = format!("{id}.scan-results-routed");
     t.partitions = partitions;
     t.create_missing = true;
     cfg.state.dir = dir.path().join("state");
