@@ -342,6 +342,15 @@ pub fn scan_completed_detail(device: &str, status: ScanStatus, threats: usize) -
     format!("device {device}: {}, {threats} threats", status.as_str())
 }
 
+/// The status and threat count a `SCAN_COMPLETED` detail of `device` says (the API's view
+/// reads them back; the device id is known from the event id, so the parse is unambiguous).
+pub fn scan_completed_parts(detail: &str, device: &str) -> Option<(ScanStatus, usize)> {
+    let rest = detail.strip_prefix("device ")?.strip_prefix(device)?;
+    let (status, threats) = rest.strip_prefix(": ")?.split_once(", ")?;
+    let n = threats.strip_suffix(" threats")?.parse().ok()?;
+    Some((ScanStatus::parse(status)?, n))
+}
+
 /// Detail of `SCAN_OVERDUE`.
 pub fn scan_overdue_detail(pending: usize, devices: u32, by: Millis) -> String {
     format!(
@@ -368,6 +377,19 @@ pub fn incident_detail(
         "{what}: {clean} of {devices} devices clean or cleaned, {attention} with threats remaining \
          or a failed scan, {silent} not reported; {threats} threats found"
     )
+}
+
+#[cfg(test)]
+#[test]
+fn a_scan_completed_detail_reads_back() {
+    for (device, status, n) in [
+        ("d1", ScanStatus::Clean, 0),
+        ("ノートPC, 3: x", ScanStatus::ThreatsRemaining, 12),
+    ] {
+        let detail = scan_completed_detail(device, status, n);
+        assert_eq!(scan_completed_parts(&detail, device), Some((status, n)));
+        assert_eq!(scan_completed_parts(&detail, "d"), None);
+    }
 }
 
 /// `summary` of an `INCIDENT_UPDATE` alert.
