@@ -1681,7 +1681,10 @@ fn await_results(running: &Running, result: &str, n: f64) {
         if v >= n {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{result} stayed at {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{result} stayed at {v}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -1711,7 +1714,9 @@ fn scan_results_end_incidents_exactly_once_and_bad_results_change_nothing() {
         .encode_scan_result(
             &ScanResult {
                 mailbox: None,
-                ..codec().decode_scan_result(&result_for(&bad_req[1], ScanStatus::Clean, &[])).unwrap()
+                ..codec()
+                    .decode_scan_result(&result_for(&bad_req[1], ScanStatus::Clean, &[]))
+                    .unwrap()
             },
             &mut no_mailbox,
         )
@@ -1720,7 +1725,10 @@ fn scan_results_end_incidents_exactly_once_and_bad_results_change_nothing() {
         &cfg,
         &[
             ("d-1", result_for(&bad_req[0], ScanStatus::Clean, &[])),
-            ("d-1", result_for(&bad_req[0], ScanStatus::ThreatsRemaining, &["late"])),
+            (
+                "d-1",
+                result_for(&bad_req[0], ScanStatus::ThreatsRemaining, &["late"]),
+            ),
             ("d-2", result_for(&unknown, ScanStatus::Clean, &[])),
             ("d-2", result_for(&foreign, ScanStatus::Clean, &[])),
             ("d-2", b"not avro".to_vec()),
@@ -1734,14 +1742,21 @@ fn scan_results_end_incidents_exactly_once_and_bad_results_change_nothing() {
         &cfg,
         &[(
             "d-2",
-            result_for(&bad_req[1], ScanStatus::ThreatsRemaining, &["EICAR", "Mal/X"]),
+            result_for(
+                &bad_req[1],
+                ScanStatus::ThreatsRemaining,
+                &["EICAR", "Mal/X"],
+            ),
         )],
     );
     // good@: both devices clean (one after removing a threat).
     produce_results(
         &cfg,
         &[
-            ("d-2", result_for(&good_req[1], ScanStatus::ThreatsRemoved, &["EICAR"])),
+            (
+                "d-2",
+                result_for(&good_req[1], ScanStatus::ThreatsRemoved, &["EICAR"]),
+            ),
             ("d-1", result_for(&good_req[0], ScanStatus::Clean, &[])),
         ],
     );
@@ -1763,7 +1778,11 @@ fn scan_results_end_incidents_exactly_once_and_bad_results_change_nothing() {
         "{}",
         a_bad.summary
     );
-    assert!(a_bad.summary.contains("2 threats found"), "{}", a_bad.summary);
+    assert!(
+        a_bad.summary.contains("2 threats found"),
+        "{}",
+        a_bad.summary
+    );
     assert_eq!((a_bad.state, a_bad.strike), (BlockState::Blocked, 1));
     assert!(
         a_good
@@ -1780,7 +1799,14 @@ fn scan_results_end_incidents_exactly_once_and_bad_results_change_nothing() {
         EventKind::ScanRequested,
         EventKind::AlertSent,
     ];
-    let end = |k| [EventKind::ScanCompleted, EventKind::ScanCompleted, k, EventKind::AlertSent];
+    let end = |k| {
+        [
+            EventKind::ScanCompleted,
+            EventKind::ScanCompleted,
+            k,
+            EventKind::AlertSent,
+        ]
+    };
     assert_eq!(
         kinds_of(&ev, bad),
         [&trip[..], &end(EventKind::IncidentNeedsAttention)[..]].concat()
@@ -1796,7 +1822,10 @@ fn scan_results_end_incidents_exactly_once_and_bad_results_change_nothing() {
         .collect();
     assert_eq!(
         completed,
-        ["device d-1: CLEAN, 0 threats", "device d-2: THREATS_REMAINING, 2 threats"]
+        [
+            "device d-1: CLEAN, 0 threats",
+            "device d-2: THREATS_REMAINING, 2 threats"
+        ]
     );
     let ids: std::collections::HashSet<&str> = ev.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids.len(), ev.len(), "every event id once");
@@ -1817,8 +1846,16 @@ fn scan_results_end_incidents_exactly_once_and_bad_results_change_nothing() {
     let m = running.metrics.render();
     for (series, label, n) in [
         ("mailguard_scan_results_total", "result=\"completed\"", 4.0),
-        ("mailguard_incidents_closed_total", "state=\"remediated\"", 1.0),
-        ("mailguard_incidents_closed_total", "state=\"needs_attention\"", 1.0),
+        (
+            "mailguard_incidents_closed_total",
+            "state=\"remediated\"",
+            1.0,
+        ),
+        (
+            "mailguard_incidents_closed_total",
+            "state=\"needs_attention\"",
+            1.0,
+        ),
         ("mailguard_dlq_records_total", "reason=\"unroutable\"", 1.0),
     ] {
         assert_eq!(series_sum(&m, series, label), n, "{series}{{{label}}}\n{m}");
@@ -1831,7 +1868,10 @@ fn a_device_silent_past_the_result_timeout_makes_its_incident_overdue() {
     let mb = "quiet@x.com";
     let (cfg, _dir, running, clock) = started_owning(&[mb]);
     let req = tripped_with_devices(&cfg, mb, "q", clock.now() - 10_000);
-    produce_results(&cfg, &[("d-1", result_for(&req[0], ScanStatus::Clean, &[]))]);
+    produce_results(
+        &cfg,
+        &[("d-1", result_for(&req[0], ScanStatus::Clean, &[]))],
+    );
     await_results(&running, "completed", 1.0);
     // 4 h of processor time: the block (1 h) ends and the incident is overdue.
     clock.advance(4 * 3_600_000 + 1_000);
@@ -1846,7 +1886,10 @@ fn a_device_silent_past_the_result_timeout_makes_its_incident_overdue() {
             EventKind::AlertSent
         ]
     );
-    let overdue = ev.iter().find(|e| e.kind == EventKind::ScanOverdue).unwrap();
+    let overdue = ev
+        .iter()
+        .find(|e| e.kind == EventKind::ScanOverdue)
+        .unwrap();
     assert!(
         overdue
             .detail
@@ -1859,7 +1902,10 @@ fn a_device_silent_past_the_result_timeout_makes_its_incident_overdue() {
     assert_eq!(a[1].state, BlockState::Unblocked);
     assert!(a[1].summary.contains("1 not reported"), "{}", a[1].summary);
     // The device that stayed silent answers late: nothing changes.
-    produce_results(&cfg, &[("d-2", result_for(&req[1], ScanStatus::Clean, &[]))]);
+    produce_results(
+        &cfg,
+        &[("d-2", result_for(&req[1], ScanStatus::Clean, &[]))],
+    );
     await_results(&running, "unknown_request", 1.0);
     let m = running.metrics.render();
     assert!(m.contains("\nmailguard_scans_overdue_total 1\n"), "{m}");

@@ -774,17 +774,19 @@ fn policy() -> impl Strategy<Value = Policy> {
         // The result deadline of incidents (no scan result arrives in these scenarios).
         .prop_flat_map(|p| (Just(p), 1_000..30_000i64))
         .prop_map(
-            |((threshold, window_ms, lateness, base, perm, skew, decay, ttl, warn), timeout)| Policy {
-                threshold,
-                window_ms,
-                allowed_lateness_ms: lateness,
-                base_block_ms: base,
-                permanent_strike: perm,
-                max_future_skew_ms: skew,
-                strike_decay_ms: decay,
-                state_idle_ttl_ms: window_ms + lateness + ttl,
-                warn_threshold: warn,
-                scan_result_timeout_ms: timeout,
+            |((threshold, window_ms, lateness, base, perm, skew, decay, ttl, warn), timeout)| {
+                Policy {
+                    threshold,
+                    window_ms,
+                    allowed_lateness_ms: lateness,
+                    base_block_ms: base,
+                    permanent_strike: perm,
+                    max_future_skew_ms: skew,
+                    strike_decay_ms: decay,
+                    state_idle_ttl_ms: window_ms + lateness + ttl,
+                    warn_threshold: warn,
+                    scan_result_timeout_ms: timeout,
+                }
             },
         )
 }
@@ -928,9 +930,10 @@ fn run(
                 prop_assert!(!enforced, "ALERT_ONLY verdict enforced: {:?}", got);
             }
             // CLEAN never changes anything (beyond what any input's lazy expiry does).
-            let expiry = got.outcomes.iter().any(|o| {
-                matches!(o, Outcome::Unblocked | Outcome::IncidentClosed { .. })
-            });
+            let expiry = got
+                .outcomes
+                .iter()
+                .any(|o| matches!(o, Outcome::Unblocked | Outcome::IncidentClosed { .. }));
             if v.verdict == VerdictKind::Clean && !expiry {
                 prop_assert!(!got.state_changed);
             }

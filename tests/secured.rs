@@ -263,17 +263,28 @@ fn scan_results_end_an_incident_over_sasl_ssl_with_only_the_documented_acls() {
     };
     codec.encode_devices(&dv, &mut devices).unwrap();
     // In the tables before the pipeline starts (it reads them to their end first).
-    common::produce_on(&admin(), &cfg.topics.mailboxes, &[(Some(mailbox), Some(owner))]);
-    common::produce_on(&admin(), &cfg.topics.devices, &[(Some("o-s"), Some(devices))]);
+    common::produce_on(
+        &admin(),
+        &cfg.topics.mailboxes,
+        &[(Some(mailbox), Some(owner))],
+    );
+    common::produce_on(
+        &admin(),
+        &cfg.topics.devices,
+        &[(Some("o-s"), Some(devices))],
+    );
     let running = common::start(&cfg, Arc::new(SystemClock));
     running.wait_ready(Duration::from_secs(90));
     let (timeout, settle) = (Duration::from_secs(60), Duration::from_secs(2));
     trip(&cfg, mailbox, "r");
-    let requests = common::consume_exactly_on(&admin(), &cfg.topics.scan_requests, 2, timeout, settle);
+    let requests =
+        common::consume_exactly_on(&admin(), &cfg.topics.scan_requests, 2, timeout, settle);
     let results: Vec<(Option<&str>, Option<Vec<u8>>)> = requests
         .iter()
         .map(|r| {
-            let mailguard::policy::Effect::Scan(q) = codec.decode_effect(r.value.as_deref().unwrap()).unwrap() else {
+            let mailguard::policy::Effect::Scan(q) =
+                codec.decode_effect(r.value.as_deref().unwrap()).unwrap()
+            else {
                 panic!("a scan request")
             };
             let res = mailguard::policy::ScanResult {
@@ -296,22 +307,31 @@ fn scan_results_end_an_incident_over_sasl_ssl_with_only_the_documented_acls() {
     let alerts = common::consume_exactly_on(&admin(), &cfg.topics.alerts, 2, timeout, settle);
     let update = alerts
         .iter()
-        .find_map(|r| match codec.decode_effect(r.value.as_deref().unwrap()).unwrap() {
-            mailguard::policy::Effect::Alert(a)
-                if a.kind == mailguard::policy::AlertKind::IncidentUpdate =>
-            {
-                Some(a)
-            }
-            _ => None,
-        })
+        .find_map(
+            |r| match codec.decode_effect(r.value.as_deref().unwrap()).unwrap() {
+                mailguard::policy::Effect::Alert(a)
+                    if a.kind == mailguard::policy::AlertKind::IncidentUpdate =>
+                {
+                    Some(a)
+                }
+                _ => None,
+            },
+        )
         .expect("the incident's update alert");
     assert!(
-        update.summary.starts_with(&format!("Incident of {mailbox} remediated: 2 of 2")),
+        update
+            .summary
+            .starts_with(&format!("Incident of {mailbox} remediated: 2 of 2")),
         "{}",
         update.summary
     );
-    let routed =
-        common::consume_exactly_on(&admin(), &cfg.topics.scan_results_routed, 2, timeout, settle);
+    let routed = common::consume_exactly_on(
+        &admin(),
+        &cfg.topics.scan_results_routed,
+        2,
+        timeout,
+        settle,
+    );
     assert!(routed.iter().all(|r| r.key.as_deref() == Some(mailbox)));
     // MAILBOX_BLOCKED, 2 × SCAN_REQUESTED, ALERT_SENT; 2 × SCAN_COMPLETED,
     // INCIDENT_REMEDIATED, ALERT_SENT.

@@ -1007,7 +1007,11 @@ mod tests {
                 event(
                     EventKind::ScanCompleted,
                     "d1",
-                    text::scan_completed_detail("d1", crate::policy::ScanStatus::ThreatsRemaining, 2),
+                    text::scan_completed_detail(
+                        "d1",
+                        crate::policy::ScanStatus::ThreatsRemaining,
+                        2,
+                    ),
                 ),
             ],
         };
@@ -1021,14 +1025,19 @@ mod tests {
                 {"device_id": "d2", "status": "PENDING", "threats": null},
             ])
         );
-        i.events.push(event(EventKind::ScanOverdue, "", String::new()));
-        i.events.push(event(EventKind::IncidentNeedsAttention, "", String::new()));
+        i.events
+            .push(event(EventKind::ScanOverdue, "", String::new()));
+        i.events
+            .push(event(EventKind::IncidentNeedsAttention, "", String::new()));
         let v = scan_json(id, &i);
         assert_eq!(v["state"], "NEEDS_ATTENTION");
         assert_eq!(v["devices"][1]["status"], "OVERDUE");
         i.events = vec![event(EventKind::ScanSkipped, "", "NO_DEVICES".into())];
         let v = scan_json(id, &i);
-        assert_eq!((&v["state"], &v["skipped_reason"]), (&json!("NO_SCAN"), &json!("NO_DEVICES")));
+        assert_eq!(
+            (&v["state"], &v["skipped_reason"]),
+            (&json!("NO_SCAN"), &json!("NO_DEVICES"))
+        );
     }
 
     #[test]

@@ -513,7 +513,11 @@ impl Codec {
 
     /// Encodes a `ScanResult` (tests, tooling: mailguard forwards the bytes it read).
     pub fn encode_scan_result(&self, r: &ScanResult, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        self.encode_value(RecordType::ScanResult, records::scan_result_to_value(r)?, out)
+        self.encode_value(
+            RecordType::ScanResult,
+            records::scan_result_to_value(r)?,
+            out,
+        )
     }
 
     /// Decodes one of mailguard's own outputs (`MailboxBlock`, `ScanRequest`, `Alert`,

@@ -986,7 +986,10 @@ mod tests {
         let mut f = fixture();
         let mut sink = VecSink::default();
         trip_a(&mut f, &mut sink);
-        let (raw, routed) = (f.topics.scan_results.clone(), f.topics.scan_results_routed.clone());
+        let (raw, routed) = (
+            f.topics.scan_results.clone(),
+            f.topics.scan_results_routed.clone(),
+        );
         let mut sink = VecSink::default();
         let good = scan_result(&f.codec, "d1", Some("A@x.com"));
         let none = scan_result(&f.codec, "d2", None);
@@ -1004,9 +1007,15 @@ mod tests {
             .unwrap();
         assert_eq!(sink.records.len(), 4, "{:?}", sink.records);
         let fwd = &sink.records[0];
-        assert_eq!((fwd.topic.as_str(), &fwd.key[..]), (routed.as_str(), &b"a@x.com"[..]));
+        assert_eq!(
+            (fwd.topic.as_str(), &fwd.key[..]),
+            (routed.as_str(), &b"a@x.com"[..])
+        );
         assert_eq!(fwd.payload.as_deref(), Some(&good[..]));
-        assert_eq!(fwd.partition, None, "partitioned by the key, like the verdicts");
+        assert_eq!(
+            fwd.partition, None,
+            "partitioned by the key, like the verdicts"
+        );
         for (c, why) in sink.records[1..].iter().zip([
             "no mailbox (echo ScanRequest.mailbox)",
             "key `d9` does not match device `d1`",
@@ -1018,18 +1027,36 @@ mod tests {
         // The re-keyed copy reaches the state: SCAN_COMPLETED for d1, and nothing else yet.
         let mut sink = VecSink::default();
         f.processor
-            .handle(rec(&routed, 0, Some(b"a@x.com"), Some(&good)), 3_000, &mut sink)
+            .handle(
+                rec(&routed, 0, Some(b"a@x.com"), Some(&good)),
+                3_000,
+                &mut sink,
+            )
             .unwrap();
         assert_eq!(sink.records.len(), 1, "{:?}", sink.records);
         assert_eq!(sink.records[0].topic, f.topics.events);
-        let Effect::Event(e) = f.codec.decode_effect(sink.records[0].payload.as_deref().unwrap()).unwrap() else {
+        let Effect::Event(e) = f
+            .codec
+            .decode_effect(sink.records[0].payload.as_deref().unwrap())
+            .unwrap()
+        else {
             panic!("an event")
         };
-        assert_eq!((e.kind, e.detail.as_str()), (crate::policy::EventKind::ScanCompleted, "device d1: CLEAN, 0 threats"));
+        assert_eq!(
+            (e.kind, e.detail.as_str()),
+            (
+                crate::policy::EventKind::ScanCompleted,
+                "device d1: CLEAN, 0 threats"
+            )
+        );
         // A copy under another mailbox's key is refused (it would touch another state).
         let mut sink = VecSink::default();
         f.processor
-            .handle(rec(&routed, 1, Some(b"b@x.com"), Some(&good)), 3_000, &mut sink)
+            .handle(
+                rec(&routed, 1, Some(b"b@x.com"), Some(&good)),
+                3_000,
+                &mut sink,
+            )
             .unwrap();
         assert_eq!(sink.records[0].topic, f.topics.dlq);
         assert!(reason(&sink.records[0]).contains("does not match mailbox"));

@@ -106,13 +106,7 @@ pub(crate) fn result(
     let threats = u32::try_from(res.threats.len()).unwrap_or(u32::MAX);
     inc.threats = inc.threats.saturating_add(threats);
     let incident = inc.incident_id.to_string();
-    let events = Events {
-        mailbox,
-        tenant_id: &inc.tenant_id,
-        incident_id: Some(&incident),
-        id_source: &incident,
-        now,
-    };
+    let events = events(mailbox, &inc.tenant_id, &incident, now);
     let detail = text::scan_completed_detail(&res.device_id, res.status, res.threats.len());
     r.effects
         .push(events.event(EventKind::ScanCompleted, &res.device_id, detail));
@@ -122,6 +116,17 @@ pub(crate) fn result(
     r.state_changed = true;
     if done {
         close(state, i, mailbox, false, now, dir, r);
+    }
+}
+
+/// The events of an incident: its tenant, ids from the incident.
+fn events<'a>(mailbox: &'a str, tenant_id: &'a str, incident: &'a str, now: Millis) -> Events<'a> {
+    Events {
+        mailbox,
+        tenant_id,
+        incident_id: Some(incident),
+        id_source: incident,
+        now,
     }
 }
 
@@ -164,13 +169,7 @@ fn close(
 ) {
     let inc = state.incidents.remove(i);
     let incident = inc.incident_id.to_string();
-    let events = Events {
-        mailbox,
-        tenant_id: &inc.tenant_id,
-        incident_id: Some(&incident),
-        id_source: &incident,
-        now,
-    };
+    let events = events(mailbox, &inc.tenant_id, &incident, now);
     if !inc.pending.is_empty() {
         let by = inc.deadline.min(now);
         let detail = text::scan_overdue_detail(inc.pending.len(), inc.devices, by);

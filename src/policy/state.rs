@@ -578,7 +578,9 @@ impl Reader<'_> {
     fn incidents(&mut self) -> Result<Vec<OpenIncident>, StateDecodeError> {
         let n = self.count()?;
         if n == 0 || n > MAX_OPEN_INCIDENTS {
-            return Err(StateDecodeError::Invalid("open incident count out of range"));
+            return Err(StateDecodeError::Invalid(
+                "open incident count out of range",
+            ));
         }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
@@ -592,7 +594,9 @@ impl Reader<'_> {
             let pending = self.uuids()?;
             let reported = self.uuids()?;
             if pending.is_empty() {
-                return Err(StateDecodeError::Invalid("open incident with no pending device"));
+                return Err(StateDecodeError::Invalid(
+                    "open incident with no pending device",
+                ));
             }
             out.push(OpenIncident {
                 incident_id,
@@ -805,7 +809,9 @@ mod tests {
         more.incidents.push(first.clone());
         assert_eq!(
             MailboxState::decode(&more.to_bytes()),
-            Err(StateDecodeError::Invalid("open incident count out of range"))
+            Err(StateDecodeError::Invalid(
+                "open incident count out of range"
+            ))
         );
         s.incidents[0].pending.clear();
         assert_eq!(

@@ -1773,10 +1773,18 @@ fn one_device_clean_one_with_threats_remaining_needs_attention_once() {
     let incident = rig.state.block().unwrap().incident_id;
     let r = rig.at(T0 + H / 2, result_of(&rig, "d1", ScanStatus::Clean, &[]));
     assert_eq!(r.outcomes, [Outcome::ScanCompleted]);
-    assert_eq!(events(&r), [(EventKind::ScanCompleted, "device d1: CLEAN, 0 threats")]);
+    assert_eq!(
+        events(&r),
+        [(EventKind::ScanCompleted, "device d1: CLEAN, 0 threats")]
+    );
     let r = rig.at(
         T0 + H / 2 + 1,
-        result_of(&rig, "d2", ScanStatus::ThreatsRemaining, &["EICAR", "Troj/X"]),
+        result_of(
+            &rig,
+            "d2",
+            ScanStatus::ThreatsRemaining,
+            &["EICAR", "Troj/X"],
+        ),
     );
     assert_eq!(r.outcomes, [Outcome::ScanCompleted, closed(false, false)]);
     let needs = "needs attention: 1 of 2 devices clean or cleaned, 1 with threats remaining or \
@@ -1804,7 +1812,10 @@ fn one_device_clean_one_with_threats_remaining_needs_attention_once() {
     assert_eq!(a.owner_id.as_deref(), Some("u1"));
     assert_eq!((a.strike, a.state), (1, BlockState::Blocked));
     assert_eq!(a.blocked_until, Some(T0 + 4_000 + H));
-    assert_eq!(a.summary, format!("Incident of {MB} {needs}. The block is unchanged."));
+    assert_eq!(
+        a.summary,
+        format!("Incident of {MB} {needs}. The block is unchanged.")
+    );
     // The block is untouched and the incident gone; the event ids are the incident's.
     assert!(blocks(&r).is_empty());
     assert_eq!(rig.state.blocked_until(), Some(T0 + 4_000 + H));
@@ -1832,7 +1843,10 @@ fn one_device_clean_one_with_threats_remaining_needs_attention_once() {
 fn both_clean_or_cleaned_is_remediated_and_never_shortens_the_block() {
     let mut rig = tripped_with_two_devices();
     let before = rig.state.block().cloned();
-    rig.at(T0 + 10, result_of(&rig, "d2", ScanStatus::ThreatsRemoved, &["EICAR"]));
+    rig.at(
+        T0 + 10,
+        result_of(&rig, "d2", ScanStatus::ThreatsRemoved, &["EICAR"]),
+    );
     let r = rig.at(T0 + 20, result_of(&rig, "d1", ScanStatus::Clean, &[]));
     assert_eq!(r.outcomes, [Outcome::ScanCompleted, closed(true, false)]);
     assert_eq!(kinds(&r)[1], EventKind::IncidentRemediated);
@@ -1876,7 +1890,10 @@ fn a_device_silent_past_the_timeout_makes_the_incident_overdue_exactly_at_the_de
     assert_eq!(rig.state.next_deadline(), None);
     // A late result finds no incident.
     let incident = uuid::Uuid::parse_str(&alert(&r).incident_id).unwrap();
-    let late = rig.at(deadline + 1, scan_result(incident, "d2", ScanStatus::Clean, &[]));
+    let late = rig.at(
+        deadline + 1,
+        scan_result(incident, "d2", ScanStatus::Clean, &[]),
+    );
     assert_eq!(
         late.outcomes,
         [Outcome::ScanResultIgnored(ScanIgnored::UnknownRequest)]
@@ -1902,8 +1919,14 @@ fn duplicate_unknown_and_foreign_results_change_nothing() {
         r.request_id = "not-a-uuid".into();
     }
     let cases = [
-        (result_of(&rig, "d1", ScanStatus::ThreatsRemaining, &[]), ScanIgnored::Duplicate),
-        (result_of(&rig, "d9", ScanStatus::Clean, &[]), ScanIgnored::UnknownRequest),
+        (
+            result_of(&rig, "d1", ScanStatus::ThreatsRemaining, &[]),
+            ScanIgnored::Duplicate,
+        ),
+        (
+            result_of(&rig, "d9", ScanStatus::Clean, &[]),
+            ScanIgnored::UnknownRequest,
+        ),
         (
             scan_result(uuid::Uuid::from_u128(1), "d2", ScanStatus::Clean, &[]),
             ScanIgnored::UnknownRequest,
@@ -1926,7 +1949,11 @@ fn failed_and_unknown_statuses_need_attention() {
         let mut rig = tripped_with_two_devices();
         rig.at(T0 + 10, result_of(&rig, "d1", ScanStatus::Clean, &[]));
         let r = rig.at(T0 + 20, result_of(&rig, "d2", status, &[]));
-        assert_eq!(r.outcomes, [Outcome::ScanCompleted, closed(false, false)], "{status:?}");
+        assert_eq!(
+            r.outcomes,
+            [Outcome::ScanCompleted, closed(false, false)],
+            "{status:?}"
+        );
     }
 }
 
@@ -1953,7 +1980,11 @@ fn open_incidents_per_mailbox_are_bounded_the_oldest_closing_as_overdue() {
     let r = rig.trip_at("last", t);
     assert!(r.outcomes.contains(&closed(false, true)), "{r:?}");
     assert_eq!(rig.state.open_incidents().len(), state::MAX_OPEN_INCIDENTS);
-    assert!(rig.state.open_incidents().iter().all(|i| i.incident_id != first));
+    assert!(rig
+        .state
+        .open_incidents()
+        .iter()
+        .all(|i| i.incident_id != first));
     let update = alerts(&r)
         .into_iter()
         .find(|a| a.kind == AlertKind::IncidentUpdate)
