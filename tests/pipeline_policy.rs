@@ -1913,3 +1913,79 @@ fn a_device_silent_past_the_result_timeout_makes_its_incident_overdue() {
     assert_eq!(consume_exactly(&cfg.topics.alerts, 2, T, SETTLE).len(), 2);
     running.stop().unwrap();
 }
+
+#[test]
+fn an_incident_survives_a_restart_on_empty_local_state_and_ends_once() {
+    let mb = "restart@x.com";
+    let (mut cfg, _dir, running, clock) = started_owning(&[mb]);
+    let req = tripped_with_devices(&cfg, mb, "r", clock.now() - 10_000);
+    produce_results(
+        &cfg,
+        &[("d-1", result_for(&req[0], ScanStatus::Clean, &[]))],
+    );
+    await_results(&running, "completed", 1.0);
+    running.stop().unwrap();
+    // While no instance runs: the other device's result, and d-1's again.
+    produce_results(
+        &cfg,
+        &[
+            (
+                "d-2",
+                result_for(&req[1], ScanStatus::ThreatsRemoved, &["EICAR"]),
+            ),
+            ("d-1", result_for(&req[0], ScanStatus::Clean, &[])),
+        ],
+    );
+    // Another instance with empty local state: the open incident comes back from the changelog
+    // (d-1 reported, d-2 pending).
+    let fresh = tempfile::tempdir().unwrap();
+    cfg.state.dir = fresh.path().join("state");
+    let clock = ManualClock::new(clock.now() + 1_000);
+    let running = start(&cfg, Arc::new(clock.clone()));
+    running.wait_ready(T);
+    let a = alerts(&consume_exactly(&cfg.topics.alerts, 2, T, SETTLE));
+    // d-1's repeat changed nothing: a duplicate if it came before d-2's result, else (the
+    // incident had ended) an unknown request; the two topics' partitions are read in any order.
+    let ignored = |m: &str| {
+        ["duplicate", "unknown_request"]
+            .map(|r| {
+                series_sum(
+                    m,
+                    "mailguard_scan_results_total",
+                    &format!("result=\"{r}\""),
+                )
+            })
+            .iter()
+            .sum::<f64>()
+    };
+    let deadline = std::time::Instant::now() + T;
+    while ignored(&running.metrics.render()) < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the repeat was not counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(a[1].kind, AlertKind::IncidentUpdate);
+    assert!(
+        a[1].summary
+            .starts_with(&format!("Incident of {mb} remediated: 2 of 2 devices")),
+        "{}",
+        a[1].summary
+    );
+    let ev = events(&consume_exactly(&cfg.topics.events, 8, T, SETTLE));
+    assert_eq!(
+        kinds_of(&ev, mb)[4..],
+        [
+            EventKind::ScanCompleted,
+            EventKind::ScanCompleted,
+            EventKind::IncidentRemediated,
+            EventKind::AlertSent
+        ]
+    );
+    // Its deadline passes: nothing more (the incident has ended; the block's end is all).
+    clock.advance(5 * 3_600_000);
+    let ev = events(&consume_exactly(&cfg.topics.events, 9, T, SETTLE));
+    assert_eq!(ev[8].kind, EventKind::MailboxUnblocked);
+    running.stop().unwrap();
+}
