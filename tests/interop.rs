@@ -433,3 +433,121 @@ fn every_schema_is_backward_compatible_with_its_history() {
         "the registry accepted a field without a default"
     );
 }
+
+/// Scan results written by confluent-kafka's `AvroSerializer` (the registry's id, as an
+/// endpoint management system would) end the incident; the `INCIDENT_UPDATE` alert and the new
+/// events are read by its `AvroDeserializer` through the ids mailguard registered.
+#[test]
+fn scan_results_from_the_reference_serializer_end_an_incident_read_by_the_reference_deserializer() {
+    let (cfg, _dir) = registry_config(2);
+    common::create_topics(&cfg);
+    let codec = mailguard::codec::Codec::default();
+    let mailbox = "scanned.user@example.com";
+    let (mut owner, mut devices) = (Vec::new(), Vec::new());
+    let o = mailguard::policy::Owner {
+        owner_id: "o-i".into(),
+        tenant_id: "acme".into(),
+        owner_name: None,
+    };
+    codec.encode_owner(mailbox, &o, &mut owner).unwrap();
+    let d = mailguard::codec::OwnerDevices {
+        owner_id: "o-i".into(),
+        tenant_id: "acme".into(),
+        device_ids: vec!["pc-1".into(), "pc-2".into()],
+    };
+    codec.encode_devices(&d, &mut devices).unwrap();
+    common::produce(&cfg.topics.mailboxes, &[(Some(mailbox), Some(owner))]);
+    common::produce(&cfg.topics.devices, &[(Some("o-i"), Some(devices))]);
+    let running = common::start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(Duration::from_secs(60));
+    let reg = registry();
+    py(
+        "produce_verdicts.py",
+        &["--registry", &reg, "--topic", &cfg.topics.verdicts],
+        &spam_lines(mailbox, "s", 0..5, None),
+    );
+    let consume = |topic: &str, n: usize| {
+        let n = n.to_string();
+        let args = [
+            "--registry",
+            &reg,
+            "--topic",
+            topic,
+            "--expect",
+            &n,
+            "--timeout",
+            "60",
+        ];
+        py("consume_avro.py", &args, "")
+    };
+    let requests = consume(&cfg.topics.scan_requests, 2);
+    let lines: String = decoded_values(&requests)
+        .iter()
+        .map(|q| {
+            let status = if q["device_id"] == "pc-1" {
+                "CLEAN"
+            } else {
+                "THREATS_REMAINING"
+            };
+            let r = json!({
+                "_key": q["device_id"],
+                "request_id": q["request_id"],
+                "incident_id": q["incident_id"],
+                "tenant_id": q["tenant_id"],
+                "device_id": q["device_id"],
+                "status": status,
+                "threats": if status == "CLEAN" { json!([]) } else { json!(["EICAR"]) },
+                "started_at": q["requested_at"],
+                "completed_at": q["requested_at"],
+                "mailbox": q["mailbox"],
+            });
+            format!("{r}\n")
+        })
+        .collect();
+    let schema = repo().join("schemas/ScanResult.avsc");
+    py(
+        "produce_verdicts.py",
+        &[
+            "--registry",
+            &reg,
+            "--topic",
+            &cfg.topics.scan_results,
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+        &lines,
+    );
+    let alerts = consume(&cfg.topics.alerts, 2);
+    let update = decoded_values(&alerts)
+        .into_iter()
+        .find(|a| a["kind"] == "INCIDENT_UPDATE")
+        .cloned()
+        .expect("an INCIDENT_UPDATE alert");
+    let summary = update["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with(&format!(
+            "Incident of {mailbox} needs attention: 1 of 2 devices"
+        )),
+        "{summary}"
+    );
+    let events = consume(&cfg.topics.events, 8);
+    let kinds: Vec<&Value> = decoded_values(&events).iter().map(|e| &e["kind"]).collect();
+    assert_eq!(
+        kinds[4..],
+        [
+            "SCAN_COMPLETED",
+            "SCAN_COMPLETED",
+            "INCIDENT_NEEDS_ATTENTION",
+            "ALERT_SENT"
+        ],
+        "{events:?}"
+    );
+    assert!(common::consume_exactly(
+        &cfg.topics.dlq,
+        0,
+        Duration::from_secs(5),
+        Duration::from_secs(1)
+    )
+    .is_empty());
+    running.stop().expect("pipeline ended cleanly");
+}
