@@ -110,6 +110,33 @@ fn registry_config(partitions: i32) -> (Config, tempfile::TempDir) {
     (cfg, dir)
 }
 
+/// `n` records of `topic` as confluent-kafka's `AvroDeserializer` reads them (ids from `reg`).
+fn consume_avro(reg: &str, topic: &str, n: usize) -> Vec<Value> {
+    let n = n.to_string();
+    let args = [
+        "--registry",
+        reg,
+        "--topic",
+        topic,
+        "--expect",
+        &n,
+        "--timeout",
+        "60",
+    ];
+    py("consume_avro.py", &args, "")
+}
+
+/// The DLQ stays empty for a second.
+fn assert_nothing_dead_lettered(cfg: &Config) {
+    let dlq = common::consume_exactly(
+        &cfg.topics.dlq,
+        0,
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    );
+    assert!(dlq.is_empty(), "{dlq:?}");
+}
+
 fn decoded_values(recs: &[Value]) -> Vec<&Value> {
     recs.iter().map(|r| &r["value"]).collect()
 }
@@ -166,20 +193,7 @@ fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_
     );
     assert_eq!(blocks[0].key.as_deref(), Some("interop.user@example.com"));
     // …and by confluent-kafka's AvroDeserializer, through the id mailguard registered.
-    let consume = |topic: &str, n: usize| {
-        let n = n.to_string();
-        let args = [
-            "--registry",
-            &reg,
-            "--topic",
-            topic,
-            "--expect",
-            &n,
-            "--timeout",
-            "60",
-        ];
-        py("consume_avro.py", &args, "")
-    };
+    let consume = |topic: &str, n: usize| consume_avro(&reg, topic, n);
     let block = consume(&cfg.topics.blocks, 1);
     let block = decoded_values(&block)[0].clone();
     assert_eq!(block["state"], "BLOCKED", "{block}");
@@ -199,13 +213,7 @@ fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_
         ["MAILBOX_BLOCKED", "SCAN_SKIPPED", "ALERT_SENT"],
         "{events:?}"
     );
-    assert!(common::consume_exactly(
-        &cfg.topics.dlq,
-        0,
-        Duration::from_secs(5),
-        Duration::from_secs(1)
-    )
-    .is_empty());
+    assert_nothing_dead_lettered(&cfg);
     running.stop().expect("pipeline ended cleanly");
 }
 
@@ -344,13 +352,7 @@ fn verdicts_from_kafkas_own_java_client_zstd_compressed_trip_a_block() {
         Duration::from_secs(2),
     );
     assert_eq!(blocks[0].key.as_deref(), Some("java.client@example.com"));
-    assert!(common::consume_exactly(
-        &cfg.topics.dlq,
-        0,
-        Duration::from_secs(5),
-        Duration::from_secs(1)
-    )
-    .is_empty());
+    assert_nothing_dead_lettered(&cfg);
     running.stop().expect("pipeline ended cleanly");
 }
 
@@ -441,21 +443,8 @@ fn every_schema_is_backward_compatible_with_its_history() {
 fn scan_results_from_the_reference_serializer_end_an_incident_read_by_the_reference_deserializer() {
     let (cfg, _dir) = registry_config(2);
     common::create_topics(&cfg);
-    let codec = mailguard::codec::Codec::default();
     let mailbox = "scanned.user@example.com";
-    let (mut owner, mut devices) = (Vec::new(), Vec::new());
-    let o = mailguard::policy::Owner {
-        owner_id: "o-i".into(),
-        tenant_id: "acme".into(),
-        owner_name: None,
-    };
-    codec.encode_owner(mailbox, &o, &mut owner).unwrap();
-    let d = mailguard::codec::OwnerDevices {
-        owner_id: "o-i".into(),
-        tenant_id: "acme".into(),
-        device_ids: vec!["pc-1".into(), "pc-2".into()],
-    };
-    codec.encode_devices(&d, &mut devices).unwrap();
+    let (owner, devices) = common::owner_records(mailbox, "acme", "o-i", &["pc-1", "pc-2"]);
     common::produce(&cfg.topics.mailboxes, &[(Some(mailbox), Some(owner))]);
     common::produce(&cfg.topics.devices, &[(Some("o-i"), Some(devices))]);
     let running = common::start(&cfg, Arc::new(SystemClock));
@@ -466,20 +455,7 @@ fn scan_results_from_the_reference_serializer_end_an_incident_read_by_the_refere
         &["--registry", &reg, "--topic", &cfg.topics.verdicts],
         &spam_lines(mailbox, "s", 0..5, None),
     );
-    let consume = |topic: &str, n: usize| {
-        let n = n.to_string();
-        let args = [
-            "--registry",
-            &reg,
-            "--topic",
-            topic,
-            "--expect",
-            &n,
-            "--timeout",
-            "60",
-        ];
-        py("consume_avro.py", &args, "")
-    };
+    let consume = |topic: &str, n: usize| consume_avro(&reg, topic, n);
     let requests = consume(&cfg.topics.scan_requests, 2);
     let lines: String = decoded_values(&requests)
         .iter()
@@ -542,12 +518,6 @@ fn scan_results_from_the_reference_serializer_end_an_incident_read_by_the_refere
         ],
         "{events:?}"
     );
-    assert!(common::consume_exactly(
-        &cfg.topics.dlq,
-        0,
-        Duration::from_secs(5),
-        Duration::from_secs(1)
-    )
-    .is_empty());
+    assert_nothing_dead_lettered(&cfg);
     running.stop().expect("pipeline ended cleanly");
 }

@@ -249,19 +249,7 @@ fn scan_results_end_an_incident_over_sasl_ssl_with_only_the_documented_acls() {
     let cfg = resolved(&d.cfg);
     let codec = mailguard::codec::Codec::default();
     let mailbox = "scanned@example.com";
-    let (mut owner, mut devices) = (Vec::new(), Vec::new());
-    let o = mailguard::policy::Owner {
-        owner_id: "o-s".into(),
-        tenant_id: "acme".into(),
-        owner_name: None,
-    };
-    codec.encode_owner(mailbox, &o, &mut owner).unwrap();
-    let dv = mailguard::codec::OwnerDevices {
-        owner_id: "o-s".into(),
-        tenant_id: "acme".into(),
-        device_ids: vec!["d-1".into(), "d-2".into()],
-    };
-    codec.encode_devices(&dv, &mut devices).unwrap();
+    let (owner, devices) = common::owner_records(mailbox, "acme", "o-s", &["d-1", "d-2"]);
     // In the tables before the pipeline starts (it reads them to their end first).
     common::produce_on(
         &admin(),
