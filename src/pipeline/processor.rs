@@ -317,7 +317,7 @@ impl Processor {
         } else {
             Source::ScanResults
         };
-        if rec.topic == self.topics.scan_results {
+        if source == Source::ScanResults && rec.topic == self.topics.scan_results {
             return match self.route(rec) {
                 Ok(mailbox) => self.forward(rec, &mailbox, sink),
                 Err(Reject::Refused(refusal)) => self.dead_letter(rec, source, &refusal, sink),
@@ -388,6 +388,10 @@ impl Processor {
             return Err(Reject::refused(Kind::Unroutable, reason));
         };
         MailboxKey::new(&mailbox).map_err(|e| Reject::refused(Kind::InvalidKey, e.to_string()))?;
+        // Forwarded as read: it must fit a record mailguard may write.
+        self.limits
+            .forwarded(mailbox.len(), payload.len())
+            .map_err(Reject::over_limit)?;
         Ok(mailbox)
     }
 
@@ -1060,5 +1064,18 @@ mod tests {
             .unwrap();
         assert_eq!(sink.records[0].topic, f.topics.dlq);
         assert!(reason(&sink.records[0]).contains("does not match mailbox"));
+        // A result too large to forward (a newer writer's skipped fields are not bounded by the
+        // field limits) is set aside, not sent to fail the transaction.
+        f.processor.limits.max_record_bytes = good.len() + 100;
+        let mut sink = VecSink::default();
+        f.processor
+            .handle(rec(&raw, 4, Some(b"d1"), Some(&good)), 3_000, &mut sink)
+            .unwrap();
+        assert_eq!(sink.records[0].topic, f.topics.dlq);
+        assert!(
+            reason(&sink.records[0]).starts_with("field `record` is"),
+            "{}",
+            reason(&sink.records[0])
+        );
     }
 }

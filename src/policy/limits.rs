@@ -167,6 +167,15 @@ impl Limits {
         r.threats.iter().try_for_each(|t| self.id("threats", t))
     }
 
+    /// A record mailguard forwards as it was read (a scan result re-keyed by mailbox): key and
+    /// value, with room for the record's framing, within `max_record_bytes`. A newer writer's
+    /// fields that the reader skips are not bounded by the field limits, so the size is checked.
+    pub fn forwarded(&self, key: usize, value: usize) -> Result<(), LimitError> {
+        const FRAMING: usize = 512;
+        let size = key.saturating_add(value).saturating_add(FRAMING);
+        Self::check(size, self.max_record_bytes, "record", "max_record_bytes")
+    }
+
     /// A `MailboxOwner`.
     pub fn owner(&self, mailbox: &str, o: &Owner) -> Result<(), LimitError> {
         self.mailbox(mailbox)?;
@@ -312,6 +321,14 @@ mod tests {
         assert_eq!(l.tenant("t", &t).unwrap_err().field, "threshold");
         t.overrides.threshold = Some(100);
         l.tenant("t", &t).unwrap();
+    }
+
+    #[test]
+    fn a_forwarded_record_fits_the_largest_record() {
+        let l = Limits::default();
+        l.forwarded(320, 900_000 - 320 - 512).unwrap();
+        let e = l.forwarded(320, 900_000 - 320 - 511).unwrap_err();
+        assert_eq!((e.field, e.setting), ("record", "max_record_bytes"));
     }
 
     #[test]
