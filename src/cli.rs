@@ -89,6 +89,7 @@ pub fn record_type_for_topic(cfg: &Config, topic: &str) -> Option<RecordType> {
         x if x == t.alerts => RecordType::Alert,
         x if x == t.events => RecordType::EventLogEntry,
         x if x == t.exemptions => RecordType::Exemption,
+        x if x == t.scan_results || x == t.scan_results_routed => RecordType::ScanResult,
         _ => return None,
     })
 }
@@ -103,7 +104,7 @@ fn key_field(rt: RecordType) -> &'static str {
         | RecordType::EventLogEntry => "mailbox",
         RecordType::OwnerDevices => "owner_id",
         RecordType::TenantSettings | RecordType::Alert => "tenant_id",
-        RecordType::ScanRequest => "device_id",
+        RecordType::ScanRequest | RecordType::ScanResult => "device_id",
         RecordType::Exemption => "pattern",
     }
 }

@@ -127,6 +127,35 @@ pub struct Config {
     pub log: LogConfig,
     /// The admin and query API under `/v1` (off unless `api.enabled`).
     pub api: ApiConfig,
+    /// Endpoint scans and the incidents they end.
+    pub scan: ScanConfig,
+}
+
+/// Endpoint scans (`[scan]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    /// Processor time a device has to report its scan result; an incident with a device silent
+    /// for longer needs attention (`SCAN_OVERDUE`). Default 14 400 000 (4 h).
+    pub result_timeout_ms: i64,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            result_timeout_ms: Policy::default().scan_result_timeout_ms,
+        }
+    }
+}
+
+impl Config {
+    /// The policy the core runs: `[policy]` with `scan.result_timeout_ms`.
+    pub fn core_policy(&self) -> Policy {
+        Policy {
+            scan_result_timeout_ms: self.scan.result_timeout_ms,
+            ..self.policy.clone()
+        }
+    }
 }
 
 /// The admin and query API (`/v1` on the `http.listen` server).
@@ -273,6 +302,11 @@ pub struct TopicsConfig {
     pub changelog: String,
     /// Exemptions in force (output and table, compacted, keyed by `tenant/pattern`).
     pub exemptions: String,
+    /// Endpoints' scan results (input, keyed by device id; any partition count).
+    pub scan_results: String,
+    /// Scan results re-keyed by mailbox (mailguard's own; written and read by mailguard,
+    /// co-partitioned with verdicts).
+    pub scan_results_routed: String,
     /// Partitions of topics that `mailguard topics` creates.
     pub partitions: i32,
     /// Replication factor of topics that `mailguard topics` creates.
@@ -296,6 +330,8 @@ impl Default for TopicsConfig {
             dlq: "mailguard.dlq".into(),
             changelog: "mailguard.state-changelog".into(),
             exemptions: "mailguard.exemptions".into(),
+            scan_results: "endpoint.scan-results".into(),
+            scan_results_routed: "mailguard.scan-results".into(),
             partitions: 4,
             replication_factor: 1,
             create_missing: false,
@@ -319,6 +355,8 @@ impl TopicsConfig {
             (&self.dlq, Cleanup::Delete),
             (&self.changelog, Cleanup::Compact),
             (&self.exemptions, Cleanup::Compact),
+            (&self.scan_results, Cleanup::Delete),
+            (&self.scan_results_routed, Cleanup::Delete),
         ]
         .into_iter()
         .map(|(t, c)| (t.as_str(), c))

@@ -438,6 +438,11 @@ fn sample_json(rt: RecordType) -> Json {
         RecordType::Exemption => json!({"tenant_id": "t-1", "pattern": "*@news.example.com",
             "reason": "newsletter", "actor": "bob", "actor_role": "ADMIN", "command_id": "c-1",
             "created_at": 1_700_000_000_000_i64, "expires_at": 1_700_003_600_000_i64}),
+        RecordType::ScanResult => json!({"request_id": "r-1",
+            "incident_id": "6f1c2d3e-4a5b-5c6d-8e7f-8091a2b3c4d5", "tenant_id": "t-1",
+            "device_id": "d-1", "status": "THREATS_REMAINING", "threats": ["EICAR"],
+            "started_at": 1_700_000_000_000_i64, "completed_at": 1_700_000_060_000_i64,
+            "mailbox": "alice@example.com"}),
     }
 }
 

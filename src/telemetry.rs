@@ -65,6 +65,7 @@ struct PolicyMetrics {
     trips: IntCounter,
     simulated_trips: IntCounter,
     exemptions: ExemptionMetrics,
+    scans: ScanMetrics,
     warnings: IntCounter,
     blocks: IntCounterVec,
     permanent_blocks: IntCounter,
@@ -209,6 +210,55 @@ impl ExemptionMetrics {
     }
 }
 
+/// Scan results and the end of incidents (issue 22).
+#[derive(Clone)]
+pub(crate) struct ScanMetrics {
+    /// `mailguard_scan_results_total{result}`: completed, or why a result changed nothing.
+    pub(crate) results: IntCounterVec,
+    /// `mailguard_incidents_closed_total{state}`: remediated or needs_attention.
+    pub(crate) closed: IntCounterVec,
+    /// `mailguard_scans_overdue_total`: incidents closed with devices that did not report.
+    pub(crate) overdue: IntCounter,
+    /// `mailguard_scan_results_forwarded_total`: results re-keyed by mailbox.
+    pub(crate) forwarded: IntCounter,
+}
+
+impl ScanMetrics {
+    fn register(r: &Registry) -> Self {
+        let results = counter_vec(
+            r,
+            "mailguard_scan_results_total",
+            "Scan results applied to their incident, by result (completed, or why nothing changed).",
+            &["result"],
+        );
+        touch(
+            &results,
+            &["completed", "unknown_request", "other_tenant", "duplicate"],
+        );
+        let closed = counter_vec(
+            r,
+            "mailguard_incidents_closed_total",
+            "Incidents ended, by state.",
+            &["state"],
+        );
+        touch(&closed, &["remediated", "needs_attention"]);
+        ScanMetrics {
+            results,
+            closed,
+            overdue: counter(
+                r,
+                "mailguard_scans_overdue_total",
+                "Incidents closed with devices that did not report within scan.result_timeout_ms.",
+            ),
+            forwarded: counter(
+                r,
+                "mailguard_scan_results_forwarded_total",
+                "Scan results re-keyed by mailbox onto the internal scan-results topic.",
+            ),
+        }
+    }
+}
+
 impl PolicyMetrics {
     fn register(r: &Registry) -> Self {
         let verdicts = counter_vec(
@@ -248,6 +298,7 @@ impl PolicyMetrics {
                 "Threshold trips of ALERT_ONLY tenants' mailboxes (nothing blocked).",
             ),
             exemptions: ExemptionMetrics::register(r),
+            scans: ScanMetrics::register(r),
             warnings: counter(
                 r,
                 "mailguard_warnings_total",

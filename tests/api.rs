@@ -50,7 +50,7 @@ fn config_toml(
     let t = &cfg.topics;
     let mut s = format!(
         "[kafka]\nbootstrap_servers = {}\ngroup_id = {}\ninstance_id = {}\ntransactional_id_prefix = {}\ncommit_interval_ms = 50\nsession_timeout_ms = 6000\n\
-         [topics]\nverdicts = {}\nmailboxes = {}\ndevices = {}\ntenants = {}\ncommands = {}\nblocks = {}\nscan_requests = {}\nalerts = {}\nevents = {}\ndlq = {}\nchangelog = {}\nexemptions = {}\npartitions = {}\ncreate_missing = true\n\
+         [topics]\nverdicts = {}\nmailboxes = {}\ndevices = {}\ntenants = {}\ncommands = {}\nblocks = {}\nscan_requests = {}\nalerts = {}\nevents = {}\ndlq = {}\nchangelog = {}\nexemptions = {}\nscan_results = {}\nscan_results_routed = {}\npartitions = {}\ncreate_missing = true\n\
          [state]\ndir = {}\ntick_interval_ms = 100\n[http]\nlisten = \"127.0.0.1:{port}\"\n[log]\nfilter = \"warn\"\n[api]\nenabled = true\n",
         toml_str(&cfg.kafka.bootstrap_servers),
         toml_str(&cfg.kafka.group_id),
@@ -68,6 +68,8 @@ fn config_toml(
         toml_str(&t.dlq),
         toml_str(&t.changelog),
         toml_str(&t.exemptions),
+        toml_str(&t.scan_results),
+        toml_str(&t.scan_results_routed),
         t.partitions,
         toml_str(&state.display().to_string()),
     );

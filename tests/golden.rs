@@ -165,6 +165,7 @@ fn typed_decode(codec: &Codec, rt: RecordType, bytes: &[u8]) -> Result<(), Codec
         RecordType::OwnerDevices => codec.decode_devices(bytes).map(drop),
         RecordType::TenantSettings => codec.decode_tenant_record(bytes).map(drop),
         RecordType::AdminCommand => codec.decode_command(bytes).map(drop),
+        RecordType::ScanResult => codec.decode_scan_result(bytes).map(drop),
         RecordType::MailboxBlock
         | RecordType::ScanRequest
         | RecordType::Alert

@@ -110,6 +110,33 @@ fn registry_config(partitions: i32) -> (Config, tempfile::TempDir) {
     (cfg, dir)
 }
 
+/// `n` records of `topic` as confluent-kafka's `AvroDeserializer` reads them (ids from `reg`).
+fn consume_avro(reg: &str, topic: &str, n: usize) -> Vec<Value> {
+    let n = n.to_string();
+    let args = [
+        "--registry",
+        reg,
+        "--topic",
+        topic,
+        "--expect",
+        &n,
+        "--timeout",
+        "60",
+    ];
+    py("consume_avro.py", &args, "")
+}
+
+/// The DLQ stays empty for a second.
+fn assert_nothing_dead_lettered(cfg: &Config) {
+    let dlq = common::consume_exactly(
+        &cfg.topics.dlq,
+        0,
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    );
+    assert!(dlq.is_empty(), "{dlq:?}");
+}
+
 fn decoded_values(recs: &[Value]) -> Vec<&Value> {
     recs.iter().map(|r| &r["value"]).collect()
 }
@@ -166,20 +193,7 @@ fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_
     );
     assert_eq!(blocks[0].key.as_deref(), Some("interop.user@example.com"));
     // …and by confluent-kafka's AvroDeserializer, through the id mailguard registered.
-    let consume = |topic: &str, n: usize| {
-        let n = n.to_string();
-        let args = [
-            "--registry",
-            &reg,
-            "--topic",
-            topic,
-            "--expect",
-            &n,
-            "--timeout",
-            "60",
-        ];
-        py("consume_avro.py", &args, "")
-    };
+    let consume = |topic: &str, n: usize| consume_avro(&reg, topic, n);
     let block = consume(&cfg.topics.blocks, 1);
     let block = decoded_values(&block)[0].clone();
     assert_eq!(block["state"], "BLOCKED", "{block}");
@@ -199,13 +213,7 @@ fn reference_serializer_v1_and_v2_verdicts_block_and_the_reference_deserializer_
         ["MAILBOX_BLOCKED", "SCAN_SKIPPED", "ALERT_SENT"],
         "{events:?}"
     );
-    assert!(common::consume_exactly(
-        &cfg.topics.dlq,
-        0,
-        Duration::from_secs(5),
-        Duration::from_secs(1)
-    )
-    .is_empty());
+    assert_nothing_dead_lettered(&cfg);
     running.stop().expect("pipeline ended cleanly");
 }
 
@@ -344,13 +352,7 @@ fn verdicts_from_kafkas_own_java_client_zstd_compressed_trip_a_block() {
         Duration::from_secs(2),
     );
     assert_eq!(blocks[0].key.as_deref(), Some("java.client@example.com"));
-    assert!(common::consume_exactly(
-        &cfg.topics.dlq,
-        0,
-        Duration::from_secs(5),
-        Duration::from_secs(1)
-    )
-    .is_empty());
+    assert_nothing_dead_lettered(&cfg);
     running.stop().expect("pipeline ended cleanly");
 }
 
@@ -432,4 +434,90 @@ fn every_schema_is_backward_compatible_with_its_history() {
         !compatible(&old, &breaking.to_string()),
         "the registry accepted a field without a default"
     );
+}
+
+/// Scan results written by confluent-kafka's `AvroSerializer` (the registry's id, as an
+/// endpoint management system would) end the incident; the `INCIDENT_UPDATE` alert and the new
+/// events are read by its `AvroDeserializer` through the ids mailguard registered.
+#[test]
+fn scan_results_from_the_reference_serializer_end_an_incident_read_by_the_reference_deserializer() {
+    let (cfg, _dir) = registry_config(2);
+    common::create_topics(&cfg);
+    let mailbox = "scanned.user@example.com";
+    let (owner, devices) = common::owner_records(mailbox, "acme", "o-i", &["pc-1", "pc-2"]);
+    common::produce(&cfg.topics.mailboxes, &[(Some(mailbox), Some(owner))]);
+    common::produce(&cfg.topics.devices, &[(Some("o-i"), Some(devices))]);
+    let running = common::start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(Duration::from_secs(60));
+    let reg = registry();
+    py(
+        "produce_verdicts.py",
+        &["--registry", &reg, "--topic", &cfg.topics.verdicts],
+        &spam_lines(mailbox, "s", 0..5, None),
+    );
+    let consume = |topic: &str, n: usize| consume_avro(&reg, topic, n);
+    let requests = consume(&cfg.topics.scan_requests, 2);
+    let lines: String = decoded_values(&requests)
+        .iter()
+        .map(|q| {
+            let status = if q["device_id"] == "pc-1" {
+                "CLEAN"
+            } else {
+                "THREATS_REMAINING"
+            };
+            let r = json!({
+                "_key": q["device_id"],
+                "request_id": q["request_id"],
+                "incident_id": q["incident_id"],
+                "tenant_id": q["tenant_id"],
+                "device_id": q["device_id"],
+                "status": status,
+                "threats": if status == "CLEAN" { json!([]) } else { json!(["EICAR"]) },
+                "started_at": q["requested_at"],
+                "completed_at": q["requested_at"],
+                "mailbox": q["mailbox"],
+            });
+            format!("{r}\n")
+        })
+        .collect();
+    let schema = repo().join("schemas/ScanResult.avsc");
+    py(
+        "produce_verdicts.py",
+        &[
+            "--registry",
+            &reg,
+            "--topic",
+            &cfg.topics.scan_results,
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+        &lines,
+    );
+    let alerts = consume(&cfg.topics.alerts, 2);
+    let update = decoded_values(&alerts)
+        .into_iter()
+        .find(|a| a["kind"] == "INCIDENT_UPDATE")
+        .cloned()
+        .expect("an INCIDENT_UPDATE alert");
+    let summary = update["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with(&format!(
+            "Incident of {mailbox} needs attention: 1 of 2 devices"
+        )),
+        "{summary}"
+    );
+    let events = consume(&cfg.topics.events, 8);
+    let kinds: Vec<&Value> = decoded_values(&events).iter().map(|e| &e["kind"]).collect();
+    assert_eq!(
+        kinds[4..],
+        [
+            "SCAN_COMPLETED",
+            "SCAN_COMPLETED",
+            "INCIDENT_NEEDS_ATTENTION",
+            "ALERT_SENT"
+        ],
+        "{events:?}"
+    );
+    assert_nothing_dead_lettered(&cfg);
+    running.stop().expect("pipeline ended cleanly");
 }

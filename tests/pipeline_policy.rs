@@ -15,8 +15,8 @@ use mailguard::config::Config;
 use mailguard::kafka::partitioner::partition_for;
 use mailguard::policy::{
     ActorRole, Alert, AlertKind, BlockRecord, BlockState, Command, CommandKind, Effect, EventKind,
-    EventLogEntry, Exemption, Owner, PolicyOverrides, ScanRequest, ScanSkipReason, TenantMode,
-    TenantSettings, VerdictKind,
+    EventLogEntry, Exemption, Owner, PolicyOverrides, ScanRequest, ScanResult, ScanSkipReason,
+    ScanStatus, TenantMode, TenantSettings, VerdictKind,
 };
 use mailguard::timers::{ManualClock, SystemClock};
 
@@ -1612,5 +1612,380 @@ fn exemptions_survive_a_restart_from_the_changelog_and_expire_once() {
     ));
     assert_eq!(kinds_of(&ev, "r@x.com"), EXEMPT_EXPIRED_THEN_BLOCKED);
     assert_eq!(kinds_of(&ev, "*@d.x.com"), [EventKind::ExemptionAdded]);
+    running.stop().unwrap();
+}
+
+// -------------------------------------------------------------------------------------------
+// Issue 22: scan results in, incidents that end.
+
+/// The result an endpoint sends for `request` (the mailbox echoed, as the contract asks).
+fn result_for(request: &ScanRequest, status: ScanStatus, threats: &[&str]) -> Vec<u8> {
+    let r = ScanResult {
+        request_id: request.request_id.clone(),
+        incident_id: request.incident_id.clone(),
+        tenant_id: request.tenant_id.clone(),
+        device_id: request.device_id.clone(),
+        mailbox: Some(request.mailbox.clone()),
+        status,
+        threats: threats.iter().map(|t| t.to_string()).collect(),
+        started_at: request.requested_at + 1,
+        completed_at: request.requested_at + 2,
+    };
+    let mut out = Vec::new();
+    codec().encode_scan_result(&r, &mut out).unwrap();
+    out
+}
+
+/// [`started`], with each of `mailboxes` owned by an owner of two devices (`d-1`, `d-2`) in the
+/// directory before the pipeline starts (it reads the tables to their end before any verdict).
+fn started_owning(mailboxes: &[&str]) -> (Config, tempfile::TempDir, Running, ManualClock) {
+    let (mut cfg, dir) = test_config(2);
+    cfg.policy.base_block_ms = 3_600_000;
+    create_topics(&cfg);
+    for (n, mb) in mailboxes.iter().enumerate() {
+        owner(&cfg, mb, &format!("o-{n}"), Some(&["d-1", "d-2"]));
+    }
+    let clock = ManualClock::new(now_ms());
+    let running = start(&cfg, Arc::new(clock.clone()));
+    running.wait_ready(T);
+    (cfg, dir, running, clock)
+}
+
+/// A trip of `mb` (owned as [`started_owning`] says); its scan requests by device, once
+/// committed.
+fn tripped_with_devices(cfg: &Config, mb: &str, tag: &str, t0: i64) -> Vec<ScanRequest> {
+    offending(cfg, "tenant-1", mb, tag, t0, 5);
+    let mut s: Vec<ScanRequest> = scans(&consume_until(&cfg.topics.scan_requests, T, |r| {
+        scans(r).iter().filter(|s| s.mailbox == mb).count() >= 2
+    }))
+    .into_iter()
+    .filter(|s| s.mailbox == mb)
+    .collect();
+    s.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    s
+}
+
+fn produce_results(cfg: &Config, results: &[(&str, Vec<u8>)]) {
+    produce_keyed(&cfg.topics.scan_results, results);
+}
+
+/// Waits until `mailguard_scan_results_total{result=…}` reaches `n`.
+fn await_results(running: &Running, result: &str, n: f64) {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let v = series_sum(
+            &running.metrics.render(),
+            "mailguard_scan_results_total",
+            &format!("result=\"{result}\""),
+        );
+        if v >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{result} stayed at {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn scan_results_end_incidents_exactly_once_and_bad_results_change_nothing() {
+    let (bad, good) = ("bad@x.com", "good@x.com");
+    let (cfg, _dir, running, clock) = started_owning(&[bad, good]);
+    let t0 = clock.now() - 10_000;
+    let bad_req = tripped_with_devices(&cfg, bad, "b", t0);
+    let good_req = tripped_with_devices(&cfg, good, "g", t0);
+    let block_alerts = alerts(&consume_exactly(&cfg.topics.alerts, 2, T, SETTLE));
+    assert!(block_alerts.iter().all(|a| a.kind == AlertKind::Block));
+
+    // bad@: d-1 CLEAN, then a duplicate of it, a result for a request never made, a result of
+    // another tenant, a malformed one and one without a mailbox; then d-2 THREATS_REMAINING.
+    let unknown = ScanRequest {
+        request_id: "00000000-0000-5000-8000-000000000001".into(),
+        ..bad_req[1].clone()
+    };
+    let foreign = ScanRequest {
+        tenant_id: "tenant-2".into(),
+        ..bad_req[1].clone()
+    };
+    let mut no_mailbox = Vec::new();
+    codec()
+        .encode_scan_result(
+            &ScanResult {
+                mailbox: None,
+                ..codec()
+                    .decode_scan_result(&result_for(&bad_req[1], ScanStatus::Clean, &[]))
+                    .unwrap()
+            },
+            &mut no_mailbox,
+        )
+        .unwrap();
+    produce_results(
+        &cfg,
+        &[
+            ("d-1", result_for(&bad_req[0], ScanStatus::Clean, &[])),
+            (
+                "d-1",
+                result_for(&bad_req[0], ScanStatus::ThreatsRemaining, &["late"]),
+            ),
+            ("d-2", result_for(&unknown, ScanStatus::Clean, &[])),
+            ("d-2", result_for(&foreign, ScanStatus::Clean, &[])),
+            ("d-2", b"not avro".to_vec()),
+            ("d-2", no_mailbox),
+        ],
+    );
+    await_results(&running, "duplicate", 1.0);
+    await_results(&running, "unknown_request", 1.0);
+    await_results(&running, "other_tenant", 1.0);
+    produce_results(
+        &cfg,
+        &[(
+            "d-2",
+            result_for(
+                &bad_req[1],
+                ScanStatus::ThreatsRemaining,
+                &["EICAR", "Mal/X"],
+            ),
+        )],
+    );
+    // good@: both devices clean (one after removing a threat).
+    produce_results(
+        &cfg,
+        &[
+            (
+                "d-2",
+                result_for(&good_req[1], ScanStatus::ThreatsRemoved, &["EICAR"]),
+            ),
+            ("d-1", result_for(&good_req[0], ScanStatus::Clean, &[])),
+        ],
+    );
+
+    // One update alert per incident, and nothing else on the alerts topic.
+    let all = alerts(&consume_exactly(&cfg.topics.alerts, 4, T, SETTLE));
+    let updates: Vec<&Alert> = all
+        .iter()
+        .filter(|a| a.kind == AlertKind::IncidentUpdate)
+        .collect();
+    assert_eq!(updates.len(), 2, "{all:?}");
+    let of = |mb: &str| *updates.iter().find(|a| a.mailbox == mb).expect(mb);
+    let (a_bad, a_good) = (of(bad), of(good));
+    assert_eq!(a_bad.incident_id, bad_req[0].incident_id);
+    assert!(
+        a_bad.summary.starts_with(&format!(
+            "Incident of {bad} needs attention: 1 of 2 devices clean or cleaned, 1 with threats remaining"
+        )),
+        "{}",
+        a_bad.summary
+    );
+    assert!(
+        a_bad.summary.contains("2 threats found"),
+        "{}",
+        a_bad.summary
+    );
+    assert_eq!((a_bad.state, a_bad.strike), (BlockState::Blocked, 1));
+    assert!(
+        a_good
+            .summary
+            .starts_with(&format!("Incident of {good} remediated: 2 of 2 devices")),
+        "{}",
+        a_good.summary
+    );
+    // The events of each incident, each exactly once (the block's four, then the scans').
+    let ev = events(&consume_exactly(&cfg.topics.events, 16, T, SETTLE));
+    let trip = [
+        EventKind::MailboxBlocked,
+        EventKind::ScanRequested,
+        EventKind::ScanRequested,
+        EventKind::AlertSent,
+    ];
+    let end = |k| {
+        [
+            EventKind::ScanCompleted,
+            EventKind::ScanCompleted,
+            k,
+            EventKind::AlertSent,
+        ]
+    };
+    assert_eq!(
+        kinds_of(&ev, bad),
+        [&trip[..], &end(EventKind::IncidentNeedsAttention)[..]].concat()
+    );
+    assert_eq!(
+        kinds_of(&ev, good),
+        [&trip[..], &end(EventKind::IncidentRemediated)[..]].concat()
+    );
+    let completed: Vec<&str> = ev
+        .iter()
+        .filter(|e| e.mailbox == bad && e.kind == EventKind::ScanCompleted)
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert_eq!(
+        completed,
+        [
+            "device d-1: CLEAN, 0 threats",
+            "device d-2: THREATS_REMAINING, 2 threats"
+        ]
+    );
+    let ids: std::collections::HashSet<&str> = ev.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), ev.len(), "every event id once");
+    // The blocks are untouched: each mailbox has its one BLOCKED record.
+    for mb in [bad, good] {
+        let b = blocks_of(&cfg, mb, 1);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(b[0].state, BlockState::Blocked);
+    }
+    // The malformed result and the one without a mailbox are in the DLQ with their reasons.
+    let dlq = consume_exactly(&cfg.topics.dlq, 2, T, SETTLE);
+    let reasons: Vec<String> = dlq
+        .iter()
+        .map(|r| r.headers["mailguard.error.reason"].clone())
+        .collect();
+    assert!(reasons[0].contains("magic"), "{reasons:?}");
+    assert!(reasons[1].starts_with("no mailbox"), "{reasons:?}");
+    let m = running.metrics.render();
+    for (series, label, n) in [
+        ("mailguard_scan_results_total", "result=\"completed\"", 4.0),
+        (
+            "mailguard_incidents_closed_total",
+            "state=\"remediated\"",
+            1.0,
+        ),
+        (
+            "mailguard_incidents_closed_total",
+            "state=\"needs_attention\"",
+            1.0,
+        ),
+        ("mailguard_dlq_records_total", "reason=\"unroutable\"", 1.0),
+    ] {
+        assert_eq!(series_sum(&m, series, label), n, "{series}{{{label}}}\n{m}");
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_device_silent_past_the_result_timeout_makes_its_incident_overdue() {
+    let mb = "quiet@x.com";
+    let (cfg, _dir, running, clock) = started_owning(&[mb]);
+    let req = tripped_with_devices(&cfg, mb, "q", clock.now() - 10_000);
+    produce_results(
+        &cfg,
+        &[("d-1", result_for(&req[0], ScanStatus::Clean, &[]))],
+    );
+    await_results(&running, "completed", 1.0);
+    // 4 h of processor time: the block (1 h) ends and the incident is overdue.
+    clock.advance(4 * 3_600_000 + 1_000);
+    let ev = events(&consume_exactly(&cfg.topics.events, 9, T, SETTLE));
+    assert_eq!(
+        kinds_of(&ev, mb)[4..],
+        [
+            EventKind::ScanCompleted,
+            EventKind::MailboxUnblocked,
+            EventKind::ScanOverdue,
+            EventKind::IncidentNeedsAttention,
+            EventKind::AlertSent
+        ]
+    );
+    let overdue = ev
+        .iter()
+        .find(|e| e.kind == EventKind::ScanOverdue)
+        .unwrap();
+    assert!(
+        overdue
+            .detail
+            .starts_with("1 of 2 devices did not report a scan result by "),
+        "{}",
+        overdue.detail
+    );
+    let a = alerts(&consume_exactly(&cfg.topics.alerts, 2, T, SETTLE));
+    assert_eq!(a[1].kind, AlertKind::IncidentUpdate);
+    assert_eq!(a[1].state, BlockState::Unblocked);
+    assert!(a[1].summary.contains("1 not reported"), "{}", a[1].summary);
+    // The device that stayed silent answers late: nothing changes.
+    produce_results(
+        &cfg,
+        &[("d-2", result_for(&req[1], ScanStatus::Clean, &[]))],
+    );
+    await_results(&running, "unknown_request", 1.0);
+    let m = running.metrics.render();
+    assert!(m.contains("\nmailguard_scans_overdue_total 1\n"), "{m}");
+    // ... and no further alert was written.
+    assert_eq!(consume_exactly(&cfg.topics.alerts, 2, T, SETTLE).len(), 2);
+    running.stop().unwrap();
+}
+
+#[test]
+fn an_incident_survives_a_restart_on_empty_local_state_and_ends_once() {
+    let mb = "restart@x.com";
+    let (mut cfg, _dir, running, clock) = started_owning(&[mb]);
+    let req = tripped_with_devices(&cfg, mb, "r", clock.now() - 10_000);
+    produce_results(
+        &cfg,
+        &[("d-1", result_for(&req[0], ScanStatus::Clean, &[]))],
+    );
+    await_results(&running, "completed", 1.0);
+    running.stop().unwrap();
+    // While no instance runs: the other device's result, and d-1's again.
+    produce_results(
+        &cfg,
+        &[
+            (
+                "d-2",
+                result_for(&req[1], ScanStatus::ThreatsRemoved, &["EICAR"]),
+            ),
+            ("d-1", result_for(&req[0], ScanStatus::Clean, &[])),
+        ],
+    );
+    // Another instance with empty local state: the open incident comes back from the changelog
+    // (d-1 reported, d-2 pending).
+    let fresh = tempfile::tempdir().unwrap();
+    cfg.state.dir = fresh.path().join("state");
+    let clock = ManualClock::new(clock.now() + 1_000);
+    let running = start(&cfg, Arc::new(clock.clone()));
+    running.wait_ready(T);
+    let a = alerts(&consume_exactly(&cfg.topics.alerts, 2, T, SETTLE));
+    // d-1's repeat changed nothing: a duplicate if it came before d-2's result, else (the
+    // incident had ended) an unknown request; the two topics' partitions are read in any order.
+    let ignored = |m: &str| {
+        ["duplicate", "unknown_request"]
+            .map(|r| {
+                series_sum(
+                    m,
+                    "mailguard_scan_results_total",
+                    &format!("result=\"{r}\""),
+                )
+            })
+            .iter()
+            .sum::<f64>()
+    };
+    let deadline = std::time::Instant::now() + T;
+    while ignored(&running.metrics.render()) < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the repeat was not counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(a[1].kind, AlertKind::IncidentUpdate);
+    assert!(
+        a[1].summary
+            .starts_with(&format!("Incident of {mb} remediated: 2 of 2 devices")),
+        "{}",
+        a[1].summary
+    );
+    let ev = events(&consume_exactly(&cfg.topics.events, 8, T, SETTLE));
+    assert_eq!(
+        kinds_of(&ev, mb)[4..],
+        [
+            EventKind::ScanCompleted,
+            EventKind::ScanCompleted,
+            EventKind::IncidentRemediated,
+            EventKind::AlertSent
+        ]
+    );
+    // Its deadline passes: nothing more (the incident has ended; the block's end is all).
+    clock.advance(5 * 3_600_000);
+    let ev = events(&consume_exactly(&cfg.topics.events, 9, T, SETTLE));
+    assert_eq!(ev[8].kind, EventKind::MailboxUnblocked);
     running.stop().unwrap();
 }

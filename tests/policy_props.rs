@@ -135,7 +135,13 @@ struct RefMailbox {
     warned: Option<Millis>,
     /// The would-be ladder (strikes, until; None = permanent) of an ALERT_ONLY tenant.
     sim: Option<(u32, Option<Millis>)>,
+    /// Incidents waiting for scan results (no result ever arrives here): id, tenant, strike,
+    /// deadline, devices; oldest first.
+    incidents: Vec<(uuid::Uuid, String, u32, Millis, u32)>,
 }
+
+/// Most incidents of a mailbox open at once (the implementation's bound, restated).
+const OPEN_INCIDENTS: usize = 3;
 
 struct Reference<'a> {
     policy: Policy,
@@ -270,13 +276,20 @@ impl Reference<'_> {
         let mailbox = match input {
             Input::Verdict(v) => v.mailbox.clone(),
             Input::Command(c) => c.mailbox.clone(),
+            Input::ScanResult(_) => unreachable!("the scenarios send no scan results"),
             Input::Tick { mailbox } => mailbox.clone(),
         };
         let mut mb = self.boxes.remove(&mailbox).unwrap_or_default();
         let expired = Self::expire(&mut mb, &mailbox, now, &mut r);
+        let mut overdue = false;
+        while let Some(i) = mb.incidents.iter().position(|x| now >= x.3) {
+            self.close(&mut mb, i, &mailbox, now, &mut r);
+            overdue = true;
+        }
         match input {
+            Input::ScanResult(_) => unreachable!("the scenarios send no scan results"),
             Input::Tick { .. } => {
-                if !expired {
+                if !expired && !overdue {
                     r.outcomes.push(Outcome::Idle);
                 }
             }
@@ -291,10 +304,68 @@ impl Reference<'_> {
                     | Outcome::SimulatedTrip { .. }
                     | Outcome::Unblocked
                     | Outcome::SupportUnblocked
+                    | Outcome::IncidentClosed { .. }
             )
         });
         self.boxes.insert(mailbox, mb);
         r
+    }
+
+    /// Ends incident `i` as overdue: every device is still pending.
+    fn close(&self, mb: &mut RefMailbox, i: usize, mailbox: &str, now: Millis, r: &mut StepResult) {
+        let (id, tenant, strike, deadline, devices) = mb.incidents.remove(i);
+        let scope = id.to_string();
+        let event = |kind: EventKind, disc: &str, detail: String| {
+            Effect::Event(EventLogEntry {
+                event_id: ids::event_id(mailbox, &scope, kind, disc).to_string(),
+                incident_id: Some(scope.clone()),
+                tenant_id: tenant.clone(),
+                mailbox: mailbox.into(),
+                kind,
+                at: now,
+                detail,
+                reason: None,
+            })
+        };
+        let n = devices as usize;
+        r.effects.push(event(
+            EventKind::ScanOverdue,
+            "",
+            text::scan_overdue_detail(n, devices, deadline.min(now)),
+        ));
+        let detail = text::incident_detail(false, devices, 0, 0, 0);
+        let alert_id = ids::incident_update_alert_id(&id).to_string();
+        let block = mb.block.as_ref();
+        r.effects.push(Effect::Alert(Alert {
+            kind: AlertKind::IncidentUpdate,
+            alert_id: alert_id.clone(),
+            incident_id: scope.clone(),
+            tenant_id: tenant.clone(),
+            mailbox: mailbox.into(),
+            owner_id: self.world.owner(mailbox).map(|o| o.owner_id),
+            strike,
+            state: match block {
+                None => BlockState::Unblocked,
+                Some(b) if b.until.is_none() => BlockState::PermanentlyBlocked,
+                Some(_) => BlockState::Blocked,
+            },
+            blocked_until: block.filter(|b| b.incident == scope).and_then(|b| b.until),
+            devices_scanned: vec![],
+            scan_skipped_reason: None,
+            summary: text::incident_summary(mailbox, &detail),
+        }));
+        r.effects
+            .push(event(EventKind::IncidentNeedsAttention, "", detail));
+        r.effects.push(event(
+            EventKind::AlertSent,
+            "INCIDENT_UPDATE",
+            text::alert_sent_detail(&alert_id),
+        ));
+        mb.touched = now;
+        r.outcomes.push(Outcome::IncidentClosed {
+            remediated: false,
+            overdue: true,
+        });
     }
 
     fn expire(mb: &mut RefMailbox, mailbox: &str, now: Millis, r: &mut StepResult) -> bool {
@@ -406,6 +477,7 @@ impl Reference<'_> {
         if mb.strikes == 0
             && mb.block.is_none()
             && mb.sim.is_none()
+            && mb.incidents.is_empty()
             && now - mb.touched > p.state_idle_ttl_ms
         {
             mb.history.clear();
@@ -641,6 +713,15 @@ impl Reference<'_> {
             strike,
             permanent: until.is_none(),
         });
+        if skipped.is_none() {
+            if mb.incidents.len() >= OPEN_INCIDENTS {
+                self.close(mb, 0, &v.mailbox, now, r);
+            }
+            let deadline = now + self.policy.scan_result_timeout_ms;
+            let n = devices.len() as u32;
+            mb.incidents
+                .push((incident_u, v.tenant_id.clone(), strike, deadline, n));
+        }
     }
 }
 
@@ -690,17 +771,22 @@ fn policy() -> impl Strategy<Value = Policy> {
         0..20_000i64,
         prop::option::of(0..6u32),
     )
+        // The result deadline of incidents (no scan result arrives in these scenarios).
+        .prop_flat_map(|p| (Just(p), 1_000..30_000i64))
         .prop_map(
-            |(threshold, window_ms, lateness, base, perm, skew, decay, ttl, warn)| Policy {
-                threshold,
-                window_ms,
-                allowed_lateness_ms: lateness,
-                base_block_ms: base,
-                permanent_strike: perm,
-                max_future_skew_ms: skew,
-                strike_decay_ms: decay,
-                state_idle_ttl_ms: window_ms + lateness + ttl,
-                warn_threshold: warn,
+            |((threshold, window_ms, lateness, base, perm, skew, decay, ttl, warn), timeout)| {
+                Policy {
+                    threshold,
+                    window_ms,
+                    allowed_lateness_ms: lateness,
+                    base_block_ms: base,
+                    permanent_strike: perm,
+                    max_future_skew_ms: skew,
+                    strike_decay_ms: decay,
+                    state_idle_ttl_ms: window_ms + lateness + ttl,
+                    warn_threshold: warn,
+                    scan_result_timeout_ms: timeout,
+                }
             },
         )
 }
@@ -821,6 +907,7 @@ fn run(
         let key = match &input {
             Input::Verdict(v) => v.mailbox.clone(),
             Input::Command(c) => c.mailbox.clone(),
+            Input::ScanResult(_) => unreachable!("the scenarios send no scan results"),
             Input::Tick { mailbox } => mailbox.clone(),
         };
         let state = states.entry(key).or_default();
@@ -842,8 +929,12 @@ fn run(
                 });
                 prop_assert!(!enforced, "ALERT_ONLY verdict enforced: {:?}", got);
             }
-            // CLEAN never changes anything.
-            if v.verdict == VerdictKind::Clean && !got.outcomes.contains(&Outcome::Unblocked) {
+            // CLEAN never changes anything (beyond what any input's lazy expiry does).
+            let expiry = got
+                .outcomes
+                .iter()
+                .any(|o| matches!(o, Outcome::Unblocked | Outcome::IncidentClosed { .. }));
+            if v.verdict == VerdictKind::Clean && !expiry {
                 prop_assert!(!got.state_changed);
             }
         }

@@ -112,6 +112,8 @@ fn grant(api: bool) -> Deployment {
         ("events", &t.events),
         ("dlq", &t.dlq),
         ("exemptions", &t.exemptions),
+        ("scan_results", &t.scan_results),
+        ("scan_results_routed", &t.scan_results_routed),
     ]
     .iter()
     .map(|(role, name)| format!("{role}={name}"))
@@ -233,6 +235,95 @@ fn exactly_once_over_sasl_ssl_with_only_the_documented_acls() {
     // Owner unknown: MAILBOX_BLOCKED, SCAN_SKIPPED, ALERT_SENT; and EXEMPTION_ADDED,
     // TRIP_EXEMPTED, ALERT_SENT.
     common::consume_exactly_on(&admin(), &cfg.topics.events, 6, timeout, settle);
+    common::consume_exactly_on(&admin(), &cfg.topics.dlq, 0, timeout, settle);
+    running.stop().expect("pipeline ended cleanly");
+}
+
+/// Scan results over SASL_SSL with only the documented ACLs: read from `endpoint.scan-results`
+/// by the group, re-keyed onto `mailguard.scan-results` in the transaction, read back by the
+/// partition owning the incident, which ends it.
+#[test]
+fn scan_results_end_an_incident_over_sasl_ssl_with_only_the_documented_acls() {
+    static D: OnceLock<Deployment> = OnceLock::new();
+    let d = D.get_or_init(|| grant(false));
+    let cfg = resolved(&d.cfg);
+    let codec = mailguard::codec::Codec::default();
+    let mailbox = "scanned@example.com";
+    let (owner, devices) = common::owner_records(mailbox, "acme", "o-s", &["d-1", "d-2"]);
+    // In the tables before the pipeline starts (it reads them to their end first).
+    common::produce_on(
+        &admin(),
+        &cfg.topics.mailboxes,
+        &[(Some(mailbox), Some(owner))],
+    );
+    common::produce_on(
+        &admin(),
+        &cfg.topics.devices,
+        &[(Some("o-s"), Some(devices))],
+    );
+    let running = common::start(&cfg, Arc::new(SystemClock));
+    running.wait_ready(Duration::from_secs(90));
+    let (timeout, settle) = (Duration::from_secs(60), Duration::from_secs(2));
+    trip(&cfg, mailbox, "r");
+    let requests =
+        common::consume_exactly_on(&admin(), &cfg.topics.scan_requests, 2, timeout, settle);
+    let results: Vec<(Option<&str>, Option<Vec<u8>>)> = requests
+        .iter()
+        .map(|r| {
+            let mailguard::policy::Effect::Scan(q) =
+                codec.decode_effect(r.value.as_deref().unwrap()).unwrap()
+            else {
+                panic!("a scan request")
+            };
+            let res = mailguard::policy::ScanResult {
+                request_id: q.request_id,
+                incident_id: q.incident_id,
+                tenant_id: q.tenant_id,
+                device_id: q.device_id,
+                mailbox: Some(q.mailbox),
+                status: mailguard::policy::ScanStatus::Clean,
+                threats: Vec::new(),
+                started_at: q.requested_at,
+                completed_at: q.requested_at + 1,
+            };
+            let mut out = Vec::new();
+            codec.encode_scan_result(&res, &mut out).unwrap();
+            (r.key.as_deref(), Some(out))
+        })
+        .collect();
+    common::produce_on(&admin(), &cfg.topics.scan_results, &results);
+    let alerts = common::consume_exactly_on(&admin(), &cfg.topics.alerts, 2, timeout, settle);
+    let update = alerts
+        .iter()
+        .find_map(
+            |r| match codec.decode_effect(r.value.as_deref().unwrap()).unwrap() {
+                mailguard::policy::Effect::Alert(a)
+                    if a.kind == mailguard::policy::AlertKind::IncidentUpdate =>
+                {
+                    Some(a)
+                }
+                _ => None,
+            },
+        )
+        .expect("the incident's update alert");
+    assert!(
+        update
+            .summary
+            .starts_with(&format!("Incident of {mailbox} remediated: 2 of 2")),
+        "{}",
+        update.summary
+    );
+    let routed = common::consume_exactly_on(
+        &admin(),
+        &cfg.topics.scan_results_routed,
+        2,
+        timeout,
+        settle,
+    );
+    assert!(routed.iter().all(|r| r.key.as_deref() == Some(mailbox)));
+    // MAILBOX_BLOCKED, 2 × SCAN_REQUESTED, ALERT_SENT; 2 × SCAN_COMPLETED,
+    // INCIDENT_REMEDIATED, ALERT_SENT.
+    common::consume_exactly_on(&admin(), &cfg.topics.events, 8, timeout, settle);
     common::consume_exactly_on(&admin(), &cfg.topics.dlq, 0, timeout, settle);
     running.stop().expect("pipeline ended cleanly");
 }

@@ -20,7 +20,7 @@ use super::view::{self, ViewData};
 use super::Api;
 use crate::config::ApiRole;
 use crate::policy::{
-    check_pattern, ids, ActorRole, BlockState, Command, CommandKind, EventKind, Exemption,
+    check_pattern, ids, text, ActorRole, BlockState, Command, CommandKind, EventKind, Exemption,
     MailboxState, Millis, Policy, TenantMode,
 };
 
@@ -412,6 +412,7 @@ async fn incident(
         let mut body = incident_summary(&id, i);
         body["mailbox"] = json!(i.mailbox);
         body["tenant_id"] = json!(i.tenant_id);
+        body["scan"] = scan_json(&id, i);
         body["timeline"] = events
             .iter()
             .map(|e| {
@@ -426,6 +427,52 @@ async fn incident(
         Ok(json_response(StatusCode::OK, &body))
     })();
     finish(&api, R_INCIDENT, answer)
+}
+
+/// The incident's scans as its events tell them: `state` (`OPEN`, `REMEDIATED`,
+/// `NEEDS_ATTENTION`, or `NO_SCAN` with the skip reason when none was requested) and each
+/// requested device's status (`PENDING`, `OVERDUE` or the reported one) and threat count.
+fn scan_json(id: &str, i: &view::Incident) -> Value {
+    let of = |kind: EventKind| i.events.iter().find(|e| e.kind == kind);
+    let overdue = of(EventKind::ScanOverdue).is_some();
+    let devices: Vec<Value> = i
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::ScanRequested)
+        .map(|e| {
+            let device = &e.detail;
+            let done = ids::event_id(&i.mailbox, id, EventKind::ScanCompleted, device).to_string();
+            let reported = i
+                .events
+                .iter()
+                .find(|x| x.event_id == done)
+                .and_then(|x| text::scan_completed_parts(&x.detail, device));
+            match reported {
+                Some((status, threats)) => {
+                    json!({"device_id": device, "status": status.as_str(), "threats": threats})
+                }
+                None => json!({
+                    "device_id": device,
+                    "status": if overdue { "OVERDUE" } else { "PENDING" },
+                    "threats": null,
+                }),
+            }
+        })
+        .collect();
+    let state = if of(EventKind::IncidentRemediated).is_some() {
+        "REMEDIATED"
+    } else if of(EventKind::IncidentNeedsAttention).is_some() {
+        "NEEDS_ATTENTION"
+    } else if devices.is_empty() {
+        "NO_SCAN"
+    } else {
+        "OPEN"
+    };
+    json!({
+        "state": state,
+        "skipped_reason": of(EventKind::ScanSkipped).map(|e| e.detail.clone()),
+        "devices": devices,
+    })
 }
 
 fn new_command_id() -> String {
@@ -929,6 +976,69 @@ async fn exemption_delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The incident answer's `scan`: a reported device's status and threats, a pending one, and
+    /// after `SCAN_OVERDUE` the silent one overdue; a skipped scan says why.
+    #[test]
+    fn the_incident_answer_shows_each_devices_scan_status() {
+        let (mb, id) = ("a@x.com", "inc-1");
+        let event = |kind: EventKind, disc: &str, detail: String| crate::policy::EventLogEntry {
+            event_id: ids::event_id(mb, id, kind, disc).to_string(),
+            incident_id: Some(id.into()),
+            tenant_id: "t".into(),
+            mailbox: mb.into(),
+            kind,
+            at: 1,
+            detail,
+            reason: None,
+        };
+        let mut i = view::Incident {
+            mailbox: mb.into(),
+            tenant_id: "t".into(),
+            strike: Some(1),
+            blocked_at: Some(1),
+            blocked_until: Some(2),
+            permanent: false,
+            last_state: None,
+            evidence: Vec::new(),
+            events: vec![
+                event(EventKind::ScanRequested, "d1", "d1".into()),
+                event(EventKind::ScanRequested, "d2", "d2".into()),
+                event(
+                    EventKind::ScanCompleted,
+                    "d1",
+                    text::scan_completed_detail(
+                        "d1",
+                        crate::policy::ScanStatus::ThreatsRemaining,
+                        2,
+                    ),
+                ),
+            ],
+        };
+        let devices = |v: &Value| v["devices"].clone();
+        let v = scan_json(id, &i);
+        assert_eq!(v["state"], "OPEN");
+        assert_eq!(
+            devices(&v),
+            json!([
+                {"device_id": "d1", "status": "THREATS_REMAINING", "threats": 2},
+                {"device_id": "d2", "status": "PENDING", "threats": null},
+            ])
+        );
+        i.events
+            .push(event(EventKind::ScanOverdue, "", String::new()));
+        i.events
+            .push(event(EventKind::IncidentNeedsAttention, "", String::new()));
+        let v = scan_json(id, &i);
+        assert_eq!(v["state"], "NEEDS_ATTENTION");
+        assert_eq!(v["devices"][1]["status"], "OVERDUE");
+        i.events = vec![event(EventKind::ScanSkipped, "", "NO_DEVICES".into())];
+        let v = scan_json(id, &i);
+        assert_eq!(
+            (&v["state"], &v["skipped_reason"]),
+            (&json!("NO_SCAN"), &json!("NO_DEVICES"))
+        );
+    }
 
     #[test]
     fn the_document_is_json_and_names_every_route() {

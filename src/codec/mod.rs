@@ -135,7 +135,9 @@ pub use schema::{RecordType, UnknownRecordType, NAMESPACE};
 pub use store::{SchemaSource, SourceError, WriterKey};
 pub use wire::CompileError;
 
-use crate::policy::{Command, Effect, Exemption, ExemptionChange, Owner, TenantSettings, Verdict};
+use crate::policy::{
+    Command, Effect, Exemption, ExemptionChange, Owner, ScanResult, TenantSettings, Verdict,
+};
 
 /// Magic first byte of Avro single-object encoding (followed by 0x01).
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -194,8 +196,8 @@ const NO_ID: u64 = u64::MAX;
 struct Inner {
     /// Confluent id each record type is written with (`NO_ID`: single-object). Atomic so that
     /// [`Codec::set_schema_id`] works on a shared codec; a relaxed load costs nothing.
-    output_ids: [AtomicU64; 10],
-    fingerprints: [u64; 10],
+    output_ids: [AtomicU64; schema::COUNT],
+    fingerprints: [u64; schema::COUNT],
     /// The verdict program of the embedded schema (the hot path's common case, no lookup).
     verdict: VerdictProgram,
     store: store::SchemaStore,
@@ -504,6 +506,20 @@ impl Codec {
         records::exemption_from_value(self.decode_value(RecordType::Exemption, bytes)?)
     }
 
+    /// Decodes a `ScanResult` (`endpoint.scan-results`, `mailguard.scan-results`).
+    pub fn decode_scan_result(&self, bytes: &[u8]) -> Result<ScanResult, CodecError> {
+        records::scan_result_from_value(self.decode_value(RecordType::ScanResult, bytes)?)
+    }
+
+    /// Encodes a `ScanResult` (tests, tooling: mailguard forwards the bytes it read).
+    pub fn encode_scan_result(&self, r: &ScanResult, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        self.encode_value(
+            RecordType::ScanResult,
+            records::scan_result_to_value(r)?,
+            out,
+        )
+    }
+
     /// Decodes one of mailguard's own outputs (`MailboxBlock`, `ScanRequest`, `Alert`,
     /// `EventLogEntry`), recognised by its header. For tests, replay and tooling.
     pub fn decode_effect(&self, bytes: &[u8]) -> Result<Effect, CodecError> {
@@ -626,6 +642,7 @@ impl Codec {
             RecordType::OwnerDevices => self.decode_devices(out).map(drop),
             RecordType::TenantSettings => self.decode_tenant(out).map(drop),
             RecordType::AdminCommand => self.decode_command(out).map(drop),
+            RecordType::ScanResult => self.decode_scan_result(out).map(drop),
             _ => self.decode_effect(out).map(drop),
         };
         check.inspect_err(|_| out.clear())

@@ -10,7 +10,7 @@ use super::{CodecError, RecordType};
 use crate::policy::{
     ActorRole, Alert, AlertKind, BlockRecord, BlockState, Command, CommandKind, EventKind,
     EventLogEntry, Exemption, Mailbox, Millis, Owner, PolicyOverrides, RejectCode, ScanRequest,
-    ScanSkipReason, TenantMode, TenantSettings, Verdict, VerdictKind,
+    ScanResult, ScanSkipReason, ScanStatus, TenantMode, TenantSettings, Verdict, VerdictKind,
 };
 
 /// A body's `mailbox`, normalised (see [`Mailbox`]).
@@ -635,6 +635,40 @@ pub(crate) fn alert_to_value(a: &Alert) -> Result<Value, CodecError> {
         .str("summary", &a.summary)
         .sym("kind", a.kind.as_str())?
         .finish())
+}
+
+pub(crate) fn scan_result_to_value(r: &ScanResult) -> Result<Value, CodecError> {
+    Ok(Builder::new(RecordType::ScanResult)
+        .str("request_id", &r.request_id)
+        .str("incident_id", &r.incident_id)
+        .str("tenant_id", &r.tenant_id)
+        .str("device_id", &r.device_id)
+        .sym("status", r.status.as_str())?
+        .put("threats", strings(&r.threats))
+        .ts("started_at", r.started_at)
+        .ts("completed_at", r.completed_at)
+        .opt("mailbox", r.mailbox.clone().map(Value::String))?
+        .finish())
+}
+
+/// A `ScanResult`: ids non-empty, the mailbox (when given) lower-cased. A status of a newer
+/// writer reads as `UNKNOWN` (the schema default), never as clean.
+pub(crate) fn scan_result_from_value(v: Value) -> Result<ScanResult, CodecError> {
+    let mut f = Fields::new(RecordType::ScanResult, v)?;
+    Ok(ScanResult {
+        request_id: f.required("request_id")?,
+        incident_id: f.required("incident_id")?,
+        tenant_id: f.required("tenant_id")?,
+        device_id: f.required("device_id")?,
+        status: {
+            let s = f.symbol("status")?;
+            ScanStatus::parse(&s).ok_or_else(|| bad_symbol("status", s))?
+        },
+        threats: f.strings("threats")?,
+        started_at: f.long("started_at")?,
+        completed_at: f.long("completed_at")?,
+        mailbox: f.opt_string("mailbox")?.map(|m| lower(&m)),
+    })
 }
 
 pub(crate) fn alert_from_value(v: Value) -> Result<Alert, CodecError> {

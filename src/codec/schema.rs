@@ -32,12 +32,14 @@ pub enum RecordType {
     EventLogEntry,
     /// `mailguard.exemptions`.
     Exemption,
+    /// `endpoint.scan-results` (endpoints → mailguard), re-keyed onto `mailguard.scan-results`.
+    ScanResult,
 }
 
 /// Namespace of every record.
 pub const NAMESPACE: &str = "mailguard.v1";
 
-const COUNT: usize = 10;
+pub(crate) const COUNT: usize = 11;
 
 const SOURCES: [&str; COUNT] = [
     include_str!("../../schemas/OutboundVerdict.avsc"),
@@ -50,6 +52,7 @@ const SOURCES: [&str; COUNT] = [
     include_str!("../../schemas/Alert.avsc"),
     include_str!("../../schemas/EventLogEntry.avsc"),
     include_str!("../../schemas/Exemption.avsc"),
+    include_str!("../../schemas/ScanResult.avsc"),
 ];
 
 /// Earlier versions of the schemas that mailguard itself wrote (`schemas/history/`): records of
@@ -62,6 +65,8 @@ pub(crate) const HISTORY: &[&str] = &[
     include_str!("../../schemas/history/AdminCommand.v1.avsc"),
     include_str!("../../schemas/history/TenantSettings.v1.avsc"),
     include_str!("../../schemas/history/Alert.v1.avsc"),
+    include_str!("../../schemas/history/EventLogEntry.v4.avsc"),
+    include_str!("../../schemas/history/Alert.v2.avsc"),
 ];
 
 /// A parsed schema with its single-object fingerprint.
@@ -110,6 +115,7 @@ impl RecordType {
         RecordType::Alert,
         RecordType::EventLogEntry,
         RecordType::Exemption,
+        RecordType::ScanResult,
     ];
 
     /// Every record type, in SPEC order.
@@ -130,6 +136,7 @@ impl RecordType {
             RecordType::Alert => "Alert",
             RecordType::EventLogEntry => "EventLogEntry",
             RecordType::Exemption => "Exemption",
+            RecordType::ScanResult => "ScanResult",
         }
     }
 
@@ -182,7 +189,7 @@ impl fmt::Display for RecordType {
 
 /// Error of [`RecordType::from_str`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown record type {0:?} (expected one of OutboundVerdict, MailboxOwner, OwnerDevices, TenantSettings, AdminCommand, MailboxBlock, ScanRequest, Alert, EventLogEntry, Exemption)")]
+#[error("unknown record type {0:?} (expected one of OutboundVerdict, MailboxOwner, OwnerDevices, TenantSettings, AdminCommand, MailboxBlock, ScanRequest, Alert, EventLogEntry, Exemption, ScanResult)")]
 pub struct UnknownRecordType(pub String);
 
 impl FromStr for RecordType {

@@ -97,17 +97,19 @@ pub(crate) struct Writer {
 }
 
 /// The embedded schema of each record type as a writer.
-pub(crate) static EMBEDDED_WRITERS: LazyLock<[Arc<Writer>; 10]> = LazyLock::new(|| {
-    RecordType::ALL.map(|rt| {
-        Arc::new(Writer {
-            rt,
-            embedded: true,
-            schema: rt.schema().clone(),
-            validator: wire::validator(rt).clone(),
-            verdict: (rt == RecordType::OutboundVerdict).then(VerdictProgram::for_outbound_verdict),
+pub(crate) static EMBEDDED_WRITERS: LazyLock<[Arc<Writer>; super::schema::COUNT]> =
+    LazyLock::new(|| {
+        RecordType::ALL.map(|rt| {
+            Arc::new(Writer {
+                rt,
+                embedded: true,
+                schema: rt.schema().clone(),
+                validator: wire::validator(rt).clone(),
+                verdict: (rt == RecordType::OutboundVerdict)
+                    .then(VerdictProgram::for_outbound_verdict),
+            })
         })
-    })
-});
+    });
 
 #[derive(Debug, Clone)]
 enum Outcome {

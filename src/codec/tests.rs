@@ -244,13 +244,13 @@ fn schemas_parse_with_docs_namespace_and_distinct_fingerprints() {
         assert_eq!(rt.full_name().parse::<RecordType>(), Ok(rt));
     }
     assert!("Nope".parse::<RecordType>().is_err());
-    assert_eq!(RecordType::all().len(), 10);
+    assert_eq!(RecordType::all().len(), 11);
 }
 
-/// Reference Parsing Canonical Forms and fingerprints of the ten schemas, computed with fastavro
+/// Reference Parsing Canonical Forms and fingerprints of the eleven schemas, computed with fastavro
 /// 1.13.1 (`to_parsing_canonical_form`, `fingerprint(.., "CRC-64-AVRO")`; the fingerprint as the
 /// little-endian u64 of the header bytes). Java Avro 1.12.1 agrees (the spec's algorithm).
-const REFERENCE: [(RecordType, &str, u64); 10] = [
+const REFERENCE: [(RecordType, &str, u64); 11] = [
     (
         RecordType::OutboundVerdict,
         r#"{"name":"mailguard.v1.OutboundVerdict","type":"record","fields":[{"name":"message_id","type":"string"},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"sent_at","type":"long"},{"name":"verdict","type":{"name":"mailguard.v1.Verdict","type":"enum","symbols":["CLEAN","SPAM","VIRUS"]}},{"name":"recipient_count","type":["null","int"]},{"name":"gateway_id","type":["null","string"]}]}"#,
@@ -288,18 +288,23 @@ const REFERENCE: [(RecordType, &str, u64); 10] = [
     ),
     (
         RecordType::Alert,
-        r#"{"name":"mailguard.v1.Alert","type":"record","fields":[{"name":"alert_id","type":"string"},{"name":"incident_id","type":"string"},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"owner_id","type":["null","string"]},{"name":"strike","type":"int"},{"name":"state","type":{"name":"mailguard.v1.BlockState","type":"enum","symbols":["BLOCKED","PERMANENTLY_BLOCKED","UNBLOCKED"]}},{"name":"blocked_until","type":["null","long"]},{"name":"devices_scanned","type":{"type":"array","items":"string"}},{"name":"scan_skipped_reason","type":["null",{"name":"mailguard.v1.ScanSkipReason","type":"enum","symbols":["SYNC_SECURITY_OFF","NO_ENDPOINT_LICENCE","OWNER_UNKNOWN","NO_DEVICES"]}]},{"name":"summary","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.AlertKind","type":"enum","symbols":["BLOCK","WARNING","SIMULATED_BLOCK","EXEMPT_TRIP"]}}]}"#,
-        0x0c51_6699_b63c_0580,
+        r#"{"name":"mailguard.v1.Alert","type":"record","fields":[{"name":"alert_id","type":"string"},{"name":"incident_id","type":"string"},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"owner_id","type":["null","string"]},{"name":"strike","type":"int"},{"name":"state","type":{"name":"mailguard.v1.BlockState","type":"enum","symbols":["BLOCKED","PERMANENTLY_BLOCKED","UNBLOCKED"]}},{"name":"blocked_until","type":["null","long"]},{"name":"devices_scanned","type":{"type":"array","items":"string"}},{"name":"scan_skipped_reason","type":["null",{"name":"mailguard.v1.ScanSkipReason","type":"enum","symbols":["SYNC_SECURITY_OFF","NO_ENDPOINT_LICENCE","OWNER_UNKNOWN","NO_DEVICES"]}]},{"name":"summary","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.AlertKind","type":"enum","symbols":["BLOCK","WARNING","SIMULATED_BLOCK","EXEMPT_TRIP","INCIDENT_UPDATE"]}}]}"#,
+        0x2432_5315_70b4_d57d,
     ),
     (
         RecordType::EventLogEntry,
-        r#"{"name":"mailguard.v1.EventLogEntry","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"incident_id","type":["null","string"]},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.EventKind","type":"enum","symbols":["MAILBOX_BLOCKED","MAILBOX_PERMANENTLY_BLOCKED","SCAN_REQUESTED","SCAN_SKIPPED","ALERT_SENT","MAILBOX_UNBLOCKED","SUPPORT_UNBLOCK","COMMAND_REJECTED","UNKNOWN","MAILBOX_WARNED","TRIP_SIMULATED","TRIP_EXEMPTED","EXEMPTION_ADDED","EXEMPTION_REMOVED","EXEMPTION_EXPIRED"]}},{"name":"at","type":"long"},{"name":"detail","type":"string"},{"name":"reason","type":["null",{"name":"mailguard.v1.RejectReason","type":"enum","symbols":["UNKNOWN_KIND","ROLE_NOT_ALLOWED","TIMED_BLOCK","NOT_BLOCKED","OTHER","INVALID_EXEMPTION","EXEMPTION_LIMIT","NOT_EXEMPT"]}]}]}"#,
-        0x5b3f_1c2c_3b74_01dd,
+        r#"{"name":"mailguard.v1.EventLogEntry","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"incident_id","type":["null","string"]},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.EventKind","type":"enum","symbols":["MAILBOX_BLOCKED","MAILBOX_PERMANENTLY_BLOCKED","SCAN_REQUESTED","SCAN_SKIPPED","ALERT_SENT","MAILBOX_UNBLOCKED","SUPPORT_UNBLOCK","COMMAND_REJECTED","UNKNOWN","MAILBOX_WARNED","TRIP_SIMULATED","TRIP_EXEMPTED","EXEMPTION_ADDED","EXEMPTION_REMOVED","EXEMPTION_EXPIRED","SCAN_COMPLETED","SCAN_OVERDUE","INCIDENT_REMEDIATED","INCIDENT_NEEDS_ATTENTION"]}},{"name":"at","type":"long"},{"name":"detail","type":"string"},{"name":"reason","type":["null",{"name":"mailguard.v1.RejectReason","type":"enum","symbols":["UNKNOWN_KIND","ROLE_NOT_ALLOWED","TIMED_BLOCK","NOT_BLOCKED","OTHER","INVALID_EXEMPTION","EXEMPTION_LIMIT","NOT_EXEMPT"]}]}]}"#,
+        0xff77_7b89_2508_f5b7,
     ),
     (
         RecordType::Exemption,
         r#"{"name":"mailguard.v1.Exemption","type":"record","fields":[{"name":"tenant_id","type":"string"},{"name":"pattern","type":"string"},{"name":"reason","type":"string"},{"name":"actor","type":"string"},{"name":"actor_role","type":{"name":"mailguard.v1.ExemptionActorRole","type":"enum","symbols":["SUPPORT","ADMIN","VIEWER","UNKNOWN"]}},{"name":"command_id","type":"string"},{"name":"created_at","type":"long"},{"name":"expires_at","type":["null","long"]}]}"#,
         0xb2fe_cd1c_dfb6_b1f6,
+    ),
+    (
+        RecordType::ScanResult,
+        r#"{"name":"mailguard.v1.ScanResult","type":"record","fields":[{"name":"request_id","type":"string"},{"name":"incident_id","type":"string"},{"name":"tenant_id","type":"string"},{"name":"device_id","type":"string"},{"name":"status","type":{"name":"mailguard.v1.ScanStatus","type":"enum","symbols":["CLEAN","THREATS_REMOVED","THREATS_REMAINING","FAILED","UNKNOWN"]}},{"name":"threats","type":{"type":"array","items":"string"}},{"name":"started_at","type":"long"},{"name":"completed_at","type":"long"},{"name":"mailbox","type":["null","string"]}]}"#,
+        0xeee6_b0f2_5ff3_a9b9,
     ),
 ];
 

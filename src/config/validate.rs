@@ -50,6 +50,9 @@ impl Config {
         api(&self.api, &self.limits, &mut p);
         policy(&self.policy, &self.limits, &mut p);
         limits(&self.limits, &mut p);
+        if self.scan.result_timeout_ms <= 0 {
+            p.add("scan.result_timeout_ms", "must be > 0".to_string());
+        }
         p.0
     }
 }
@@ -98,6 +101,9 @@ fn topics(t: &TopicsConfig, p: &mut Problems) {
         (&t.events, "topics.events"),
         (&t.dlq, "topics.dlq"),
         (&t.changelog, "topics.changelog"),
+        (&t.exemptions, "topics.exemptions"),
+        (&t.scan_results, "topics.scan_results"),
+        (&t.scan_results_routed, "topics.scan_results_routed"),
     ] {
         let valid = !name.is_empty()
             && name.len() <= 249

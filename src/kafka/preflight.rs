@@ -92,6 +92,13 @@ pub fn topic_needs(cfg: &Config) -> Vec<(String, Vec<Need>)> {
             &t.changelog,
             vec![need(Read, RESTORES), need(Write, PRODUCES)],
         ),
+        (&t.scan_results, vec![need(Read, CONSUMES)]),
+        // Re-keyed by mailbox in the transaction that consumes the result, then consumed by the
+        // owner of the incident's partition.
+        (
+            &t.scan_results_routed,
+            vec![need(Read, CONSUMES), need(Write, PRODUCES)],
+        ),
         // Written by the partition owning an exemption, read (as a table) by every instance.
         (
             &t.exemptions,

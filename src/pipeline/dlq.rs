@@ -38,15 +38,18 @@ pub enum Source {
     Verdicts,
     /// The admin command topic.
     Commands,
+    /// The endpoints' scan results (and their re-keyed copies).
+    ScanResults,
     /// A directory or tenant table.
     Table(Table),
 }
 
 impl Source {
     /// Every source, for series that exist from the start.
-    pub const ALL: [Source; 6] = [
+    pub const ALL: [Source; 7] = [
         Source::Verdicts,
         Source::Commands,
+        Source::ScanResults,
         Source::Table(Table::Owners),
         Source::Table(Table::Devices),
         Source::Table(Table::Tenants),
@@ -58,6 +61,7 @@ impl Source {
         match self {
             Source::Verdicts => "verdicts",
             Source::Commands => "commands",
+            Source::ScanResults => "scan_results",
             Source::Table(t) => t.name(),
         }
     }
@@ -79,17 +83,20 @@ pub enum Kind {
     KeyMismatch,
     /// A field is larger than `limits` allow.
     OverLimit,
+    /// A scan result without the mailbox of its request: it cannot reach its incident.
+    Unroutable,
 }
 
 impl Kind {
     /// Every kind, for series that exist from the start.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::MissingKey,
         Kind::InvalidKey,
         Kind::MissingValue,
         Kind::Undecodable,
         Kind::KeyMismatch,
         Kind::OverLimit,
+        Kind::Unroutable,
     ];
 
     /// The label value.
@@ -101,6 +108,7 @@ impl Kind {
             Kind::Undecodable => "undecodable",
             Kind::KeyMismatch => "key_mismatch",
             Kind::OverLimit => "over_limit",
+            Kind::Unroutable => "unroutable",
         }
     }
 }

@@ -99,7 +99,7 @@ fn check_partitioning(cfg: &Config) -> Result<i32, KafkaError> {
     let consumer: BaseConsumer = client::reader(&cfg.kafka, "metadata").create()?;
     let t = &cfg.topics;
     let pv = admin::partition_count(&consumer, &t.verdicts)?;
-    for other in [&t.commands, &t.changelog] {
+    for other in [&t.commands, &t.changelog, &t.scan_results_routed] {
         let po = admin::partition_count(&consumer, other)?;
         if po != pv {
             return Err(KafkaError::NotCoPartitioned {
@@ -220,7 +220,7 @@ fn spawn_worker(
                 || {
                     Processor::new(
                         codec.clone(),
-                        deps.cfg.policy.clone(),
+                        deps.cfg.core_policy(),
                         deps.cfg.limits.clone(),
                         directory.clone(),
                         store.clone(),

@@ -16,9 +16,12 @@ use crate::pipeline::dlq::{DeadLetter, DeadLetterQueue, Kind, Refusal, Source};
 use crate::pipeline::sink::{Sink, SinkError};
 use crate::policy::{
     self, Effect, Exemption, Input, LimitError, Limits, MailboxKey, MailboxState, Millis, Policy,
+    ScanResult,
 };
 use crate::store::{Batch, Store, StoreError};
-use crate::telemetry::events::{EffectSent, PolicyOutcome, VerdictClamped, VerdictConsumed};
+use crate::telemetry::events::{
+    EffectSent, PolicyOutcome, ScanResultForwarded, VerdictClamped, VerdictConsumed,
+};
 use crate::telemetry::{InternalEvent, Metrics};
 use crate::timers::Timers;
 
@@ -309,9 +312,18 @@ impl Processor {
     ) -> Result<(), ProcessError> {
         let source = if rec.topic == self.topics.verdicts {
             Source::Verdicts
-        } else {
+        } else if rec.topic == self.topics.commands {
             Source::Commands
+        } else {
+            Source::ScanResults
         };
+        if source == Source::ScanResults && rec.topic == self.topics.scan_results {
+            return match self.route(rec) {
+                Ok(mailbox) => self.forward(rec, &mailbox, sink),
+                Err(Reject::Refused(refusal)) => self.dead_letter(rec, source, &refusal, sink),
+                Err(Reject::Failed(e)) => Err(e),
+            };
+        }
         let input = match self.admit(rec, source) {
             Ok(Some(input)) => input,
             // A well-formed non-offending verdict: nothing to do.
@@ -319,12 +331,13 @@ impl Processor {
             Err(Reject::Refused(refusal)) => return self.dead_letter(rec, source, &refusal, sink),
             Err(Reject::Failed(e)) => return Err(e),
         };
-        let mailbox = match &input {
+        let mailbox: &str = match &input {
             Input::Verdict(v) => &v.mailbox,
             Input::Command(c) => &c.mailbox,
+            Input::ScanResult(r) => r.mailbox.as_deref().unwrap_or_default(),
             Input::Tick { mailbox } => mailbox,
         };
-        let mailbox = mailbox.clone();
+        let mailbox = mailbox.to_owned();
         self.apply(rec.partition, &mailbox, &input, now, sink)
     }
 
@@ -346,8 +359,73 @@ impl Processor {
         };
         match source {
             Source::Verdicts => self.admit_verdict(key, payload),
+            Source::ScanResults => self.admit_scan_result(key, payload).map(Some),
             _ => self.admit_command(key, payload).map(Some),
         }
+    }
+
+    /// A result of `endpoint.scan-results` (keyed by device): checked as any input, then the
+    /// mailbox it must be re-keyed by (echoed from its request).
+    fn route(&mut self, rec: InRecord<'_>) -> Result<String, Reject> {
+        let Some(key) = rec.key else {
+            return Err(Reject::refused(Kind::MissingKey, "missing key"));
+        };
+        let Some(payload) = rec.payload else {
+            let reason = "missing value (tombstone on an input topic)";
+            return Err(Reject::refused(Kind::MissingValue, reason));
+        };
+        let r = self.scan_result(payload)?;
+        if key != r.device_id.as_bytes() {
+            let reason = format!(
+                "key `{}` does not match device `{}`",
+                String::from_utf8_lossy(key),
+                r.device_id
+            );
+            return Err(Reject::refused(Kind::KeyMismatch, reason));
+        }
+        let Some(mailbox) = r.mailbox else {
+            let reason = "no mailbox (echo ScanRequest.mailbox): the incident cannot be found";
+            return Err(Reject::refused(Kind::Unroutable, reason));
+        };
+        MailboxKey::new(&mailbox).map_err(|e| Reject::refused(Kind::InvalidKey, e.to_string()))?;
+        // Forwarded as read: it must fit a record mailguard may write.
+        self.limits
+            .forwarded(mailbox.len(), payload.len())
+            .map_err(Reject::over_limit)?;
+        Ok(mailbox)
+    }
+
+    /// Re-keys a scan result by its mailbox onto `mailguard.scan-results` (the same bytes), in
+    /// the transaction that consumes it: the owner of the mailbox's partition applies it with
+    /// the incident's state (DESIGN §2).
+    fn forward(
+        &mut self,
+        rec: InRecord<'_>,
+        mailbox: &str,
+        sink: &mut impl Sink,
+    ) -> Result<(), ProcessError> {
+        let routed = &self.topics.scan_results_routed;
+        sink.send(routed, mailbox.as_bytes(), rec.payload, None, &[])?;
+        ScanResultForwarded.emit(&self.metrics);
+        Ok(())
+    }
+
+    fn scan_result(&mut self, payload: &[u8]) -> Result<ScanResult, Reject> {
+        let r = self
+            .codec
+            .decode_scan_result(payload)
+            .map_err(Reject::undecodable)?;
+        self.limits.scan_result(&r).map_err(Reject::over_limit)?;
+        Ok(r)
+    }
+
+    fn admit_scan_result(&mut self, key: MailboxKey<'_>, payload: &[u8]) -> Result<Input, Reject> {
+        let r = self.scan_result(payload)?;
+        let mailbox = r.mailbox.as_deref().unwrap_or_default();
+        if !key.matches(mailbox) {
+            return Err(Reject::mismatch(key, mailbox));
+        }
+        Ok(Input::ScanResult(r))
     }
 
     fn admit_verdict(
@@ -875,8 +953,129 @@ mod tests {
             2,
             "UNBLOCKED block record + MAILBOX_UNBLOCKED event"
         );
-        assert_eq!(f.processor.next_deadline(), None);
+        // The incident's result deadline (4 h after the trip, processor time) is the next timer.
+        assert_eq!(f.processor.next_deadline(), Some(2_000 + 14_400_000));
         f.processor.revoke(0);
         assert!(f.processor.owned().is_empty());
+    }
+
+    fn scan_result(codec: &Codec, device: &str, mailbox: Option<&str>) -> Vec<u8> {
+        let incident = crate::policy::ids::incident_id("a@x.com", 1, 1_004);
+        let r = ScanResult {
+            request_id: crate::policy::ids::request_id(&incident, device).to_string(),
+            incident_id: incident.to_string(),
+            tenant_id: "t".into(),
+            device_id: device.into(),
+            mailbox: mailbox.map(str::to_owned),
+            status: crate::policy::ScanStatus::Clean,
+            threats: Vec::new(),
+            started_at: 1,
+            completed_at: 2,
+        };
+        let mut out = Vec::new();
+        codec.encode_scan_result(&r, &mut out).unwrap();
+        out
+    }
+
+    fn reason(c: &crate::pipeline::sink::Captured) -> String {
+        let h: HashMap<_, _> = c.headers.iter().cloned().collect();
+        String::from_utf8(h["mailguard.error.reason"].clone()).unwrap()
+    }
+
+    /// An endpoint's result is re-keyed by its mailbox, bytes unchanged; one that cannot be
+    /// routed, or whose key is not its device, goes to the DLQ with its reason; the re-keyed copy
+    /// is applied to the incident's state.
+    #[test]
+    fn scan_results_are_re_keyed_by_mailbox_then_applied_to_the_incident() {
+        let mut f = fixture();
+        let mut sink = VecSink::default();
+        trip_a(&mut f, &mut sink);
+        let (raw, routed) = (
+            f.topics.scan_results.clone(),
+            f.topics.scan_results_routed.clone(),
+        );
+        let mut sink = VecSink::default();
+        let good = scan_result(&f.codec, "d1", Some("A@x.com"));
+        let none = scan_result(&f.codec, "d2", None);
+        f.processor
+            .handle(rec(&raw, 0, Some(b"d1"), Some(&good)), 3_000, &mut sink)
+            .unwrap();
+        f.processor
+            .handle(rec(&raw, 1, Some(b"d2"), Some(&none)), 3_000, &mut sink)
+            .unwrap();
+        f.processor
+            .handle(rec(&raw, 2, Some(b"d9"), Some(&good)), 3_000, &mut sink)
+            .unwrap();
+        f.processor
+            .handle(rec(&raw, 3, Some(b"d1"), Some(b"junk")), 3_000, &mut sink)
+            .unwrap();
+        assert_eq!(sink.records.len(), 4, "{:?}", sink.records);
+        let fwd = &sink.records[0];
+        assert_eq!(
+            (fwd.topic.as_str(), &fwd.key[..]),
+            (routed.as_str(), &b"a@x.com"[..])
+        );
+        assert_eq!(fwd.payload.as_deref(), Some(&good[..]));
+        assert_eq!(
+            fwd.partition, None,
+            "partitioned by the key, like the verdicts"
+        );
+        for (c, why) in sink.records[1..].iter().zip([
+            "no mailbox (echo ScanRequest.mailbox)",
+            "key `d9` does not match device `d1`",
+            "",
+        ]) {
+            assert_eq!(c.topic, f.topics.dlq);
+            assert!(reason(c).starts_with(why), "{}", reason(c));
+        }
+        // The re-keyed copy reaches the state: SCAN_COMPLETED for d1, and nothing else yet.
+        let mut sink = VecSink::default();
+        f.processor
+            .handle(
+                rec(&routed, 0, Some(b"a@x.com"), Some(&good)),
+                3_000,
+                &mut sink,
+            )
+            .unwrap();
+        assert_eq!(sink.records.len(), 1, "{:?}", sink.records);
+        assert_eq!(sink.records[0].topic, f.topics.events);
+        let Effect::Event(e) = f
+            .codec
+            .decode_effect(sink.records[0].payload.as_deref().unwrap())
+            .unwrap()
+        else {
+            panic!("an event")
+        };
+        assert_eq!(
+            (e.kind, e.detail.as_str()),
+            (
+                crate::policy::EventKind::ScanCompleted,
+                "device d1: CLEAN, 0 threats"
+            )
+        );
+        // A copy under another mailbox's key is refused (it would touch another state).
+        let mut sink = VecSink::default();
+        f.processor
+            .handle(
+                rec(&routed, 1, Some(b"b@x.com"), Some(&good)),
+                3_000,
+                &mut sink,
+            )
+            .unwrap();
+        assert_eq!(sink.records[0].topic, f.topics.dlq);
+        assert!(reason(&sink.records[0]).contains("does not match mailbox"));
+        // A result too large to forward (a newer writer's skipped fields are not bounded by the
+        // field limits) is set aside, not sent to fail the transaction.
+        f.processor.limits.max_record_bytes = good.len() + 100;
+        let mut sink = VecSink::default();
+        f.processor
+            .handle(rec(&raw, 4, Some(b"d1"), Some(&good)), 3_000, &mut sink)
+            .unwrap();
+        assert_eq!(sink.records[0].topic, f.topics.dlq);
+        assert!(
+            reason(&sink.records[0]).starts_with("field `record` is"),
+            "{}",
+            reason(&sink.records[0])
+        );
     }
 }

@@ -121,10 +121,7 @@ fn consumer_error(e: RdError, cfg: &Config) -> Option<SessionError> {
         Some(Code::TopicAuthorizationFailed) => {
             Some(SessionError::Kafka(KafkaError::NotAuthorised {
                 principal,
-                resource: format!(
-                    "Topic:{} / Topic:{}",
-                    cfg.topics.verdicts, cfg.topics.commands
-                ),
+                resource: input_topics(cfg).map(|t| format!("Topic:{t}")).join(" / "),
                 operation: "READ".into(),
                 why: "mailguard consumes the input topics".into(),
             }))
@@ -138,6 +135,18 @@ fn consumer_error(e: RdError, cfg: &Config) -> Option<SessionError> {
             None
         }
     }
+}
+
+/// The topics a session consumes: verdicts and commands (keyed by mailbox), endpoints' scan
+/// results (keyed by device, re-keyed by the processor) and the re-keyed results (by mailbox).
+fn input_topics(cfg: &Config) -> [&str; 4] {
+    let t = &cfg.topics;
+    [
+        &t.verdicts,
+        &t.commands,
+        &t.scan_results,
+        &t.scan_results_routed,
+    ]
 }
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -258,8 +267,9 @@ struct Core {
     clock: Arc<dyn Clock>,
     watchdog: Arc<Watchdog>,
     cadence: Cadence,
-    /// Next offset per (is-commands-topic, partition): no allocation per record.
-    offsets: HashMap<(bool, i32), i64>,
+    /// Next offset per (input topic, as its index in [`Core::inputs`], partition): no
+    /// allocation per record.
+    offsets: HashMap<(u8, i32), i64>,
     records: usize,
     timestamps: Vec<i64>,
     failed: Option<SessionError>,
@@ -299,9 +309,8 @@ impl Core {
             producer: &self.producer,
         };
         self.processor.handle(rec, now, &mut sink)?;
-        let is_commands = topic != self.cfg.topics.verdicts;
-        self.offsets
-            .insert((is_commands, m.partition()), m.offset() + 1);
+        let input = self.inputs().position(|t| t == topic).unwrap_or(0) as u8;
+        self.offsets.insert((input, m.partition()), m.offset() + 1);
         self.records += 1;
         if let Some(ts) = rec.timestamp {
             if self.timestamps.len() < 100_000 {
@@ -398,15 +407,16 @@ impl Core {
     /// The input offsets of the open transaction.
     fn offsets_to_commit(&self) -> Result<TopicPartitionList, SessionError> {
         let mut tpl = TopicPartitionList::new();
-        for ((is_commands, p), next) in &self.offsets {
-            let topic = if *is_commands {
-                &self.cfg.topics.commands
-            } else {
-                &self.cfg.topics.verdicts
-            };
+        for ((input, p), next) in &self.offsets {
+            let topic = self.inputs().nth(usize::from(*input)).unwrap_or_default();
             tpl.add_partition_offset(topic, *p, Offset::Offset(*next))?;
         }
         Ok(tpl)
+    }
+
+    /// The topics the session consumes, in a fixed order.
+    fn inputs(&self) -> impl Iterator<Item = &str> {
+        input_topics(&self.cfg).into_iter()
     }
 
     /// A transactional call under the watchdog, retried while librdkafka says it may be.
@@ -503,8 +513,15 @@ impl ConsumerContext for SessionContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let mut core = self.lock();
-                let partitions: BTreeSet<i32> =
-                    tpl.elements().iter().map(|e| e.partition()).collect();
+                // State lives with the verdicts' partitions (commands and routed scan results are
+                // co-partitioned with them; `endpoint.scan-results` needs no state).
+                let verdicts = core.cfg.topics.verdicts.clone();
+                let partitions: BTreeSet<i32> = tpl
+                    .elements()
+                    .iter()
+                    .filter(|e| e.topic() == verdicts)
+                    .map(|e| e.partition())
+                    .collect();
                 core.health.set_ready(false);
                 // Kafka Streams' order: committed offsets first, then restore. A read_committed
                 // consumer's offset fetch is "stable" (KIP-447): it waits while a previous
@@ -603,7 +620,7 @@ pub fn run_session(
     }));
     let consumer: BaseConsumer<SessionContext> = client::group_consumer(&cfg.kafka)
         .create_with_context(SessionContext { core: core.clone() })?;
-    consumer.subscribe(&[&cfg.topics.verdicts, &cfg.topics.commands])?;
+    consumer.subscribe(&input_topics(cfg))?;
     info!(group = %cfg.kafka.group_id, transactional_id = %cfg.transactional_id(), "session started");
 
     let result = loop {

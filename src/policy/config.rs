@@ -53,6 +53,11 @@ pub struct Policy {
     /// event `MAILBOX_WARNED`), once per window. Default `threshold − 1`; 0 turns it off; at or
     /// above the threshold it never fires (the block's alert comes first).
     pub warn_threshold: Option<u32>,
+    /// Processor time a device has to report its scan result before its incident needs
+    /// attention (`SCAN_OVERDUE`). Configured as `scan.result_timeout_ms` (so not part of
+    /// `[policy]`); default 14 400 000 (4 h).
+    #[serde(skip)]
+    pub scan_result_timeout_ms: Millis,
 }
 
 impl Default for Policy {
@@ -67,6 +72,7 @@ impl Default for Policy {
             strike_decay_ms: None,
             state_idle_ttl_ms: 86_400_000,
             warn_threshold: None,
+            scan_result_timeout_ms: 14_400_000,
         }
     }
 }

@@ -5,6 +5,7 @@ use super::commands;
 use super::config::Policy;
 use super::exemptions;
 use super::ids;
+use super::incidents;
 use super::ladder::{self, Ladder};
 use super::model::{
     Alert, AlertKind, BlockState, Directory, Effect, EventKind, Input, Millis, Outcome, Owner,
@@ -36,6 +37,9 @@ pub fn step(
             if !state.exemptions.is_empty() {
                 exemptions::expire_if_due(state, now, &mut r);
             }
+            if !state.incidents.is_empty() {
+                incidents::expire_if_due(state, &v.mailbox, now, dir, &mut r);
+            }
             if v.verdict.is_offending() {
                 verdict(state, v, now, dir, policy, &mut r);
             } else {
@@ -45,11 +49,22 @@ pub fn step(
         Input::Command(c) => {
             expire_if_due(state, &c.mailbox, now, &mut r);
             exemptions::expire_if_due(state, now, &mut r);
+            incidents::expire_if_due(state, &c.mailbox, now, dir, &mut r);
             commands::apply(state, c, now, dir, &mut r);
+        }
+        Input::ScanResult(res) => {
+            // Routed by its mailbox (checked against the key by the pipeline).
+            let mailbox = res.mailbox.as_deref().unwrap_or_default();
+            expire_if_due(state, mailbox, now, &mut r);
+            exemptions::expire_if_due(state, now, &mut r);
+            incidents::expire_if_due(state, mailbox, now, dir, &mut r);
+            incidents::result(state, mailbox, res, now, dir, &mut r);
         }
         Input::Tick { mailbox } => {
             let unblocked = expire_if_due(state, mailbox, now, &mut r);
-            if !exemptions::expire_if_due(state, now, &mut r) && !unblocked {
+            let expired = exemptions::expire_if_due(state, now, &mut r);
+            let closed = incidents::expire_if_due(state, mailbox, now, dir, &mut r);
+            if !(unblocked || expired || closed) {
                 r.outcomes.push(Outcome::Idle);
             }
         }
@@ -137,8 +152,24 @@ fn verdict(
         return;
     }
     let block = trip(state, &v.mailbox, blocked_at, evidence, now, &p);
+    let (incident, strike) = (block.incident_id, block.strike);
     let targets = scan_targets(&tenant, dir, &v.mailbox);
-    trip_effects(block, targets, v, now, r);
+    trip_effects(block, &targets, v, now, r);
+    if targets.skipped.is_none() {
+        let timeout = p.scan_result_timeout_ms;
+        incidents::open(
+            state,
+            &v.mailbox,
+            &v.tenant_id,
+            incident,
+            strike,
+            &targets.devices,
+            now,
+            timeout,
+            dir,
+            r,
+        );
+    }
 }
 
 /// Rule 5 under `ALERT_ONLY`: a verdict that the would-be block would have kept from counting.
@@ -399,7 +430,7 @@ fn scan_targets(tenant: &TenantSettings, dir: &dyn Directory, mailbox: &str) -> 
 /// Rule 9, the trip's effects, in order: block, scans, alert, then the events.
 fn trip_effects(
     block: CurrentBlock,
-    targets: ScanTargets,
+    targets: &ScanTargets,
     v: &Verdict,
     now: Millis,
     r: &mut StepResult,
@@ -434,8 +465,8 @@ fn trip_effects(
             r.effects.push(trip.scan(&o.owner_id, d));
         }
     }
-    r.effects.push(trip.alert(state, &targets));
-    trip.events(&targets, r);
+    r.effects.push(trip.alert(state, targets));
+    trip.events(targets, r);
     r.outcomes.push(Outcome::Tripped {
         strike: trip.strike,
         permanent: trip.until.is_none(),

@@ -84,6 +84,14 @@ pub fn alert_id(incident: &Uuid) -> Uuid {
         .id()
 }
 
+/// Alert id of the end of an incident (remediated or needing attention): its own namespace, so
+/// it never equals the block's alert of the same incident.
+pub fn incident_update_alert_id(incident: &Uuid) -> Uuid {
+    Key::new("incident-update")
+        .str(&incident.hyphenated().to_string())
+        .id()
+}
+
 /// Event id: `scope` is an incident id (as string) or a command id; `discriminator` is `""`
 /// unless several events of one kind share a scope (device id of `SCAN_REQUESTED`).
 pub fn event_id(mailbox: &str, scope: &str, kind: EventKind, discriminator: &str) -> Uuid {
@@ -127,6 +135,7 @@ mod tests {
             request_id(&inc, "d1"),
             request_id(&inc, "d2"),
             alert_id(&inc),
+            incident_update_alert_id(&inc),
             event_id("a@x.test", &inc.to_string(), EventKind::MailboxBlocked, ""),
             event_id("a@x.test", &inc.to_string(), EventKind::ScanRequested, "d1"),
             event_id("a@x.test", &inc.to_string(), EventKind::ScanRequested, "d2"),

@@ -7,7 +7,7 @@
 //! has a size known in advance, and [`Limits::largest_output`] checks it against what the broker
 //! accepts when the configuration is loaded — an output can then never be refused for its size.
 
-use super::model::{Command, Exemption, Owner, TenantSettings};
+use super::model::{Command, Exemption, Owner, ScanResult, TenantSettings};
 
 /// The limits; `[limits]` in the configuration (unknown keys are an error, missing keys take the
 /// default).
@@ -32,6 +32,8 @@ pub struct Limits {
     /// Most exemptions one tenant may hold (an `EXEMPTION_PUT` over it is rejected; the
     /// exemptions table never holds more per tenant in memory). Default 1000.
     pub max_exemptions_per_tenant: usize,
+    /// Most threat names one scan result may list (each at most `max_id_bytes`). Default 1000.
+    pub max_threats: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +46,7 @@ impl Default for Limits {
             max_threshold: 100,
             max_record_bytes: 900_000,
             max_exemptions_per_tenant: 1000,
+            max_threats: 1000,
         }
     }
 }
@@ -143,6 +146,36 @@ impl Limits {
         self.id("command_id", &e.command_id)
     }
 
+    /// A `ScanResult`.
+    pub fn scan_result(&self, r: &ScanResult) -> Result<(), LimitError> {
+        self.id("request_id", &r.request_id)?;
+        self.id("incident_id", &r.incident_id)?;
+        self.id("tenant_id", &r.tenant_id)?;
+        self.id("device_id", &r.device_id)?;
+        if let Some(m) = &r.mailbox {
+            self.mailbox(m)?;
+        }
+        if r.threats.len() > self.max_threats {
+            return Err(LimitError {
+                field: "threats",
+                size: r.threats.len(),
+                unit: "items",
+                limit: self.max_threats,
+                setting: "max_threats",
+            });
+        }
+        r.threats.iter().try_for_each(|t| self.id("threats", t))
+    }
+
+    /// A record mailguard forwards as it was read (a scan result re-keyed by mailbox): key and
+    /// value, with room for the record's framing, within `max_record_bytes`. A newer writer's
+    /// fields that the reader skips are not bounded by the field limits, so the size is checked.
+    pub fn forwarded(&self, key: usize, value: usize) -> Result<(), LimitError> {
+        const FRAMING: usize = 512;
+        let size = key.saturating_add(value).saturating_add(FRAMING);
+        Self::check(size, self.max_record_bytes, "record", "max_record_bytes")
+    }
+
     /// A `MailboxOwner`.
     pub fn owner(&self, mailbox: &str, o: &Owner) -> Result<(), LimitError> {
         self.mailbox(mailbox)?;
@@ -202,7 +235,10 @@ impl Limits {
         // actor each, and a few bytes of times and tags).
         let exemption = self.max_mailbox_bytes + 2 * self.max_id_bytes + 2 * self.max_text_bytes;
         let exemptions = super::state::MAX_EXEMPTIONS_PER_KEY * (exemption + 32);
-        (ids + exemptions).max(devices) + fields + OUTPUT_OVERHEAD
+        // And its open incidents: 16 bytes per pending device, the tenant and a few numbers.
+        let incident = 16 * self.max_devices + self.max_id_bytes + 64;
+        let incidents = super::state::MAX_OPEN_INCIDENTS * incident;
+        (ids + exemptions + incidents).max(devices) + fields + OUTPUT_OVERHEAD
     }
 
     /// Checks the limits against each other; the error names the setting.
@@ -285,6 +321,14 @@ mod tests {
         assert_eq!(l.tenant("t", &t).unwrap_err().field, "threshold");
         t.overrides.threshold = Some(100);
         l.tenant("t", &t).unwrap();
+    }
+
+    #[test]
+    fn a_forwarded_record_fits_the_largest_record() {
+        let l = Limits::default();
+        l.forwarded(320, 900_000 - 320 - 512).unwrap();
+        let e = l.forwarded(320, 900_000 - 320 - 511).unwrap_err();
+        assert_eq!((e.field, e.setting), ("record", "max_record_bytes"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The policy core: SPEC §1 and §4 as a pure, deterministic per-mailbox state machine.
 //!
 //! No I/O, no clock, no async: [`step`] takes a mailbox's [`MailboxState`], one [`Input`]
-//! (verdict, admin command or timer tick), the processor time `now`, a read-only [`Directory`]
+//! (verdict, admin command, scan result or timer tick), the processor time `now`, a read-only [`Directory`]
 //! and the global [`Policy`], mutates the state and returns a [`StepResult`]: the records to
 //! publish in order ([`Effect`]), what happened ([`Outcome`], for metrics), whether `sent_at` was
 //! clamped and whether the state changed (must be persisted). The pipeline calls it per record in
@@ -10,7 +10,7 @@
 //! Modules: [`model`] (domain types, the contract with codec and pipeline), [`config`]
 //! ([`Policy`], validation, tenant overrides), [`window`] (exact sliding window, de-duplication,
 //! lateness), [`ladder`] (strike durations, permanent strike, decay), [`commands`] (support
-//! unblock / rejections), [`ids`] (deterministic UUID v5 ids), [`state`] ([`MailboxState`] and its
+//! unblock / rejections), [`incidents`] (scan results and the end of incidents), [`ids`] (deterministic UUID v5 ids), [`state`] ([`MailboxState`] and its
 //! compact versioned encoding), [`text`] (wording of event details and alert summaries),
 //! [`records`] (the block and event records, built in one place), [`engine`] ([`step`], one
 //! function per rule below).
@@ -25,6 +25,9 @@
 //!    - **Rule 1b, exemption expiry.** Any input (and its key's tick) also ends each exemption
 //!      of the key with `now >= expires_at`: `Exemption` tombstone and `Event(EXEMPTION_EXPIRED)`
 //!      (ids from the granting command) → `ExemptionExpired`.
+//!    - **Rule 1c, scan deadline.** Any input (and its key's tick) also ends each open incident
+//!      with `now >= deadline` (`scan.result_timeout_ms` after its trip) as overdue:
+//!      `Event(SCAN_OVERDUE)`, then the end of rule 11 (needs attention) → `IncidentClosed`.
 //! 2. **CLEAN** (any non-offending verdict): `NotOffending`, nothing else (no lookup, no state
 //!    change).
 //! 3. **Clamp.** `sent_at > now + max_future_skew_ms` → `sent_at := now`, `clamped = true`.
@@ -80,6 +83,10 @@
 //!      scans and strikes nothing and sets no floor (the window is emptied as by any trip):
 //!      `Alert` (EXEMPT_TRIP), `Event`s TRIP_EXEMPTED and ALERT_SENT, ids from
 //!      [`ids::exempt_trip_id`] → `ExemptTrip`. A block in force is untouched (rule 5 keeps it).
+//!    - **Rule 9c, incidents** ([`incidents`]). A trip of rule 9 that requested scans opens its
+//!      incident in the state (one pending request id per device, due at `now +
+//!      scan.result_timeout_ms`); at [`state::MAX_OPEN_INCIDENTS`] the oldest is first ended as
+//!      overdue (rule 1c's effects).
 //! 10. **Commands.** `SUPPORT_UNBLOCK` with role `SUPPORT` on a *permanent* block:
 //!     `Block(UNBLOCKED, strike 0)` + `Event(SUPPORT_UNBLOCK)` (actor, role, ticket, command id
 //!     in detail); strikes := 0, window emptied, counting floor := `now` → `SupportUnblocked`.
@@ -93,6 +100,16 @@
 //!       role, pattern, (PUT) blank reason, expiry not after `now`, the tenant's bound
 //!       ([`Directory::exemptions_full`]) or [`state::MAX_EXEMPTIONS_PER_KEY`] for a new one;
 //!       (DELETE) none held.
+//!
+//! 11. **Scan results** (`Input::ScanResult`, routed to the incident's mailbox; rules 1, 1b and 1c
+//!     first). It counts only for an open incident of this mailbox with the result's
+//!     `incident_id`, under that incident's tenant, whose request id is `ids::request_id(incident,
+//!     device_id)` and still pending: `Event(SCAN_COMPLETED)` (discriminator the device) →
+//!     `ScanCompleted`. Otherwise nothing → `ScanResultIgnored` (other tenant, duplicate — the
+//!     device already reported — or unknown request). The last device's result ends the incident:
+//!     `Alert(INCIDENT_UPDATE)`, `Event(INCIDENT_REMEDIATED)` when every device reported `CLEAN` or
+//!     `THREATS_REMOVED`, else `Event(INCIDENT_NEEDS_ATTENTION)`, then `Event(ALERT_SENT)`
+//!     (discriminator `INCIDENT_UPDATE`) → `IncidentClosed`. The block is never touched.
 //!
 //! # Choices beyond the SPEC
 //!
@@ -125,6 +142,7 @@ pub mod config;
 pub mod engine;
 pub mod exemptions;
 pub mod ids;
+pub mod incidents;
 pub mod ladder;
 pub mod limits;
 pub mod mailbox;
@@ -139,7 +157,7 @@ pub use engine::step;
 pub use limits::{LimitError, Limits};
 pub use mailbox::{KeyError as MailboxKeyError, Mailbox, MailboxKey};
 pub use model::*;
-pub use state::{CurrentBlock, MailboxState, Simulated, StateDecodeError};
+pub use state::{CurrentBlock, MailboxState, OpenIncident, Simulated, StateDecodeError};
 
 #[cfg(test)]
 mod tests;

@@ -227,6 +227,8 @@ pub enum Input {
     Verdict(Verdict),
     /// An admin command for this mailbox.
     Command(Command),
+    /// An endpoint's scan result, routed to the mailbox of the incident it answers.
+    ScanResult(ScanResult),
     /// The passage of (wall-clock) time: expires a timed block whose `blocked_until` has passed.
     /// `mailbox` identifies the state; the tick carries no other data.
     Tick {
@@ -392,6 +394,79 @@ pub struct ScanRequest {
     pub requested_at: Millis,
 }
 
+/// How an endpoint's scan of a device ended (`ScanResult.status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ScanStatus {
+    /// Nothing found.
+    Clean,
+    /// Threats were found and removed.
+    ThreatsRemoved,
+    /// Threats were found and some remain.
+    ThreatsRemaining,
+    /// The scan did not complete.
+    Failed,
+    /// A status of a newer writer (the resolution default): not known to be clean.
+    #[default]
+    Unknown,
+}
+
+impl ScanStatus {
+    /// Upper-case wire name, also a metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanStatus::Clean => "CLEAN",
+            ScanStatus::ThreatsRemoved => "THREATS_REMOVED",
+            ScanStatus::ThreatsRemaining => "THREATS_REMAINING",
+            ScanStatus::Failed => "FAILED",
+            ScanStatus::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// From the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "CLEAN" => ScanStatus::Clean,
+            "THREATS_REMOVED" => ScanStatus::ThreatsRemoved,
+            "THREATS_REMAINING" => ScanStatus::ThreatsRemaining,
+            "FAILED" => ScanStatus::Failed,
+            "UNKNOWN" => ScanStatus::Unknown,
+            _ => return None,
+        })
+    }
+
+    /// Whether the device is known to be free of the infection (`CLEAN`, `THREATS_REMOVED`).
+    pub fn is_remediated(self) -> bool {
+        matches!(self, ScanStatus::Clean | ScanStatus::ThreatsRemoved)
+    }
+}
+
+/// `ScanResult` (topic `endpoint.scan-results`, key = device id): an endpoint's answer to a
+/// [`ScanRequest`]. `mailbox` is echoed from the request; mailguard routes the result by it to
+/// the partition of the incident's state (SPEC §2, DESIGN §2) and checks every other field
+/// against that state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanResult {
+    /// The request answered (`ScanRequest.request_id`).
+    pub request_id: String,
+    /// Its incident.
+    pub incident_id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Device scanned.
+    pub device_id: String,
+    /// Mailbox of the incident, lower-cased (echoed from the request; `None` from an endpoint
+    /// that does not echo it: such a result cannot be routed).
+    pub mailbox: Option<String>,
+    /// How the scan ended.
+    pub status: ScanStatus,
+    /// Names of the threats found.
+    pub threats: Vec<String>,
+    /// When the scan started (endpoint time).
+    pub started_at: Millis,
+    /// When it completed (endpoint time).
+    pub completed_at: Millis,
+}
+
 /// Why no scan was requested on a trip (SPEC §1 step 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ScanSkipReason {
@@ -459,6 +534,9 @@ pub enum AlertKind {
     SimulatedBlock,
     /// An exempt mailbox tripped; nothing is blocked or scanned.
     ExemptTrip,
+    /// An incident ended: every device reported (or one is overdue); the summary says whether
+    /// it is remediated or needs attention. The block is untouched.
+    IncidentUpdate,
 }
 
 impl AlertKind {
@@ -469,6 +547,7 @@ impl AlertKind {
             AlertKind::Warning => "WARNING",
             AlertKind::SimulatedBlock => "SIMULATED_BLOCK",
             AlertKind::ExemptTrip => "EXEMPT_TRIP",
+            AlertKind::IncidentUpdate => "INCIDENT_UPDATE",
         }
     }
 
@@ -479,6 +558,7 @@ impl AlertKind {
             "WARNING" => AlertKind::Warning,
             "SIMULATED_BLOCK" => AlertKind::SimulatedBlock,
             "EXEMPT_TRIP" => AlertKind::ExemptTrip,
+            "INCIDENT_UPDATE" => AlertKind::IncidentUpdate,
             _ => return None,
         })
     }
@@ -516,6 +596,14 @@ pub enum EventKind {
     ExemptionRemoved,
     /// An exemption reached its `expires_at`.
     ExemptionExpired,
+    /// A device's scan result arrived; `detail` has the device, status and threat count.
+    ScanCompleted,
+    /// Devices did not report within `scan.result_timeout_ms`; `detail` says how many.
+    ScanOverdue,
+    /// Every device of the incident reported `CLEAN` or `THREATS_REMOVED`.
+    IncidentRemediated,
+    /// A device reported `THREATS_REMAINING`, `FAILED` or `UNKNOWN`, or did not report in time.
+    IncidentNeedsAttention,
 }
 
 impl EventKind {
@@ -536,11 +624,15 @@ impl EventKind {
             EventKind::ExemptionAdded => "EXEMPTION_ADDED",
             EventKind::ExemptionRemoved => "EXEMPTION_REMOVED",
             EventKind::ExemptionExpired => "EXEMPTION_EXPIRED",
+            EventKind::ScanCompleted => "SCAN_COMPLETED",
+            EventKind::ScanOverdue => "SCAN_OVERDUE",
+            EventKind::IncidentRemediated => "INCIDENT_REMEDIATED",
+            EventKind::IncidentNeedsAttention => "INCIDENT_NEEDS_ATTENTION",
         }
     }
 
     /// Every kind mailguard writes or reads, in schema order.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::MailboxBlocked,
         EventKind::MailboxPermanentlyBlocked,
         EventKind::ScanRequested,
@@ -555,6 +647,10 @@ impl EventKind {
         EventKind::ExemptionAdded,
         EventKind::ExemptionRemoved,
         EventKind::ExemptionExpired,
+        EventKind::ScanCompleted,
+        EventKind::ScanOverdue,
+        EventKind::IncidentRemediated,
+        EventKind::IncidentNeedsAttention,
     ];
 
     /// From the wire name (`UNKNOWN`, never written, is not a kind).
@@ -700,6 +796,41 @@ pub enum Outcome {
     ExemptionRemoved,
     /// An exemption reached its expiry.
     ExemptionExpired,
+    /// A scan result of a device an open incident waited for.
+    ScanCompleted,
+    /// A scan result that changes nothing (`mailguard_scan_results_ignored_total{reason}`).
+    ScanResultIgnored(ScanIgnored),
+    /// An incident ended: remediated, or it needs attention (`overdue`: a device did not report
+    /// in time).
+    IncidentClosed {
+        /// Every device reported `CLEAN` or `THREATS_REMOVED`.
+        remediated: bool,
+        /// Closed because of the result deadline (or the bound on open incidents).
+        overdue: bool,
+    },
+}
+
+/// Why a scan result changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScanIgnored {
+    /// No open incident of the mailbox has this request (never asked, already closed, or ids
+    /// that disagree).
+    UnknownRequest,
+    /// The incident belongs to another tenant.
+    OtherTenant,
+    /// The device of this request already reported.
+    Duplicate,
+}
+
+impl ScanIgnored {
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanIgnored::UnknownRequest => "unknown_request",
+            ScanIgnored::OtherTenant => "other_tenant",
+            ScanIgnored::Duplicate => "duplicate",
+        }
+    }
 }
 
 /// Result of one step: the records to publish and what happened, plus whether `sent_at` was clamped.

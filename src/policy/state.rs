@@ -7,7 +7,7 @@
 //! u8      version = 1
 //! varint  flags: 1 = block present, 2 = block permanent, 4 = counting floor, 8 = last block end,
 //!         16 = warned through, 32 = simulated ladder, 64 = simulated block permanent,
-//!         128 = exemptions
+//!         128 = exemptions, 256 = open incidents
 //! varint  strikes
 //! zigzag  touched_at
 //! string  tenant_id
@@ -18,14 +18,19 @@
 //! exempt  (flag 128): varint n (>= 1), then per exemption: string tenant, string pattern,
 //!         string reason, string actor, u8 role (0 SUPPORT, 1 ADMIN, 2 VIEWER), string command
 //!         id, zigzag created_at, u8 0 (never expires) or 1 then zigzag expires_at
+//! inc     (flag 256): varint n (>= 1), then per open incident: 16 bytes incident uuid, string
+//!         tenant, varint strike, zigzag opened_at, zigzag deadline, varint devices, varint
+//!         remediated, varint attention, varint threats, varint p, p × 16 bytes pending request
+//!         uuid, varint q, q × 16 bytes reported request uuid
 //! block   (flag 1): varint strike, zigzag blocked_at, zigzag blocked_until (unless flag 2),
 //!         16 bytes incident uuid, varint n, n × string evidence message id
 //! varint  n window entries, then per entry: sent_at (first: zigzag; then varint delta to the
 //!         previous one, entries being sorted), string message id
 //! ```
 //!
-//! Flags 16 to 128 came with issue 21 (early warning, alert-only tenants, exemptions); a state
-//! written before has none of them and decodes as it always did.
+//! Flags 16 to 128 came with issue 21 (early warning, alert-only tenants, exemptions), flag 256
+//! with issue 22 (incidents waiting for scan results); a state written before has none of them
+//! and decodes as it always did.
 //!
 //! A typical idle mailbox with a couple of counted messages is ~60–100 bytes; a blocked one adds
 //! ~16 bytes + its evidence ids. Decoding never panics and never allocates more than the input
@@ -39,6 +44,11 @@ use uuid::Uuid;
 /// Most tenants that may hold an exemption of one pattern (a shared domain such as a
 /// freemail provider's): a bound on one state's size.
 pub const MAX_EXEMPTIONS_PER_KEY: usize = 64;
+
+/// Most incidents of one mailbox that wait for scan results at once: a trip while this many are
+/// open first closes the oldest as overdue (a bound on one state's size: each holds up to
+/// `limits.max_devices` pending request ids of 16 bytes).
+pub const MAX_OPEN_INCIDENTS: usize = 3;
 
 /// Current encoding version (leading byte).
 pub const STATE_VERSION: u8 = 1;
@@ -111,6 +121,36 @@ pub struct Simulated {
     pub until: Option<Millis>,
 }
 
+/// An incident whose scans were requested and that has not ended yet (rule 11 of
+/// [`crate::policy`]): `OPEN` until every device reported or `deadline` passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenIncident {
+    /// Incident id.
+    pub incident_id: Uuid,
+    /// Tenant of the trip; a result of another tenant changes nothing.
+    pub tenant_id: String,
+    /// Strike of the trip.
+    pub strike: u32,
+    /// Processor time of the trip (when the scans were requested).
+    pub opened_at: Millis,
+    /// Processor time by which every device must have reported (`opened_at +
+    /// scan.result_timeout_ms`).
+    pub deadline: Millis,
+    /// Devices a scan was requested for.
+    pub devices: u32,
+    /// Devices that reported `CLEAN` or `THREATS_REMOVED`.
+    pub remediated: u32,
+    /// Devices that reported `THREATS_REMAINING`, `FAILED` or `UNKNOWN`.
+    pub attention: u32,
+    /// Threats reported, over all devices.
+    pub threats: u32,
+    /// Request ids of the devices that have not reported (16 bytes each, whatever the device
+    /// id's length).
+    pub pending: Vec<Uuid>,
+    /// Request ids of the devices that have reported (a repeat is a duplicate, not unknown).
+    pub reported: Vec<Uuid>,
+}
+
 /// Everything the core remembers about one mailbox. `Default` is the initial state (equivalent to
 /// a forgotten one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,6 +177,8 @@ pub struct MailboxState {
     /// own state), at most one per tenant and [`MAX_EXEMPTIONS_PER_KEY`] in all, until removed
     /// or expired.
     pub(crate) exemptions: Vec<Exemption>,
+    /// Incidents waiting for scan results, oldest first, at most [`MAX_OPEN_INCIDENTS`].
+    pub(crate) incidents: Vec<OpenIncident>,
 }
 
 impl MailboxState {
@@ -223,14 +265,21 @@ impl MailboxState {
         self.exemptions.iter().find(|e| e.tenant_id == tenant_id)
     }
 
-    /// When a timer must fire for this mailbox: the earlier of `blocked_until` of a timed block
-    /// in force and the earliest expiry of its exemptions.
+    /// The incidents waiting for scan results, oldest first.
+    pub fn open_incidents(&self) -> &[OpenIncident] {
+        &self.incidents
+    }
+
+    /// When a timer must fire for this mailbox: the earliest of `blocked_until` of a timed block
+    /// in force, the expiries of its exemptions and the result deadlines of its open incidents.
     pub fn next_deadline(&self) -> Option<Millis> {
-        let expiry = self.exemptions.iter().filter_map(|e| e.expires_at).min();
-        match (self.blocked_until(), expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let expiry = self.exemptions.iter().filter_map(|e| e.expires_at);
+        let results = self.incidents.iter().map(|i| i.deadline);
+        self.blocked_until()
+            .into_iter()
+            .chain(expiry)
+            .chain(results)
+            .min()
     }
 
     /// Whether the state may be dropped (deleted from the store) at `now` without changing any
@@ -244,6 +293,7 @@ impl MailboxState {
             && self.block.is_none()
             && self.sim.is_none()
             && self.exemptions.is_empty()
+            && self.incidents.is_empty()
             && ((self.window.is_empty()
                 && self.counting_floor.is_none()
                 && self.warned_through.is_none())
@@ -255,6 +305,7 @@ impl MailboxState {
         self.strikes == 0
             && self.block.is_none()
             && self.sim.is_none()
+            && self.incidents.is_empty()
             && now.saturating_sub(self.touched_at) > policy.state_idle_ttl_ms
     }
 
@@ -286,6 +337,9 @@ impl MailboxState {
         if !self.exemptions.is_empty() {
             flags |= 128;
         }
+        if !self.incidents.is_empty() {
+            flags |= 256;
+        }
         put_u(out, flags);
         put_u(out, u64::from(self.strikes));
         put_i(out, self.touched_at);
@@ -307,6 +361,9 @@ impl MailboxState {
         }
         if !self.exemptions.is_empty() {
             put_exemptions(out, &self.exemptions);
+        }
+        if !self.incidents.is_empty() {
+            put_incidents(out, &self.incidents);
         }
         if let Some(b) = &self.block {
             put_u(out, u64::from(b.strike));
@@ -367,6 +424,11 @@ impl MailboxState {
         } else {
             Vec::new()
         };
+        let incidents = if flags & 256 != 0 {
+            r.incidents()?
+        } else {
+            Vec::new()
+        };
         let block = if flags & 1 != 0 {
             Some(r.block(flags & 2 != 0)?)
         } else {
@@ -389,7 +451,28 @@ impl MailboxState {
             warned_through,
             sim,
             exemptions,
+            incidents,
         })
+    }
+}
+
+fn put_incidents(out: &mut Vec<u8>, incidents: &[OpenIncident]) {
+    put_u(out, incidents.len() as u64);
+    for i in incidents {
+        out.extend_from_slice(i.incident_id.as_bytes());
+        put_str(out, &i.tenant_id);
+        put_u(out, u64::from(i.strike));
+        put_i(out, i.opened_at);
+        put_i(out, i.deadline);
+        for n in [i.devices, i.remediated, i.attention, i.threats] {
+            put_u(out, u64::from(n));
+        }
+        for ids in [&i.pending, &i.reported] {
+            put_u(out, ids.len() as u64);
+            for p in ids {
+                out.extend_from_slice(p.as_bytes());
+            }
+        }
     }
 }
 
@@ -434,10 +517,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The flags of an encoded state (bit 0 block, 1 permanent, 2 counting floor, 3 last block end,
-/// 4 warned through, 5 simulated ladder, 6 simulated permanent, 7 exemptions), if they are
-/// consistent.
+/// 4 warned through, 5 simulated ladder, 6 simulated permanent, 7 exemptions, 8 open
+/// incidents), if they are consistent.
 fn check_flags(flags: u64) -> Result<u64, StateDecodeError> {
-    if flags & !0xFF != 0 {
+    if flags & !0x1FF != 0 {
         return Err(StateDecodeError::Invalid("unknown flags"));
     }
     if flags & 2 != 0 && flags & 1 == 0 {
@@ -489,6 +572,57 @@ impl Reader<'_> {
                 _ => return Err(StateDecodeError::Invalid("bad exemption expiry tag")),
             },
         })
+    }
+
+    /// The open incidents (flag 256: at least one, at most [`MAX_OPEN_INCIDENTS`]).
+    fn incidents(&mut self) -> Result<Vec<OpenIncident>, StateDecodeError> {
+        let n = self.count()?;
+        if n == 0 || n > MAX_OPEN_INCIDENTS {
+            return Err(StateDecodeError::Invalid(
+                "open incident count out of range",
+            ));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let incident_id = Uuid::from_bytes(self.array16()?);
+            let tenant_id = self.string()?;
+            let strike = self.u32()?;
+            let opened_at = self.i()?;
+            let deadline = self.i()?;
+            let [devices, remediated, attention, threats] =
+                [self.u32()?, self.u32()?, self.u32()?, self.u32()?];
+            let pending = self.uuids()?;
+            let reported = self.uuids()?;
+            if pending.is_empty() {
+                return Err(StateDecodeError::Invalid(
+                    "open incident with no pending device",
+                ));
+            }
+            out.push(OpenIncident {
+                incident_id,
+                tenant_id,
+                strike,
+                opened_at,
+                deadline,
+                devices,
+                remediated,
+                attention,
+                threats,
+                pending,
+                reported,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A count, then that many 16-byte uuids.
+    fn uuids(&mut self) -> Result<Vec<Uuid>, StateDecodeError> {
+        let n = self.count()?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(Uuid::from_bytes(self.array16()?));
+        }
+        Ok(out)
     }
 
     /// The current block: strike, start, end (absent when `permanent`), incident, evidence.
@@ -633,7 +767,59 @@ mod tests {
                 created_at: 1_700_000_000_000,
                 expires_at: Some(1_700_086_400_000),
             }],
+            incidents: vec![OpenIncident {
+                incident_id: Uuid::from_u128(42),
+                tenant_id: "tenant-é".into(),
+                strike: 3,
+                opened_at: 1_700_000_000_100,
+                deadline: 1_700_014_400_100,
+                devices: 3,
+                remediated: 1,
+                attention: 0,
+                threats: 2,
+                pending: vec![Uuid::from_u128(7), Uuid::from_u128(8)],
+                reported: vec![Uuid::from_u128(9)],
+            }],
         }
+    }
+
+    /// A state with open incidents: the deadline is a timer, the state is never forgotten, and
+    /// an empty pending list or too many incidents do not decode.
+    #[test]
+    fn open_incidents_round_trip_and_are_checked() {
+        let mut s = sample();
+        s.block = None;
+        s.exemptions.clear();
+        assert_eq!(s.next_deadline(), Some(1_700_014_400_100));
+        assert!(!s.is_forgettable(i64::MAX, &Policy::default()));
+        let mut more = s.clone();
+        let first = more.incidents[0].clone();
+        for k in 1..MAX_OPEN_INCIDENTS {
+            more.incidents.push(OpenIncident {
+                incident_id: Uuid::from_u128(100 + k as u128),
+                deadline: first.deadline - k as i64,
+                ..first.clone()
+            });
+        }
+        assert_eq!(MailboxState::decode(&more.to_bytes()).unwrap(), more);
+        assert_eq!(
+            more.next_deadline(),
+            Some(first.deadline - (MAX_OPEN_INCIDENTS as i64 - 1))
+        );
+        more.incidents.push(first.clone());
+        assert_eq!(
+            MailboxState::decode(&more.to_bytes()),
+            Err(StateDecodeError::Invalid(
+                "open incident count out of range"
+            ))
+        );
+        s.incidents[0].pending.clear();
+        assert_eq!(
+            MailboxState::decode(&s.to_bytes()),
+            Err(StateDecodeError::Invalid(
+                "open incident with no pending device"
+            ))
+        );
     }
 
     #[test]
@@ -668,6 +854,7 @@ mod tests {
         old.warned_through = None;
         old.sim = None;
         old.exemptions.clear();
+        old.incidents.clear();
         let mut bytes = vec![1u8, 1 | 4 | 8];
         let tail = old.to_bytes();
         assert_eq!(tail[1], 1 | 4 | 8, "the old flags only");

@@ -310,7 +310,8 @@ fn offending_during_a_block_never_counts() {
 
 #[test]
 fn ladder_1_2_4_8_16_hours_then_permanent_at_6() {
-    let mut rig = Rig::new();
+    // No devices: no incident waits for scan results, so the ticks only end blocks.
+    let mut rig = Rig::with(Dir::default(), Policy::default());
     let mut t = T0;
     for k in 1..=5u32 {
         let r = rig.trip_at(&format!("k{k}-"), t);
@@ -452,6 +453,9 @@ fn permanent_rig() -> Rig {
 #[test]
 fn support_unblock_lifts_a_permanent_block() {
     let mut rig = permanent_rig();
+    // Its incident's scans are overdue long before the unblock.
+    let r = rig.at(T0 + 5 * H, tick());
+    assert_eq!(r.outcomes, [closed(false, true)]);
     let inc = rig.state.incident_id().unwrap();
     let now = T0 + 10 * H;
     let cmd = command("cmd-1", CommandKind::SupportUnblock, ActorRole::Support);
@@ -1704,4 +1708,286 @@ fn an_exemption_state_is_never_forgotten_and_survives_its_encoding() {
     assert!(!s.is_forgettable(T0 + 100 * H, &rig.policy));
     let back = MailboxState::decode(&s.to_bytes()).unwrap();
     assert_eq!(back.exemptions(), s.exemptions());
+}
+
+// -------------------------------------------------------------------------------------------
+// Issue 22: scan results and incidents that end (rules 9c, 11 and 1c).
+
+/// A result of `device` for the incident of the block in force (ids as mailguard made them).
+fn result_of(rig: &Rig, device: &str, status: ScanStatus, threats: &[&str]) -> Input {
+    let incident = rig.state.block().expect("a block").incident_id;
+    scan_result(incident, device, status, threats)
+}
+
+fn scan_result(incident: uuid::Uuid, device: &str, status: ScanStatus, threats: &[&str]) -> Input {
+    Input::ScanResult(ScanResult {
+        request_id: ids::request_id(&incident, device).to_string(),
+        incident_id: incident.to_string(),
+        tenant_id: TENANT.into(),
+        device_id: device.into(),
+        mailbox: Some(MB.into()),
+        status,
+        threats: threats.iter().map(|t| t.to_string()).collect(),
+        started_at: T0,
+        completed_at: T0 + 1,
+    })
+}
+
+fn closed(remediated: bool, overdue: bool) -> Outcome {
+    Outcome::IncidentClosed {
+        remediated,
+        overdue,
+    }
+}
+
+/// A trip of the standard directory (devices d1 and d2) at T0 opens one incident due 4 h later.
+fn tripped_with_two_devices() -> Rig {
+    let mut rig = Rig::new();
+    let r = rig.trip_at("m", T0);
+    assert_eq!(r.outcomes, [tripped(1, false)]);
+    let inc = &rig.state.open_incidents()[0];
+    assert_eq!((inc.devices, inc.pending.len()), (2, 2));
+    assert_eq!(inc.deadline, T0 + 4_000 + 4 * H);
+    rig
+}
+
+#[test]
+fn a_trip_with_devices_opens_an_incident_and_one_without_does_not() {
+    let rig = tripped_with_two_devices();
+    assert_eq!(rig.state.open_incidents().len(), 1);
+    for dir in [
+        Dir::standard().tenant_with(|t| t.sync_security_enabled = false),
+        Dir::default(),
+    ] {
+        let mut rig = Rig::with(dir, Policy::default());
+        rig.trip_at("m", T0);
+        assert!(rig.state.open_incidents().is_empty());
+        // The block's own timer is the only one.
+        assert_eq!(rig.state.next_deadline(), Some(T0 + 4_000 + H));
+    }
+}
+
+#[test]
+fn one_device_clean_one_with_threats_remaining_needs_attention_once() {
+    let mut rig = tripped_with_two_devices();
+    let incident = rig.state.block().unwrap().incident_id;
+    let r = rig.at(T0 + H / 2, result_of(&rig, "d1", ScanStatus::Clean, &[]));
+    assert_eq!(r.outcomes, [Outcome::ScanCompleted]);
+    assert_eq!(
+        events(&r),
+        [(EventKind::ScanCompleted, "device d1: CLEAN, 0 threats")]
+    );
+    let r = rig.at(
+        T0 + H / 2 + 1,
+        result_of(
+            &rig,
+            "d2",
+            ScanStatus::ThreatsRemaining,
+            &["EICAR", "Troj/X"],
+        ),
+    );
+    assert_eq!(r.outcomes, [Outcome::ScanCompleted, closed(false, false)]);
+    let needs = "needs attention: 1 of 2 devices clean or cleaned, 1 with threats remaining or \
+                 a failed scan, 0 not reported; 2 threats found";
+    let update_alert = ids::incident_update_alert_id(&incident).to_string();
+    assert_eq!(
+        events(&r),
+        [
+            (
+                EventKind::ScanCompleted,
+                "device d2: THREATS_REMAINING, 2 threats"
+            ),
+            (EventKind::IncidentNeedsAttention, needs),
+            (
+                EventKind::AlertSent,
+                text::alert_sent_detail(&update_alert).as_str()
+            ),
+        ]
+    );
+    let a = alert(&r);
+    assert_eq!(a.kind, AlertKind::IncidentUpdate);
+    assert_eq!(a.alert_id, update_alert);
+    assert_ne!(a.alert_id, ids::alert_id(&incident).to_string());
+    assert_eq!(a.incident_id, incident.to_string());
+    assert_eq!(a.owner_id.as_deref(), Some("u1"));
+    assert_eq!((a.strike, a.state), (1, BlockState::Blocked));
+    assert_eq!(a.blocked_until, Some(T0 + 4_000 + H));
+    assert_eq!(
+        a.summary,
+        format!("Incident of {MB} {needs}. The block is unchanged.")
+    );
+    // The block is untouched and the incident gone; the event ids are the incident's.
+    assert!(blocks(&r).is_empty());
+    assert_eq!(rig.state.blocked_until(), Some(T0 + 4_000 + H));
+    assert!(rig.state.open_incidents().is_empty());
+    let Effect::Event(e) = &r.effects[0] else {
+        panic!("{r:?}")
+    };
+    let scope = incident.to_string();
+    assert_eq!(
+        e.event_id,
+        ids::event_id(MB, &scope, EventKind::ScanCompleted, "d2").to_string()
+    );
+    // A repeat of either result now changes nothing (the incident has ended).
+    for d in ["d1", "d2"] {
+        let r = rig.at(T0 + H, result_of(&rig, d, ScanStatus::Clean, &[]));
+        assert_eq!(
+            r.outcomes,
+            [Outcome::ScanResultIgnored(ScanIgnored::UnknownRequest)]
+        );
+        assert!(r.effects.is_empty() && !r.state_changed);
+    }
+}
+
+#[test]
+fn both_clean_or_cleaned_is_remediated_and_never_shortens_the_block() {
+    let mut rig = tripped_with_two_devices();
+    let before = rig.state.block().cloned();
+    rig.at(
+        T0 + 10,
+        result_of(&rig, "d2", ScanStatus::ThreatsRemoved, &["EICAR"]),
+    );
+    let r = rig.at(T0 + 20, result_of(&rig, "d1", ScanStatus::Clean, &[]));
+    assert_eq!(r.outcomes, [Outcome::ScanCompleted, closed(true, false)]);
+    assert_eq!(kinds(&r)[1], EventKind::IncidentRemediated);
+    assert!(alert(&r).summary.contains("remediated: 2 of 2 devices"));
+    assert_eq!(rig.state.block().cloned(), before);
+    // The block still ends when the ladder says, not earlier.
+    let until = before.unwrap().blocked_until.unwrap();
+    assert_eq!(rig.at(until - 1, tick()).outcomes, [Outcome::Idle]);
+    assert_eq!(rig.at(until, tick()).outcomes, [Outcome::Unblocked]);
+    assert_eq!(rig.state.next_deadline(), None);
+}
+
+#[test]
+fn a_device_silent_past_the_timeout_makes_the_incident_overdue_exactly_at_the_deadline() {
+    let mut rig = tripped_with_two_devices();
+    rig.at(T0 + 10, result_of(&rig, "d1", ScanStatus::Clean, &[]));
+    let deadline = rig.state.open_incidents()[0].deadline;
+    // The block (1 h) ends first; then the incident's deadline is the timer.
+    rig.at(T0 + 4_000 + H, tick());
+    assert_eq!(rig.state.next_deadline(), Some(deadline));
+    assert_eq!(rig.at(deadline - 1, tick()).outcomes, [Outcome::Idle]);
+    let r = rig.at(deadline, tick());
+    assert_eq!(r.outcomes, [closed(false, true)]);
+    assert_eq!(
+        kinds(&r),
+        [
+            EventKind::ScanOverdue,
+            EventKind::IncidentNeedsAttention,
+            EventKind::AlertSent
+        ]
+    );
+    assert_eq!(
+        events(&r)[0].1,
+        format!(
+            "1 of 2 devices did not report a scan result by {}",
+            text::iso8601(deadline)
+        )
+    );
+    assert_eq!(alert(&r).state, BlockState::Unblocked);
+    assert_eq!(alert(&r).blocked_until, None);
+    assert_eq!(rig.state.next_deadline(), None);
+    // A late result finds no incident.
+    let incident = uuid::Uuid::parse_str(&alert(&r).incident_id).unwrap();
+    let late = rig.at(
+        deadline + 1,
+        scan_result(incident, "d2", ScanStatus::Clean, &[]),
+    );
+    assert_eq!(
+        late.outcomes,
+        [Outcome::ScanResultIgnored(ScanIgnored::UnknownRequest)]
+    );
+}
+
+#[test]
+fn duplicate_unknown_and_foreign_results_change_nothing() {
+    let mut rig = tripped_with_two_devices();
+    let incident = rig.state.block().unwrap().incident_id;
+    rig.at(T0 + 10, result_of(&rig, "d1", ScanStatus::Clean, &[]));
+    let before = rig.state.clone();
+    let mut other_tenant = result_of(&rig, "d2", ScanStatus::Clean, &[]);
+    if let Input::ScanResult(r) = &mut other_tenant {
+        r.tenant_id = "t2".into();
+    }
+    let mut wrong_request = result_of(&rig, "d2", ScanStatus::Clean, &[]);
+    if let Input::ScanResult(r) = &mut wrong_request {
+        r.request_id = ids::request_id(&incident, "d1").to_string();
+    }
+    let mut garbage_ids = result_of(&rig, "d2", ScanStatus::Clean, &[]);
+    if let Input::ScanResult(r) = &mut garbage_ids {
+        r.request_id = "not-a-uuid".into();
+    }
+    let cases = [
+        (
+            result_of(&rig, "d1", ScanStatus::ThreatsRemaining, &[]),
+            ScanIgnored::Duplicate,
+        ),
+        (
+            result_of(&rig, "d9", ScanStatus::Clean, &[]),
+            ScanIgnored::UnknownRequest,
+        ),
+        (
+            scan_result(uuid::Uuid::from_u128(1), "d2", ScanStatus::Clean, &[]),
+            ScanIgnored::UnknownRequest,
+        ),
+        (other_tenant, ScanIgnored::OtherTenant),
+        (wrong_request, ScanIgnored::UnknownRequest),
+        (garbage_ids, ScanIgnored::UnknownRequest),
+    ];
+    for (input, why) in cases {
+        let r = rig.at(T0 + 20, input.clone());
+        assert_eq!(r.outcomes, [Outcome::ScanResultIgnored(why)], "{input:?}");
+        assert!(r.effects.is_empty() && !r.state_changed, "{input:?}");
+        assert_eq!(rig.state, before);
+    }
+}
+
+#[test]
+fn failed_and_unknown_statuses_need_attention() {
+    for status in [ScanStatus::Failed, ScanStatus::Unknown] {
+        let mut rig = tripped_with_two_devices();
+        rig.at(T0 + 10, result_of(&rig, "d1", ScanStatus::Clean, &[]));
+        let r = rig.at(T0 + 20, result_of(&rig, "d2", status, &[]));
+        assert_eq!(
+            r.outcomes,
+            [Outcome::ScanCompleted, closed(false, false)],
+            "{status:?}"
+        );
+    }
+}
+
+#[test]
+fn open_incidents_per_mailbox_are_bounded_the_oldest_closing_as_overdue() {
+    // Blocks of minutes: every trip comes long before the first incident's 4 h deadline.
+    let policy = Policy {
+        base_block_ms: 60_000,
+        ..Policy::default()
+    };
+    let mut rig = Rig::with(Dir::standard(), policy);
+    rig.trip_at("m", T0);
+    let first = rig.state.block().unwrap().incident_id;
+    for _ in 1..state::MAX_OPEN_INCIDENTS {
+        let t = rig.state.blocked_until().unwrap();
+        rig.at(t, tick());
+        rig.trip_at(&format!("t{t}"), t);
+    }
+    assert_eq!(rig.state.open_incidents().len(), state::MAX_OPEN_INCIDENTS);
+    // The next trip happens before any deadline: the oldest incident is closed to make room.
+    let t = rig.state.blocked_until().unwrap();
+    assert!(t < rig.state.open_incidents()[0].deadline);
+    rig.at(t, tick());
+    let r = rig.trip_at("last", t);
+    assert!(r.outcomes.contains(&closed(false, true)), "{r:?}");
+    assert_eq!(rig.state.open_incidents().len(), state::MAX_OPEN_INCIDENTS);
+    assert!(rig
+        .state
+        .open_incidents()
+        .iter()
+        .all(|i| i.incident_id != first));
+    let update = alerts(&r)
+        .into_iter()
+        .find(|a| a.kind == AlertKind::IncidentUpdate)
+        .expect("the oldest incident's update");
+    assert_eq!(update.incident_id, first.to_string());
 }

@@ -3,7 +3,7 @@
 //! expected records.
 
 use super::model::{
-    ActorRole, Command, Exemption, Millis, PatternError, RejectCode, ScanSkipReason,
+    ActorRole, Command, Exemption, Millis, PatternError, RejectCode, ScanSkipReason, ScanStatus,
 };
 
 /// `2023-11-14T22:13:20.000Z` (proleptic Gregorian, UTC) for a millisecond timestamp.
@@ -335,4 +335,64 @@ mod tests {
         assert_eq!(length_text(1_500), "1500 ms");
         assert_eq!(length_text(0), "0 ms");
     }
+}
+
+/// Detail of `SCAN_COMPLETED`.
+pub fn scan_completed_detail(device: &str, status: ScanStatus, threats: usize) -> String {
+    format!("device {device}: {}, {threats} threats", status.as_str())
+}
+
+/// The status and threat count a `SCAN_COMPLETED` detail of `device` says (the API's view
+/// reads them back; the device id is known from the event id, so the parse is unambiguous).
+pub fn scan_completed_parts(detail: &str, device: &str) -> Option<(ScanStatus, usize)> {
+    let rest = detail.strip_prefix("device ")?.strip_prefix(device)?;
+    let (status, threats) = rest.strip_prefix(": ")?.split_once(", ")?;
+    let n = threats.strip_suffix(" threats")?.parse().ok()?;
+    Some((ScanStatus::parse(status)?, n))
+}
+
+/// Detail of `SCAN_OVERDUE`.
+pub fn scan_overdue_detail(pending: usize, devices: u32, by: Millis) -> String {
+    format!(
+        "{pending} of {devices} devices did not report a scan result by {}",
+        iso8601(by)
+    )
+}
+
+/// Detail of `INCIDENT_REMEDIATED` / `INCIDENT_NEEDS_ATTENTION`, and the words of its alert.
+pub fn incident_detail(
+    remediated: bool,
+    devices: u32,
+    clean: u32,
+    attention: u32,
+    threats: u32,
+) -> String {
+    let silent = devices.saturating_sub(clean).saturating_sub(attention);
+    let what = if remediated {
+        "remediated"
+    } else {
+        "needs attention"
+    };
+    format!(
+        "{what}: {clean} of {devices} devices clean or cleaned, {attention} with threats remaining \
+         or a failed scan, {silent} not reported; {threats} threats found"
+    )
+}
+
+#[cfg(test)]
+#[test]
+fn a_scan_completed_detail_reads_back() {
+    for (device, status, n) in [
+        ("d1", ScanStatus::Clean, 0),
+        ("ノートPC, 3: x", ScanStatus::ThreatsRemaining, 12),
+    ] {
+        let detail = scan_completed_detail(device, status, n);
+        assert_eq!(scan_completed_parts(&detail, device), Some((status, n)));
+        assert_eq!(scan_completed_parts(&detail, "d"), None);
+    }
+}
+
+/// `summary` of an `INCIDENT_UPDATE` alert.
+pub fn incident_summary(mailbox: &str, detail: &str) -> String {
+    format!("Incident of {mailbox} {detail}. The block is unchanged.")
 }

@@ -97,6 +97,16 @@ impl InternalEvent for CommandRejected<'_> {
     }
 }
 
+/// A scan result was re-keyed by its mailbox (`mailguard_scan_results_forwarded_total`).
+#[derive(Debug, Clone, Copy)]
+pub struct ScanResultForwarded;
+
+impl InternalEvent for ScanResultForwarded {
+    fn emit(self, m: &Metrics) {
+        m.policy.scans.forwarded.inc();
+    }
+}
+
 /// Whatever the policy reported for one input, dispatched to the events above. Outcomes that
 /// happen per record (late, duplicate, ignored while blocked) are counted and logged at debug.
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +175,31 @@ impl InternalEvent for PolicyOutcome<'_> {
                     .changes
                     .with_label_values(&[change])
                     .inc();
+            }
+            Outcome::ScanCompleted => {
+                debug!(%mailbox, "scan result recorded");
+                let results = &m.policy.scans.results;
+                results.with_label_values(&["completed"]).inc();
+            }
+            Outcome::ScanResultIgnored(why) => {
+                debug!(%mailbox, reason = why.as_str(), "scan result changes nothing");
+                let results = &m.policy.scans.results;
+                results.with_label_values(&[why.as_str()]).inc();
+            }
+            Outcome::IncidentClosed {
+                remediated,
+                overdue,
+            } => {
+                let state = if remediated {
+                    "remediated"
+                } else {
+                    "needs_attention"
+                };
+                info!(%mailbox, state, overdue, "incident closed");
+                m.policy.scans.closed.with_label_values(&[state]).inc();
+                if overdue {
+                    m.policy.scans.overdue.inc();
+                }
             }
             Outcome::NotOffending | Outcome::Counted | Outcome::Idle => {}
         }

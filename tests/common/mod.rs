@@ -58,6 +58,8 @@ pub fn test_config(partitions: i32) -> (Config, tempfile::TempDir) {
     t.dlq = format!("{id}.dlq");
     t.changelog = format!("{id}.changelog");
     t.exemptions = format!("{id}.exemptions");
+    t.scan_results = format!("{id}.scan-results");
+    t.scan_results_routed = format!("{id}.scan-results-routed");
     t.partitions = partitions;
     t.create_missing = true;
     cfg.state.dir = dir.path().join("state");
@@ -497,6 +499,31 @@ impl Drop for Instance {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A `MailboxOwner` of `mailbox` and the `OwnerDevices` of its owner, encoded with the default
+/// codec (the values of `directory.mailboxes` and `directory.devices`).
+pub fn owner_records(
+    mailbox: &str,
+    tenant: &str,
+    owner_id: &str,
+    devices: &[&str],
+) -> (Vec<u8>, Vec<u8>) {
+    let codec = mailguard::codec::Codec::default();
+    let (mut owner, mut owned) = (Vec::new(), Vec::new());
+    let o = mailguard::policy::Owner {
+        owner_id: owner_id.into(),
+        tenant_id: tenant.into(),
+        owner_name: None,
+    };
+    codec.encode_owner(mailbox, &o, &mut owner).unwrap();
+    let d = mailguard::codec::OwnerDevices {
+        owner_id: owner_id.into(),
+        tenant_id: tenant.into(),
+        device_ids: devices.iter().map(|d| d.to_string()).collect(),
+    };
+    codec.encode_devices(&d, &mut owned).unwrap();
+    (owner, owned)
 }
 
 /// The sum of the series of `name` in a Prometheus text exposition whose labels include `label`
