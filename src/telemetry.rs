@@ -421,11 +421,15 @@ impl StateMetrics {
                 "mailguard_assigned_partitions",
                 "Input partitions currently owned by this instance.",
             ),
-            pending_timers: gauge(r, "mailguard_timed_blocks", "Timed blocks in force on owned partitions."),
+            pending_timers: gauge(
+                r,
+                "mailguard_timed_blocks",
+                "Keys of owned partitions waiting on a timer: timed blocks, and (since exemptions and incidents) exemption expiries and scan-result deadlines.",
+            ),
             next_unblock: float_gauge(
                 r,
                 "mailguard_next_unblock_timestamp_seconds",
-                "Earliest blocked_until of the timed blocks in force on owned partitions (Unix seconds; 0: none).",
+                "Earliest timer deadline on owned partitions (Unix seconds; 0: none): a blocked_until, an exemption's expires_at or an incident's scan-result deadline.",
             ),
             state_mailboxes: gauge_vec(
                 r,
@@ -554,7 +558,8 @@ impl Metrics {
         self.state.assigned_partitions.set(n as i64);
     }
 
-    /// The timed blocks waiting for expiry: how many, and the earliest `blocked_until` (epoch ms).
+    /// The keys waiting on a timer (block expiry, exemption expiry, incident deadline): how many,
+    /// and the earliest deadline (epoch ms).
     pub fn set_timers(&self, n: usize, next_deadline: Option<Millis>) {
         self.state.pending_timers.set(n as i64);
         self.state
