@@ -43,6 +43,7 @@ impl Directory for Dir {
                 sync_security_enabled: true,
                 endpoint_licence: true,
                 overrides: PolicyOverrides::default(),
+                shadow: None,
             })
     }
 }
@@ -71,6 +72,7 @@ fn workload() -> (Vec<(Millis, Input)>, Dir) {
                 sync_security_enabled: false,
                 endpoint_licence: true,
                 overrides: PolicyOverrides::default(),
+                shadow: None,
             },
         );
     }

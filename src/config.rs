@@ -129,6 +129,55 @@ pub struct Config {
     pub api: ApiConfig,
     /// Endpoint scans and the incidents they end.
     pub scan: ScanConfig,
+    /// The shadow policy evaluated beside `[policy]` (off unless `shadow.enabled`).
+    pub shadow: ShadowConfig,
+}
+
+/// The shadow policy (`[shadow]`, SPEC §1.13): a candidate evaluated on the same verdicts beside
+/// `[policy]` that only reports (`SHADOW_TRIP` events, `mailguard_shadow_trips_total`). Each
+/// number left out is `[policy]`'s, so `enabled = true` with `threshold = 3` is "the live
+/// policy with a threshold of 3". `max_future_skew_ms` and `state_idle_ttl_ms` are not among
+/// them: a verdict is clamped once for both, and the idle TTL bounds the one state both live in.
+/// Tenants override the candidate with `TenantSettings.shadow`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowConfig {
+    /// Evaluate the shadow policy. Default false.
+    pub enabled: bool,
+    /// Offending messages that trip the shadow.
+    pub threshold: Option<u32>,
+    /// The shadow's window in ms.
+    pub window_ms: Option<i64>,
+    /// The shadow's allowed lateness in ms.
+    pub allowed_lateness_ms: Option<i64>,
+    /// Duration in ms of the shadow's first would-be block (doubled per strike).
+    pub base_block_ms: Option<i64>,
+    /// The shadow's permanent strike.
+    pub permanent_strike: Option<u32>,
+    /// The shadow's strike decay in ms; 0 turns off a decay `[policy]` has.
+    pub strike_decay_ms: Option<i64>,
+}
+
+impl ShadowConfig {
+    /// The shadow policy: `live` with the numbers set here (`None` when not enabled).
+    pub fn policy(&self, live: &Policy) -> Option<Policy> {
+        if !self.enabled {
+            return None;
+        }
+        let mut p = Policy {
+            shadow: None,
+            ..live.clone()
+        };
+        p.threshold = self.threshold.unwrap_or(p.threshold);
+        p.window_ms = self.window_ms.unwrap_or(p.window_ms);
+        p.allowed_lateness_ms = self.allowed_lateness_ms.unwrap_or(p.allowed_lateness_ms);
+        p.base_block_ms = self.base_block_ms.unwrap_or(p.base_block_ms);
+        p.permanent_strike = self.permanent_strike.unwrap_or(p.permanent_strike);
+        if let Some(d) = self.strike_decay_ms {
+            p.strike_decay_ms = (d != 0).then_some(d);
+        }
+        Some(p)
+    }
 }
 
 /// Endpoint scans (`[scan]`).
@@ -149,10 +198,12 @@ impl Default for ScanConfig {
 }
 
 impl Config {
-    /// The policy the core runs: `[policy]` with `scan.result_timeout_ms`.
+    /// The policy the core runs: `[policy]` with `scan.result_timeout_ms` and, when enabled,
+    /// the `[shadow]` policy beside it.
     pub fn core_policy(&self) -> Policy {
         Policy {
             scan_result_timeout_ms: self.scan.result_timeout_ms,
+            shadow: self.shadow.policy(&self.policy).map(std::sync::Arc::new),
             ..self.policy.clone()
         }
     }
@@ -437,6 +488,7 @@ impl TenantDefaults {
             endpoint_licence: self.endpoint_licence,
             overrides: PolicyOverrides::default(),
             mode: self.mode,
+            shadow: None,
         }
     }
 }

@@ -274,6 +274,7 @@ fn produce_tenants(cfg: &Config, tenants: &[&str]) {
                                 permanent_strike: Some(1),
                                 ..PolicyOverrides::default()
                             },
+                            shadow: None,
                         },
                         email_licence: EmailLicence::Standard,
                     },

@@ -101,6 +101,7 @@ fn tenant_in_mode(
             sync_security_enabled: sync,
             endpoint_licence: licence,
             overrides,
+            shadow: None,
         },
         email_licence: EmailLicence::Standard,
     };

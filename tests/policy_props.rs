@@ -56,6 +56,7 @@ impl World {
                     permanent_strike: None,
                     warn_threshold: b_warn,
                 },
+                shadow: None,
             },
         );
         // tC: no endpoint licence... except the owner is unknown anyway for m2; keep licence on
@@ -67,6 +68,7 @@ impl World {
                 sync_security_enabled: true,
                 endpoint_licence: true,
                 overrides: PolicyOverrides::default(),
+                shadow: None,
             },
         );
         World {
@@ -102,6 +104,7 @@ impl Directory for World {
                 sync_security_enabled: true,
                 endpoint_licence: true,
                 overrides: PolicyOverrides::default(),
+                shadow: None,
             });
         if tenant_id == "tC" {
             t.mode = self.c_mode.get();
@@ -257,6 +260,7 @@ fn incident_event(
         at: now,
         detail,
         reason: None,
+        trip: None,
     })
 }
 
@@ -325,6 +329,7 @@ impl Reference<'_> {
                 at: now,
                 detail,
                 reason: None,
+                trip: None,
             })
         };
         let n = devices as usize;
@@ -397,6 +402,7 @@ impl Reference<'_> {
             at: now,
             detail: text::unblocked_detail(b.strike, until),
             reason: None,
+            trip: None,
         }));
         r.outcomes.push(Outcome::Unblocked);
         mb.block = None;
@@ -427,6 +433,7 @@ impl Reference<'_> {
                 at: now,
                 detail: text::rejected_detail(c, reason),
                 reason: Some(reason.code()),
+                trip: None,
             }));
             r.outcomes.push(Outcome::CommandRejected);
             return;
@@ -453,6 +460,7 @@ impl Reference<'_> {
             at: now,
             detail: text::support_unblock_detail(c),
             reason: None,
+            trip: None,
         }));
         r.outcomes.push(Outcome::SupportUnblocked);
         mb.strikes = 0;

@@ -991,6 +991,7 @@ mod tests {
             at: 1,
             detail,
             reason: None,
+            trip: None,
         };
         let mut i = view::Incident {
             mailbox: mb.into(),

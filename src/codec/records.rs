@@ -10,7 +10,8 @@ use super::{CodecError, RecordType};
 use crate::policy::{
     ActorRole, Alert, AlertKind, BlockRecord, BlockState, Command, CommandKind, EventKind,
     EventLogEntry, Exemption, Mailbox, Millis, Owner, PolicyOverrides, RejectCode, ScanRequest,
-    ScanResult, ScanSkipReason, ScanStatus, TenantMode, TenantSettings, Verdict, VerdictKind,
+    ScanResult, ScanSkipReason, ScanStatus, TenantMode, TenantSettings, TripFacts, Verdict,
+    VerdictKind,
 };
 
 /// A body's `mailbox`, normalised (see [`Mailbox`]).
@@ -501,7 +502,45 @@ pub(crate) fn tenant_to_value(t: &TenantRecord) -> Result<Value, CodecError> {
         .opt("permanent_strike", permanent)?
         .sym("mode", t.settings.mode.as_str())?
         .opt("warn_threshold", warn)?
+        .opt(
+            "shadow",
+            t.settings
+                .shadow
+                .as_ref()
+                .map(shadow_overrides_to_value)
+                .transpose()?,
+        )?
         .finish())
+}
+
+/// `TenantSettings.shadow` (a record inside the union; field order is the schema's).
+fn shadow_overrides_to_value(o: &PolicyOverrides) -> Result<Value, CodecError> {
+    let threshold = o.threshold.map(|x| int_of("shadow.threshold", x));
+    let permanent = o
+        .permanent_strike
+        .map(|x| int_of("shadow.permanent_strike", x));
+    Ok(Value::Record(vec![
+        ("threshold".into(), nullable(threshold.transpose()?)),
+        ("window_ms".into(), nullable(o.window_ms.map(Value::Long))),
+        (
+            "base_block_ms".into(),
+            nullable(o.base_block_ms.map(Value::Long)),
+        ),
+        ("permanent_strike".into(), nullable(permanent.transpose()?)),
+    ]))
+}
+
+fn shadow_overrides_from_value(v: Value) -> Result<PolicyOverrides, CodecError> {
+    let mut f = Fields::new(RecordType::TenantSettings, v)?;
+    let o = PolicyOverrides {
+        threshold: f.opt_u32("threshold")?,
+        window_ms: f.opt_long("window_ms")?,
+        base_block_ms: f.opt_long("base_block_ms")?,
+        permanent_strike: f.opt_u32("permanent_strike")?,
+        warn_threshold: None,
+    };
+    validate_overrides(&o)?;
+    Ok(o)
 }
 
 pub(crate) fn tenant_from_value(v: Value) -> Result<TenantRecord, CodecError> {
@@ -522,6 +561,10 @@ pub(crate) fn tenant_from_value(v: Value) -> Result<TenantRecord, CodecError> {
     let m = f.symbol("mode")?;
     let mode = TenantMode::parse(&m).ok_or_else(|| bad_symbol("mode", m))?;
     validate_overrides(&overrides)?;
+    let shadow = f
+        .opt("shadow")?
+        .map(shadow_overrides_from_value)
+        .transpose()?;
     Ok(TenantRecord {
         tenant_id,
         settings: TenantSettings {
@@ -529,6 +572,7 @@ pub(crate) fn tenant_from_value(v: Value) -> Result<TenantRecord, CodecError> {
             endpoint_licence,
             overrides,
             mode,
+            shadow,
         },
         email_licence,
     })
@@ -719,7 +763,51 @@ pub(crate) fn event_to_value(e: &EventLogEntry) -> Result<Value, CodecError> {
                 .map(|r| enum_value(RecordType::EventLogEntry, "reason", r.as_str()))
                 .transpose()?,
         )?
+        .opt("trip", e.trip.as_ref().map(trip_to_value).transpose()?)?
         .finish())
+}
+
+/// `["null", T]` inside a nested record (whose schema `optional` cannot look up by field).
+fn nullable(v: Option<Value>) -> Value {
+    match v {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(x) => Value::Union(1, Box::new(x)),
+    }
+}
+
+/// `EventLogEntry.trip` (a record inside the union; field order is the schema's).
+fn trip_to_value(t: &TripFacts) -> Result<Value, CodecError> {
+    Ok(Value::Record(vec![
+        ("strike".into(), int_of("trip.strike", t.strike)?),
+        (
+            "first_sent_at".into(),
+            Value::TimestampMillis(t.first_sent_at),
+        ),
+        ("blocked_at".into(), Value::TimestampMillis(t.blocked_at)),
+        ("block_ms".into(), nullable(t.block_ms.map(Value::Long))),
+        (
+            "blocked_until".into(),
+            nullable(t.blocked_until.map(Value::TimestampMillis)),
+        ),
+        (
+            "evidence_message_ids".into(),
+            strings(&t.evidence_message_ids),
+        ),
+        ("exempt".into(), Value::Boolean(t.exempt)),
+    ]))
+}
+
+fn trip_from_value(v: Value) -> Result<TripFacts, CodecError> {
+    let mut f = Fields::new(RecordType::EventLogEntry, v)?;
+    Ok(TripFacts {
+        strike: f.u32("strike")?,
+        first_sent_at: f.long("first_sent_at")?,
+        blocked_at: f.long("blocked_at")?,
+        block_ms: f.opt_long("block_ms")?,
+        blocked_until: f.opt_long("blocked_until")?,
+        evidence_message_ids: f.strings("evidence_message_ids")?,
+        exempt: f.bool("exempt")?,
+    })
 }
 
 pub(crate) fn event_from_value(v: Value) -> Result<EventLogEntry, CodecError> {
@@ -742,5 +830,6 @@ pub(crate) fn event_from_value(v: Value) -> Result<EventLogEntry, CodecError> {
             .opt_symbol("reason")?
             .map(|s| RejectCode::parse(&s).ok_or_else(|| bad_symbol("reason", s)))
             .transpose()?,
+        trip: f.opt("trip")?.map(trip_from_value).transpose()?,
     })
 }

@@ -548,6 +548,7 @@ fn generic_records_resolve_promoted_unions_and_fields_added_since() {
     let fields = with_field(fields, "permanent_strike", None);
     let fields = with_field(fields, "mode", None);
     let fields = with_field(fields, "warn_threshold", None);
+    let fields = with_field(fields, "shadow", None);
     let w = schema_json(rt, &fields);
     let c = Codec::default();
     c.add_writer_schema(WriterKey::SchemaId(21), &w).unwrap();
@@ -573,6 +574,7 @@ fn generic_records_resolve_promoted_unions_and_fields_added_since() {
     assert_eq!(t.settings.overrides.permanent_strike, None);
     assert_eq!(t.settings.overrides.warn_threshold, None);
     assert_eq!(t.settings.mode, crate::policy::TenantMode::Enforce);
+    assert_eq!(t.settings.shadow, None);
 }
 
 #[test]

@@ -67,6 +67,8 @@ pub(crate) const HISTORY: &[&str] = &[
     include_str!("../../schemas/history/Alert.v1.avsc"),
     include_str!("../../schemas/history/EventLogEntry.v4.avsc"),
     include_str!("../../schemas/history/Alert.v2.avsc"),
+    include_str!("../../schemas/history/EventLogEntry.v5.avsc"),
+    include_str!("../../schemas/history/TenantSettings.v2.avsc"),
 ];
 
 /// A parsed schema with its single-object fingerprint.

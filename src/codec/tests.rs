@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::policy::{
     ActorRole, Alert, AlertKind, BlockRecord, BlockState, CommandKind, EventKind, EventLogEntry,
-    PolicyOverrides, ScanRequest, ScanSkipReason, TenantMode, VerdictKind,
+    PolicyOverrides, ScanRequest, ScanSkipReason, TenantMode, TripFacts, VerdictKind,
 };
 
 fn verdict() -> Verdict {
@@ -64,6 +64,13 @@ fn tenant() -> TenantRecord {
                 permanent_strike: None,
                 warn_threshold: None,
             },
+            shadow: Some(PolicyOverrides {
+                threshold: Some(2),
+                window_ms: None,
+                base_block_ms: Some(1_000),
+                permanent_strike: Some(3),
+                warn_threshold: None,
+            }),
         },
         email_licence: EmailLicence::Advanced,
     }
@@ -155,6 +162,7 @@ fn event_effects() -> Vec<Effect> {
             at: 7,
             detail: "OWNER_UNKNOWN".into(),
             reason: None,
+            trip: None,
         }),
         Effect::Event(EventLogEntry {
             event_id: "e-2".into(),
@@ -165,6 +173,45 @@ fn event_effects() -> Vec<Effect> {
             at: 8,
             detail: "role VIEWER".into(),
             reason: None,
+            trip: None,
+        }),
+        Effect::Event(EventLogEntry {
+            event_id: "e-3".into(),
+            incident_id: Some("shadow-1".into()),
+            tenant_id: "t-1".into(),
+            mailbox: "alice@example.com".into(),
+            kind: EventKind::ShadowTrip,
+            at: 9,
+            detail: "shadow policy, strike 2".into(),
+            reason: None,
+            trip: Some(TripFacts {
+                strike: 2,
+                first_sent_at: 1_700_000_000_000,
+                blocked_at: 1_700_000_002_000,
+                block_ms: Some(7_200_000),
+                blocked_until: Some(1_700_007_202_000),
+                evidence_message_ids: vec!["m-1".into(), "m-2".into(), "m-3".into()],
+                exempt: false,
+            }),
+        }),
+        Effect::Event(EventLogEntry {
+            event_id: "e-4".into(),
+            incident_id: Some("shadow-6".into()),
+            tenant_id: "t-1".into(),
+            mailbox: "alice@example.com".into(),
+            kind: EventKind::ShadowTrip,
+            at: 10,
+            detail: "shadow policy, strike 6".into(),
+            reason: None,
+            trip: Some(TripFacts {
+                strike: 6,
+                first_sent_at: -5,
+                blocked_at: 0,
+                block_ms: None,
+                blocked_until: None,
+                evidence_message_ids: vec![],
+                exempt: true,
+            }),
         }),
     ]
 }
@@ -268,8 +315,8 @@ const REFERENCE: [(RecordType, &str, u64); 11] = [
     ),
     (
         RecordType::TenantSettings,
-        r#"{"name":"mailguard.v1.TenantSettings","type":"record","fields":[{"name":"tenant_id","type":"string"},{"name":"sync_security_enabled","type":"boolean"},{"name":"endpoint_licence","type":"boolean"},{"name":"email_licence","type":{"name":"mailguard.v1.EmailLicence","type":"enum","symbols":["STANDARD","ADVANCED","NONE"]}},{"name":"threshold","type":["null","int"]},{"name":"window_ms","type":["null","long"]},{"name":"base_block_ms","type":["null","long"]},{"name":"permanent_strike","type":["null","int"]},{"name":"mode","type":{"name":"mailguard.v1.TenantMode","type":"enum","symbols":["ENFORCE","ALERT_ONLY"]}},{"name":"warn_threshold","type":["null","int"]}]}"#,
-        0xc916_9af5_fd24_d4fb,
+        r#"{"name":"mailguard.v1.TenantSettings","type":"record","fields":[{"name":"tenant_id","type":"string"},{"name":"sync_security_enabled","type":"boolean"},{"name":"endpoint_licence","type":"boolean"},{"name":"email_licence","type":{"name":"mailguard.v1.EmailLicence","type":"enum","symbols":["STANDARD","ADVANCED","NONE"]}},{"name":"threshold","type":["null","int"]},{"name":"window_ms","type":["null","long"]},{"name":"base_block_ms","type":["null","long"]},{"name":"permanent_strike","type":["null","int"]},{"name":"mode","type":{"name":"mailguard.v1.TenantMode","type":"enum","symbols":["ENFORCE","ALERT_ONLY"]}},{"name":"warn_threshold","type":["null","int"]},{"name":"shadow","type":["null",{"name":"mailguard.v1.ShadowOverrides","type":"record","fields":[{"name":"threshold","type":["null","int"]},{"name":"window_ms","type":["null","long"]},{"name":"base_block_ms","type":["null","long"]},{"name":"permanent_strike","type":["null","int"]}]}]}]}"#,
+        0x4c8b_9c56_25df_b433,
     ),
     (
         RecordType::AdminCommand,
@@ -293,8 +340,8 @@ const REFERENCE: [(RecordType, &str, u64); 11] = [
     ),
     (
         RecordType::EventLogEntry,
-        r#"{"name":"mailguard.v1.EventLogEntry","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"incident_id","type":["null","string"]},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.EventKind","type":"enum","symbols":["MAILBOX_BLOCKED","MAILBOX_PERMANENTLY_BLOCKED","SCAN_REQUESTED","SCAN_SKIPPED","ALERT_SENT","MAILBOX_UNBLOCKED","SUPPORT_UNBLOCK","COMMAND_REJECTED","UNKNOWN","MAILBOX_WARNED","TRIP_SIMULATED","TRIP_EXEMPTED","EXEMPTION_ADDED","EXEMPTION_REMOVED","EXEMPTION_EXPIRED","SCAN_COMPLETED","SCAN_OVERDUE","INCIDENT_REMEDIATED","INCIDENT_NEEDS_ATTENTION"]}},{"name":"at","type":"long"},{"name":"detail","type":"string"},{"name":"reason","type":["null",{"name":"mailguard.v1.RejectReason","type":"enum","symbols":["UNKNOWN_KIND","ROLE_NOT_ALLOWED","TIMED_BLOCK","NOT_BLOCKED","OTHER","INVALID_EXEMPTION","EXEMPTION_LIMIT","NOT_EXEMPT"]}]}]}"#,
-        0xff77_7b89_2508_f5b7,
+        r#"{"name":"mailguard.v1.EventLogEntry","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"incident_id","type":["null","string"]},{"name":"tenant_id","type":"string"},{"name":"mailbox","type":"string"},{"name":"kind","type":{"name":"mailguard.v1.EventKind","type":"enum","symbols":["MAILBOX_BLOCKED","MAILBOX_PERMANENTLY_BLOCKED","SCAN_REQUESTED","SCAN_SKIPPED","ALERT_SENT","MAILBOX_UNBLOCKED","SUPPORT_UNBLOCK","COMMAND_REJECTED","UNKNOWN","MAILBOX_WARNED","TRIP_SIMULATED","TRIP_EXEMPTED","EXEMPTION_ADDED","EXEMPTION_REMOVED","EXEMPTION_EXPIRED","SCAN_COMPLETED","SCAN_OVERDUE","INCIDENT_REMEDIATED","INCIDENT_NEEDS_ATTENTION","SHADOW_TRIP"]}},{"name":"at","type":"long"},{"name":"detail","type":"string"},{"name":"reason","type":["null",{"name":"mailguard.v1.RejectReason","type":"enum","symbols":["UNKNOWN_KIND","ROLE_NOT_ALLOWED","TIMED_BLOCK","NOT_BLOCKED","OTHER","INVALID_EXEMPTION","EXEMPTION_LIMIT","NOT_EXEMPT"]}]},{"name":"trip","type":["null",{"name":"mailguard.v1.TripFacts","type":"record","fields":[{"name":"strike","type":"int"},{"name":"first_sent_at","type":"long"},{"name":"blocked_at","type":"long"},{"name":"block_ms","type":["null","long"]},{"name":"blocked_until","type":["null","long"]},{"name":"evidence_message_ids","type":{"type":"array","items":"string"}},{"name":"exempt","type":"boolean"}]}]}]}"#,
+        0xa555_1f62_0b4f_a1e5,
     ),
     (
         RecordType::Exemption,
@@ -914,7 +961,14 @@ fn json_round_trips_every_record_type() {
             RecordType::TenantSettings,
             serde_json::json!({"tenant_id":"t","sync_security_enabled":true,"endpoint_licence":true,
                 "email_licence":"NONE","threshold":4,"window_ms":null,"base_block_ms":1000,"permanent_strike":null,
-                "mode":"ALERT_ONLY","warn_threshold":0}),
+                "mode":"ALERT_ONLY","warn_threshold":0,"shadow":null}),
+        ),
+        (
+            RecordType::TenantSettings,
+            serde_json::json!({"tenant_id":"t","sync_security_enabled":true,"endpoint_licence":true,
+                "email_licence":"NONE","threshold":null,"window_ms":null,"base_block_ms":null,"permanent_strike":null,
+                "mode":"ENFORCE","warn_threshold":null,
+                "shadow":{"threshold":3,"window_ms":null,"base_block_ms":60000,"permanent_strike":null}}),
         ),
         (
             RecordType::AdminCommand,
@@ -952,12 +1006,19 @@ fn json_round_trips_every_record_type() {
         (
             RecordType::EventLogEntry,
             serde_json::json!({"event_id":"e","incident_id":null,"tenant_id":"t","mailbox":"a@b.c",
-                "kind":"COMMAND_REJECTED","at":9,"detail":"d","reason":"TIMED_BLOCK"}),
+                "kind":"COMMAND_REJECTED","at":9,"detail":"d","reason":"TIMED_BLOCK","trip":null}),
         ),
         (
             RecordType::EventLogEntry,
             serde_json::json!({"event_id":"e","incident_id":"i","tenant_id":"t","mailbox":"a@b.c",
-                "kind":"TRIP_SIMULATED","at":9,"detail":"d","reason":null}),
+                "kind":"SHADOW_TRIP","at":9,"detail":"d","reason":null,
+                "trip":{"strike":1,"first_sent_at":1,"blocked_at":3,"block_ms":3600000,"blocked_until":3600009,
+                    "evidence_message_ids":["m1","m2","m3"],"exempt":false}}),
+        ),
+        (
+            RecordType::EventLogEntry,
+            serde_json::json!({"event_id":"e","incident_id":"i","tenant_id":"t","mailbox":"a@b.c",
+                "kind":"TRIP_SIMULATED","at":9,"detail":"d","reason":null,"trip":null}),
         ),
     ];
     for c in [c, confluent()] {

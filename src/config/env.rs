@@ -52,6 +52,15 @@ pub(super) fn apply(root: &mut toml::Table, env: &[(String, String)]) -> Result<
 fn field_kinds() -> toml::Table {
     let mut probe = Config::default();
     probe.policy.strike_decay_ms = Some(1);
+    probe.shadow = super::ShadowConfig {
+        enabled: false,
+        threshold: Some(1),
+        window_ms: Some(1),
+        allowed_lateness_ms: Some(1),
+        base_block_ms: Some(1),
+        permanent_strike: Some(1),
+        strike_decay_ms: Some(1),
+    };
     toml::Table::try_from(&probe).expect("the configuration serializes as TOML")
 }
 

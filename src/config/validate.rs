@@ -49,6 +49,7 @@ impl Config {
         codec(&self.codec, &mut p);
         api(&self.api, &self.limits, &mut p);
         policy(&self.policy, &self.limits, &mut p);
+        shadow(self, &mut p);
         limits(&self.limits, &mut p);
         if self.scan.result_timeout_ms <= 0 {
             p.add("scan.result_timeout_ms", "must be > 0".to_string());
@@ -233,6 +234,41 @@ fn policy(policy: &Policy, limits: &Limits, p: &mut Problems) {
         p.add(
             "policy.threshold",
             format!("must be <= limits.max_threshold ({})", limits.max_threshold),
+        );
+    }
+}
+
+/// The shadow policy, checked as `[policy]` is, its errors named `shadow.<field>`; a decay
+/// below 0 is refused (0 means off).
+fn shadow(c: &Config, p: &mut Problems) {
+    if c.shadow.strike_decay_ms.is_some_and(|d| d < 0) {
+        p.add("shadow.strike_decay_ms", "must be >= 0 (0 = off)");
+    }
+    let Some(s) = c.shadow.policy(&c.policy) else {
+        return;
+    };
+    match s.validate() {
+        // The idle TTL is [policy]'s: it is the shadow's window that is too long for it.
+        Err(e) if e.field == "state_idle_ttl_ms" => p.add(
+            "shadow.window_ms",
+            format!(
+                "plus shadow.allowed_lateness_ms must be <= policy.state_idle_ttl_ms ({})",
+                s.state_idle_ttl_ms
+            ),
+        ),
+        Err(e) => p.add(
+            &format!("shadow.{}", e.field),
+            e.reason.replace("policy.", "shadow."),
+        ),
+        Ok(()) => {}
+    }
+    if s.threshold > c.limits.max_threshold {
+        p.add(
+            "shadow.threshold",
+            format!(
+                "must be <= limits.max_threshold ({})",
+                c.limits.max_threshold
+            ),
         );
     }
 }

@@ -58,6 +58,12 @@ pub struct Policy {
     /// `[policy]`); default 14 400 000 (4 h).
     #[serde(skip)]
     pub scan_result_timeout_ms: Millis,
+    /// The shadow policy evaluated beside this one (rule 12 of [`crate::policy`]), when
+    /// `[shadow]` is enabled: its own numbers, its own state, only `SHADOW_TRIP` events. Its
+    /// `max_future_skew_ms` and `state_idle_ttl_ms` are not used (the verdict is clamped once,
+    /// and the idle TTL is this policy's). Configured as `[shadow]`, so not part of `[policy]`.
+    #[serde(skip)]
+    pub shadow: Option<std::sync::Arc<Policy>>,
 }
 
 impl Default for Policy {
@@ -73,6 +79,7 @@ impl Default for Policy {
             state_idle_ttl_ms: 86_400_000,
             warn_threshold: None,
             scan_result_timeout_ms: 14_400_000,
+            shadow: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use super::model::{
     ScanRequest, ScanSkipReason, StepResult, TenantMode, TenantSettings, Verdict,
 };
 use super::records::{self, Events, Notice};
+use super::shadow;
 use super::state::{CurrentBlock, MailboxState, Simulated};
 use super::text;
 
@@ -110,7 +111,8 @@ fn expire_if_due(state: &mut MailboxState, mailbox: &str, now: Millis, r: &mut S
     true
 }
 
-/// An offending verdict: rules 3 to 9, in order.
+/// An offending verdict: rules 3 to 9, in order, then the shadow's rule 12 (on the same clamped
+/// `sent_at`; the tenant is looked up once for both).
 fn verdict(
     state: &mut MailboxState,
     v: &Verdict,
@@ -120,20 +122,47 @@ fn verdict(
     r: &mut StepResult,
 ) {
     let sent = clamp(v.sent_at, now, policy, r);
+    let tenant = live_verdict(state, v, sent, now, dir, policy, r);
+    match policy.shadow.as_deref() {
+        Some(shadow) => {
+            let tenant = tenant.unwrap_or_else(|| dir.tenant(&v.tenant_id));
+            let ttl = policy.state_idle_ttl_ms;
+            shadow::verdict(state, v, sent, now, dir, &tenant, shadow, ttl, r);
+        }
+        None if state.shadow.is_some() => {
+            // The shadow was turned off: its state describes nothing in force.
+            state.shadow = None;
+            r.state_changed = true;
+        }
+        None => {}
+    }
+}
+
+/// Rules 4 to 9 for a verdict sent at `sent` (clamped); the tenant's settings, if they were
+/// looked up.
+fn live_verdict(
+    state: &mut MailboxState,
+    v: &Verdict,
+    sent: Millis,
+    now: Millis,
+    dir: &dyn Directory,
+    policy: &Policy,
+    r: &mut StepResult,
+) -> Option<TenantSettings> {
     reset_if_idle(state, now, policy);
     let not_counted = blocked(state, sent)
         .or_else(|| late(state, sent, policy))
         .or_else(|| duplicate(state, v));
     if let Some(outcome) = not_counted {
         r.outcomes.push(outcome);
-        return;
+        return None;
     }
     let tenant = dir.tenant(&v.tenant_id);
     let simulate = tenant.mode == TenantMode::AlertOnly;
     if simulate {
         if let Some(outcome) = simulated_blocked(state, sent) {
             r.outcomes.push(outcome);
-            return;
+            return Some(tenant);
         }
     } else {
         // The would-be ladder described a mode no longer in force (rule 9a).
@@ -141,15 +170,15 @@ fn verdict(
     }
     let p = policy.with_overrides(&tenant.overrides);
     let Some((blocked_at, evidence)) = count(state, v, sent, now, &p, r) else {
-        return;
+        return Some(tenant);
     };
     if let Some(e) = exemptions::matching(state, v, now, dir) {
         exemptions::exempt_trip(state, v, &e, blocked_at, evidence.len(), now, r);
-        return;
+        return Some(tenant);
     }
     if simulate {
         simulated_trip(state, v, blocked_at, evidence, now, &p, r);
-        return;
+        return Some(tenant);
     }
     let block = trip(state, &v.mailbox, blocked_at, evidence, now, &p);
     let (incident, strike) = (block.incident_id, block.strike);
@@ -170,6 +199,7 @@ fn verdict(
             r,
         );
     }
+    Some(tenant)
 }
 
 /// Rule 5 under `ALERT_ONLY`: a verdict that the would-be block would have kept from counting.

@@ -59,6 +59,16 @@ pub fn simulated_incident_id(mailbox: &str, strike: u32, blocked_at: Millis) -> 
         .id()
 }
 
+/// Incident id of a shadow trip (the shadow policy's would-be block; only its `SHADOW_TRIP`
+/// event carries it): its own namespace, so it never equals a real or simulated incident's.
+pub fn shadow_incident_id(mailbox: &str, strike: u32, blocked_at: Millis) -> Uuid {
+    Key::new("shadow-incident")
+        .str(mailbox)
+        .int(i64::from(strike))
+        .int(blocked_at)
+        .id()
+}
+
 /// Id of an exempt trip (its alert and events), from the trip's `blocked_at`: its own namespace,
 /// so it never equals a real incident's.
 pub fn exempt_trip_id(mailbox: &str, blocked_at: Millis) -> Uuid {
@@ -136,6 +146,8 @@ mod tests {
             request_id(&inc, "d2"),
             alert_id(&inc),
             incident_update_alert_id(&inc),
+            simulated_incident_id("a@x.test", 1, 1_000),
+            shadow_incident_id("a@x.test", 1, 1_000),
             event_id("a@x.test", &inc.to_string(), EventKind::MailboxBlocked, ""),
             event_id("a@x.test", &inc.to_string(), EventKind::ScanRequested, "d1"),
             event_id("a@x.test", &inc.to_string(), EventKind::ScanRequested, "d2"),

@@ -148,6 +148,7 @@ pub mod limits;
 pub mod mailbox;
 pub mod model;
 pub mod records;
+pub mod shadow;
 pub mod state;
 pub mod text;
 pub mod window;
@@ -157,7 +158,9 @@ pub use engine::step;
 pub use limits::{LimitError, Limits};
 pub use mailbox::{KeyError as MailboxKeyError, Mailbox, MailboxKey};
 pub use model::*;
-pub use state::{CurrentBlock, MailboxState, OpenIncident, Simulated, StateDecodeError};
+pub use state::{
+    CurrentBlock, MailboxState, OpenIncident, ShadowState, Simulated, StateDecodeError,
+};
 
 #[cfg(test)]
 mod tests;

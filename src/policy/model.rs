@@ -306,6 +306,9 @@ pub struct TenantSettings {
     pub overrides: PolicyOverrides,
     /// Enforce, or only report what enforcement would do.
     pub mode: TenantMode,
+    /// Overrides of the shadow policy's numbers for this tenant (`TenantSettings.shadow`;
+    /// `warn_threshold` is never set: a shadow warns nobody). `None` = the `[shadow]` numbers.
+    pub shadow: Option<PolicyOverrides>,
 }
 
 /// What the core may ask of the outside world, read-only. Implemented by the adapters
@@ -604,6 +607,9 @@ pub enum EventKind {
     IncidentRemediated,
     /// A device reported `THREATS_REMAINING`, `FAILED` or `UNKNOWN`, or did not report in time.
     IncidentNeedsAttention,
+    /// The shadow policy tripped: nothing was blocked, scanned or alerted; `trip` has the strike
+    /// and block length it would have applied and its evidence.
+    ShadowTrip,
 }
 
 impl EventKind {
@@ -628,11 +634,12 @@ impl EventKind {
             EventKind::ScanOverdue => "SCAN_OVERDUE",
             EventKind::IncidentRemediated => "INCIDENT_REMEDIATED",
             EventKind::IncidentNeedsAttention => "INCIDENT_NEEDS_ATTENTION",
+            EventKind::ShadowTrip => "SHADOW_TRIP",
         }
     }
 
     /// Every kind mailguard writes or reads, in schema order.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::MailboxBlocked,
         EventKind::MailboxPermanentlyBlocked,
         EventKind::ScanRequested,
@@ -651,6 +658,7 @@ impl EventKind {
         EventKind::ScanOverdue,
         EventKind::IncidentRemediated,
         EventKind::IncidentNeedsAttention,
+        EventKind::ShadowTrip,
     ];
 
     /// From the wire name (`UNKNOWN`, never written, is not a kind).
@@ -678,6 +686,30 @@ pub struct EventLogEntry {
     pub detail: String,
     /// `COMMAND_REJECTED`: why, as a code; `None` on every other kind.
     pub reason: Option<RejectCode>,
+    /// `SHADOW_TRIP`: what the shadow policy would have done, as data; `None` on every other
+    /// kind.
+    pub trip: Option<TripFacts>,
+}
+
+/// A trip as data (`EventLogEntry.trip`): enough to compare policies from the event log alone
+/// (trips, strikes, the mailboxes blocked, the time from first offending message to block).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TripFacts {
+    /// The strike the trip applies (would apply).
+    pub strike: u32,
+    /// Smallest `sent_at` of the evidence: the first offending message of the tripping run.
+    pub first_sent_at: Millis,
+    /// Largest `sent_at` of the evidence (`blocked_at`).
+    pub blocked_at: Millis,
+    /// Length of the block; `None` = permanent.
+    pub block_ms: Option<Millis>,
+    /// End of the block (`max(blocked_at, at) + block_ms`); `None` = permanent.
+    pub blocked_until: Option<Millis>,
+    /// The message ids of the evidence, in `sent_at` order.
+    pub evidence_message_ids: Vec<String>,
+    /// An exemption of the mailbox was in force: the trip would have blocked nothing (and
+    /// advances no ladder); strike and length are what it would have applied without it.
+    pub exempt: bool,
 }
 
 /// Why a command was rejected, as data (`EventLogEntry.reason`; the API reports it as is).
@@ -800,6 +832,15 @@ pub enum Outcome {
     ScanCompleted,
     /// A scan result that changes nothing (`mailguard_scan_results_ignored_total{reason}`).
     ScanResultIgnored(ScanIgnored),
+    /// The shadow policy tripped (`mailguard_shadow_trips_total`): event `SHADOW_TRIP` only.
+    ShadowTrip {
+        /// Strike the shadow would have applied.
+        strike: u32,
+        /// Whether that block would have been permanent.
+        permanent: bool,
+        /// An exemption was in force (the shadow would have blocked nothing).
+        exempt: bool,
+    },
     /// An incident ended: remediated, or it needs attention (`overdue`: a device did not report
     /// in time).
     IncidentClosed {

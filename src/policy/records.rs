@@ -72,6 +72,7 @@ impl Events<'_> {
             at: self.now,
             detail,
             reason,
+            trip: None,
         })
     }
 }

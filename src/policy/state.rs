@@ -7,7 +7,7 @@
 //! u8      version = 1
 //! varint  flags: 1 = block present, 2 = block permanent, 4 = counting floor, 8 = last block end,
 //!         16 = warned through, 32 = simulated ladder, 64 = simulated block permanent,
-//!         128 = exemptions, 256 = open incidents
+//!         128 = exemptions, 256 = open incidents, 512 = shadow
 //! varint  strikes
 //! zigzag  touched_at
 //! string  tenant_id
@@ -22,6 +22,8 @@
 //!         tenant, varint strike, zigzag opened_at, zigzag deadline, varint devices, varint
 //!         remediated, varint attention, varint threats, varint p, p × 16 bytes pending request
 //!         uuid, varint q, q × 16 bytes reported request uuid
+//! shadow  (flag 512): varint strikes, zigzag touched_at, u8 0 (no would-be block), 1 then
+//!         zigzag until (a timed one's end) or 2 (permanent), then its window entries as below
 //! block   (flag 1): varint strike, zigzag blocked_at, zigzag blocked_until (unless flag 2),
 //!         16 bytes incident uuid, varint n, n × string evidence message id
 //! varint  n window entries, then per entry: sent_at (first: zigzag; then varint delta to the
@@ -29,8 +31,8 @@
 //! ```
 //!
 //! Flags 16 to 128 came with issue 21 (early warning, alert-only tenants, exemptions), flag 256
-//! with issue 22 (incidents waiting for scan results); a state written before has none of them
-//! and decodes as it always did.
+//! with issue 22 (incidents waiting for scan results), flag 512 with issue 23 (the shadow
+//! policy); a state written before has none of them and decodes as it always did.
 //!
 //! A typical idle mailbox with a couple of counted messages is ~60–100 bytes; a blocked one adds
 //! ~16 bytes + its evidence ids. Decoding never panics and never allocates more than the input
@@ -151,6 +153,55 @@ pub struct OpenIncident {
     pub reported: Vec<Uuid>,
 }
 
+/// The shadow policy's own state of one mailbox (rule 12 of [`crate::policy`]): its window and
+/// would-be ladder, never shared with the live ones. `Default` is a shadow that saw nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShadowState {
+    /// Counted offending messages, as the live window but under the shadow's numbers.
+    pub(crate) window: Window,
+    /// Would-be strikes (after decay at the last trip).
+    pub(crate) strikes: u32,
+    /// End of the last would-be timed block: verdicts sent before it do not count, and decay
+    /// runs from it.
+    pub(crate) until: Option<Millis>,
+    /// The would-be block is permanent: nothing counts any more.
+    pub(crate) permanent: bool,
+    /// Processor time of the shadow's last change (its own idle TTL).
+    pub(crate) touched_at: Millis,
+}
+
+impl ShadowState {
+    /// Would-be strikes.
+    pub fn strikes(&self) -> u32 {
+        self.strikes
+    }
+
+    /// End of the last would-be timed block.
+    pub fn until(&self) -> Option<Millis> {
+        self.until
+    }
+
+    /// Whether the would-be block is permanent.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The shadow's window.
+    pub fn window(&self) -> &Window {
+        &self.window
+    }
+
+    /// No strikes and untouched for longer than `ttl`: as good as new.
+    pub(crate) fn is_idle_expired(&self, now: Millis, ttl: Millis) -> bool {
+        self.strikes == 0 && now.saturating_sub(self.touched_at) > ttl
+    }
+
+    /// Whether dropping it changes nothing: no strikes, and an empty or idle window.
+    fn is_forgettable(&self, now: Millis, ttl: Millis) -> bool {
+        self.strikes == 0 && (self.window.is_empty() || self.is_idle_expired(now, ttl))
+    }
+}
+
 /// Everything the core remembers about one mailbox. `Default` is the initial state (equivalent to
 /// a forgotten one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -179,6 +230,8 @@ pub struct MailboxState {
     pub(crate) exemptions: Vec<Exemption>,
     /// Incidents waiting for scan results, oldest first, at most [`MAX_OPEN_INCIDENTS`].
     pub(crate) incidents: Vec<OpenIncident>,
+    /// The shadow policy's state, while a shadow is configured (boxed: most states have none).
+    pub(crate) shadow: Option<Box<ShadowState>>,
 }
 
 impl MailboxState {
@@ -270,6 +323,11 @@ impl MailboxState {
         &self.incidents
     }
 
+    /// The shadow policy's state, if a shadow counted anything.
+    pub fn shadow(&self) -> Option<&ShadowState> {
+        self.shadow.as_deref()
+    }
+
     /// When a timer must fire for this mailbox: the earliest of `blocked_until` of a timed block
     /// in force, the expiries of its exemptions and the result deadlines of its open incidents.
     pub fn next_deadline(&self) -> Option<Millis> {
@@ -287,9 +345,12 @@ impl MailboxState {
     /// window, no support-unblock floor) or the state has been idle for longer than
     /// `policy.state_idle_ttl_ms` (the next offending verdict would reset it anyway). States
     /// with strikes are kept (they are the ~1 % of compromised mailboxes, and the ladder never
-    /// forgets without decay).
+    /// forgets without decay). The shadow's part is held to the same rule under the same TTL.
     pub fn is_forgettable(&self, now: Millis, policy: &Policy) -> bool {
-        self.strikes == 0
+        self.shadow
+            .as_deref()
+            .is_none_or(|s| s.is_forgettable(now, policy.state_idle_ttl_ms))
+            && self.strikes == 0
             && self.block.is_none()
             && self.sim.is_none()
             && self.exemptions.is_empty()
@@ -340,6 +401,9 @@ impl MailboxState {
         if !self.incidents.is_empty() {
             flags |= 256;
         }
+        if self.shadow.is_some() {
+            flags |= 512;
+        }
         put_u(out, flags);
         put_u(out, u64::from(self.strikes));
         put_i(out, self.touched_at);
@@ -365,6 +429,19 @@ impl MailboxState {
         if !self.incidents.is_empty() {
             put_incidents(out, &self.incidents);
         }
+        if let Some(sh) = &self.shadow {
+            put_u(out, u64::from(sh.strikes));
+            put_i(out, sh.touched_at);
+            match (sh.permanent, sh.until) {
+                (true, _) => out.push(2),
+                (false, Some(u)) => {
+                    out.push(1);
+                    put_i(out, u);
+                }
+                (false, None) => out.push(0),
+            }
+            put_window(out, &sh.window);
+        }
         if let Some(b) = &self.block {
             put_u(out, u64::from(b.strike));
             put_i(out, b.blocked_at);
@@ -377,18 +454,7 @@ impl MailboxState {
                 put_str(out, id);
             }
         }
-        let entries = self.window.entries();
-        put_u(out, entries.len() as u64);
-        let mut prev: Option<Millis> = None;
-        for e in entries {
-            match prev {
-                None => put_i(out, e.sent_at),
-                // Sorted, so the difference is >= 0; as u64 it cannot overflow.
-                Some(p) => put_u(out, (e.sent_at as i128 - p as i128) as u64),
-            }
-            prev = Some(e.sent_at);
-            put_str(out, &e.message_id);
-        }
+        put_window(out, &self.window);
     }
 
     /// The encoding as a new vector.
@@ -429,17 +495,20 @@ impl MailboxState {
         } else {
             Vec::new()
         };
+        let shadow = if flags & 512 != 0 {
+            Some(Box::new(r.shadow()?))
+        } else {
+            None
+        };
         let block = if flags & 1 != 0 {
             Some(r.block(flags & 2 != 0)?)
         } else {
             None
         };
-        let entries = r.window_entries()?;
+        let window = r.window()?;
         if !r.0.is_empty() {
             return Err(StateDecodeError::TrailingBytes(r.0.len()));
         }
-        let window =
-            Window::from_sorted(entries).ok_or(StateDecodeError::Invalid("window not sorted"))?;
         Ok(MailboxState {
             window,
             strikes,
@@ -452,7 +521,25 @@ impl MailboxState {
             sim,
             exemptions,
             incidents,
+            shadow,
         })
+    }
+}
+
+/// A window's entries: the count, the first time in full, each later one as the step from the
+/// one before.
+fn put_window(out: &mut Vec<u8>, window: &Window) {
+    let entries = window.entries();
+    put_u(out, entries.len() as u64);
+    let mut prev: Option<Millis> = None;
+    for e in entries {
+        match prev {
+            None => put_i(out, e.sent_at),
+            // Sorted, so the difference is >= 0; as u64 it cannot overflow.
+            Some(p) => put_u(out, (e.sent_at as i128 - p as i128) as u64),
+        }
+        prev = Some(e.sent_at);
+        put_str(out, &e.message_id);
     }
 }
 
@@ -518,9 +605,9 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 /// The flags of an encoded state (bit 0 block, 1 permanent, 2 counting floor, 3 last block end,
 /// 4 warned through, 5 simulated ladder, 6 simulated permanent, 7 exemptions, 8 open
-/// incidents), if they are consistent.
+/// incidents, 9 shadow), if they are consistent.
 fn check_flags(flags: u64) -> Result<u64, StateDecodeError> {
-    if flags & !0x1FF != 0 {
+    if flags & !0x3FF != 0 {
         return Err(StateDecodeError::Invalid("unknown flags"));
     }
     if flags & 2 != 0 && flags & 1 == 0 {
@@ -643,6 +730,36 @@ impl Reader<'_> {
             incident_id,
             evidence_message_ids,
         })
+    }
+
+    /// The shadow's state (flag 512).
+    fn shadow(&mut self) -> Result<ShadowState, StateDecodeError> {
+        let strikes = self.u32()?;
+        let touched_at = self.i()?;
+        let (until, permanent) = match self.bytes(1)?[0] {
+            0 => (None, false),
+            1 => (Some(self.i()?), false),
+            2 => (None, true),
+            _ => return Err(StateDecodeError::Invalid("bad shadow block tag")),
+        };
+        if permanent && strikes == 0 {
+            return Err(StateDecodeError::Invalid(
+                "permanent shadow block without strike",
+            ));
+        }
+        Ok(ShadowState {
+            window: self.window()?,
+            strikes,
+            until,
+            permanent,
+            touched_at,
+        })
+    }
+
+    /// A window, checked to be sorted.
+    fn window(&mut self) -> Result<Window, StateDecodeError> {
+        let entries = self.window_entries()?;
+        Window::from_sorted(entries).ok_or(StateDecodeError::Invalid("window not sorted"))
     }
 
     /// The window's entries in order: the first time in full, each later one as the step from
@@ -780,7 +897,75 @@ mod tests {
                 pending: vec![Uuid::from_u128(7), Uuid::from_u128(8)],
                 reported: vec![Uuid::from_u128(9)],
             }],
+            shadow: Some(Box::new(shadow_sample())),
         }
+    }
+
+    fn shadow_sample() -> ShadowState {
+        let mut window = Window::default();
+        window.insert(1_700_000_000_100, "m-1");
+        window.insert(1_700_000_000_200, "s-2");
+        ShadowState {
+            window,
+            strikes: 2,
+            until: Some(1_700_007_200_000),
+            permanent: false,
+            touched_at: 1_700_000_000_200,
+        }
+    }
+
+    /// The shadow's section: timed, permanent and without a block round-trip; a state with only
+    /// shadow data is kept while it counts and forgotten by the idle TTL like the live one.
+    #[test]
+    fn the_shadow_round_trips_and_is_forgotten_like_the_live_state() {
+        let p = Policy::default();
+        let ttl = p.state_idle_ttl_ms;
+        let mut perm = shadow_sample();
+        perm.permanent = true;
+        perm.until = None;
+        let mut fresh = shadow_sample();
+        fresh.strikes = 0;
+        fresh.until = None;
+        for sh in [shadow_sample(), perm, fresh.clone()] {
+            let s = MailboxState {
+                shadow: Some(Box::new(sh)),
+                ..MailboxState::default()
+            };
+            let bytes = s.to_bytes();
+            assert_eq!(bytes[1] & 0x80, 0x80, "flags take two varint bytes");
+            assert_eq!(MailboxState::decode(&bytes).unwrap(), s);
+        }
+        // Only shadow data: a window without strikes is forgotten after the TTL, not before.
+        let only = MailboxState {
+            shadow: Some(Box::new(fresh.clone())),
+            ..MailboxState::default()
+        };
+        let t = fresh.touched_at;
+        assert!(!only.is_forgettable(t + ttl, &p));
+        assert!(only.is_forgettable(t + ttl + 1, &p));
+        // An empty shadow is nothing to keep; would-be strikes are kept for good.
+        let mut empty = only.clone();
+        empty.shadow.as_mut().unwrap().window.clear();
+        assert!(empty.is_forgettable(t, &p));
+        let struck = MailboxState {
+            shadow: Some(Box::new(shadow_sample())),
+            ..MailboxState::default()
+        };
+        assert!(!struck.is_forgettable(i64::MAX, &p));
+        // A live state that may go is kept for its shadow's window.
+        let mut live = only.clone();
+        live.touched_at = t;
+        assert!(!live.is_forgettable(t + ttl, &p));
+        assert_eq!(
+            MailboxState::decode(&[1, 0x80, 4, 0, 0, 0, 0, 0, 2, 0]),
+            Err(StateDecodeError::Invalid(
+                "permanent shadow block without strike"
+            ))
+        );
+        assert_eq!(
+            MailboxState::decode(&[1, 0x80, 4, 0, 0, 0, 1, 0, 3, 0]),
+            Err(StateDecodeError::Invalid("bad shadow block tag"))
+        );
     }
 
     /// A state with open incidents: the deadline is a timer, the state is never forgotten, and
@@ -855,6 +1040,7 @@ mod tests {
         old.sim = None;
         old.exemptions.clear();
         old.incidents.clear();
+        old.shadow = None;
         let mut bytes = vec![1u8, 1 | 4 | 8];
         let tail = old.to_bytes();
         assert_eq!(tail[1], 1 | 4 | 8, "the old flags only");

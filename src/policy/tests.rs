@@ -50,6 +50,7 @@ fn default_tenant() -> TenantSettings {
         sync_security_enabled: true,
         endpoint_licence: true,
         overrides: PolicyOverrides::default(),
+        shadow: None,
     }
 }
 
@@ -374,6 +375,7 @@ fn expiry_exactly_at_blocked_until_not_one_ms_before() {
                 at: until,
                 detail: text::unblocked_detail(1, until),
                 reason: None,
+                trip: None,
             }),
         ]
     );
@@ -494,6 +496,7 @@ fn support_unblock_lifts_a_permanent_block() {
                 at: now,
                 detail: text::support_unblock_detail(c),
                 reason: None,
+                trip: None,
             }),
         ]
     );
@@ -610,6 +613,7 @@ fn trip_effects_in_order_one_scan_per_distinct_device() {
             at: now,
             detail,
             reason: None,
+            trip: None,
         })
     };
     let scan = |d: &str| {

@@ -113,6 +113,23 @@ pub fn simulated_detail(
     )
 }
 
+/// Detail of `SHADOW_TRIP`: what the shadow policy would have done.
+pub fn shadow_detail(t: &super::model::TripFacts) -> String {
+    let n = t.evidence_message_ids.len();
+    let exempt = if t.exempt {
+        "; the mailbox is exempt, so it would have blocked nothing"
+    } else {
+        ""
+    };
+    format!(
+        "shadow policy, strike {}: would block {} after {n} offending messages sent from {} to {}{exempt};          nothing was blocked, scanned or alerted",
+        t.strike,
+        would_block(t.block_ms),
+        iso8601(t.first_sent_at),
+        iso8601(t.blocked_at)
+    )
+}
+
 /// `summary` of a `SIMULATED_BLOCK` alert.
 pub fn simulated_summary(
     mailbox: &str,

@@ -44,6 +44,32 @@ impl InternalEvent for MailboxBlocked<'_> {
     }
 }
 
+/// The shadow policy tripped: it would have blocked (nothing was).
+#[derive(Debug, Clone, Copy)]
+pub struct ShadowTripped<'a> {
+    /// The mailbox.
+    pub mailbox: &'a str,
+    /// Strike the shadow would have applied.
+    pub strike: u32,
+    /// Whether that block would have been permanent.
+    pub permanent: bool,
+    /// An exemption was in force (it would have blocked nothing).
+    pub exempt: bool,
+}
+
+impl InternalEvent for ShadowTripped<'_> {
+    fn emit(self, m: &Metrics) {
+        info!(
+            mailbox = %self.mailbox,
+            strike = self.strike,
+            permanent = self.permanent,
+            exempt = self.exempt,
+            "shadow policy trip: nothing blocked"
+        );
+        m.policy.shadow_trips.inc();
+    }
+}
+
 /// A timed block ended (its timer fired, or another input found it expired).
 #[derive(Debug, Clone, Copy)]
 pub struct BlockExpired<'a> {
@@ -155,6 +181,17 @@ impl InternalEvent for PolicyOutcome<'_> {
                 info!(%mailbox, strike, permanent, "simulated trip (ALERT_ONLY tenant)");
                 m.policy.simulated_trips.inc();
             }
+            Outcome::ShadowTrip {
+                strike,
+                permanent,
+                exempt,
+            } => ShadowTripped {
+                mailbox,
+                strike,
+                permanent,
+                exempt,
+            }
+            .emit(m),
             Outcome::Warned => {
                 info!(%mailbox, "early warning");
                 m.policy.warnings.inc();

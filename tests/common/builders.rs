@@ -41,6 +41,7 @@ impl Directory for NoDirectory {
             sync_security_enabled: true,
             endpoint_licence: true,
             overrides: Default::default(),
+            shadow: None,
         }
     }
 }
