@@ -817,6 +817,41 @@ mod tests {
         assert!(c.tenant_defaults.sync_security_enabled && c.tenant_defaults.endpoint_licence);
     }
 
+    /// `[shadow]`: off by default; each number left out is `[policy]`'s; bad ones are named
+    /// `shadow.<field>`; the environment overrides it like any section.
+    #[test]
+    fn the_shadow_section() {
+        assert_eq!(load("", &[]).unwrap().core_policy().shadow, None);
+        let c = load(
+            "[policy]\nwindow_ms = 120000\nstrike_decay_ms = 5000\n[shadow]\nenabled = true\nthreshold = 3\nstrike_decay_ms = 0\n",
+            &[("MAILGUARD_SHADOW__BASE_BLOCK_MS", "60000")],
+        )
+        .unwrap();
+        let core = c.core_policy();
+        let s = core.shadow.as_deref().unwrap();
+        assert_eq!(
+            (s.threshold, s.window_ms, s.base_block_ms, s.strike_decay_ms),
+            (3, 120_000, 60_000, None)
+        );
+        assert_eq!((core.threshold, core.strike_decay_ms), (5, Some(5_000)));
+        assert_eq!(s.scan_result_timeout_ms, core.scan_result_timeout_ms);
+        let off = load("[shadow]\nthreshold = 3\n", &[]).unwrap();
+        assert_eq!(off.core_policy().shadow, None, "not enabled");
+        for (text, field) in [
+            ("threshold = 0", "shadow.threshold"),
+            ("threshold = 101", "shadow.threshold"),
+            ("window_ms = 90000000", "shadow.window_ms"),
+            ("strike_decay_ms = -1", "shadow.strike_decay_ms"),
+        ] {
+            let err = load(&format!("[shadow]\nenabled = true\n{text}\n"), &[]).unwrap_err();
+            let fields: Vec<&str> = err.fields().iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(fields, [field], "{text}: {err}");
+            assert!(!err.to_string().contains("policy.threshold"), "{err}");
+        }
+        let err = load("[shadow]\nmax_future_skew_ms = 1\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("max_future_skew_ms"), "{err}");
+    }
+
     #[test]
     fn unknown_field_is_named() {
         let err = load("[policy]\ntreshold = 3\n", &[])

@@ -553,7 +553,8 @@ fn json_seeds() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A mailbox state idle with strikes and a window, the same blocked, and the default.
+/// A mailbox state idle with strikes and a window, the same blocked, the default, and the
+/// blocked one with a shadow.
 fn state_seeds() -> Vec<Vec<u8>> {
     let mut s = MailboxState {
         strikes: 2,
@@ -574,7 +575,15 @@ fn state_seeds() -> Vec<Vec<u8>> {
         evidence_message_ids: vec!["m-1".into(), "m-2".into()],
     });
     let blocked = s.to_bytes();
-    vec![idle, blocked, MailboxState::default().to_bytes()]
+    // Beside it, a shadow policy's own window and would-be ladder (flag 512).
+    let mut shadow = crate::policy::ShadowState::default();
+    shadow.window.insert(1_700_000_000_600, "m-3");
+    shadow.strikes = 1;
+    shadow.until = Some(1_700_003_600_500);
+    shadow.touched_at = 1_700_000_000_600;
+    s.shadow = Some(Box::new(shadow));
+    let shadowed = s.to_bytes();
+    vec![idle, blocked, MailboxState::default().to_bytes(), shadowed]
 }
 
 /// Per record type, its sample read by an unmutated writer schema, by one with a field dropped

@@ -243,6 +243,7 @@ fn policy(policy: &Policy, limits: &Limits, p: &mut Problems) {
 fn shadow(c: &Config, p: &mut Problems) {
     if c.shadow.strike_decay_ms.is_some_and(|d| d < 0) {
         p.add("shadow.strike_decay_ms", "must be >= 0 (0 = off)");
+        return;
     }
     let Some(s) = c.shadow.policy(&c.policy) else {
         return;
