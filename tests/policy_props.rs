@@ -794,6 +794,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                     state_idle_ttl_ms: window_ms + lateness + ttl,
                     warn_threshold: warn,
                     scan_result_timeout_ms: timeout,
+                    shadow: None,
                 }
             },
         )
@@ -821,10 +822,65 @@ fn run(
     b_warn: Option<u32>,
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
+    run_with(policy, b_threshold, b_base, b_warn, ops, Shadow::Off)
+}
+
+/// The shadow policy of a run (issue 23).
+#[derive(Debug, Clone, PartialEq)]
+enum Shadow {
+    Off,
+    /// Any candidate: the live side must be exactly the reference's (nothing else changes).
+    Candidate(Policy),
+    /// The live policy's own numbers (tenant overrides included): it must also trip exactly
+    /// when the live policy trips, with the same strike (scenarios without support unblocks or
+    /// mode switches, which act on the live ladder only).
+    LikeLive,
+}
+
+/// What `r` says the shadow did, and `r` without it.
+fn split_shadow(mut r: StepResult) -> (StepResult, Vec<Outcome>, Vec<EventLogEntry>) {
+    let shadow: Vec<Outcome> = r
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::ShadowTrip { .. }))
+        .copied()
+        .collect();
+    r.outcomes
+        .retain(|o| !matches!(o, Outcome::ShadowTrip { .. }));
+    let mut events = Vec::new();
+    r.effects.retain(|e| match e {
+        Effect::Event(e) if e.kind == EventKind::ShadowTrip => {
+            events.push(e.clone());
+            false
+        }
+        _ => true,
+    });
+    (r, shadow, events)
+}
+
+fn run_with(
+    mut policy: Policy,
+    b_threshold: u32,
+    b_base: Millis,
+    b_warn: Option<u32>,
+    ops: Vec<Op>,
+    shadow: Shadow,
+) -> Result<(), TestCaseError> {
     policy.validate().unwrap();
-    let world = World::new(b_threshold, b_base, b_warn);
+    let mut world = World::new(b_threshold, b_base, b_warn);
+    let reference_policy = policy.clone();
+    match &shadow {
+        Shadow::Off => {}
+        Shadow::Candidate(p) => policy.shadow = Some(std::sync::Arc::new(p.clone())),
+        Shadow::LikeLive => {
+            policy.shadow = Some(std::sync::Arc::new(policy.clone()));
+            for t in world.tenants.values_mut() {
+                t.shadow = Some(t.overrides.clone());
+            }
+        }
+    }
     let mut reference = Reference {
-        policy: policy.clone(),
+        policy: reference_policy,
         world: &world,
         boxes: HashMap::new(),
         seq: 0,
@@ -919,9 +975,65 @@ fn run(
             Input::Tick { mailbox } => mailbox.clone(),
         };
         let state = states.entry(key).or_default();
-        let got = step(state, &input, now, &world, &policy);
+        let (got, shadow_trips, shadow_events) =
+            split_shadow(step(state, &input, now, &world, &policy));
         let want = reference.step(&input, now);
-        prop_assert_eq!(&got, &want, "step {} input {:?} at {}", i, input, now);
+        if shadow == Shadow::Off {
+            prop_assert_eq!(&got, &want, "step {} input {:?} at {}", i, input, now);
+            prop_assert!(shadow_trips.is_empty() && state.shadow().is_none());
+        } else {
+            // The shadow's own counting may change the state when the live side does not.
+            let live = StepResult {
+                state_changed: want.state_changed,
+                ..got.clone()
+            };
+            prop_assert_eq!(&live, &want, "step {} input {:?} at {}", i, input, now);
+            prop_assert!(got.state_changed || !want.state_changed);
+            prop_assert_eq!(shadow_trips.len(), shadow_events.len());
+        }
+        if shadow == Shadow::LikeLive {
+            let live_trip: Vec<(u32, bool)> = want
+                .outcomes
+                .iter()
+                .filter_map(|o| match *o {
+                    Outcome::Tripped { strike, permanent }
+                    | Outcome::SimulatedTrip { strike, permanent } => Some((strike, permanent)),
+                    _ => None,
+                })
+                .collect();
+            let shadow_trip: Vec<(u32, bool)> = shadow_trips
+                .iter()
+                .filter_map(|o| match *o {
+                    Outcome::ShadowTrip {
+                        strike,
+                        permanent,
+                        exempt: false,
+                    } => Some((strike, permanent)),
+                    _ => None,
+                })
+                .collect();
+            prop_assert_eq!(
+                &shadow_trip,
+                &live_trip,
+                "step {} input {:?} at {}",
+                i,
+                input,
+                now
+            );
+            // Its evidence is the live block's.
+            let block = want.effects.iter().find_map(|e| match e {
+                Effect::Block(b) if b.state != BlockState::Unblocked => Some(b),
+                _ => None,
+            });
+            if let (Some(b), Some(e)) = (block, shadow_events.first()) {
+                let t = e.trip.as_ref().unwrap();
+                prop_assert_eq!(&t.evidence_message_ids, &b.evidence_message_ids);
+                prop_assert_eq!(
+                    (t.blocked_at, t.blocked_until),
+                    (b.blocked_at, b.blocked_until)
+                );
+            }
+        }
         if let Input::Verdict(v) = &input {
             // An ALERT_ONLY tenant's verdict never blocks or scans (it may end a block).
             if world.tenant(&v.tenant_id).mode == TenantMode::AlertOnly {
@@ -961,6 +1073,43 @@ proptest! {
     #[test]
     fn core_matches_the_naive_reference((policy, b_threshold, b_base, b_warn, ops) in scenario()) {
         run(policy, b_threshold, b_base, b_warn, ops)?;
+    }
+
+    /// Any shadow beside the live policy changes nothing the live policy does.
+    #[test]
+    fn a_shadow_changes_nothing_live(
+        (policy, b_threshold, b_base, b_warn, ops) in scenario(),
+        threshold in 1..6u32,
+        window in 100..3_000i64,
+        base in 100..3_000i64,
+        perm in 1..6u32,
+    ) {
+        let mut candidate = Policy {
+            threshold,
+            window_ms: window,
+            base_block_ms: base,
+            permanent_strike: perm,
+            ..policy.clone()
+        };
+        candidate.state_idle_ttl_ms = policy.state_idle_ttl_ms;
+        candidate.allowed_lateness_ms = candidate
+            .allowed_lateness_ms
+            .min(policy.state_idle_ttl_ms - window);
+        prop_assume!(candidate.validate().is_ok());
+        run_with(policy, b_threshold, b_base, b_warn, ops, Shadow::Candidate(candidate))?;
+    }
+
+    /// A shadow with the live policy's own numbers trips exactly when the live policy trips,
+    /// with the same strike, evidence and block.
+    #[test]
+    fn a_shadow_with_the_live_numbers_trips_exactly_when_live_trips(
+        (policy, b_threshold, b_base, b_warn, ops) in scenario(),
+    ) {
+        let ops = ops
+            .into_iter()
+            .filter(|o| !matches!(o, Op::Command(..) | Op::SwitchMode))
+            .collect();
+        run_with(policy, b_threshold, b_base, b_warn, ops, Shadow::LikeLive)?;
     }
 }
 
