@@ -14,9 +14,9 @@ use mailguard::codec::{Codec, EmailLicence, OwnerDevices, TenantRecord};
 use mailguard::config::Config;
 use mailguard::kafka::partitioner::partition_for;
 use mailguard::policy::{
-    ActorRole, Alert, AlertKind, BlockRecord, BlockState, Command, CommandKind, Effect, EventKind,
-    EventLogEntry, Exemption, Owner, PolicyOverrides, ScanRequest, ScanResult, ScanSkipReason,
-    ScanStatus, TenantMode, TenantSettings, VerdictKind,
+    ids, ActorRole, Alert, AlertKind, BlockRecord, BlockState, Command, CommandKind, Effect,
+    EventKind, EventLogEntry, Exemption, Owner, PolicyOverrides, ScanRequest, ScanResult,
+    ScanSkipReason, ScanStatus, TenantMode, TenantSettings, TripFacts, VerdictKind,
 };
 use mailguard::timers::{ManualClock, SystemClock};
 
@@ -1988,5 +1988,105 @@ fn an_incident_survives_a_restart_on_empty_local_state_and_ends_once() {
     clock.advance(5 * 3_600_000);
     let ev = events(&consume_exactly(&cfg.topics.events, 9, T, SETTLE));
     assert_eq!(ev[8].kind, EventKind::MailboxUnblocked);
+    running.stop().unwrap();
+}
+
+/// Issue 23: a shadow policy of threshold 3 beside the live 5. A mailbox with three offending
+/// messages gets one `SHADOW_TRIP` (with the strike, length and evidence it would have applied)
+/// and nothing else on any output topic: no block, scan, alert, exemption or DLQ record. A
+/// mailbox with five is blocked by the live policy as ever, its shadow trip beside it.
+#[test]
+fn a_shadow_policy_of_three_reports_a_trip_and_changes_nothing_else() {
+    let (mut cfg, _dir) = test_config(1);
+    cfg.policy.base_block_ms = 3_600_000;
+    cfg.shadow.enabled = true;
+    cfg.shadow.threshold = Some(3);
+    create_topics(&cfg);
+    owner(&cfg, "shadowed@x.com", "o-s", Some(&["d-s"]));
+    owner(&cfg, "enforced@x.com", "o-e", Some(&["d-e"]));
+    let clock = ManualClock::new(now_ms());
+    let now = clock.now();
+    let running = start(&cfg, Arc::new(clock.clone()));
+    running.wait_ready(T);
+    let t0 = now - 10_000;
+    offending(&cfg, "tenant-1", "shadowed@x.com", "s", t0, 3);
+    // One partition: once the later mailbox's block is committed, the first is processed.
+    offending(&cfg, "tenant-1", "enforced@x.com", "e", t0, 5);
+
+    let b = blocks(&consume_exactly(&cfg.topics.blocks, 1, T, SETTLE));
+    assert_eq!(
+        (b[0].mailbox.as_str(), b[0].state, b[0].strike),
+        ("enforced@x.com", BlockState::Blocked, 1),
+        "the live block only"
+    );
+    let short = Duration::from_millis(200);
+    let s = scans(&consume_exactly(&cfg.topics.scan_requests, 1, T, short));
+    assert_eq!(
+        (s[0].mailbox.as_str(), s[0].device_id.as_str()),
+        ("enforced@x.com", "d-e")
+    );
+    let a = alerts(&consume_exactly(&cfg.topics.alerts, 1, T, short));
+    assert_eq!(
+        (a[0].mailbox.as_str(), a[0].kind),
+        ("enforced@x.com", AlertKind::Block)
+    );
+    for topic in [
+        &cfg.topics.exemptions,
+        &cfg.topics.dlq,
+        &cfg.topics.scan_results_routed,
+    ] {
+        assert!(consume_exactly(topic, 0, T, short).is_empty(), "{topic}");
+    }
+    let e = events(&consume_exactly(&cfg.topics.events, 1 + 4, T, short));
+    assert_eq!(kinds_of(&e, "shadowed@x.com"), [EventKind::ShadowTrip]);
+    assert_eq!(
+        kinds_of(&e, "enforced@x.com"),
+        [
+            EventKind::ShadowTrip,
+            EventKind::MailboxBlocked,
+            EventKind::ScanRequested,
+            EventKind::AlertSent
+        ]
+    );
+    for (mb, tag) in [("shadowed@x.com", "s"), ("enforced@x.com", "e")] {
+        let trip = e
+            .iter()
+            .find(|e| e.mailbox == mb && e.kind == EventKind::ShadowTrip)
+            .unwrap();
+        let facts = trip.trip.as_ref().expect("the trip as data");
+        assert_eq!(
+            *facts,
+            TripFacts {
+                strike: 1,
+                first_sent_at: t0,
+                blocked_at: t0 + 2_000,
+                block_ms: Some(3_600_000),
+                // A block runs from the processor time when that is later than `blocked_at`.
+                blocked_until: Some(now + 3_600_000),
+                evidence_message_ids: (0..3).map(|i| format!("{tag}-{i}")).collect(),
+                exempt: false,
+            },
+            "{mb}"
+        );
+        let incident = ids::shadow_incident_id(mb, 1, t0 + 2_000).to_string();
+        assert_eq!(trip.incident_id.as_deref(), Some(incident.as_str()));
+        assert_eq!(
+            trip.event_id,
+            ids::event_id(mb, &incident, EventKind::ShadowTrip, "").to_string()
+        );
+        assert_eq!((trip.at, trip.tenant_id.as_str()), (now, "tenant-1"));
+        assert!(
+            trip.detail
+                .starts_with("shadow policy, strike 1: would block for 1 h after 3"),
+            "{}",
+            trip.detail
+        );
+    }
+    let metrics = running.metrics.render();
+    assert!(
+        metrics.contains("mailguard_shadow_trips_total 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mailguard_trips_total 1"), "{metrics}");
     running.stop().unwrap();
 }
