@@ -20,7 +20,7 @@ use mailguard::policy::{
     ids, step, ActorRole, Alert, AlertKind, BlockRecord, BlockState, Command, CommandKind,
     Directory, Effect, EventKind, EventLogEntry, Input, MailboxState, Millis, Outcome, Owner,
     Policy, PolicyOverrides, ScanRequest, ScanSkipReason, StepResult, TenantMode, TenantSettings,
-    Verdict, VerdictKind,
+    TripFacts, Verdict, VerdictKind,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -214,7 +214,7 @@ fn notice(
     v: &Verdict,
     id_u: uuid::Uuid,
     alert: (AlertKind, u32, BlockState, Option<Millis>, String),
-    event: (EventKind, String),
+    event: (EventKind, String, Option<TripFacts>),
     now: Millis,
 ) {
     let id = id_u.to_string();
@@ -234,12 +234,46 @@ fn notice(
         scan_skipped_reason: None,
         summary,
     }));
-    for (kind, detail) in [
-        event,
-        (EventKind::AlertSent, text::alert_sent_detail(&alert_id)),
-    ] {
-        r.effects
-            .push(incident_event(v, &id, (kind, ""), detail, now));
+    let (kind, detail, trip) = event;
+    r.effects.push(with_trip(
+        incident_event(v, &id, (kind, ""), detail, now),
+        trip,
+    ));
+    let sent = text::alert_sent_detail(&alert_id);
+    r.effects.push(incident_event(
+        v,
+        &id,
+        (EventKind::AlertSent, ""),
+        sent,
+        now,
+    ));
+}
+
+/// `e` recording `trip` as data.
+fn with_trip(mut e: Effect, trip: Option<TripFacts>) -> Effect {
+    if let Effect::Event(e) = &mut e {
+        e.trip = trip;
+    }
+    e
+}
+
+/// The trip as data, from the tripping group (sorted by `sent_at`) and the block it applies.
+fn trip_facts(
+    strike: u32,
+    group: &[(Millis, String, u64)],
+    now: Millis,
+    until: Option<Millis>,
+) -> TripFacts {
+    let first = group.iter().map(|h| h.0).min().unwrap();
+    let last = group.iter().map(|h| h.0).max().unwrap();
+    TripFacts {
+        strike,
+        first_sent_at: first,
+        blocked_at: last,
+        block_ms: until.map(|u| u - last.max(now)),
+        blocked_until: until,
+        evidence_message_ids: group.iter().map(|h| h.1.clone()).collect(),
+        exempt: false,
     }
 }
 
@@ -569,6 +603,7 @@ impl Reference<'_> {
                 (
                     EventKind::MailboxWarned,
                     text::warned_detail(warn, threshold, first, last),
+                    None,
                 ),
                 now,
             );
@@ -599,6 +634,7 @@ impl Reference<'_> {
                 (
                     EventKind::TripSimulated,
                     text::simulated_detail(strike, blocked_at, length, evidence.len()),
+                    Some(trip_facts(strike, &group, now, until)),
                 ),
                 now,
             );
@@ -696,7 +732,7 @@ impl Reference<'_> {
                 skipped,
             ),
         }));
-        r.effects.push(ev(
+        let blocked = ev(
             if until.is_some() {
                 EventKind::MailboxBlocked
             } else {
@@ -704,7 +740,9 @@ impl Reference<'_> {
             },
             "",
             text::blocked_detail(strike, blocked_at, until, evidence.len()),
-        ));
+        );
+        let facts = trip_facts(strike, &group, now, until);
+        r.effects.push(with_trip(blocked, Some(facts)));
         if let Some(s) = skipped {
             r.effects
                 .push(ev(EventKind::ScanSkipped, "", s.as_str().to_string()));

@@ -6,15 +6,16 @@ use super::config::Policy;
 use super::exemptions;
 use super::ids;
 use super::incidents;
-use super::ladder::{self, Ladder};
+use super::ladder::Applied;
 use super::model::{
     Alert, AlertKind, BlockState, Directory, Effect, EventKind, Input, Millis, Outcome, Owner,
-    ScanRequest, ScanSkipReason, StepResult, TenantMode, TenantSettings, Verdict,
+    ScanRequest, ScanSkipReason, StepResult, TenantMode, TenantSettings, TripFacts, Verdict,
 };
 use super::records::{self, Events, Notice};
 use super::shadow;
 use super::state::{CurrentBlock, MailboxState, Simulated};
 use super::text;
+use super::window::Evidence;
 
 /// Applies one input to one mailbox's state at processor time `now`.
 ///
@@ -169,21 +170,27 @@ fn live_verdict(
         state.sim = None;
     }
     let p = policy.with_overrides(&tenant.overrides);
-    let Some((blocked_at, evidence)) = count(state, v, sent, now, &p, r) else {
+    let Some(evidence) = count(state, v, sent, now, &p, r) else {
         return Some(tenant);
     };
     if let Some(e) = exemptions::matching(state, v, now, dir) {
-        exemptions::exempt_trip(state, v, &e, blocked_at, evidence.len(), now, r);
+        // What the trip would have applied without the exemption (its ladder, real or not).
+        let (strikes, last_end) = match (&state.sim, simulate) {
+            (Some(sim), true) => (sim.strikes, sim.until),
+            _ => (state.strikes, state.last_block_end),
+        };
+        let would = Applied::next(&p, strikes, last_end, evidence.blocked_at, now);
+        exemptions::exempt_trip(state, v, &e, facts(&would, evidence, true), now, r);
         return Some(tenant);
     }
     if simulate {
-        simulated_trip(state, v, blocked_at, evidence, now, &p, r);
+        simulated_trip(state, v, evidence, now, &p, r);
         return Some(tenant);
     }
-    let block = trip(state, &v.mailbox, blocked_at, evidence, now, &p);
+    let (block, applied) = trip(state, &v.mailbox, &evidence, now, &p);
     let (incident, strike) = (block.incident_id, block.strike);
     let targets = scan_targets(&tenant, dir, &v.mailbox);
-    trip_effects(block, &targets, v, now, r);
+    trip_effects(block, facts(&applied, evidence, false), &targets, v, now, r);
     if targets.skipped.is_none() {
         let timeout = p.scan_result_timeout_ms;
         incidents::open(
@@ -253,8 +260,18 @@ fn duplicate(state: &MailboxState, v: &Verdict) -> Option<Outcome> {
         .then_some(Outcome::Duplicate)
 }
 
-/// Rule 8, count, under the tenant's policy `p`: the trip's `blocked_at` and evidence, if the
-/// verdict trips (the window is then emptied).
+/// The trip `applied` with its evidence, as data.
+fn facts(applied: &Applied, evidence: Evidence, exempt: bool) -> TripFacts {
+    applied.facts(
+        evidence.first_sent_at,
+        evidence.blocked_at,
+        evidence.message_ids,
+        exempt,
+    )
+}
+
+/// Rule 8, count, under the tenant's policy `p`: the trip's evidence, if the verdict trips (the
+/// window is then emptied).
 fn count(
     state: &mut MailboxState,
     v: &Verdict,
@@ -262,7 +279,7 @@ fn count(
     now: Millis,
     p: &Policy,
     r: &mut StepResult,
-) -> Option<(Millis, Vec<String>)> {
+) -> Option<Evidence> {
     let i = state.window.insert(sent, &v.message_id);
     state.touched_at = now;
     if state.tenant_id != v.tenant_id {
@@ -276,12 +293,9 @@ fn count(
         state.window.prune(p.allowed_lateness_ms, p.window_ms);
         return None;
     };
-    let entries = &state.window.entries()[group];
-    let blocked_at = entries.last().map_or(sent, |e| e.sent_at);
-    let evidence = entries.iter().map(|e| e.message_id.to_string()).collect();
-    state.window.clear();
+    let evidence = state.window.take_run(group)?;
     state.warned_through = None;
-    Some((blocked_at, evidence))
+    Some(evidence)
 }
 
 /// Rule 8a, early warning: the new entry (index `i`) completes a run of `warn_threshold`
@@ -320,6 +334,7 @@ fn warn_if_due(
             EventKind::MailboxWarned,
             text::warned_detail(w, p.threshold, first.sent_at, through),
         ),
+        trip: None,
         now,
     }
     .push(&mut r.effects);
@@ -327,32 +342,17 @@ fn warn_if_due(
     r.outcomes.push(Outcome::Warned);
 }
 
-/// Rule 9, where a block runs from: `blocked_at`, or `now` when mailguard trips later than that
-/// (a processing lag), so the block in force is never shorter than the ladder says.
-fn block_start(blocked_at: Millis, now: Millis) -> Millis {
-    blocked_at.max(now)
-}
-
 /// Rule 9, trip: the strike (after decay) and the ladder's block, now in force.
 fn trip(
     state: &mut MailboxState,
     mailbox: &str,
-    blocked_at: Millis,
-    evidence: Vec<String>,
+    evidence: &Evidence,
     now: Millis,
     p: &Policy,
-) -> CurrentBlock {
-    let before = ladder::decayed_strikes(
-        state.strikes,
-        state.last_block_end,
-        blocked_at,
-        p.strike_decay_ms,
-    );
-    let strike = before.saturating_add(1);
-    let until = match ladder::block_for(p, strike, block_start(blocked_at, now)) {
-        Ladder::Until(u) => Some(u),
-        Ladder::Permanent => None,
-    };
+) -> (CurrentBlock, Applied) {
+    let blocked_at = evidence.blocked_at;
+    let applied = Applied::next(p, state.strikes, state.last_block_end, blocked_at, now);
+    let (strike, until) = (applied.strike, applied.until);
     state.strikes = strike;
     if let Some(u) = until {
         state.counting_floor = Some(u);
@@ -363,10 +363,10 @@ fn trip(
         blocked_at,
         blocked_until: until,
         incident_id: ids::incident_id(mailbox, strike, blocked_at),
-        evidence_message_ids: evidence,
+        evidence_message_ids: evidence.message_ids.clone(),
     };
     state.block = Some(block.clone());
-    block
+    (block, applied)
 }
 
 /// Rule 9 under `ALERT_ONLY`: the would-be ladder advances as the real one would (decay from
@@ -375,8 +375,7 @@ fn trip(
 fn simulated_trip(
     state: &mut MailboxState,
     v: &Verdict,
-    blocked_at: Millis,
-    evidence: Vec<String>,
+    evidence: Evidence,
     now: Millis,
     p: &Policy,
     r: &mut StepResult,
@@ -385,18 +384,14 @@ fn simulated_trip(
         .sim
         .as_ref()
         .map_or((0, None), |s| (s.strikes, s.until));
-    let before = ladder::decayed_strikes(strikes, last_end, blocked_at, p.strike_decay_ms);
-    let strike = before.saturating_add(1);
-    let start = block_start(blocked_at, now);
-    let until = match ladder::block_for(p, strike, start) {
-        Ladder::Until(u) => Some(u),
-        Ladder::Permanent => None,
-    };
+    let blocked_at = evidence.blocked_at;
+    let applied = Applied::next(p, strikes, last_end, blocked_at, now);
+    let (strike, until, length) = (applied.strike, applied.until, applied.length());
     state.sim = Some(Simulated {
         strikes: strike,
         until,
     });
-    let length = until.map(|u| u.saturating_sub(start));
+    let n = evidence.message_ids.len();
     Notice {
         mailbox: &v.mailbox,
         tenant_id: &v.tenant_id,
@@ -409,11 +404,12 @@ fn simulated_trip(
             BlockState::PermanentlyBlocked
         },
         blocked_until: until,
-        summary: text::simulated_summary(&v.mailbox, strike, length, evidence.len()),
+        summary: text::simulated_summary(&v.mailbox, strike, length, n),
         event: (
             EventKind::TripSimulated,
-            text::simulated_detail(strike, blocked_at, length, evidence.len()),
+            text::simulated_detail(strike, blocked_at, length, n),
         ),
+        trip: Some(facts(&applied, evidence, false)),
         now,
     }
     .push(&mut r.effects);
@@ -460,6 +456,7 @@ fn scan_targets(tenant: &TenantSettings, dir: &dyn Directory, mailbox: &str) -> 
 /// Rule 9, the trip's effects, in order: block, scans, alert, then the events.
 fn trip_effects(
     block: CurrentBlock,
+    facts: TripFacts,
     targets: &ScanTargets,
     v: &Verdict,
     now: Millis,
@@ -475,6 +472,7 @@ fn trip_effects(
         blocked_at: block.blocked_at,
         until: block.blocked_until,
         evidence_len: block.evidence_message_ids.len(),
+        facts,
         now,
     };
     let state = if trip.until.is_some() {
@@ -496,11 +494,9 @@ fn trip_effects(
         }
     }
     r.effects.push(trip.alert(state, targets));
+    let (strike, permanent) = (trip.strike, trip.until.is_none());
     trip.events(targets, r);
-    r.outcomes.push(Outcome::Tripped {
-        strike: trip.strike,
-        permanent: trip.until.is_none(),
-    });
+    r.outcomes.push(Outcome::Tripped { strike, permanent });
 }
 
 /// What the records of one trip share.
@@ -513,6 +509,8 @@ struct Trip<'a> {
     blocked_at: Millis,
     until: Option<Millis>,
     evidence_len: usize,
+    /// The trip as data, for the block event.
+    facts: TripFacts,
     now: Millis,
 }
 
@@ -555,7 +553,7 @@ impl Trip<'_> {
     }
 
     /// The block event, the scan events (one per device, or one skip) and the alert event.
-    fn events(&self, t: &ScanTargets, r: &mut StepResult) {
+    fn events(self, t: &ScanTargets, r: &mut StepResult) {
         let events = Events {
             mailbox: self.mailbox,
             tenant_id: self.tenant_id,
@@ -570,7 +568,7 @@ impl Trip<'_> {
         };
         let detail =
             text::blocked_detail(self.strike, self.blocked_at, self.until, self.evidence_len);
-        r.effects.push(events.event(kind, "", detail));
+        r.effects.push(events.trip(kind, detail, self.facts));
         match t.skipped {
             Some(reason) => {
                 let detail = reason.as_str().to_owned();

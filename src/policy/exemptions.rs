@@ -10,7 +10,7 @@ use super::commands::reject;
 use super::ids;
 use super::model::{
     check_pattern, domain_pattern, ActorRole, AlertKind, Command, CommandKind, Directory, Effect,
-    EventKind, Exemption, ExemptionChange, Millis, Outcome, StepResult, Verdict,
+    EventKind, Exemption, ExemptionChange, Millis, Outcome, StepResult, TripFacts, Verdict,
 };
 use super::records::{Events, Notice};
 use super::state::{MailboxState, MAX_EXEMPTIONS_PER_KEY};
@@ -186,11 +186,11 @@ pub(crate) fn exempt_trip(
     state: &MailboxState,
     v: &Verdict,
     e: &Exemption,
-    blocked_at: Millis,
-    evidence: usize,
+    trip: TripFacts,
     now: Millis,
     r: &mut StepResult,
 ) {
+    let (blocked_at, evidence) = (trip.blocked_at, trip.evidence_message_ids.len());
     Notice {
         mailbox: &v.mailbox,
         tenant_id: &v.tenant_id,
@@ -204,6 +204,7 @@ pub(crate) fn exempt_trip(
             EventKind::TripExempted,
             text::exempted_detail(e, blocked_at, evidence),
         ),
+        trip: Some(trip),
         now,
     }
     .push(&mut r.effects);

@@ -2,7 +2,7 @@
 //! `permanent_strike`-th strike (6th by default) is permanent, and the optional strike decay.
 
 use super::config::Policy;
-use super::model::Millis;
+use super::model::{Millis, TripFacts};
 
 /// Duration of timed strike `strike` (1-based): `base × 2^(strike−1)`; `None` on overflow or for
 /// strike 0.
@@ -32,6 +32,69 @@ pub fn block_for(policy: &Policy, strike: u32, start: Millis) -> Ladder {
     }
     let d = block_duration(policy.base_block_ms, strike).unwrap_or(Millis::MAX);
     Ladder::Until(start.saturating_add(d))
+}
+
+/// What a trip applies: its strike and the block it starts (rule 9; the would-be ladders of
+/// rules 9a and 12 apply the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The new strike (after decay).
+    pub strike: u32,
+    /// When the block starts: `max(blocked_at, now)`.
+    pub start: Millis,
+    /// Its end; `None` = permanent.
+    pub until: Option<Millis>,
+}
+
+impl Applied {
+    /// The trip at `blocked_at`, processed at `now`, of a ladder at `strikes` whose last block
+    /// ended at `last_end`: decay, one more strike, its block from `max(blocked_at, now)` (a
+    /// block never lasts less than its length, whatever the lag).
+    pub fn next(
+        policy: &Policy,
+        strikes: u32,
+        last_end: Option<Millis>,
+        blocked_at: Millis,
+        now: Millis,
+    ) -> Applied {
+        let before = decayed_strikes(strikes, last_end, blocked_at, policy.strike_decay_ms);
+        let strike = before.saturating_add(1);
+        let start = blocked_at.max(now);
+        let until = match block_for(policy, strike, start) {
+            Ladder::Until(u) => Some(u),
+            Ladder::Permanent => None,
+        };
+        Applied {
+            strike,
+            start,
+            until,
+        }
+    }
+
+    /// The block's length; `None` = permanent.
+    pub fn length(&self) -> Option<Millis> {
+        self.until.map(|u| u.saturating_sub(self.start))
+    }
+
+    /// The trip as data, with its evidence (`sent_at` order) sent from `first_sent_at` to
+    /// `blocked_at`.
+    pub fn facts(
+        &self,
+        first_sent_at: Millis,
+        blocked_at: Millis,
+        evidence_message_ids: Vec<String>,
+        exempt: bool,
+    ) -> TripFacts {
+        TripFacts {
+            strike: self.strike,
+            first_sent_at,
+            blocked_at,
+            block_ms: self.length(),
+            blocked_until: self.until,
+            evidence_message_ids,
+            exempt,
+        }
+    }
 }
 
 /// Strike count before a new trip at `blocked_at`, after the optional decay: one strike is

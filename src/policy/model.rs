@@ -686,8 +686,9 @@ pub struct EventLogEntry {
     pub detail: String,
     /// `COMMAND_REJECTED`: why, as a code; `None` on every other kind.
     pub reason: Option<RejectCode>,
-    /// `SHADOW_TRIP`: what the shadow policy would have done, as data; `None` on every other
-    /// kind.
+    /// The trip the event records, as data: on `MAILBOX_BLOCKED`,
+    /// `MAILBOX_PERMANENTLY_BLOCKED`, `TRIP_SIMULATED`, `TRIP_EXEMPTED` and `SHADOW_TRIP`; `None`
+    /// on every other kind.
     pub trip: Option<TripFacts>,
 }
 

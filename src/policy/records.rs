@@ -4,7 +4,8 @@
 
 use super::ids;
 use super::model::{
-    Alert, AlertKind, BlockRecord, BlockState, Effect, EventKind, EventLogEntry, Millis, RejectCode,
+    Alert, AlertKind, BlockRecord, BlockState, Effect, EventKind, EventLogEntry, Millis,
+    RejectCode, TripFacts,
 };
 use super::state::CurrentBlock;
 use super::text;
@@ -56,6 +57,15 @@ impl Events<'_> {
         self.entry(EventKind::CommandRejected, "", detail, Some(reason))
     }
 
+    /// The event of a trip (`kind` records a trip), with the trip as data.
+    pub(crate) fn trip(&self, kind: EventKind, detail: String, trip: TripFacts) -> Effect {
+        let mut e = self.entry(kind, "", detail, None);
+        if let Effect::Event(e) = &mut e {
+            e.trip = Some(trip);
+        }
+        e
+    }
+
     fn entry(
         &self,
         kind: EventKind,
@@ -99,6 +109,8 @@ pub(crate) struct Notice<'a> {
     pub summary: String,
     /// The event that says what happened, and its detail.
     pub event: (EventKind, String),
+    /// The trip the event records, as data (`None` for a warning).
+    pub trip: Option<TripFacts>,
     /// Processor time.
     pub now: Millis,
 }
@@ -117,7 +129,10 @@ impl Notice<'_> {
         };
         let (kind, detail) = self.event;
         let sent = events.event(EventKind::AlertSent, "", text::alert_sent_detail(&alert_id));
-        let event = events.event(kind, "", detail);
+        let event = match self.trip {
+            Some(t) => events.trip(kind, detail, t),
+            None => events.event(kind, "", detail),
+        };
         effects.push(Effect::Alert(Alert {
             alert_id,
             incident_id: id,

@@ -15,11 +15,12 @@
 use super::config::Policy;
 use super::exemptions;
 use super::ids;
-use super::ladder::{self, Ladder};
+use super::ladder::Applied;
 use super::model::{
-    Directory, Effect, EventKind, EventLogEntry, Millis, Outcome, PolicyOverrides, StepResult,
-    TenantSettings, TripFacts, Verdict,
+    Directory, Effect, EventKind, Millis, Outcome, PolicyOverrides, StepResult, TenantSettings,
+    TripFacts, Verdict,
 };
+use super::records::Events;
 use super::state::{MailboxState, ShadowState};
 use super::text;
 
@@ -63,41 +64,31 @@ pub(crate) fn verdict(
         s.window.prune(p.allowed_lateness_ms, p.window_ms);
         return;
     };
-    let entries = &s.window.entries()[group];
-    let first_sent_at = entries.first().map_or(sent, |e| e.sent_at);
-    let blocked_at = entries.last().map_or(sent, |e| e.sent_at);
-    let evidence: Vec<String> = entries.iter().map(|e| e.message_id.to_string()).collect();
-    s.window.clear();
-    let before = ladder::decayed_strikes(s.strikes, s.until, blocked_at, p.strike_decay_ms);
-    let strike = before.saturating_add(1);
-    let start = blocked_at.max(now);
-    let until = match ladder::block_for(&p, strike, start) {
-        Ladder::Until(u) => Some(u),
-        Ladder::Permanent => None,
+    let Some(evidence) = s.window.take_run(group) else {
+        return;
     };
+    let would = Applied::next(&p, s.strikes, s.until, evidence.blocked_at, now);
     let exempt = exemptions::matching(state, v, now, dir).is_some();
     if !exempt {
         // Borrowed again: the exemption check reads the whole state.
         if let Some(s) = state.shadow.as_deref_mut() {
-            s.strikes = strike;
+            s.strikes = would.strike;
             // After a permanent one nothing counts: no end, no decay.
-            s.until = until;
-            s.permanent = until.is_none();
+            s.until = would.until;
+            s.permanent = would.until.is_none();
         }
     }
-    let facts = TripFacts {
-        strike,
-        first_sent_at,
-        blocked_at,
-        block_ms: until.map(|u| u.saturating_sub(start)),
-        blocked_until: until,
-        evidence_message_ids: evidence,
+    let facts = would.facts(
+        evidence.first_sent_at,
+        evidence.blocked_at,
+        evidence.message_ids,
         exempt,
-    };
+    );
+    let (strike, permanent) = (facts.strike, facts.block_ms.is_none());
     r.effects.push(event(v, facts, now));
     r.outcomes.push(Outcome::ShadowTrip {
         strike,
-        permanent: until.is_none(),
+        permanent,
         exempt,
     });
 }
@@ -106,23 +97,20 @@ pub(crate) fn verdict(
 /// [`ids::shadow_incident_id`] (redelivered input, same ids).
 fn event(v: &Verdict, facts: TripFacts, now: Millis) -> Effect {
     let incident = ids::shadow_incident_id(&v.mailbox, facts.strike, facts.blocked_at).to_string();
-    Effect::Event(EventLogEntry {
-        event_id: ids::event_id(&v.mailbox, &incident, EventKind::ShadowTrip, "").to_string(),
-        incident_id: Some(incident),
-        tenant_id: v.tenant_id.clone(),
-        mailbox: v.mailbox.clone(),
-        kind: EventKind::ShadowTrip,
-        at: now,
-        detail: text::shadow_detail(&facts),
-        reason: None,
-        trip: Some(facts),
-    })
+    Events {
+        mailbox: &v.mailbox,
+        tenant_id: &v.tenant_id,
+        incident_id: Some(&incident),
+        id_source: &incident,
+        now,
+    }
+    .trip(EventKind::ShadowTrip, text::shadow_detail(&facts), facts)
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::model::{
-        Exemption, Input, Owner, StepResult, TenantMode, TenantSettings, VerdictKind,
+        EventLogEntry, Exemption, Input, Owner, StepResult, TenantMode, TenantSettings, VerdictKind,
     };
     use super::super::{step, MailboxState, Policy, PolicyOverrides};
     use super::*;

@@ -629,6 +629,23 @@ fn trip_effects_in_order_one_scan_per_distinct_device() {
     };
     let evidence: Vec<String> = (0..5).map(|n| format!("m{n}")).collect();
     let until = now + H;
+    let mut blocked = ev(
+        EventKind::MailboxBlocked,
+        "",
+        text::blocked_detail(1, now, Some(until), 5),
+    );
+    // The block event carries the trip as data (issue 23).
+    if let Effect::Event(e) = &mut blocked {
+        e.trip = Some(TripFacts {
+            strike: 1,
+            first_sent_at: T0,
+            blocked_at: now,
+            block_ms: Some(H),
+            blocked_until: Some(until),
+            evidence_message_ids: evidence.clone(),
+            exempt: false,
+        });
+    }
     let expected = vec![
         Effect::Block(BlockRecord {
             mailbox: MB.into(),
@@ -657,11 +674,7 @@ fn trip_effects_in_order_one_scan_per_distinct_device() {
             scan_skipped_reason: None,
             summary: text::alert_summary(MB, 1, Some(until), 5, 2, None),
         }),
-        ev(
-            EventKind::MailboxBlocked,
-            "",
-            text::blocked_detail(1, now, Some(until), 5),
-        ),
+        blocked,
         ev(EventKind::ScanRequested, "d1", "d1".into()),
         ev(EventKind::ScanRequested, "d2", "d2".into()),
         ev(
@@ -941,6 +954,17 @@ fn an_alert_only_trip_blocks_and_scans_nothing_and_says_what_enforcement_would_d
     assert_eq!(a.kind, AlertKind::SimulatedBlock);
     assert_eq!((a.strike, a.state), (1, BlockState::Blocked));
     assert_eq!(a.blocked_until, Some(T0 + 4_000 + H));
+    let t = trip_of(&r, EventKind::TripSimulated);
+    assert_eq!(
+        (
+            t.strike,
+            t.first_sent_at,
+            t.blocked_at,
+            t.block_ms,
+            t.exempt
+        ),
+        (1, T0, T0 + 4_000, Some(H), false)
+    );
     assert!(a.devices_scanned.is_empty() && a.scan_skipped_reason.is_none());
     assert!(
         a.summary.contains("would block it for 1 h (strike 1)"),
@@ -1284,8 +1308,25 @@ fn exemption(pattern: &str, expires_at: Option<Millis>) -> Exemption {
     }
 }
 
+/// The trip recorded as data by the event of `kind` (issue 23).
+fn trip_of(r: &StepResult, kind: EventKind) -> &TripFacts {
+    r.effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Event(e) if e.kind == kind => e.trip.as_ref(),
+            _ => None,
+        })
+        .expect("the trip as data")
+}
+
 fn assert_exempt_trip(r: &StepResult, mailbox: &str, pattern: &str) {
     assert_eq!(r.outcomes, [Outcome::ExemptTrip], "{mailbox}: {r:?}");
+    let t = trip_of(r, EventKind::TripExempted);
+    assert!(t.exempt && t.evidence_message_ids.len() == 5, "{t:?}");
+    assert!(
+        t.block_ms.is_some() && t.strike >= 1,
+        "what it would have applied: {t:?}"
+    );
     assert!(blocks(r).is_empty(), "no block");
     assert!(
         !r.effects.iter().any(|e| matches!(e, Effect::Scan(_))),

@@ -20,6 +20,17 @@ pub struct Entry {
     pub message_id: Box<str>,
 }
 
+/// The entries of a tripping run, taken out of the window ([`Window::take_run`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// Smallest `sent_at` of the run.
+    pub first_sent_at: Millis,
+    /// Largest `sent_at` of the run (`blocked_at`).
+    pub blocked_at: Millis,
+    /// The message ids, in `sent_at` order.
+    pub message_ids: Vec<String>,
+}
+
 /// The counting window of one mailbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Window {
@@ -113,6 +124,20 @@ impl Window {
                     <= window_ms
             })
             .map(|j| j..j + k)
+    }
+
+    /// The run `run` (from [`trip_containing`](Self::trip_containing)) as evidence; the window
+    /// is then emptied (a trip starts afresh). `None` for an empty run.
+    pub fn take_run(&mut self, run: std::ops::Range<usize>) -> Option<Evidence> {
+        let entries = self.entries.get(run)?;
+        let (first, last) = (entries.first()?, entries.last()?);
+        let evidence = Evidence {
+            first_sent_at: first.sent_at,
+            blocked_at: last.sent_at,
+            message_ids: entries.iter().map(|e| e.message_id.to_string()).collect(),
+        };
+        self.entries.clear();
+        Some(evidence)
     }
 
     /// Drops entries that can never take part in a trip with a future accepted verdict.
