@@ -2082,6 +2082,22 @@ fn a_shadow_policy_of_three_reports_a_trip_and_changes_nothing_else() {
             trip.detail
         );
     }
+    // The live block's event carries its trip the same way: the two compare from the events.
+    let live = e
+        .iter()
+        .find(|e| e.kind == EventKind::MailboxBlocked)
+        .and_then(|e| e.trip.as_ref())
+        .expect("the live trip as data");
+    assert_eq!(
+        (
+            live.strike,
+            live.first_sent_at,
+            live.blocked_at,
+            live.block_ms
+        ),
+        (1, t0, t0 + 4_000, Some(3_600_000))
+    );
+    assert_eq!(live.evidence_message_ids, b[0].evidence_message_ids);
     let metrics = running.metrics.render();
     assert!(
         metrics.contains("mailguard_shadow_trips_total 2"),
