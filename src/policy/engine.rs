@@ -113,7 +113,7 @@ fn expire_if_due(state: &mut MailboxState, mailbox: &str, now: Millis, r: &mut S
 }
 
 /// An offending verdict: rules 3 to 9, in order, then the shadow's rule 12 (on the same clamped
-/// `sent_at`; the tenant is looked up once for both).
+/// `sent_at`; the tenant is looked up at most once for both).
 fn verdict(
     state: &mut MailboxState,
     v: &Verdict,
@@ -126,9 +126,8 @@ fn verdict(
     let tenant = live_verdict(state, v, sent, now, dir, policy, r);
     match policy.shadow.as_deref() {
         Some(shadow) => {
-            let tenant = tenant.unwrap_or_else(|| dir.tenant(&v.tenant_id));
             let ttl = policy.state_idle_ttl_ms;
-            shadow::verdict(state, v, sent, now, dir, &tenant, shadow, ttl, r);
+            shadow::verdict(state, v, sent, now, dir, tenant, shadow, ttl, r);
         }
         None if state.shadow.is_some() => {
             // The shadow was turned off: its state describes nothing in force.
