@@ -10,7 +10,8 @@
 //! Modules: [`model`] (domain types, the contract with codec and pipeline), [`config`]
 //! ([`Policy`], validation, tenant overrides), [`window`] (exact sliding window, de-duplication,
 //! lateness), [`ladder`] (strike durations, permanent strike, decay), [`commands`] (support
-//! unblock / rejections), [`incidents`] (scan results and the end of incidents), [`ids`] (deterministic UUID v5 ids), [`state`] ([`MailboxState`] and its
+//! unblock / rejections), [`incidents`] (scan results and the end of incidents), [`shadow`] (the
+//! shadow policy), [`ids`] (deterministic UUID v5 ids), [`state`] ([`MailboxState`] and its
 //! compact versioned encoding), [`text`] (wording of event details and alert summaries),
 //! [`records`] (the block and event records, built in one place), [`engine`] ([`step`], one
 //! function per rule below).
@@ -111,6 +112,16 @@
 //!     `THREATS_REMOVED`, else `Event(INCIDENT_NEEDS_ATTENTION)`, then `Event(ALERT_SENT)`
 //!     (discriminator `INCIDENT_UPDATE`) → `IncidentClosed`. The block is never touched.
 //!
+//! 12. **Shadow policy** ([`shadow`], when [`Policy::shadow`] is set). After rules 3 to 9, the
+//!     same offending verdict (same clamped `sent_at`) is counted by the shadow policy (with the
+//!     tenant's `TenantSettings.shadow` overrides) in its own [`ShadowState`]: its idle reset,
+//!     its would-be block (`sent_at` before its end, or any after a permanent one: not counted),
+//!     lateness, duplicate and the window as rules 4 to 8, its ladder as rule 9 (decay from the
+//!     end of its last would-be block). A trip writes only `Event(SHADOW_TRIP)` with its
+//!     [`TripFacts`] (ids from [`ids::shadow_incident_id`]) → `ShadowTrip`; an exemption in force
+//!     makes it exempt (`exempt`, no strike), the tenant's mode does not matter, nothing live
+//!     changes. Without a shadow configured, an offending verdict drops the state's shadow part.
+//!
 //! # Choices beyond the SPEC
 //!
 //! - Records about a block use the tenant stored in the state (tenant of the last counted
@@ -131,6 +142,9 @@
 //! - Changing a tenant's window override mid-stream applies from the next verdict; entries
 //!   already pruned under a smaller window are not recovered.
 //! - Event `at` and record `updated_at` / `requested_at` are the processor time `now`.
+//! - Every event that records a trip (`MAILBOX_BLOCKED`, `MAILBOX_PERMANENTLY_BLOCKED`,
+//!   `TRIP_SIMULATED`, `TRIP_EXEMPTED`, `SHADOW_TRIP`) carries it as data
+//!   ([`EventLogEntry::trip`]); for an exempt trip, the strike and block it would have applied.
 //!
 //! # Ids
 //!
