@@ -7,8 +7,8 @@
 //! It counts as the live rules 4 to 9 do — idle reset, its own would-be block (a verdict sent
 //! before the end of the last would-be timed block, or any after a would-be permanent one, is
 //! not counted), lateness, duplicates, the exact window, decay and the ladder — with the same
-//! functions ([`Window`](super::window::Window), [`ladder`]), so a shadow with the live
-//! policy's numbers trips exactly when the live policy does. Whatever the tenant's mode it
+//! functions ([`Window`](super::window::Window), [`ladder`](super::ladder)), so a shadow with
+//! the live policy's numbers trips exactly when the live policy does. Whatever the tenant's mode it
 //! simulates enforcement; an exemption in force makes its trip exempt as it makes the live one
 //! (reported, `exempt = true`, no strike).
 
