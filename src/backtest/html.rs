@@ -43,13 +43,20 @@ pub fn escape(s: &str) -> String {
     o
 }
 
-/// `1 h 05 min`, `4 min 10 s`, `12 s`.
+/// `1 h 05 min`, `4 min 10 s`, `12 s`; `10 min`, `1 h`, `7 d` when the smaller unit is 0.
 pub fn duration(ms: Millis) -> String {
     let s = ms / 1000;
+    let two = |big: i64, u1: &str, small: i64, u2: &str| {
+        if small == 0 {
+            format!("{big} {u1}")
+        } else {
+            format!("{big} {u1} {small:02} {u2}")
+        }
+    };
     match s {
-        s if s >= 86_400 => format!("{} d {:02} h", s / 86_400, s % 86_400 / 3600),
-        s if s >= 3600 => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
-        s if s >= 60 => format!("{} min {:02} s", s / 60, s % 60),
+        s if s >= 86_400 => two(s / 86_400, "d", s % 86_400 / 3600, "h"),
+        s if s >= 3600 => two(s / 3600, "h", s % 3600 / 60, "min"),
+        s if s >= 60 => two(s / 60, "min", s % 60, "s"),
         s => format!("{s} s"),
     }
 }
@@ -333,6 +340,7 @@ fn trips_plot(r: &Report, names: &[&str]) -> String {
             .map_err(e)?;
         chart
             .configure_mesh()
+            .light_line_style(RGBColor(238, 238, 238))
             .x_desc("hour (UTC)")
             .y_desc("trips")
             .x_labels(8)
@@ -361,10 +369,9 @@ fn trips_plot(r: &Report, names: &[&str]) -> String {
 }
 
 fn bucket_label(up_to: Option<Millis>, prev: Option<Millis>) -> String {
-    match (prev, up_to) {
-        (_, Some(u)) if prev.is_none() => format!("≤ {}", duration(u)),
-        (_, Some(u)) => format!("≤ {}", duration(u)),
-        (Some(p), None) => format!("> {}", duration(p)),
+    match (up_to, prev) {
+        (Some(u), _) => format!("≤ {}", duration(u)),
+        (None, Some(p)) => format!("> {}", duration(p)),
         (None, None) => "all".into(),
     }
 }
@@ -502,5 +509,7 @@ mod tests {
         assert_eq!(duration(250_000), "4 min 10 s");
         assert_eq!(duration(3_900_000), "1 h 05 min");
         assert_eq!(duration(90_000_000), "1 d 01 h");
+        assert_eq!(duration(600_000), "10 min");
+        assert_eq!(duration(604_800_000), "7 d");
     }
 }
