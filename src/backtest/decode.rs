@@ -15,9 +15,9 @@ use std::io::Read;
 use crate::codec::{CodecError, RecordType, VerdictProgram, VerdictRef};
 use crate::policy::VerdictKind;
 
-/// The largest container block read (compressed, and decompressed): 64 MiB. Writers use blocks
+/// The largest container block read (compressed, and decompressed): 16 MiB. Writers use blocks
 /// of 16 kB to 1 MB; a larger one is a corrupt size or an allocation bomb.
-pub const MAX_BLOCK_BYTES: usize = 64 << 20;
+pub const MAX_BLOCK_BYTES: usize = 16 << 20;
 
 /// The largest metadata entry count, and the largest schema, of a container header.
 const MAX_META_ENTRIES: i64 = 1024;
