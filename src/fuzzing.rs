@@ -661,36 +661,40 @@ pub fn jsonl(data: &[u8]) {
     );
 }
 
-/// A container file of two sample verdicts with each codec, and an empty one.
+/// A container file of two sample verdicts with each codec, and an empty one (written here:
+/// apache-avro's writer picks a random sync marker, and seeds must be reproducible).
 fn ocf_seeds() -> Vec<Vec<u8>> {
-    use apache_avro::types::{Record, Value};
-    let schema = RecordType::OutboundVerdict.schema();
-    let file = |codec: apache_avro::Codec, n: usize| {
-        let mut w = apache_avro::Writer::with_codec(schema, Vec::new(), codec);
-        for i in 0..n {
-            let mut r = Record::new(schema).expect("a record schema");
-            r.put("message_id", format!("m-{i}"));
-            r.put("tenant_id", "t-1");
-            r.put("mailbox", "Alice@Example.com");
-            r.put(
-                "sent_at",
-                Value::TimestampMillis(1_700_000_000_000 + i as i64),
-            );
-            r.put("verdict", Value::Enum(1, "SPAM".into()));
-            r.put("recipient_count", Value::Union(1, Box::new(Value::Int(3))));
-            r.put(
-                "gateway_id",
-                Value::Union(1, Box::new(Value::String("gw".into()))),
-            );
-            w.append(r).expect("append");
-        }
-        w.into_inner().expect("container")
+    let long = |out: &mut Vec<u8>, v: i64| zigzag(v, out);
+    let bytes = |out: &mut Vec<u8>, b: &[u8]| {
+        zigzag(b.len() as i64, out);
+        out.extend_from_slice(b);
     };
-    vec![
-        file(apache_avro::Codec::Null, 2),
-        file(apache_avro::Codec::Deflate(Default::default()), 2),
-        file(apache_avro::Codec::Null, 0),
-    ]
+    let rt = RecordType::OutboundVerdict;
+    let file = |codec: &str, n: usize| {
+        let sync = *b"mailguard-seed!!";
+        let mut out = b"Obj\x01".to_vec();
+        long(&mut out, 2);
+        bytes(&mut out, b"avro.schema");
+        bytes(&mut out, rt.schema_json().as_bytes());
+        bytes(&mut out, b"avro.codec");
+        bytes(&mut out, codec.as_bytes());
+        long(&mut out, 0);
+        out.extend_from_slice(&sync);
+        if n > 0 {
+            let mut data = Vec::new();
+            for _ in 0..n {
+                data.extend_from_slice(&sample_body(rt));
+            }
+            if codec == "deflate" {
+                data = miniz_oxide::deflate::compress_to_vec(&data, 6);
+            }
+            long(&mut out, n as i64);
+            bytes(&mut out, &data);
+            out.extend_from_slice(&sync);
+        }
+        out
+    };
+    vec![file("null", 2), file("deflate", 2), file("null", 0)]
 }
 
 /// A verdict line, one with escapes and the informational fields, a comment.
