@@ -252,7 +252,7 @@ fn tenants(h: &mut String, r: &Report) {
     let _ = writeln!(h, "<h2>By tenant ({})</h2>", order.len());
     for (t, s) in order.iter().take(MAX_TENANTS) {
         let _ = writeln!(h, "<section><h3>Tenant {}</h3>", escape(t));
-        stats_table(h, &format!("Tenant {t}"), &s.policies);
+        stats_table(h, "By policy", &s.policies);
         for d in s.differences.iter().filter(|d| d.count > 0) {
             let names = d
                 .mailboxes
