@@ -1,5 +1,5 @@
 //! `mailguard backtest`: what the live policy and candidate policies would have done over a
-//! history of verdicts (SPEC §9, DESIGN §12).
+//! history of verdicts (SPEC §8, DESIGN §9).
 //!
 //! The core is a pure state machine that takes time as an argument, so a backtest is the core
 //! itself run over recorded verdicts: [`run::Backtest`] steps each verdict through one state per
