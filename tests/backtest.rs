@@ -625,6 +625,13 @@ fn the_live_backtest_of_a_processed_topic_equals_the_published_blocks() {
         r.len() >= expected_mailboxes.len()
     });
     running.stop().unwrap();
+    // Nothing more was published.
+    common::consume_exactly(
+        &cfg.topics.blocks,
+        published.len(),
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
     let mut blocks: Vec<(String, u32, Millis, String)> = published
         .iter()
         .map(
