@@ -36,7 +36,7 @@ const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 
 fn mailbox_name(i: usize) -> String {
     // Some spelled in upper case: the backtest lower-cases as the codec does.
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         format!("User{i}@Example.COM")
     } else {
         format!("user{i}@example.com")
@@ -75,7 +75,7 @@ fn history(n: usize, mailboxes: usize, seed: u64) -> Vec<Gen> {
         if hour != (t / 3_600_000) as u64 {
             hour = (t / 3_600_000) as u64;
             bursting = (0..compromised)
-                .filter(|k| mix(seed ^ (hour << 20) ^ k) % 40 == 0)
+                .filter(|k| mix(seed ^ (hour << 20) ^ k).is_multiple_of(40))
                 .collect();
         }
         let share = 2 + (hour % 24) * 2 / 23;
@@ -86,7 +86,7 @@ fn history(n: usize, mailboxes: usize, seed: u64) -> Vec<Gen> {
             ((next() as usize) % mailboxes, 5)
         };
         let kind = if next() % 1000 < p {
-            if next() % 4 == 0 {
+            if next().is_multiple_of(4) {
                 VerdictKind::Virus
             } else {
                 VerdictKind::Spam
@@ -105,7 +105,7 @@ fn history(n: usize, mailboxes: usize, seed: u64) -> Vec<Gen> {
             sent_at: t,
             kind,
         };
-        if kind.is_offending() && next() % 100 == 0 {
+        if kind.is_offending() && next().is_multiple_of(100) {
             redeliver.push_back((g.clone(), t + 1 + (next() % 5000) as Millis));
         }
         out.push(g);

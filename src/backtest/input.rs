@@ -185,7 +185,7 @@ pub fn file(
                 Ok(None) => {}
                 Err(e) => r.add(|| format!("line {no}: {e}")),
             }
-            if no % 65_536 == 0 {
+            if no.is_multiple_of(65_536) {
                 progress.tick(read, b.counts().verdicts);
             }
         }
@@ -292,7 +292,7 @@ pub fn topic(
                 if offset + 1 >= end {
                     pending.remove(&p);
                 }
-                if read % 65_536 == 0 {
+                if read.is_multiple_of(65_536) {
                     progress.tick(read, b.counts().verdicts);
                 }
             }

@@ -157,6 +157,9 @@ pub struct Counts {
     pub peak_active: u64,
 }
 
+/// What is called with every trip.
+type TripSink = Box<dyn FnMut(&Trip<'_>)>;
+
 /// The mailbox states of one mailbox, one per policy, and each policy's first counted
 /// `sent_at` since its last trip.
 struct Slot {
@@ -176,7 +179,7 @@ pub struct Backtest {
     sweep_every: Millis,
     next_sweep: Millis,
     counts: Counts,
-    on_trip: Option<Box<dyn FnMut(&Trip<'_>)>>,
+    on_trip: Option<TripSink>,
 }
 
 impl Backtest {
