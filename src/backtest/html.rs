@@ -310,6 +310,19 @@ fn svg(
     }
 }
 
+/// The legend of a plot: each policy's name by its colour, upper right.
+fn legend<'a, 'b: 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 fn hour_label(ms: Millis) -> String {
     let s = iso8601(ms);
     // `2026-12-01T10:00:00.000Z` → `12-01 10:00`.
@@ -358,13 +371,7 @@ fn trips_plot(r: &Report, names: &[&str]) -> String {
                     PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(e)
+        legend(&mut chart)
     })
 }
 
@@ -441,13 +448,7 @@ fn time_to_block_plot(r: &Report, names: &[&str]) -> String {
                         Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled())
                     });
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(e)
+            legend(&mut chart)
         },
     )
 }
