@@ -7,6 +7,7 @@
 //! - the HTML report, opened in headless Chromium (playwright-core from scripts/browser-env),
 //!   renders both plots with their axes labelled and no error; the screenshot is kept under the
 //!   target dir;
+//! - a terminal gets a progress line (under `script`), a pipe none;
 //! - on the real broker, the live-policy backtest of a verdicts topic the pipeline processed
 //!   gives exactly the blocks the pipeline published (mailbox, strike, blocked_at, incident).
 
@@ -692,5 +693,30 @@ fn the_live_backtest_of_a_processed_topic_equals_the_published_blocks() {
     assert_eq!(
         (empty.input.verdicts, empty.total.policies[0].trips),
         (0, 0)
+    );
+}
+
+#[test]
+fn a_terminal_gets_a_progress_line() {
+    let h = history(5_000, 200, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let (json, _) = write_files(&h, dir.path());
+    // `script` gives the command a terminal and copies what it writes there to our stdout.
+    let cmd = format!(
+        "{} backtest --file {} --json {}",
+        common::binary().display(),
+        json.display(),
+        dir.path().join("r.json").display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("MAILGUARD_CONFIG")
+        .output()
+        .expect("script (util-linux)");
+    assert!(out.status.success(), "{out:?}");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tty.contains("100.0 %") && tty.contains(&format!("{} verdicts,", h.len())),
+        "no progress line on the terminal: {tty:?}"
     );
 }

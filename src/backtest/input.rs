@@ -60,10 +60,13 @@ impl Progress {
 
     /// Called now and then with the units done and the verdicts stepped.
     fn tick(&mut self, done: u64, verdicts: u64) {
-        if !self.on || self.last.elapsed() < Duration::from_millis(250) {
-            return;
+        if self.on && self.last.elapsed() >= Duration::from_millis(250) {
+            self.last = Instant::now();
+            self.draw(done, verdicts);
         }
-        self.last = Instant::now();
+    }
+
+    fn draw(&self, done: u64, verdicts: u64) {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = verdicts as f64 / secs;
         let bar = match self.total {
@@ -84,8 +87,10 @@ impl Progress {
         let _ = e.flush();
     }
 
-    fn done(&self) {
+    /// The final line (everything done), then a new line.
+    fn done(&self, verdicts: u64) {
         if self.on {
+            self.draw(self.total.unwrap_or(0), verdicts);
             let _ = writeln!(std::io::stderr().lock());
         }
     }
@@ -190,7 +195,7 @@ pub fn file(
             }
         }
     }
-    progress.done();
+    progress.done(b.counts().verdicts);
     Ok(summary)
 }
 
@@ -298,7 +303,7 @@ pub fn topic(
             }
         }
     }
-    progress.done();
+    progress.done(b.counts().verdicts);
     Ok(summary)
 }
 
