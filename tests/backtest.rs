@@ -621,6 +621,12 @@ fn the_live_backtest_of_a_processed_topic_equals_the_published_blocks() {
         }
     }
     common::produce_keyed(&cfg.topics.verdicts, &records);
+    // Refused by both: a key that is not a normalised mailbox.
+    let upper = common::verdict_bytes("acme", "Bt@example.com", "u", now, VerdictKind::Spam);
+    common::produce(
+        &cfg.topics.verdicts,
+        &[(Some("Bt@example.com"), Some(upper))],
+    );
     let running = common::start(&cfg, Arc::new(mailguard::timers::SystemClock));
     let published = common::consume_until(&cfg.topics.blocks, Duration::from_secs(60), |r| {
         r.len() >= expected_mailboxes.len()
@@ -666,7 +672,9 @@ fn the_live_backtest_of_a_processed_topic_equals_the_published_blocks() {
     };
     let report = mailguard::backtest::backtest(&cfg, &args).expect("backtest");
     assert_eq!(report.input.verdicts as usize, records.len());
-    assert_eq!(report.input.rejected, 0);
+    assert_eq!(report.input.rejected, 1);
+    let why = &report.input.rejected_examples[0];
+    assert!(why.contains("not a normalised mailbox"), "{why}");
     let mut trips: Vec<(String, u32, Millis, String)> = std::fs::read_to_string(&trips_path)
         .unwrap()
         .lines()

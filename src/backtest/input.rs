@@ -260,7 +260,7 @@ pub fn topic(
                 None
             }
         };
-        match polled {
+        let finished = match polled {
             None => {
                 if idle.elapsed() > Duration::from_secs(60) {
                     let left: Vec<String> = pending.iter().map(|p| p.to_string()).collect();
@@ -269,37 +269,29 @@ pub fn topic(
                         left.join(", ")
                     )));
                 }
+                None
             }
-            Some(Polled::End(p)) => {
-                pending.remove(&p);
-            }
+            Some(Polled::End(p)) => Some(p),
             Some(Polled::Record(m)) => {
                 idle = Instant::now();
                 let (p, offset) = (m.partition(), m.offset());
                 let end = ends_of[p as usize];
-                if offset >= end {
-                    pending.remove(&p);
-                    continue;
+                if offset < end {
+                    read += 1;
+                    admit(codec, &cfg.limits, &m, b, &mut r);
+                    if read.is_multiple_of(65_536) {
+                        progress.tick(read, b.counts().verdicts);
+                    }
                 }
-                read += 1;
-                let clock = m.timestamp().to_millis().unwrap_or(b.now());
-                admit(
-                    codec,
-                    &cfg.limits,
-                    m.key(),
-                    m.payload(),
-                    clock,
-                    b,
-                    &mut r,
-                    p,
-                    offset,
-                );
-                if offset + 1 >= end {
-                    pending.remove(&p);
-                }
-                if read.is_multiple_of(65_536) {
-                    progress.tick(read, b.counts().verdicts);
-                }
+                (offset + 1 >= end).then_some(p)
+            }
+        };
+        // A partition at the end of its range is paused: what follows is not read for nothing.
+        if let Some(p) = finished.filter(|p| pending.remove(p)) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, p);
+            if let Err(e) = reader.consumer().pause(&tpl) {
+                tracing::debug!(partition = p, error = %e, "backtest: pause");
             }
         }
     }
@@ -308,21 +300,11 @@ pub fn topic(
 }
 
 /// As the pipeline admits a verdict record: a normalised mailbox key, a value that decodes,
-/// whose mailbox is the key's, within the limits.
-#[allow(clippy::too_many_arguments)]
-fn admit(
-    codec: &Codec,
-    limits: &Limits,
-    key: Option<&[u8]>,
-    payload: Option<&[u8]>,
-    clock: Millis,
-    b: &mut Backtest,
-    r: &mut Rejects<'_>,
-    p: i32,
-    offset: i64,
-) {
-    let at = || format!("partition {p} offset {offset}");
-    let key = match key.map(std::str::from_utf8) {
+/// whose mailbox is the key's, within the limits. The clock is the record's timestamp (its
+/// `sent_at` if it has none).
+fn admit(codec: &Codec, limits: &Limits, m: &impl Message, b: &mut Backtest, r: &mut Rejects<'_>) {
+    let at = || format!("partition {} offset {}", m.partition(), m.offset());
+    let key = match m.key().map(std::str::from_utf8) {
         Some(Ok(k)) => k,
         _ => return r.add(|| format!("{}: missing or non-UTF-8 key", at())),
     };
@@ -330,7 +312,7 @@ fn admit(
         Ok(k) => k,
         Err(e) => return r.add(|| format!("{}: {e}", at())),
     };
-    let Some(payload) = payload else {
+    let Some(payload) = m.payload() else {
         return r.add(|| format!("{}: missing value", at()));
     };
     let v = match codec.decode_verdict_ref(payload) {
@@ -343,7 +325,7 @@ fn admit(
     if let Err(e) = limits.verdict(v.message_id, v.tenant_id, v.mailbox) {
         return r.add(|| format!("{}: {e}", at()));
     }
-    b.verdict(&v, clock);
+    b.verdict(&v, m.timestamp().to_millis().unwrap_or(v.sent_at));
 }
 
 /// Per partition, the first offset whose timestamp is at or after `t` (`None`: no such record,
