@@ -9,7 +9,8 @@
 //!   target dir;
 //! - a terminal gets a progress line (under `script`), a pipe none;
 //! - on the real broker, the live-policy backtest of a verdicts topic the pipeline processed
-//!   gives exactly the blocks the pipeline published (mailbox, strike, blocked_at, incident).
+//!   gives exactly the blocks the pipeline published (mailbox, strike, blocked_at, incident);
+//!   with the schema registry, Confluent-framed verdicts are read through their ids.
 
 mod common;
 
@@ -727,4 +728,56 @@ fn a_terminal_gets_a_progress_line() {
         tty.contains("100.0 %") && tty.contains(&format!("{} verdicts,", h.len())),
         "no progress line on the terminal: {tty:?}"
     );
+}
+
+/// With a schema registry: verdicts in Confluent framing (the schema registered under the
+/// topic's subject, as `produce` and any Confluent serializer do) are read through the
+/// registry's id.
+#[test]
+fn a_backtest_reads_registry_framed_verdicts() {
+    let (mut cfg, _dir) = common::test_config(2);
+    cfg.registry.url = std::env::var("MAILGUARD_TEST_REGISTRY").expect(
+        "MAILGUARD_TEST_REGISTRY is not set: this test needs the real registry; run `make test`",
+    );
+    common::create_topics(&cfg);
+    let topic = cfg.topics.verdicts.clone();
+    let codec =
+        mailguard::wiring::codec_for(&cfg, &[(topic.as_str(), RecordType::OutboundVerdict)])
+            .expect("codec with the registry");
+    let now = common::now_ms();
+    let records: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            let v = mailguard::policy::Verdict {
+                message_id: format!("r{i}"),
+                tenant_id: "acme".into(),
+                mailbox: "reg@example.com".into(),
+                sent_at: now + i * 1000,
+                verdict: VerdictKind::Spam,
+            };
+            let mut out = Vec::new();
+            codec.encode_verdict(&v, &mut out).unwrap();
+            assert_eq!(out[0], 0, "Confluent framing (magic byte 0)");
+            ("reg@example.com".to_string(), out)
+        })
+        .collect();
+    common::produce_keyed(&topic, &records);
+    let dir = tempfile::tempdir().unwrap();
+    let args = BacktestArgs {
+        file: None,
+        topic: Some(String::new()),
+        from: None,
+        to: None,
+        candidates: vec![],
+        json: Some(dir.path().join("report.json")),
+        html: None,
+        trips: None,
+    };
+    let r = mailguard::backtest::backtest(&cfg, &args).expect("backtest");
+    assert_eq!(
+        (r.input.verdicts, r.input.rejected),
+        (6, 0),
+        "{:?}",
+        r.input
+    );
+    assert_eq!(r.total.policies[0].trips, 1);
 }
