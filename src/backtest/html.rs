@@ -505,6 +505,19 @@ mod tests {
     }
 
     #[test]
+    fn a_backtest_without_trips_says_so() {
+        let sets = vec![PolicySet {
+            name: "live".into(),
+            policy: Policy::default(),
+            tenants: Default::default(),
+        }];
+        let page = render(&Report::of(&Backtest::new(sets), InputSummary::default()));
+        assert!(page.contains("No policy tripped."), "{page}");
+        assert!(!page.contains("could not be drawn"), "{page}");
+        assert!(page.contains("By tenant (0)"));
+    }
+
+    #[test]
     fn durations_read_as_people_write_them() {
         assert_eq!(duration(12_000), "12 s");
         assert_eq!(duration(250_000), "4 min 10 s");
