@@ -160,11 +160,10 @@ pub fn file(
         let mut ocf = OcfReader::new(input)
             .map_err(|e| BacktestError::Input(format!("{}: {e}", path.display())))?;
         let mut n = 0u64;
-        let at = || String::from("record");
         while ocf
             .next_block(|v| {
                 n += 1;
-                step_file(b, limits, &range, &v, &mut r, &at);
+                step_file(b, limits, &range, &v, &mut r, &|| format!("record {n}"));
             })
             .map_err(|e| BacktestError::Input(format!("{}: {e}", path.display())))?
         {
