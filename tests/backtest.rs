@@ -662,14 +662,11 @@ fn the_live_backtest_of_a_processed_topic_equals_the_published_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let trips_path = dir.path().join("trips.jsonl");
     let args = BacktestArgs {
-        file: None,
         topic: Some(String::new()),
         from: Some(now - 60_000),
-        to: None,
-        candidates: vec![],
         json: Some(dir.path().join("report.json")),
-        html: None,
         trips: Some(trips_path.clone()),
+        ..BacktestArgs::default()
     };
     let report = mailguard::backtest::backtest(&cfg, &args).expect("backtest");
     assert_eq!(report.input.verdicts as usize, records.len());
@@ -763,14 +760,9 @@ fn a_backtest_reads_registry_framed_verdicts() {
     common::produce_keyed(&topic, &records);
     let dir = tempfile::tempdir().unwrap();
     let args = BacktestArgs {
-        file: None,
         topic: Some(String::new()),
-        from: None,
-        to: None,
-        candidates: vec![],
         json: Some(dir.path().join("report.json")),
-        html: None,
-        trips: None,
+        ..BacktestArgs::default()
     };
     let r = mailguard::backtest::backtest(&cfg, &args).expect("backtest");
     assert_eq!(

@@ -344,14 +344,9 @@ fn a_backtest_reads_the_verdicts_over_sasl_ssl_with_only_the_documented_acls() {
     trip(&cfg, "bt@acme.example", "bt");
     let dir = tempfile::tempdir().unwrap();
     let args = mailguard::backtest::BacktestArgs {
-        file: None,
         topic: Some(String::new()),
-        from: None,
-        to: None,
-        candidates: vec![],
         json: Some(dir.path().join("report.json")),
-        html: None,
-        trips: None,
+        ..mailguard::backtest::BacktestArgs::default()
     };
     let r = mailguard::backtest::backtest(&cfg, &args).expect("backtest over SASL_SSL");
     assert_eq!((r.input.verdicts, r.input.rejected), (5, 0));

@@ -15,7 +15,8 @@ use crate::config::Config;
 use crate::policy::Policy;
 
 /// Arguments of `mailguard backtest`.
-#[derive(Debug, Clone, clap::Args)]
+/// `Default`: no input, no candidate, JSON to stdout (for callers in code).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct BacktestArgs {
     /// Read verdicts from this file: JSON lines (as `produce` takes them) or an Avro object
     /// container file (detected by its magic).
