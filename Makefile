@@ -68,7 +68,7 @@ lint: ## rustfmt --check and clippy -D warnings
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --profile test -- -D warnings
 
-bench: deps ## criterion benches (policy, Avro decode, RocksDB) and the end-to-end bench
+bench: deps ## criterion benches (policy, Avro decode, RocksDB), the end-to-end bench and the backtest bench
 	cargo bench --bench policy --bench avro_decode --bench store
 	scripts/bench-e2e
 

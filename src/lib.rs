@@ -21,6 +21,8 @@
 //! - [`config`] — the one validated configuration; secrets from files or the environment.
 //! - [`registry`] — client of a Confluent-compatible schema registry.
 //! - [`wiring`] — the codec of a configuration: schema ids from the config or the registry.
+//! - [`backtest`] — `mailguard backtest`: the core over a history of verdicts, for the live
+//!   and candidate policies; JSON and HTML reports.
 //! - [`cli`] — `mailguard produce` / `tail`: the codec for people; `mailguard admin`: the API's
 //!   client.
 //!
@@ -29,6 +31,7 @@
 
 #[cfg(feature = "runtime")]
 pub mod api;
+pub mod backtest;
 #[cfg(feature = "runtime")]
 pub mod cli;
 pub mod codec;

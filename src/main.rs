@@ -37,6 +37,9 @@ enum Command {
     Produce(mailguard::cli::ProduceArgs),
     /// Print Avro records of a topic as JSON lines.
     Tail(mailguard::cli::TailArgs),
+    /// What the live and candidate policies would have done over a history of verdicts
+    /// (a file or the verdicts topic over a time range): JSON and HTML reports.
+    Backtest(mailguard::backtest::BacktestArgs),
     /// Call the admin API (status, blocked, incident, unblock) or issue API tokens.
     Admin(mailguard::cli::AdminArgs),
 }
@@ -81,6 +84,9 @@ fn real_main(command: Command, config: Config) -> anyhow::Result<()> {
             mailguard::cli::produce(&config, &args, &SystemClock).context("produce")
         }
         Command::Tail(args) => mailguard::cli::tail(&config, &args).context("tail"),
+        Command::Backtest(args) => mailguard::backtest::backtest(&config, &args)
+            .map(drop)
+            .context("backtest"),
         Command::Admin(args) => mailguard::cli::admin(&args).context("admin"),
         Command::Run => rt.block_on(run(config)),
     }

@@ -335,6 +335,25 @@ struct Failure {
     stderr: String,
 }
 
+/// `mailguard backtest --topic` over SASL_SSL with only README's ACLs: it reads the verdicts
+/// (assigned, read_committed, under the `G.reader.` groups) and finds the trip.
+#[test]
+fn a_backtest_reads_the_verdicts_over_sasl_ssl_with_only_the_documented_acls() {
+    let d = grant(false);
+    let cfg = resolved(&d.cfg);
+    trip(&cfg, "bt@acme.example", "bt");
+    let dir = tempfile::tempdir().unwrap();
+    let args = mailguard::backtest::BacktestArgs {
+        topic: Some(String::new()),
+        json: Some(dir.path().join("report.json")),
+        ..mailguard::backtest::BacktestArgs::default()
+    };
+    let r = mailguard::backtest::backtest(&cfg, &args).expect("backtest over SASL_SSL");
+    assert_eq!((r.input.verdicts, r.input.rejected), (5, 0));
+    let live = &r.tenants["acme"].policies[0];
+    assert_eq!((live.trips, live.blocked_mailboxes), (1, 1));
+}
+
 /// Runs the binary on `cfg` and returns how it failed once it exited.
 fn run_expecting_failure(cfg: &Config) -> Failure {
     let dir = tempfile::tempdir().unwrap();

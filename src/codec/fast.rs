@@ -418,6 +418,25 @@ impl VerdictProgram {
     /// allocation, so a CLEAN verdict (the vast majority) costs only the parse.
     pub fn decode_ref<'a>(&self, body: &'a [u8]) -> Result<VerdictRef<'a>, CodecError> {
         let mut r = Reader::new(body);
+        let s = self.run(&mut r)?;
+        if r.remaining() != 0 {
+            return Err(CodecError::TrailingBytes(r.remaining()));
+        }
+        finish(s)
+    }
+
+    /// Decodes the one body at the start of `data` (an Avro object container block holds its
+    /// bodies back to back, without lengths): the verdict and how many bytes it took.
+    pub fn decode_prefix<'a>(&self, data: &'a [u8]) -> Result<(VerdictRef<'a>, usize), CodecError> {
+        let mut r = Reader::new(data);
+        let s = self.run(&mut r)?;
+        let used = data.len() - r.remaining();
+        Ok((finish(s)?, used))
+    }
+
+    /// Runs the program over one body from `r`'s position.
+    #[inline(always)]
+    fn run<'a>(&self, r: &mut Reader<'a>) -> Result<Slots<'a>, CodecError> {
         let mut s: Slots<'a> = self.initial;
         for &(field, op) in self.ops.iter() {
             let op = match op {
@@ -430,29 +449,32 @@ impl VerdictProgram {
                 }
                 op => op,
             };
-            self.leaf(op, &mut r, field, &mut s)?;
+            self.leaf(op, r, field, &mut s)?;
         }
-        if r.remaining() != 0 {
-            return Err(CodecError::TrailingBytes(r.remaining()));
-        }
-        let [message_id, tenant_id, mailbox] = s.strs;
-        let message_id = non_empty(message_id, "message_id")?;
-        let tenant_id = non_empty(tenant_id, "tenant_id")?;
-        let mailbox = non_empty(mailbox, "mailbox")?;
-        let sent_at = s
-            .sent_at
-            .ok_or_else(|| CodecError::invalid("sent_at", "null"))?;
-        let verdict = s
-            .verdict
-            .ok_or_else(|| CodecError::invalid("verdict", "null"))?;
-        Ok(VerdictRef {
-            message_id,
-            tenant_id,
-            mailbox,
-            sent_at,
-            verdict,
-        })
+        Ok(s)
     }
+}
+
+/// The verdict of a program's slots, each field checked.
+#[inline(always)]
+fn finish(s: Slots<'_>) -> Result<VerdictRef<'_>, CodecError> {
+    let [message_id, tenant_id, mailbox] = s.strs;
+    let message_id = non_empty(message_id, "message_id")?;
+    let tenant_id = non_empty(tenant_id, "tenant_id")?;
+    let mailbox = non_empty(mailbox, "mailbox")?;
+    let sent_at = s
+        .sent_at
+        .ok_or_else(|| CodecError::invalid("sent_at", "null"))?;
+    let verdict = s
+        .verdict
+        .ok_or_else(|| CodecError::invalid("verdict", "null"))?;
+    Ok(VerdictRef {
+        message_id,
+        tenant_id,
+        mailbox,
+        sent_at,
+        verdict,
+    })
 }
 
 /// A validated `OutboundVerdict` whose strings borrow from the record. `mailbox` is as sent
