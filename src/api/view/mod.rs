@@ -76,6 +76,10 @@ pub struct Incident {
     pub scan_requested: bool,
     /// How its scans ended, the latest word: `REMEDIATED` or `NEEDS_ATTENTION`.
     pub outcome: Option<String>,
+    /// A trip: a block record or a trip event was seen (an early warning's id names no trip,
+    /// and is not listed among the tenant's incidents).
+    #[serde(default)]
+    pub tripped: bool,
 }
 
 impl Incident {
@@ -316,10 +320,15 @@ impl View {
         let mut b = WriteBatch::default();
         if let Some(old) = &old {
             if let (Some(t), Some(_)) = (old.tenant_id(), old.block()) {
-                b.delete(Key::new(Kind::Blocked).s(t).s(mailbox).bytes());
+                b.delete(Key::new(Kind::Blocked).s(t).raw(mailbox.as_bytes()).bytes());
             }
             for e in old.exemptions() {
-                b.delete(Key::new(Kind::Exempt).s(&e.tenant_id).s(mailbox).bytes());
+                b.delete(
+                    Key::new(Kind::Exempt)
+                        .s(&e.tenant_id)
+                        .raw(mailbox.as_bytes())
+                        .bytes(),
+                );
             }
         }
         match &state {
@@ -333,11 +342,17 @@ impl View {
             Some(st) => {
                 b.put(key.bytes(), st.to_bytes());
                 if let (Some(t), Some(_)) = (st.tenant_id(), st.block()) {
-                    b.put(Key::new(Kind::Blocked).s(t).s(mailbox).bytes(), []);
+                    b.put(
+                        Key::new(Kind::Blocked).s(t).raw(mailbox.as_bytes()).bytes(),
+                        [],
+                    );
                 }
                 for e in st.exemptions() {
                     b.put(
-                        Key::new(Kind::Exempt).s(&e.tenant_id).s(mailbox).bytes(),
+                        Key::new(Kind::Exempt)
+                            .s(&e.tenant_id)
+                            .raw(mailbox.as_bytes())
+                            .bytes(),
                         [],
                     );
                 }
@@ -424,12 +439,14 @@ impl View {
                 Key::new(Kind::Recent).s(mailbox).raw(id.as_bytes()).bytes(),
                 [],
             ),
-            Some(o) if o.when() != inc.when() || o.state() != inc.state() => {
+            Some(o) if o.tripped && (o.when() != inc.when() || o.state() != inc.state()) => {
                 b.delete(o.tenant_key(id).bytes())
             }
             Some(_) => {}
         }
-        b.put(inc.tenant_key(id).bytes(), inc.state().as_bytes());
+        if inc.tripped {
+            b.put(inc.tenant_key(id).bytes(), inc.state().as_bytes());
+        }
         let head = serde_json::to_vec(&inc).map_err(|e| StoreError::Corrupt {
             what: "incident",
             reason: e.to_string(),
@@ -466,6 +483,7 @@ impl View {
                 inc.permanent = r.state == BlockState::PermanentlyBlocked;
             }
             inc.blocked_at = Some(r.blocked_at);
+            inc.tripped = true;
             inc.last_state = Some(r.state.as_str().to_owned());
             if !r.evidence_message_ids.is_empty() {
                 inc.evidence = r.evidence_message_ids.clone();
@@ -508,6 +526,10 @@ impl View {
         self.update_incident(id, &e.mailbox, &e.tenant_id, b, |inc| {
             inc.first_event_at = Some(inc.first_event_at.map_or(e.at, |t| t.min(e.at)));
             match e.kind {
+                EventKind::MailboxBlocked
+                | EventKind::MailboxPermanentlyBlocked
+                | EventKind::TripSimulated
+                | EventKind::TripExempted => inc.tripped = true,
                 EventKind::ScanRequested => inc.scan_requested = true,
                 EventKind::IncidentRemediated => inc.outcome = Some("REMEDIATED".into()),
                 EventKind::IncidentNeedsAttention => inc.outcome = Some("NEEDS_ATTENTION".into()),

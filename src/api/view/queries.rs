@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::store::{desc, take_str, undesc, Key, Kind, ViewStore};
+use super::store::{desc, undesc, Key, Kind, ViewStore};
 use super::Incident;
 use crate::policy::{
     domain_pattern, Alert, BlockState, EventLogEntry, Exemption, MailboxState, Millis,
@@ -298,13 +298,18 @@ pub fn blocked_page(
     now: Millis,
 ) -> Result<(Vec<(String, MailboxState, BlockState)>, Option<String>), StoreError> {
     let prefix = Key::new(Kind::Blocked).s(tenant).into_bytes();
-    let start = cursor.map(|c| Key::new(Kind::Blocked).s(tenant).s(c).into_bytes());
+    let start = cursor.map(|c| {
+        Key::new(Kind::Blocked)
+            .s(tenant)
+            .raw(c.as_bytes())
+            .into_bytes()
+    });
     let mut names = Vec::new();
     let mut next = None;
     let mut examined = 0;
     let mut err = None;
     store.scan(&prefix, start.as_deref(), |k, _| {
-        let Some((mb, _)) = take_str(k) else {
+        let Ok(mb) = std::str::from_utf8(k) else {
             return true;
         };
         if Some(mb) == cursor {
@@ -351,9 +356,7 @@ pub fn exemptions_of(
     let prefix = Key::new(Kind::Exempt).s(tenant).into_bytes();
     let mut keys = Vec::new();
     store.scan(&prefix, None, |k, _| {
-        if let Some((key, _)) = take_str(k) {
-            keys.push(key.to_owned());
-        }
+        keys.push(String::from_utf8_lossy(k).into_owned());
         true
     })?;
     let mut out = Vec::new();

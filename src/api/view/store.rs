@@ -7,9 +7,10 @@
 //! buffers, a bounded number of open files (each holding its index and bloom filter). The history on
 //! disk is bounded by the retention (`api.view_retention_ms`) and the per-mailbox incident bound.
 //!
-//! Keys start with one byte naming the kind of entry; every string in a key is length-prefixed
-//! (u32 big-endian), so no tenant or mailbox name — whatever bytes a producer put in it — can
-//! make one tenant's range overlap another's. Times in keys sort newest first ([`desc`]).
+//! Keys start with one byte naming the kind of entry; every string in a key but the last is
+//! length-prefixed (u32 big-endian), so no tenant or mailbox name — whatever bytes a producer put
+//! in it — can make one tenant's range overlap another's; the last part is raw, so lists keyed by
+//! name (the blocked list) are in name order. Times in keys sort newest first ([`desc`]).
 //!
 //! | prefix | key | value |
 //! |---|---|---|

@@ -436,6 +436,10 @@ fn incidents_are_listed_per_tenant_by_time_and_state() {
     v.effect(block("a@t", "t", incident_id(1), 1_000));
     v.effect(block("b@t", "t", incident_id(2), 2_000));
     v.effect(block("c@u", "u", incident_id(3), 3_000));
+    // A warning's id is no trip: not listed.
+    let mut warned = event("t", "d@t", EventKind::MailboxWarned, 2_200, 9);
+    warned.incident_id = Some(incident_id(9).to_string());
+    v.effect(Effect::Event(warned));
     let mut requested = event("t", "b@t", EventKind::ScanRequested, 2_001, 1);
     requested.incident_id = Some(incident_id(2).to_string());
     v.effect(Effect::Event(requested));
