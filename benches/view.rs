@@ -371,73 +371,87 @@ fn main() {
     }
     let clients = env_usize("VIEW_CLIENTS", 100);
     let secs = env_usize("VIEW_QUERY_SECS", 20) as u64;
-    let t_end = now_ms();
-    let stop = Arc::new(AtomicBool::new(false));
-    let lat: Arc<Mutex<Vec<Vec<Duration>>>> = Arc::new(Mutex::new(vec![Vec::new(); 5]));
-    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for c in 0..clients {
-            let (stop, lat, errors, cursors, fetch) = (&stop, &lat, &errors, &cursors, &fetch);
-            s.spawn(move || {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(c as u64);
-                let mut mine: Vec<Vec<Duration>> = vec![Vec::new(); 5];
-                while !stop.load(Ordering::Relaxed) {
-                    let (kind, path) = queries(t_end, cursors, &mut rng);
-                    let t = Instant::now();
-                    let status = fetch(&path);
-                    mine[kind].push(t.elapsed());
-                    if status != 200 {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                let mut all = lat.lock().unwrap();
-                for (k, v) in mine.into_iter().enumerate() {
-                    all[k].extend(v);
-                }
-            });
-        }
-        std::thread::sleep(Duration::from_secs(secs));
-        stop.store(true, Ordering::Relaxed);
-    });
-    let elapsed = started.elapsed().as_secs_f64();
-    let (rss_end, hwm_end) = rss_mib();
-    let mut all: Vec<Duration> = Vec::new();
-    let names = [
-        "newest page",
-        "page deep in the month (cursor)",
-        "one day, one kind",
-        "one mailbox",
-        "incidents list",
-    ];
-    let lat = lat.lock().unwrap();
     println!("view bench: {mailboxes} mailboxes with state, {events} events over 30 days");
     println!(
         "  build from empty to caught up: {build:.1} s; answering (fresh) after {answering:.1} s"
     );
-    println!(
-        "  RSS before the view {rss_before:.0} MiB; caught up {rss_built:.0} MiB (peak {hwm_built:.0}); after the queries {rss_end:.0} MiB (peak {hwm_end:.0})"
-    );
-    for (k, name) in names.iter().enumerate() {
-        let mut v = lat[k].clone();
-        v.sort();
+    println!("  RSS before the view {rss_before:.0} MiB; caught up {rss_built:.0} MiB (peak {hwm_built:.0})");
+    // Closed loop (each client sends its next query as soon as the last is answered: the
+    // machine's capacity), then each client paced to one query per VIEW_PACE_MS (default 200).
+    for pace in [0, env_usize("VIEW_PACE_MS", 200) as u64] {
+        let t_end = now_ms();
+        let stop = AtomicBool::new(false);
+        let lat: Mutex<Vec<Vec<Duration>>> = Mutex::new(vec![Vec::new(); 5]);
+        let errors = std::sync::atomic::AtomicUsize::new(0);
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for c in 0..clients {
+                let (stop, lat, errors, cursors, fetch) = (&stop, &lat, &errors, &cursors, &fetch);
+                s.spawn(move || {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(c as u64);
+                    let mut mine: Vec<Vec<Duration>> = vec![Vec::new(); 5];
+                    let mut next =
+                        Instant::now() + Duration::from_millis(rng.random_range(0..=pace));
+                    while !stop.load(Ordering::Relaxed) {
+                        if pace > 0 {
+                            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                            next += Duration::from_millis(pace);
+                        }
+                        let (kind, path) = queries(t_end, cursors, &mut rng);
+                        let t = Instant::now();
+                        let status = fetch(&path);
+                        mine[kind].push(t.elapsed());
+                        if status != 200 {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    let mut all = lat.lock().unwrap();
+                    for (k, v) in mine.into_iter().enumerate() {
+                        all[k].extend(v);
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_secs(secs));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        let (rss_end, hwm_end) = rss_mib();
+        let names = [
+            "newest page",
+            "page deep in the month (cursor)",
+            "one day, one kind",
+            "one mailbox",
+            "incidents list",
+        ];
+        let lat = lat.lock().unwrap();
+        let mode = if pace == 0 {
+            "closed loop".to_owned()
+        } else {
+            format!("each client one query per {pace} ms")
+        };
+        println!("  {clients} concurrent clients, {mode}:");
+        let mut all: Vec<Duration> = Vec::new();
+        for (k, name) in names.iter().enumerate() {
+            let mut v = lat[k].clone();
+            v.sort();
+            println!(
+                "    {name:<34} n={:>7}  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms",
+                v.len(),
+                percentile(&v, 0.5),
+                percentile(&v, 0.99),
+                percentile(&v, 1.0)
+            );
+            all.extend(v);
+        }
+        all.sort();
         println!(
-            "  {name:<34} n={:>7}  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms",
-            v.len(),
-            percentile(&v, 0.5),
-            percentile(&v, 0.99),
-            percentile(&v, 1.0)
+            "    all: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, non-200 {}; RSS after {rss_end:.0} MiB (peak {hwm_end:.0})",
+            all.len() as f64 / elapsed,
+            percentile(&all, 0.5),
+            percentile(&all, 0.99),
+            percentile(&all, 1.0),
+            errors.load(Ordering::Relaxed)
         );
-        all.extend(v);
     }
-    all.sort();
-    println!(
-        "  all, {clients} concurrent clients: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, non-200 {}",
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        percentile(&all, 1.0),
-        errors.load(Ordering::Relaxed)
-    );
     api.stop();
 }

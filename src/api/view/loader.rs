@@ -74,8 +74,10 @@ const EXPIRY_INTERVAL_MS: Millis = 10_000;
 /// Most entries one expiry round deletes (a round then follows at once).
 const EXPIRY_BUDGET: usize = 10_000;
 
-/// Prefetch bound of each of the view's consumers (`queued.max.messages.kbytes`).
-const QUEUED_KBYTES: &str = "8192";
+/// Prefetch bound of each of the view's consumers (`queued.max.messages.kbytes`, per partition
+/// as the readers assign partitions), and of one fetch response (`fetch.max.bytes`).
+const QUEUED_KBYTES: &str = "2048";
+const FETCH_MAX_BYTES: &str = "4194304";
 
 /// librdkafka's statistics interval of the view's readers: how often a freshness target is set.
 const STATS_INTERVAL_MS: &str = "1000";
@@ -107,9 +109,12 @@ pub fn spawn(
             ViewContext::default(),
             |c| {
                 c.set("statistics.interval.ms", STATS_INTERVAL_MS);
-                // librdkafka prefetches up to 64 MiB per consumer by default; six of them would
-                // be most of the view's memory. 8 MiB each keeps a loaded broker's fetches full.
+                // librdkafka prefetches up to 64 MiB and 100 000 records per partition by default
+                // and a fetch answer may be 50 MiB: six readers of four partitions would make it
+                // most of the view's memory. These keep a loaded broker's fetches full.
                 c.set("queued.max.messages.kbytes", QUEUED_KBYTES);
+                c.set("queued.min.messages", "10000");
+                c.set("fetch.max.bytes", FETCH_MAX_BYTES);
             },
         )?;
         reader.assign_all(|_| Ok::<_, KafkaError>(Start::Beginning))?;
