@@ -359,6 +359,20 @@ pub enum ExemptAction {
     },
 }
 
+/// The time range of `admin events` and `admin incidents`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListRange {
+    /// Earliest time included, ms since the Unix epoch.
+    #[arg(long)]
+    pub from: Option<i64>,
+    /// Earliest time no longer included, ms since the Unix epoch.
+    #[arg(long)]
+    pub to: Option<i64>,
+    /// Stop after this many entries (default: all of them).
+    #[arg(long)]
+    pub max: Option<usize>,
+}
+
 /// `mailguard admin` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
@@ -389,6 +403,36 @@ pub enum AdminCommand {
         tenant: String,
         /// Incident id.
         incident_id: String,
+    },
+    /// A tenant's events report, newest first, every page: one JSON object per line, or CSV
+    /// (role ADMIN or SUPPORT).
+    Events {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        range: ListRange,
+        /// Only these kinds (comma-separated, e.g. MAILBOX_BLOCKED,SCAN_COMPLETED).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this mailbox.
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// CSV (the API's export, header row once) instead of JSON lines.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// A tenant's incidents, newest first, every page: one JSON object per line (role ADMIN or
+    /// SUPPORT).
+    Incidents {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        range: ListRange,
+        /// OPEN, REMEDIATED, NEEDS_ATTENTION or NO_SCAN.
+        #[arg(long)]
+        state: Option<String>,
     },
     /// Lift a permanent block (role SUPPORT); waits for the pipeline's decision.
     Unblock {
@@ -567,6 +611,27 @@ pub fn admin(args: &AdminArgs) -> Result<(), CliError> {
             wait,
         } => unblock(&client, tenant, mailbox, ticket, *wait),
         AdminCommand::Exempt { action } => exempt(&client, action),
+        AdminCommand::Events {
+            tenant,
+            range,
+            kind,
+            mailbox,
+            csv,
+        } => {
+            let filters = [("kind", kind.as_deref()), ("mailbox", mailbox.as_deref())];
+            let list = List::new(tenant, "events", range, &filters);
+            if *csv {
+                events_csv(&client, &list)
+            } else {
+                list.print_lines(&client)
+            }
+        }
+        AdminCommand::Incidents {
+            tenant,
+            range,
+            state,
+        } => List::new(tenant, "incidents", range, &[("state", state.as_deref())])
+            .print_lines(&client),
         AdminCommand::HashToken | AdminCommand::IssueToken { .. } => Ok(()),
     }
 }
@@ -653,6 +718,126 @@ fn blocked(
         }
     }
     print_json(&json!({ "tenant_id": tenant, "items": items }))
+}
+
+/// A time-ordered list of the API (`/v1/tenants/{tenant}/{what}`) and its query.
+struct List {
+    path: String,
+    query: String,
+    max: usize,
+}
+
+impl List {
+    fn new(tenant: &str, what: &str, range: &ListRange, filters: &[(&str, Option<&str>)]) -> List {
+        let mut q = Vec::new();
+        for (k, v) in [("from", range.from), ("to", range.to)] {
+            if let Some(v) = v {
+                q.push(format!("{k}={v}"));
+            }
+        }
+        for (k, v) in filters {
+            if let Some(v) = v {
+                q.push(format!("{k}={}", url_part(v)));
+            }
+        }
+        List {
+            path: format!("/v1/tenants/{}/{what}", url_part(tenant)),
+            query: q.join("&"),
+            max: range.max.unwrap_or(usize::MAX),
+        }
+    }
+
+    fn page_path(&self, cursor: Option<&str>, extra: &str) -> String {
+        let mut q = vec![extra.to_owned()];
+        if !self.query.is_empty() {
+            q.push(self.query.clone());
+        }
+        if let Some(c) = cursor {
+            q.push(format!("cursor={}", url_part(c)));
+        }
+        format!("{}?{}", self.path, q.join("&"))
+    }
+
+    /// Every entry, one JSON object per line, as the pages arrive.
+    fn print_lines(&self, client: &ApiClient) -> Result<(), CliError> {
+        let mut cursor: Option<String> = None;
+        let mut n = 0;
+        let mut out = std::io::stdout().lock();
+        while n < self.max {
+            let limit = (self.max - n).min(1000);
+            let page = client.call(
+                "GET",
+                &self.page_path(cursor.as_deref(), &format!("limit={limit}")),
+                None,
+            )?;
+            for item in page
+                .get("items")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                writeln!(out, "{item}")?;
+                n += 1;
+            }
+            cursor = page
+                .get("next_cursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `admin events --csv`: the API's CSV pages, the header row once.
+fn events_csv(client: &ApiClient, list: &List) -> Result<(), CliError> {
+    let mut cursor: Option<String> = None;
+    let mut out = std::io::stdout().lock();
+    let mut first = true;
+    let mut n = 0;
+    while n < list.max {
+        let limit = (list.max - n).min(10_000);
+        let url = format!(
+            "{}{}",
+            client.base,
+            list.page_path(cursor.as_deref(), &format!("limit={limit}&format=csv"))
+        );
+        let mut resp = client
+            .agent
+            .get(&url)
+            .header("Authorization", &client.authorization)
+            .call()
+            .map_err(|e| CliError::Wire(format!("{url}: {e}")))?;
+        let status = resp.status().as_u16();
+        cursor = resp
+            .headers()
+            .get("x-next-cursor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| CliError::Wire(format!("{url}: {e}")))?;
+        if status >= 400 {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            return Err(http_error(status, &v));
+        }
+        // Rows end with CRLF; a field can hold a line break only inside quotes, so the header
+        // is everything up to the first CRLF.
+        let body = match text.split_once("\r\n") {
+            Some((_, rest)) if !first => rest,
+            _ => text.as_str(),
+        };
+        n += body.matches("\r\n").count() - usize::from(first);
+        out.write_all(body.as_bytes())?;
+        first = false;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// `admin unblock`: send a support unblock and follow its status for up to `wait` seconds.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Limits, Policy, PolicyOverrides, TenantMode, TenantSettings};
+use crate::policy::{Limits, Millis, Policy, PolicyOverrides, TenantMode, TenantSettings};
 
 mod env;
 pub mod secrets;
@@ -210,7 +210,7 @@ impl Config {
 }
 
 /// The admin and query API (`/v1` on the `http.listen` server).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Serve `/v1` and build the queryable view (a reader of the changelog, blocks, events and
@@ -218,6 +218,35 @@ pub struct ApiConfig {
     pub enabled: bool,
     /// The callers: bearer tokens stored as SHA-256 hashes.
     pub tokens: Vec<ApiToken>,
+    /// The view's local RocksDB: emptied at start and rebuilt from the topics (a cache of
+    /// them, like `state.dir`; one per instance). Default: beside the state, `<state.dir>-view`.
+    pub view_dir: Option<PathBuf>,
+    /// How long (processor time, ms) events and alerts stay in the events report; the topics
+    /// keep what their own retention says. Default 30 days.
+    pub view_retention_ms: Millis,
+}
+
+impl ApiConfig {
+    /// Where the view's store lives: `view_dir`, else `<state.dir>-view`.
+    pub fn view_dir(&self, state: &StateConfig) -> PathBuf {
+        self.view_dir.clone().unwrap_or_else(|| {
+            // Components drop a trailing `/`, which would put the view inside the state.
+            let mut name = state.dir.components().collect::<PathBuf>().into_os_string();
+            name.push("-view");
+            PathBuf::from(name)
+        })
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: false,
+            tokens: Vec::new(),
+            view_dir: None,
+            view_retention_ms: 30 * 86_400_000,
+        }
+    }
 }
 
 /// One API caller (`[[api.tokens]]`).

@@ -654,6 +654,40 @@ fn the_api_answers_over_sasl_ssl_with_only_the_documented_acls() {
         list["items"][0]["pattern"], "*@exempt-api.example.com",
         "{list}"
     );
+    // The events report, the incidents and the alerts (the view reads the alerts topic too).
+    let events = await_api(
+        &format!("{base}/v1/tenants/acme/events?mailbox={mailbox}&kind=MAILBOX_BLOCKED"),
+        &secret,
+        Duration::from_secs(60),
+        |s, v| s == 200 && v["items"].as_array().is_some_and(|i| !i.is_empty()),
+    );
+    assert_eq!(events["items"][0]["mailbox"], mailbox, "{events}");
+    let incident = v["recent_incidents"][0]["incident_id"].clone();
+    let (status, incidents) = api_call(&format!("{base}/v1/tenants/acme/incidents"), &secret, None);
+    assert_eq!(status, 200, "{incidents}");
+    assert_eq!(
+        incidents["items"][0]["incident_id"], incident,
+        "{incidents}"
+    );
+    let alerts = await_api(
+        &format!("{base}/v1/tenants/acme/alerts"),
+        &secret,
+        Duration::from_secs(60),
+        |s, v| {
+            s == 200
+                && v["items"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x["kind"] == "BLOCK"))
+        },
+    );
+    assert!(
+        alerts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["incident_id"] == incident),
+        "{alerts}"
+    );
 }
 
 #[test]

@@ -16,12 +16,12 @@ use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 
 use super::auth::{AuthError, Principal};
-use super::view::{self, ViewData};
-use super::Api;
+use super::view::{self, queries, store::ViewStore, ViewData};
+use super::{reports, Api};
 use crate::config::ApiRole;
 use crate::policy::{
-    check_pattern, ids, text, ActorRole, BlockState, Command, CommandKind, EventKind, Exemption,
-    MailboxState, Millis, Policy, TenantMode,
+    check_pattern, ids, text, ActorRole, BlockState, Command, CommandKind, EventKind,
+    EventLogEntry, Exemption, Millis, Policy, TenantMode,
 };
 
 /// The OpenAPI 3 document of this API (the committed file is the only copy).
@@ -68,15 +68,18 @@ pub fn router(api: Api) -> Router {
         .route(R_SETTINGS, get(settings))
         .route(R_EXEMPTIONS, get(exemptions))
         .route(R_EXEMPTION, put(exemption_put).delete(exemption_delete))
+        .route(reports::R_EVENTS, get(reports::events))
+        .route(reports::R_INCIDENTS, get(reports::incidents))
+        .route(reports::R_ALERTS, get(reports::alerts))
         .with_state(api)
 }
 
 /// A refusal: status and message, rendered as `{"error": …}` by [`finish`].
 pub(crate) struct Fail(StatusCode, String);
 
-type Answer = Result<Response, Fail>;
+pub(super) type Answer = Result<Response, Fail>;
 
-fn json_response(status: StatusCode, v: &Value) -> Response {
+pub(super) fn json_response(status: StatusCode, v: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -85,7 +88,7 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
         .into_response()
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Fail {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Fail {
     Fail(status, message.into())
 }
 
@@ -110,7 +113,7 @@ pub(crate) fn unavailable(message: &str) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, message).into_response()
 }
 
-fn not_found(what: &str) -> Fail {
+pub(super) fn not_found(what: &str) -> Fail {
     error(
         StatusCode::NOT_FOUND,
         format!("no such {what} in this tenant"),
@@ -118,19 +121,19 @@ fn not_found(what: &str) -> Fail {
 }
 
 /// Count the request under its route template (never a mailbox) and answer.
-fn finish(api: &Api, route: &str, answer: Answer) -> Response {
+pub(super) fn finish(api: &Api, route: &str, answer: Answer) -> Response {
     let r = answer.unwrap_or_else(IntoResponse::into_response);
     api.inner.metrics.http_request(route, r.status().as_u16());
     r
 }
 
 /// Now, by the API's clock (injected: tests drive it).
-fn now_ms(api: &Api) -> Millis {
+pub(super) fn now_ms(api: &Api) -> Millis {
     api.inner.clock.now_ms()
 }
 
 /// 401 without a known bearer token, 403 without the role or outside the tenant scope.
-fn authorize(api: &Api, headers: &HeaderMap, role: ApiRole) -> Result<Principal, Fail> {
+pub(super) fn authorize(api: &Api, headers: &HeaderMap, role: ApiRole) -> Result<Principal, Fail> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -156,13 +159,13 @@ fn authorize(api: &Api, headers: &HeaderMap, role: ApiRole) -> Result<Principal,
     Ok(p)
 }
 
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, Fail> {
+pub(super) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, Fail> {
     p.map(|Path(x)| x)
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
 /// 403 unless the principal's scope covers the path's tenant.
-fn scope(p: &Principal, tenant: &str) -> Result<(), Fail> {
+pub(super) fn scope(p: &Principal, tenant: &str) -> Result<(), Fail> {
     if p.may_access(tenant) {
         Ok(())
     } else {
@@ -173,8 +176,15 @@ fn scope(p: &Principal, tenant: &str) -> Result<(), Fail> {
     }
 }
 
-fn read_view(api: &Api) -> Result<std::sync::RwLockReadGuard<'_, ViewData>, Fail> {
-    let v = api.inner.view.read().expect("view lock");
+/// The in-memory part of the view, once it is fresh enough to answer from (503 otherwise).
+pub(super) fn read_view(api: &Api) -> Result<std::sync::RwLockReadGuard<'_, ViewData>, Fail> {
+    let v = api.inner.view.data.read().expect("view lock");
+    if v.store_failed {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the view's local store failed (api.view_dir); a restart rebuilds it",
+        ));
+    }
     if !v.caught_up {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -191,6 +201,27 @@ fn read_view(api: &Api) -> Result<std::sync::RwLockReadGuard<'_, ViewData>, Fail
         )),
         _ => Ok(v),
     }
+}
+
+/// Whether the view is fresh enough to answer from (503 otherwise).
+pub(super) fn ready(api: &Api) -> Result<(), Fail> {
+    read_view(api).map(drop)
+}
+
+/// The view's store (ask [`ready`] first: it says whether the view may answer).
+pub(super) fn store(api: &Api) -> &ViewStore {
+    &api.inner.view.store
+}
+
+/// A failed read of the view's local store: 500, logged (it names no mailbox).
+pub(super) fn db<T>(r: Result<T, crate::store::StoreError>) -> Result<T, Fail> {
+    r.map_err(|e| {
+        tracing::error!(error = %e, "api view: local store read failed");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the view's local store failed; see the instance's log",
+        )
+    })
 }
 
 fn tenant_policy(api: &Api, v: &ViewData, tenant: &str) -> Policy {
@@ -217,7 +248,7 @@ async fn mailbox(
         scope(&who, &tenant)?;
         let mailbox = crate::policy::Mailbox::new(&mailbox).into_string();
         let v = read_view(&api)?;
-        if v.tenant_of(&mailbox) != Some(tenant.as_str()) {
+        if db(queries::tenant_of(store(&api), &mailbox))?.as_deref() != Some(tenant.as_str()) {
             return Err(not_found("mailbox"));
         }
         let policy = tenant_policy(&api, &v, &tenant);
@@ -227,36 +258,37 @@ async fn mailbox(
             .unwrap_or(&api.inner.tenant_defaults)
             .mode;
         let now = now_ms(&api);
-        let mut body = mailbox_json(&v, &mailbox, &tenant, (&policy, mode), now);
+        let mut body = mailbox_json(store(&api), &mailbox, &tenant, (&policy, mode), now)?;
         // A trip now would meet this exemption (exact or domain) and block nothing.
-        body["exemption"] =
-            view::exemption_for(&v, &tenant, &mailbox, now).map_or(Value::Null, exemption_json);
+        body["exemption"] = db(queries::exemption_for(store(&api), &tenant, &mailbox, now))?
+            .as_ref()
+            .map_or(Value::Null, exemption_json);
         Ok(json_response(StatusCode::OK, &body))
     })();
     finish(&api, R_MAILBOX, answer)
 }
 
-fn incident_summary(id: &str, i: &view::Incident) -> Value {
+pub(super) fn incident_summary(id: &str, i: &view::Incident) -> Value {
     json!({
         "incident_id": id,
         "strike": i.strike,
         "permanent": i.permanent,
         "blocked_at": i.blocked_at,
         "blocked_until": i.blocked_until,
-        "last_state": i.last_state.map(BlockState::as_str),
+        "last_state": i.last_state,
         "evidence_message_ids": i.evidence,
     })
 }
 
 fn mailbox_json(
-    v: &ViewData,
+    store: &ViewStore,
     mailbox: &str,
     tenant: &str,
     (policy, mode): (&Policy, TenantMode),
     now: Millis,
-) -> Value {
-    let default = MailboxState::default();
-    let s = v.mailboxes.get(mailbox).unwrap_or(&default);
+) -> Result<Value, Fail> {
+    let s = db(queries::state(store, mailbox))?.unwrap_or_default();
+    let incidents = db(queries::recent_incidents(store, mailbox, tenant))?;
     let state = s.block_state_at(now);
     let entries = s.window().entries();
     // The next trip: `threshold` offending messages within `window_ms` (inclusive). Counting the
@@ -277,7 +309,7 @@ fn mailbox_json(
         _ => Value::Null,
     };
     let in_force = state != BlockState::Unblocked;
-    json!({
+    Ok(json!({
         "mailbox": mailbox,
         "tenant_id": tenant,
         "state": state.as_str(),
@@ -303,15 +335,15 @@ fn mailbox_json(
             })).collect::<Vec<_>>(),
             "next_trip": trip,
         },
-        "recent_incidents": view::recent_incidents(v, mailbox, tenant)
-            .into_iter()
+        "recent_incidents": incidents
+            .iter()
             .map(|(id, i)| incident_summary(id, i))
             .collect::<Vec<_>>(),
-    })
+    }))
 }
 
 /// `a=b&c=d` with percent-decoding (`+` is a space, as in forms).
-fn query_pairs(q: &str) -> Result<Vec<(String, String)>, Fail> {
+pub(super) fn query_pairs(q: &str) -> Result<Vec<(String, String)>, Fail> {
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(&s.replace('+', " "))
             .decode_utf8()
@@ -370,9 +402,15 @@ async fn blocked(
                 _ => {}
             }
         }
-        let v = read_view(&api)?;
-        let (items, next) =
-            view::blocked_page(&v, &tenant, filter, cursor.as_deref(), limit, now_ms(&api));
+        ready(&api)?;
+        let (items, next) = db(queries::blocked_page(
+            store(&api),
+            &tenant,
+            filter,
+            cursor.as_deref(),
+            limit,
+            now_ms(&api),
+        ))?;
         let items: Vec<Value> = items
             .into_iter()
             .map(|(mb, s, state)| {
@@ -403,16 +441,17 @@ async fn incident(
         let who = authorize(&api, &headers, ApiRole::Admin)?;
         let (tenant, id) = path(p)?;
         scope(&who, &tenant)?;
-        let v = read_view(&api)?;
-        let Some(i) = v.incidents.get(&id).filter(|i| i.tenant_id == tenant) else {
+        ready(&api)?;
+        let found = db(queries::incident(store(&api), &id))?;
+        let Some(i) = found.filter(|i| i.tenant_id == tenant) else {
             return Err(not_found("incident"));
         };
-        let mut events = i.events.clone();
-        events.sort_by_key(|e| e.at);
-        let mut body = incident_summary(&id, i);
+        let events = db(queries::incident_events(store(&api), &id))?;
+        let mut body = incident_summary(&id, &i);
         body["mailbox"] = json!(i.mailbox);
         body["tenant_id"] = json!(i.tenant_id);
-        body["scan"] = scan_json(&id, i);
+        body["state"] = json!(i.state());
+        body["scan"] = scan_json(&id, &i, &events);
         body["timeline"] = events
             .iter()
             .map(|e| {
@@ -432,18 +471,16 @@ async fn incident(
 /// The incident's scans as its events tell them: `state` (`OPEN`, `REMEDIATED`,
 /// `NEEDS_ATTENTION`, or `NO_SCAN` with the skip reason when none was requested) and each
 /// requested device's status (`PENDING`, `OVERDUE` or the reported one) and threat count.
-fn scan_json(id: &str, i: &view::Incident) -> Value {
-    let of = |kind: EventKind| i.events.iter().find(|e| e.kind == kind);
+fn scan_json(id: &str, i: &view::Incident, events: &[EventLogEntry]) -> Value {
+    let of = |kind: EventKind| events.iter().find(|e| e.kind == kind);
     let overdue = of(EventKind::ScanOverdue).is_some();
-    let devices: Vec<Value> = i
-        .events
+    let devices: Vec<Value> = events
         .iter()
         .filter(|e| e.kind == EventKind::ScanRequested)
         .map(|e| {
             let device = &e.detail;
             let done = ids::event_id(&i.mailbox, id, EventKind::ScanCompleted, device).to_string();
-            let reported = i
-                .events
+            let reported = events
                 .iter()
                 .find(|x| x.event_id == done)
                 .and_then(|x| text::scan_completed_parts(&x.detail, device));
@@ -459,17 +496,8 @@ fn scan_json(id: &str, i: &view::Incident) -> Value {
             }
         })
         .collect();
-    let state = if of(EventKind::IncidentRemediated).is_some() {
-        "REMEDIATED"
-    } else if of(EventKind::IncidentNeedsAttention).is_some() {
-        "NEEDS_ATTENTION"
-    } else if devices.is_empty() {
-        "NO_SCAN"
-    } else {
-        "OPEN"
-    };
     json!({
-        "state": state,
+        "state": i.state(),
         "skipped_reason": of(EventKind::ScanSkipped).map(|e| e.detail.clone()),
         "devices": devices,
     })
@@ -572,8 +600,8 @@ async fn unblock_inner(
     let body = read_body(headers, body, MAX_BODY, BODY_READ_TIMEOUT).await?;
     let ticket = parse_ticket(&body)?;
     {
-        let v = read_view(api)?;
-        if v.tenant_of(&mailbox) != Some(tenant.as_str()) {
+        ready(api)?;
+        if db(queries::tenant_of(store(api), &mailbox))?.as_deref() != Some(tenant.as_str()) {
             return Err(not_found("mailbox"));
         }
     }
@@ -638,6 +666,7 @@ async fn send_command(api: &Api, principal: &Principal, cmd: Command) -> Answer 
     });
     api.inner
         .view
+        .data
         .write()
         .expect("view lock")
         .commands
@@ -698,7 +727,7 @@ fn unacknowledged(command_id: &str, status_url: &str) -> Response {
     r
 }
 
-fn enc(s: &str) -> String {
+pub(super) fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
@@ -835,9 +864,9 @@ async fn exemptions(
         let who = authorize(&api, &headers, ApiRole::Viewer)?;
         let tenant = path(p)?;
         scope(&who, &tenant)?;
-        let v = read_view(&api)?;
-        let items: Vec<Value> = view::exemptions_of(&v, &tenant, now_ms(&api))
-            .into_iter()
+        ready(&api)?;
+        let items: Vec<Value> = db(queries::exemptions_of(store(&api), &tenant, now_ms(&api)))?
+            .iter()
             .map(exemption_json)
             .collect();
         Ok(json_response(
@@ -934,8 +963,12 @@ async fn exemption_put(
         let (reason, expires_at) = parse_exemption(&body, cmd.issued_at)?;
         (cmd.reason, cmd.expires_at) = (Some(reason), expires_at);
         {
-            let v = read_view(&api)?;
-            let held = view::exemptions_of(&v, &cmd.tenant_id, cmd.issued_at);
+            ready(&api)?;
+            let held = db(queries::exemptions_of(
+                store(&api),
+                &cmd.tenant_id,
+                cmd.issued_at,
+            ))?;
             let max = api.inner.limits.max_exemptions_per_tenant;
             if held.len() >= max && !held.iter().any(|e| e.pattern == cmd.mailbox) {
                 return Err(error(
@@ -958,12 +991,12 @@ async fn exemption_delete(
     let answer = async {
         let (principal, cmd) = exemption_command(&api, &headers, p, CommandKind::ExemptionDelete)?;
         {
-            let v = read_view(&api)?;
-            let held = v
-                .mailboxes
-                .get(&cmd.mailbox)
-                .and_then(|s| s.exemption_of(&cmd.tenant_id));
-            if held.is_none() {
+            ready(&api)?;
+            let state = db(queries::state(store(&api), &cmd.mailbox))?;
+            if state
+                .and_then(|s| s.exemption_of(&cmd.tenant_id).cloned())
+                .is_none()
+            {
                 return Err(not_found("exemption"));
             }
         }
@@ -976,6 +1009,7 @@ async fn exemption_delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::MailboxState;
 
     /// The incident answer's `scan`: a reported device's status and threats, a pending one, and
     /// after `SCAN_OVERDUE` the silent one overdue; a skipped scan says why.
@@ -999,25 +1033,20 @@ mod tests {
             strike: Some(1),
             blocked_at: Some(1),
             blocked_until: Some(2),
-            permanent: false,
-            last_state: None,
-            evidence: Vec::new(),
-            events: vec![
-                event(EventKind::ScanRequested, "d1", "d1".into()),
-                event(EventKind::ScanRequested, "d2", "d2".into()),
-                event(
-                    EventKind::ScanCompleted,
-                    "d1",
-                    text::scan_completed_detail(
-                        "d1",
-                        crate::policy::ScanStatus::ThreatsRemaining,
-                        2,
-                    ),
-                ),
-            ],
+            scan_requested: true,
+            ..view::Incident::default()
         };
+        let mut events = vec![
+            event(EventKind::ScanRequested, "d1", "d1".into()),
+            event(EventKind::ScanRequested, "d2", "d2".into()),
+            event(
+                EventKind::ScanCompleted,
+                "d1",
+                text::scan_completed_detail("d1", crate::policy::ScanStatus::ThreatsRemaining, 2),
+            ),
+        ];
         let devices = |v: &Value| v["devices"].clone();
-        let v = scan_json(id, &i);
+        let v = scan_json(id, &i, &events);
         assert_eq!(v["state"], "OPEN");
         assert_eq!(
             devices(&v),
@@ -1026,15 +1055,18 @@ mod tests {
                 {"device_id": "d2", "status": "PENDING", "threats": null},
             ])
         );
-        i.events
-            .push(event(EventKind::ScanOverdue, "", String::new()));
-        i.events
-            .push(event(EventKind::IncidentNeedsAttention, "", String::new()));
-        let v = scan_json(id, &i);
+        events.push(event(EventKind::ScanOverdue, "", String::new()));
+        i.outcome = Some("NEEDS_ATTENTION".into());
+        let v = scan_json(id, &i, &events);
         assert_eq!(v["state"], "NEEDS_ATTENTION");
         assert_eq!(v["devices"][1]["status"], "OVERDUE");
-        i.events = vec![event(EventKind::ScanSkipped, "", "NO_DEVICES".into())];
-        let v = scan_json(id, &i);
+        let events = vec![event(EventKind::ScanSkipped, "", "NO_DEVICES".into())];
+        let i = view::Incident {
+            scan_requested: false,
+            outcome: None,
+            ..i
+        };
+        let v = scan_json(id, &i, &events);
         assert_eq!(
             (&v["state"], &v["skipped_reason"]),
             (&json!("NO_SCAN"), &json!("NO_DEVICES"))
@@ -1055,6 +1087,9 @@ mod tests {
             R_SETTINGS,
             R_EXEMPTIONS,
             R_EXEMPTION,
+            reports::R_EVENTS,
+            reports::R_INCIDENTS,
+            reports::R_ALERTS,
         ] {
             assert!(paths.contains_key(r), "{r} missing from docs/openapi.json");
         }
@@ -1166,7 +1201,8 @@ mod tests {
 
     #[test]
     fn the_mailbox_answer_shows_mode_warning_and_would_be_ladder() {
-        let mut v = ViewData::default();
+        let dir = tempfile::tempdir().unwrap();
+        let v = view::View::new(ViewStore::open_empty(dir.path()).unwrap(), 1);
         let s = MailboxState {
             warned_through: Some(1_000),
             sim: Some(crate::policy::Simulated {
@@ -1175,9 +1211,15 @@ mod tests {
             }),
             ..MailboxState::default()
         };
-        v.mailboxes.insert("a@b.c".into(), s);
+        v.apply(vec![view::Update::State("a@b.c".into(), Some(s))])
+            .unwrap();
         let p = Policy::default();
-        let j = mailbox_json(&v, "a@b.c", "t", (&p, TenantMode::AlertOnly), 2_000);
+        let json = |mb: &str, mode| {
+            mailbox_json(&v.store, mb, "t", (&p, mode), 2_000)
+                .ok()
+                .unwrap()
+        };
+        let j = json("a@b.c", TenantMode::AlertOnly);
         assert_eq!(j["mode"], "ALERT_ONLY");
         assert_eq!(j["warning"], json!({"warned_through": 1_000}));
         assert_eq!(
@@ -1185,7 +1227,7 @@ mod tests {
             json!({"strikes": 3, "blocked_until": 5_000, "permanent": false})
         );
         assert_eq!(j["state"], "UNBLOCKED");
-        let j = mailbox_json(&v, "x@b.c", "t", (&p, TenantMode::Enforce), 2_000);
+        let j = json("x@b.c", TenantMode::Enforce);
         assert_eq!(
             (j["mode"].as_str(), j["warning"].is_null()),
             (Some("ENFORCE"), true)

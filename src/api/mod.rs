@@ -7,16 +7,19 @@
 //!   instance answers for any mailbox.
 //! - [`handlers`] — the endpoints; the contract is `docs/openapi.json`, served at
 //!   `/v1/openapi.json`.
+//! - [`reports`] — the tenant's time-ordered lists: the events report (JSON or CSV), incidents
+//!   and alerts.
 //!
 //! A support unblock is not applied here: it becomes an `AdminCommand` on the commands topic,
 //! exactly what an operator's producer would send, and the pipeline decides and audits it.
 
 pub mod auth;
 pub mod handlers;
+pub mod reports;
 pub mod view;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rdkafka::producer::FutureProducer;
 
@@ -37,6 +40,9 @@ pub enum ApiError {
     /// The wire format could not be set up (schema registry).
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// The view's local store could not be opened (`api.view_dir`).
+    #[error("api.view_dir: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Everything the handlers share.
@@ -68,14 +74,15 @@ impl Api {
             cfg,
             &[(cfg.topics.commands.as_str(), RecordType::AdminCommand)],
         )?;
-        let view: view::SharedView = Arc::new(RwLock::new(view::ViewData::default()));
+        let store = view::store::ViewStore::open_empty(&cfg.api.view_dir(&cfg.state))?;
+        let view: view::SharedView = Arc::new(view::View::new(store, cfg.api.view_retention_ms));
         let stop = Arc::new(AtomicBool::new(false));
         let reader = view::spawn(
             cfg,
             codec.clone(),
             view.clone(),
             stop.clone(),
-            metrics.clone(),
+            (metrics.clone(), clock.clone()),
         )?;
         // A command not acknowledged in time is given up on after a bound, so the caller told
         // "it may still land" learns the outcome within it (handlers::COMMAND_DELIVERY_TIMEOUT).
@@ -106,7 +113,7 @@ impl Api {
 
     /// Whether the view has read every topic to its end once.
     pub fn caught_up(&self) -> bool {
-        self.inner.view.read().expect("view lock").caught_up
+        self.inner.view.data.read().expect("view lock").caught_up
     }
 
     /// Stop the view reader and wait for it.

@@ -85,6 +85,8 @@ impl Directory for Dir<'_> {
             endpoint_licence: false,
             overrides: self.overrides.get(tenant_id).cloned().unwrap_or_default(),
             mode: TenantMode::Enforce,
+            // A backtest runs each policy as the live one; no shadow beside it.
+            shadow: None,
         }
     }
     fn exemption(&self, _tenant_id: &str, _pattern: &str) -> Option<Exemption> {

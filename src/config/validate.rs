@@ -48,6 +48,7 @@ impl Config {
         registry(&self.registry, &mut p);
         codec(&self.codec, &mut p);
         api(&self.api, &self.limits, &mut p);
+        view(&self.api, &self.state, &mut p);
         policy(&self.policy, &self.limits, &mut p);
         shadow(self, &mut p);
         limits(&self.limits, &mut p);
@@ -173,6 +174,22 @@ fn codec(c: &CodecConfig, p: &mut Problems) {
     }
 }
 
+/// The view's directory is emptied at every start: it must not be, hold or sit inside the
+/// pipeline's state directory.
+fn view(a: &ApiConfig, s: &StateConfig, p: &mut Problems) {
+    let (v, st) = (&a.view_dir(s), &s.dir);
+    p.check(
+        !v.as_os_str().is_empty() && !(v.starts_with(st) || st.starts_with(v)),
+        "api.view_dir",
+        "must be a directory of its own, apart from state.dir (it is emptied at every start)",
+    );
+    p.check(
+        (3_600_000..=10 * 365 * 86_400_000).contains(&a.view_retention_ms),
+        "api.view_retention_ms",
+        "must be between 1 h (3600000) and 10 years",
+    );
+}
+
 /// The tokens; a principal and a tenant scope travel into every command the token issues
 /// (`actor`, `tenant_id`), so they are held to the limits the pipeline applies to commands: a
 /// longer one would have every command dead-lettered while the API answers 202.
@@ -283,6 +300,34 @@ fn limits(l: &Limits, p: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_view_dir_is_apart_from_the_state_and_its_retention_bounded() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.api.view_dir(&c.state),
+            std::path::Path::new("data/state-view")
+        );
+        c.state.dir = "/var/lib/mailguard/".into();
+        assert_eq!(
+            c.api.view_dir(&c.state),
+            std::path::Path::new("/var/lib/mailguard-view")
+        );
+        c.state.dir = "data/state".into();
+        for dir in ["data/state", "data", "data/state/view", ""] {
+            c.api.view_dir = Some(dir.into());
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("api.view_dir"), "{dir}: {e}");
+        }
+        c.api.view_dir = Some("data/api-view".into());
+        c.api.view_retention_ms = 1_000;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("api.view_retention_ms"));
+    }
 
     #[test]
     fn every_problem_is_reported_at_once_one_per_line() {

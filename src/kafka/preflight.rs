@@ -71,8 +71,9 @@ impl Operation {
 }
 
 /// Every topic of the configuration with the operations mailguard needs on it. With
-/// `api.enabled` the view also reads the blocks, events and commands topics (the changelog and
-/// the tenant table it reads anyway) and the API writes commands: README's ACL table.
+/// `api.enabled` the view also reads the blocks, events, alerts and commands topics (the
+/// changelog and the tenant table it reads anyway) and the API writes commands: README's ACL
+/// table.
 pub fn topic_needs(cfg: &Config) -> Vec<(String, Vec<Need>)> {
     use Operation::{Read, Write};
     let t = &cfg.topics;
@@ -110,7 +111,7 @@ pub fn topic_needs(cfg: &Config) -> Vec<(String, Vec<Need>)> {
     .collect();
     if cfg.api.enabled {
         for (name, ops) in needs.iter_mut() {
-            if *name == t.blocks || *name == t.events {
+            if *name == t.blocks || *name == t.events || *name == t.alerts {
                 ops.push(need(Read, VIEW_READS));
             } else if *name == t.commands {
                 ops.push(need(Write, API_PRODUCES));
@@ -473,7 +474,7 @@ mod tests {
         assert_eq!(ops_on(&needs, &t.blocks), ["WRITE", "READ"]);
         assert_eq!(ops_on(&needs, &t.events), ["WRITE", "READ"]);
         assert_eq!(ops_on(&needs, &t.commands), ["READ", "WRITE"]);
-        assert_eq!(ops_on(&needs, &t.alerts), ["WRITE"]);
+        assert_eq!(ops_on(&needs, &t.alerts), ["WRITE", "READ"]);
         assert_eq!(ops_on(&needs, &t.tenants), ["READ"]);
     }
 

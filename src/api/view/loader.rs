@@ -23,9 +23,10 @@ use crate::config::Config;
 use crate::kafka::reader::{Read, Start, TopicReader};
 use crate::kafka::{client, KafkaError};
 use crate::pipeline::tables::{self, TableRecord};
-use crate::policy::{Limits, MailboxState};
+use crate::policy::{Limits, MailboxState, Millis};
 use crate::store::Table;
 use crate::telemetry::Metrics;
+use crate::timers::Clock;
 
 /// Handle of the running view reader.
 pub struct ViewReader {
@@ -38,6 +39,7 @@ enum Source {
     Changelog,
     Blocks,
     Events,
+    Alerts,
     Commands,
     Tenants,
 }
@@ -67,6 +69,16 @@ struct Reader {
     freshness: Freshness,
 }
 
+/// How often events and alerts past the retention are deleted (processor time).
+const EXPIRY_INTERVAL_MS: Millis = 10_000;
+/// Most entries one expiry round deletes (a round then follows at once).
+const EXPIRY_BUDGET: usize = 10_000;
+
+/// Prefetch bound of each of the view's consumers (`queued.max.messages.kbytes`, per partition
+/// as the readers assign partitions), and of one fetch response (`fetch.max.bytes`).
+const QUEUED_KBYTES: &str = "2048";
+const FETCH_MAX_BYTES: &str = "4194304";
+
 /// librdkafka's statistics interval of the view's readers: how often a freshness target is set.
 const STATS_INTERVAL_MS: &str = "1000";
 
@@ -77,7 +89,7 @@ pub fn spawn(
     codec: Codec,
     view: SharedView,
     stop: Arc<AtomicBool>,
-    metrics: Metrics,
+    (metrics, clock): (Metrics, Arc<dyn Clock>),
 ) -> Result<ViewReader, KafkaError> {
     let t = &cfg.topics;
     let mut readers = Vec::new();
@@ -85,6 +97,7 @@ pub fn spawn(
         (&t.changelog, Source::Changelog, "api-view-changelog"),
         (&t.blocks, Source::Blocks, "api-view-blocks"),
         (&t.events, Source::Events, "api-view-events"),
+        (&t.alerts, Source::Alerts, "api-view-alerts"),
         (&t.commands, Source::Commands, "api-view-commands"),
         (&t.tenants, Source::Tenants, "api-view-tenants"),
     ] {
@@ -96,6 +109,12 @@ pub fn spawn(
             ViewContext::default(),
             |c| {
                 c.set("statistics.interval.ms", STATS_INTERVAL_MS);
+                // librdkafka prefetches up to 64 MiB and 100 000 records per partition by default
+                // and a fetch answer may be 50 MiB: six readers of four partitions would make it
+                // most of the view's memory. These keep a loaded broker's fetches full.
+                c.set("queued.max.messages.kbytes", QUEUED_KBYTES);
+                c.set("queued.min.messages", "10000");
+                c.set("fetch.max.bytes", FETCH_MAX_BYTES);
             },
         )?;
         reader.assign_all(|_| Ok::<_, KafkaError>(Start::Beginning))?;
@@ -108,21 +127,21 @@ pub fn spawn(
     let limits = cfg.limits.clone();
     let thread = std::thread::Builder::new()
         .name("mailguard-api-view".into())
-        .spawn(move || run(readers, codec, limits, view, stop, metrics))
+        .spawn(move || run(readers, (codec, limits), view, stop, (metrics, clock)))
         .expect("spawn view thread");
     Ok(ViewReader { thread })
 }
 
 fn run(
     mut readers: Vec<Reader>,
-    codec: Codec,
-    limits: Limits,
+    (codec, limits): (Codec, Limits),
     view: SharedView,
     stop: Arc<AtomicBool>,
-    metrics: Metrics,
+    (metrics, clock): (Metrics, Arc<dyn Clock>),
 ) {
     let mut updates = Vec::with_capacity(1024);
     let mut caught_up = false;
+    let mut next_expiry = Millis::MIN;
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         for r in readers.iter_mut() {
@@ -159,13 +178,25 @@ fn run(
             caught_up = true;
             info!("api view caught up");
         }
-        // One burst of already-fetched records per lock: queries wait at most one burst.
-        let mut v = view.write().expect("view lock");
-        for u in updates.drain(..) {
-            v.apply(u);
+        // On disk first, then the small part in memory under one short lock.
+        let failed = view.apply(std::mem::take(&mut updates)).err();
+        if let Some(e) = &failed {
+            tracing::error!(error = %e, "api view: local store write failed; the API answers 503 until a restart rebuilds the view");
         }
+        let now = clock.now_ms();
+        if now >= next_expiry {
+            next_expiry = now + EXPIRY_INTERVAL_MS;
+            match view.expire(now.saturating_sub(view.retention_ms), EXPIRY_BUDGET) {
+                // More than a budget is due: the next round comes at once.
+                Ok(n) if n == EXPIRY_BUDGET => next_expiry = now,
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "api view: expiry failed"),
+            }
+        }
+        let mut v = view.data.write().expect("view lock");
         v.caught_up = caught_up;
         v.fresh_at = fresh_at;
+        v.store_failed |= failed.is_some();
     }
 }
 
@@ -222,12 +253,13 @@ fn poll_reader(
             Ok(Some(Read::Record(m))) => m,
         };
         r.freshness.on_record(msg.partition(), msg.offset());
+        let at = msg.timestamp().to_millis().unwrap_or_default();
         let key = msg
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .map(str::to_owned);
         let decoded = retry_transient(
-            || decode(r.source, codec, limits, key.clone(), msg.payload()),
+            || decode(r.source, codec, limits, key.clone(), (msg.payload(), at)),
             stop,
             |e, wait| {
                 warn!(topic = %msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %e, "api view: writer schema unavailable; retrying");
@@ -287,7 +319,7 @@ fn decode(
     codec: &Codec,
     limits: &Limits,
     key: Option<String>,
-    payload: Option<&[u8]>,
+    (payload, at): (Option<&[u8]>, Millis),
 ) -> Result<Option<Update>, Skip> {
     Ok(match (source, payload) {
         (Source::Changelog, None) => key.map(|k| Update::State(k, None)),
@@ -309,7 +341,9 @@ fn decode(
             }
         }
         (Source::Commands, Some(b)) => Some(Update::Command(codec.decode_command(b)?)),
-        (Source::Blocks | Source::Events, Some(b)) => Some(Update::Effect(codec.decode_effect(b)?)),
+        (Source::Blocks | Source::Events | Source::Alerts, Some(b)) => {
+            Some(Update::Effect(codec.decode_effect(b)?, at))
+        }
         (_, None) => None,
     })
 }

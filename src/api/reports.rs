@@ -1,0 +1,396 @@
+//! The tenant's reports: the events report (JSON, or CSV for an export), the incidents and the
+//! alerts, each a time-ordered list, newest first, with a cursor ([`view::queries`] says how a
+//! page is cut). ADMIN and above: they name devices, actors and tickets.
+//!
+//! `from` (inclusive) and `to` (exclusive) are milliseconds since the Unix epoch; the view keeps
+//! `api.view_retention_ms` of history, so `from` never reaches further back than that.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::handlers::{
+    authorize, db, enc, error, finish, incident_summary, json_response, now_ms, path, query_pairs,
+    ready, scope, store, Answer, Fail,
+};
+use super::view::queries::{self, Cursor, EventFilter, TimeRange};
+use super::view::{ReportItem, INCIDENT_STATES};
+use super::Api;
+use crate::config::ApiRole;
+use crate::policy::{text, Alert, EventKind, Mailbox, Millis};
+
+pub(super) const R_EVENTS: &str = "/v1/tenants/{tenant}/events";
+pub(super) const R_INCIDENTS: &str = "/v1/tenants/{tenant}/incidents";
+pub(super) const R_ALERTS: &str = "/v1/tenants/{tenant}/alerts";
+
+/// Largest JSON page, and the default.
+const MAX_LIMIT: usize = 1000;
+const DEFAULT_LIMIT: usize = 100;
+/// Largest CSV page (the export), and its default: a month of a busy tenant in a few pages.
+const MAX_CSV_LIMIT: usize = 10_000;
+
+/// The query of a list, parsed once.
+#[derive(Default)]
+struct ListQuery {
+    range: TimeRange,
+    csv: bool,
+    kinds: Vec<String>,
+    mailbox: Option<String>,
+    state: Option<String>,
+    /// The pairs as given (for the CSV export's `Link` to its next page).
+    pairs: Vec<(String, String)>,
+}
+
+fn bad(message: impl Into<String>) -> Fail {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+fn millis(name: &str, v: &str) -> Result<Millis, Fail> {
+    v.parse()
+        .map_err(|_| bad(format!("{name} must be milliseconds since the Unix epoch")))
+}
+
+/// Parses the query of `route` (`kind`, `mailbox` only for events, `state` only for incidents;
+/// other names are ignored) and whether CSV was asked for.
+fn list_query(
+    api: &Api,
+    headers: &HeaderMap,
+    q: Option<&str>,
+    route: &str,
+) -> Result<ListQuery, Fail> {
+    let mut lq = ListQuery {
+        pairs: query_pairs(q.unwrap_or(""))?,
+        ..ListQuery::default()
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    lq.csv = route == R_EVENTS && accept.contains("text/csv");
+    let mut limit = None;
+    for (k, v) in lq.pairs.clone() {
+        match (k.as_str(), route) {
+            ("from", _) => lq.range.from = Some(millis("from", &v)?),
+            ("to", _) => lq.range.to = Some(millis("to", &v)?),
+            ("limit", _) => limit = Some(v),
+            ("cursor", _) => {
+                lq.range.cursor = Some(
+                    Cursor::parse(&v)
+                        .ok_or_else(|| bad("cursor is not one this API returned (next_cursor)"))?,
+                )
+            }
+            ("format", R_EVENTS) if v == "csv" => lq.csv = true,
+            ("format", R_EVENTS) if v == "json" => lq.csv = false,
+            ("format", R_EVENTS) => return Err(bad("format must be json or csv")),
+            ("kind", R_EVENTS) => {
+                for k in v.split(',').filter(|k| !k.is_empty()) {
+                    if EventKind::parse(k).is_none() {
+                        return Err(bad(format!("kind `{k}` is not an event kind")));
+                    }
+                    lq.kinds.push(k.to_owned());
+                }
+            }
+            ("mailbox", R_EVENTS) => lq.mailbox = Some(Mailbox::new(&v).into_string()),
+            ("state", R_INCIDENTS) => {
+                if !INCIDENT_STATES.contains(&v.as_str()) {
+                    return Err(bad(format!(
+                        "state must be one of {}",
+                        INCIDENT_STATES.join(", ")
+                    )));
+                }
+                lq.state = Some(v);
+            }
+            _ => {}
+        }
+    }
+    let max = if lq.csv { MAX_CSV_LIMIT } else { MAX_LIMIT };
+    lq.range.limit = match limit {
+        None if lq.csv => MAX_CSV_LIMIT,
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| bad(format!("limit must be an integer in 1..={max}")))?,
+    };
+    if let (Some(f), Some(t)) = (lq.range.from, lq.range.to) {
+        if f >= t {
+            return Err(bad("from must be before to"));
+        }
+    }
+    // Nothing older than the retention is kept; asking for it is not an error.
+    let horizon = now_ms(api).saturating_sub(api.inner.view.retention_ms);
+    lq.range.from = Some(lq.range.from.map_or(horizon, |f| f.max(horizon)));
+    Ok(lq)
+}
+
+/// Authenticates (ADMIN), checks the tenant, parses the query and checks the view is fresh.
+fn begin(
+    api: &Api,
+    headers: &HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+    q: Option<&str>,
+    route: &str,
+) -> Result<(String, ListQuery), Fail> {
+    let who = authorize(api, headers, ApiRole::Admin)?;
+    let tenant = path(p)?;
+    scope(&who, &tenant)?;
+    let lq = list_query(api, headers, q, route)?;
+    ready(api)?;
+    Ok((tenant, lq))
+}
+
+fn list(tenant: &str, items: Vec<Value>, next: Option<Cursor>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "tenant_id": tenant,
+            "items": items,
+            "next_cursor": next.map(|c| c.to_string()),
+        }),
+    )
+}
+
+/// A page of raw JSON items, as `list` would render it, without parsing them again.
+fn raw_list(tenant: &str, items: &[Vec<u8>], next: Option<Cursor>) -> Response {
+    let mut body = Vec::with_capacity(64 + items.iter().map(|i| i.len() + 1).sum::<usize>());
+    body.extend_from_slice(b"{\"tenant_id\":");
+    body.extend_from_slice(Value::from(tenant).to_string().as_bytes());
+    body.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"],\"next_cursor\":");
+    let next = next.map_or(Value::Null, |c| Value::from(c.to_string()));
+    body.extend_from_slice(next.to_string().as_bytes());
+    body.push(b'}');
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+pub(super) async fn events(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let answer = (|| -> Answer {
+        let (tenant, lq) = begin(&api, &headers, p, q.as_deref(), R_EVENTS)?;
+        let filter = EventFilter {
+            kinds: lq.kinds.clone(),
+            mailbox: lq.mailbox.clone(),
+        };
+        let page = db(queries::events(store(&api), &tenant, &filter, &lq.range))?;
+        if lq.csv {
+            let items = page
+                .items
+                .iter()
+                .map(|i| serde_json::from_slice::<ReportItem>(i))
+                .collect::<Result<Vec<_>, _>>();
+            let items = db(items.map_err(|e| crate::store::StoreError::Corrupt {
+                what: "report item",
+                reason: e.to_string(),
+            }))?;
+            return Ok(csv_response(&tenant, &lq, &items, page.next));
+        }
+        Ok(raw_list(&tenant, &page.items, page.next))
+    })();
+    finish(&api, R_EVENTS, answer)
+}
+
+pub(super) async fn incidents(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let answer = (|| -> Answer {
+        let (tenant, lq) = begin(&api, &headers, p, q.as_deref(), R_INCIDENTS)?;
+        let page = db(queries::incidents(
+            store(&api),
+            &tenant,
+            lq.state.as_deref(),
+            &lq.range,
+        ))?;
+        let items = page
+            .items
+            .iter()
+            .map(|(id, i)| {
+                let mut v = incident_summary(id, i);
+                v["mailbox"] = json!(i.mailbox);
+                v["state"] = json!(i.state());
+                v["at"] = json!(i.when());
+                v
+            })
+            .collect();
+        Ok(list(&tenant, items, page.next))
+    })();
+    finish(&api, R_INCIDENTS, answer)
+}
+
+fn alert_json(at: Millis, a: &Alert) -> Value {
+    json!({
+        "alert_id": a.alert_id,
+        "kind": a.kind.as_str(),
+        "published_at": at,
+        "incident_id": a.incident_id,
+        "mailbox": a.mailbox,
+        "owner_id": a.owner_id,
+        "strike": a.strike,
+        "state": a.state.as_str(),
+        "blocked_until": a.blocked_until,
+        "devices_scanned": a.devices_scanned,
+        "scan_skipped_reason": a.scan_skipped_reason.map(|r| r.as_str()),
+        "summary": a.summary,
+    })
+}
+
+pub(super) async fn alerts(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let answer = (|| -> Answer {
+        let (tenant, lq) = begin(&api, &headers, p, q.as_deref(), R_ALERTS)?;
+        let page = db(queries::alerts(store(&api), &tenant, &lq.range))?;
+        let items = page
+            .items
+            .iter()
+            .map(|(at, a)| alert_json(*at, a))
+            .collect();
+        Ok(list(&tenant, items, page.next))
+    })();
+    finish(&api, R_ALERTS, answer)
+}
+
+// ------------------------------------------------------------------------------------------------
+// CSV (RFC 4180), the export administrators open in a spreadsheet.
+
+/// The export's columns.
+pub const CSV_HEADER: &str = "at,at_ms,kind,mailbox,incident_id,event_id,reason,detail";
+
+/// One field: quoted when it holds a comma, quote or line break; and a field a spreadsheet would
+/// run as a formula (`=`, `+`, `-`, `@`, tab, carriage return first) is prefixed with `'`.
+pub fn csv_field(s: &str, out: &mut String) {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quote = formula || s.contains([',', '"', '\n', '\r']);
+    if quote {
+        out.push('"');
+    }
+    if formula {
+        out.push('\'');
+    }
+    for c in s.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    if quote {
+        out.push('"');
+    }
+}
+
+/// The CSV of events, one line each, after [`CSV_HEADER`]; lines end with CRLF.
+pub fn events_csv(events: &[ReportItem]) -> String {
+    let mut out = String::with_capacity(64 + events.len() * 160);
+    out.push_str(CSV_HEADER);
+    out.push_str("\r\n");
+    for e in events {
+        let fields = [
+            text::iso8601(e.at),
+            e.at.to_string(),
+            e.kind.clone(),
+            e.mailbox.clone(),
+            e.incident_id.clone().unwrap_or_default(),
+            e.event_id.clone(),
+            e.reason.clone().unwrap_or_default(),
+            e.detail.clone(),
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            csv_field(f, &mut out);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The CSV answer; its next page, if any, in `Link` (`rel="next"`) and `X-Next-Cursor`.
+fn csv_response(
+    tenant: &str,
+    lq: &ListQuery,
+    events: &[ReportItem],
+    next: Option<Cursor>,
+) -> Response {
+    let mut r = (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/csv; charset=utf-8; header=present",
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"mailguard-events.csv\"",
+            ),
+        ],
+        events_csv(events),
+    )
+        .into_response();
+    if let Some(c) = next {
+        let mut q: Vec<String> = lq
+            .pairs
+            .iter()
+            .filter(|(k, _)| k != "cursor")
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect();
+        q.push(format!("cursor={}", enc(&c.to_string())));
+        let link = format!(
+            "</v1/tenants/{}/events?{}>; rel=\"next\"",
+            enc(tenant),
+            q.join("&")
+        );
+        let h = r.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.insert(header::LINK, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+            h.insert("x-next-cursor", v);
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_defused() {
+        let f = |s: &str| {
+            let mut o = String::new();
+            csv_field(s, &mut o);
+            o
+        };
+        assert_eq!(f("plain"), "plain");
+        assert_eq!(f("a,b"), "\"a,b\"");
+        assert_eq!(f("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(f("two\nlines"), "\"two\nlines\"");
+        assert_eq!(f("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(f("-1"), "\"'-1\"");
+        assert_eq!(f(""), "");
+    }
+}
