@@ -1446,6 +1446,72 @@ fn the_events_report_pages_every_event_once_in_order_and_exports_csv() {
     }
 }
 
+/// The live policy against a shadow of three: a mailbox with five offending messages trips
+/// both, one with three only the shadow; the comparison says so from the events alone.
+#[test]
+fn the_shadow_comparison_names_what_only_the_shadow_would_block() {
+    let (cfg, _dir) = test_config(2);
+    create_topics(&cfg);
+    produce_tenants(&cfg, &["acme"]);
+    let tokens = vec![
+        tok("support", "SUPPORT", None),
+        tok("viewer", "VIEWER", Some("acme")),
+    ];
+    let (s, viewer) = (tokens[0].secret.clone(), tokens[1].secret.clone());
+    let inst = Instance::start_with(
+        &cfg,
+        "0",
+        &tokens,
+        "[shadow]\nenabled = true\nthreshold = 3\n",
+    );
+    let b = inst.base.clone();
+    trip(&cfg, "acme", "five@acme.test");
+    let now = now_ms();
+    let three: Vec<(Option<&str>, Option<Vec<u8>>)> = (0..3)
+        .map(|i| {
+            let id = format!("three-{i}");
+            let out = verdict_bytes(
+                "acme",
+                "three@acme.test",
+                &id,
+                now - 3_000 + i,
+                VerdictKind::Spam,
+            );
+            (Some("three@acme.test"), Some(out))
+        })
+        .collect();
+    produce(&cfg.topics.verdicts, &three);
+    let v = await_answer(&b, "/v1/tenants/acme/shadow", &s, |st, v| {
+        st == 200 && v["shadow"]["trips"] == 2 && v["live"]["trips"] == 1
+    });
+    assert_eq!(
+        v["only_shadow"],
+        json!({"count": 1, "mailboxes": ["three@acme.test"]}),
+        "{v}"
+    );
+    assert_eq!(v["only_live"]["count"], 0, "{v}");
+    assert_eq!(v["complete"], true);
+    // The shadow blocks at the third message, the live policy at the fifth: sooner.
+    let (l, sh) = (
+        &v["live"]["median_time_to_block_ms"],
+        &v["shadow"]["median_time_to_block_ms"],
+    );
+    assert!(
+        l.as_i64().unwrap() > 0 && sh.as_i64().unwrap() <= l.as_i64().unwrap(),
+        "{v}"
+    );
+    // Only the live block is a block: the shadow's mailbox is not blocked.
+    let (_, m) = get(&b, "/v1/tenants/acme/mailboxes/three@acme.test", Some(&s));
+    assert_eq!(m["state"], "UNBLOCKED", "{m}");
+    let (_, e) = get(
+        &b,
+        "/v1/tenants/acme/events?kind=SHADOW_TRIP&mailbox=three@acme.test",
+        Some(&s),
+    );
+    assert_eq!(e["items"][0]["trip"]["strike"], 1, "{e}");
+    assert_eq!(get(&b, "/v1/tenants/acme/shadow", Some(&viewer)).0, 403);
+}
+
 /// schemathesis (MAILGUARD_TEST_SCHEMATHESIS, from scripts/schemathesis-env) against the document
 /// the instance serves: no 5xx and no response that violates the document. Twice: once fuzzing
 /// every parameter (mostly unknown tenants and mailboxes), once with the path parameters fixed to

@@ -71,6 +71,7 @@ pub fn router(api: Api) -> Router {
         .route(reports::R_EVENTS, get(reports::events))
         .route(reports::R_INCIDENTS, get(reports::incidents))
         .route(reports::R_ALERTS, get(reports::alerts))
+        .route(reports::R_SHADOW, get(reports::shadow))
         .with_state(api)
 }
 
@@ -1090,6 +1091,7 @@ mod tests {
             reports::R_EVENTS,
             reports::R_INCIDENTS,
             reports::R_ALERTS,
+            reports::R_SHADOW,
         ] {
             assert!(paths.contains_key(r), "{r} missing from docs/openapi.json");
         }

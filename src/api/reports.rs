@@ -24,6 +24,7 @@ use crate::policy::{text, Alert, EventKind, Mailbox, Millis};
 pub(super) const R_EVENTS: &str = "/v1/tenants/{tenant}/events";
 pub(super) const R_INCIDENTS: &str = "/v1/tenants/{tenant}/incidents";
 pub(super) const R_ALERTS: &str = "/v1/tenants/{tenant}/alerts";
+pub(super) const R_SHADOW: &str = "/v1/tenants/{tenant}/shadow";
 
 /// Largest JSON page, and the default.
 const MAX_LIMIT: usize = 1000;
@@ -274,6 +275,133 @@ pub(super) async fn alerts(
 }
 
 // ------------------------------------------------------------------------------------------------
+// Live against shadow (SPEC §1.13): both from the trip events of the events report.
+
+/// Most pages of trip events one comparison reads (each examining at most
+/// `queries::SCAN_BUDGET` events); beyond it the answer says it is incomplete.
+const SHADOW_PAGES: usize = 50;
+/// Most mailboxes named per side of the difference.
+const SHADOW_NAMES: usize = 100;
+
+/// Live trip kinds, then the shadow's.
+const LIVE_TRIPS: [&str; 4] = [
+    "MAILBOX_BLOCKED",
+    "MAILBOX_PERMANENTLY_BLOCKED",
+    "TRIP_SIMULATED",
+    "TRIP_EXEMPTED",
+];
+
+/// What one policy did over the period.
+#[derive(Default)]
+pub struct Side {
+    /// Trips (exempt ones included).
+    pub trips: usize,
+    /// Mailboxes it blocked (or would have: alert-only), exempt trips not counted.
+    pub blocked: std::collections::BTreeSet<String>,
+    /// `blocked_at − first_sent_at` of each trip.
+    pub times: Vec<Millis>,
+}
+
+impl Side {
+    fn add(&mut self, item: &ReportItem) {
+        self.trips += 1;
+        if let Some(t) = &item.trip {
+            self.times.push(t.blocked_at - t.first_sent_at);
+            if !t.exempt && item.kind != "TRIP_EXEMPTED" {
+                self.blocked.insert(item.mailbox.clone());
+            }
+        }
+    }
+
+    fn json(&self) -> Value {
+        let mut t = self.times.clone();
+        t.sort_unstable();
+        json!({
+            "trips": self.trips,
+            "mailboxes_blocked": self.blocked.len(),
+            "median_time_to_block_ms": (!t.is_empty()).then(|| t[t.len() / 2]),
+        })
+    }
+}
+
+/// The comparison of trip events already read: live and shadow, and who only one blocked.
+pub fn compare(items: &[ReportItem]) -> (Side, Side) {
+    let (mut live, mut shadow) = (Side::default(), Side::default());
+    for i in items {
+        if i.kind == "SHADOW_TRIP" {
+            shadow.add(i);
+        } else if LIVE_TRIPS.contains(&i.kind.as_str()) {
+            live.add(i);
+        }
+    }
+    (live, shadow)
+}
+
+fn only(a: &Side, b: &Side) -> Value {
+    let names: Vec<&String> = a.blocked.difference(&b.blocked).collect();
+    json!({
+        "count": names.len(),
+        "mailboxes": names.iter().take(SHADOW_NAMES).collect::<Vec<_>>(),
+    })
+}
+
+pub(super) async fn shadow(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let answer = (|| -> Answer {
+        let (tenant, mut lq) = begin(&api, &headers, p, q.as_deref(), R_SHADOW)?;
+        let filter = EventFilter {
+            kinds: LIVE_TRIPS
+                .iter()
+                .chain(["SHADOW_TRIP"].iter())
+                .map(|k| (*k).to_owned())
+                .collect(),
+            mailbox: None,
+        };
+        lq.range.limit = MAX_LIMIT;
+        lq.range.cursor = None;
+        let mut items = Vec::new();
+        let mut complete = false;
+        for _ in 0..SHADOW_PAGES {
+            let page = db(queries::events(store(&api), &tenant, &filter, &lq.range))?;
+            for raw in &page.items {
+                items.push(db(serde_json::from_slice::<ReportItem>(raw).map_err(
+                    |e| crate::store::StoreError::Corrupt {
+                        what: "report item",
+                        reason: e.to_string(),
+                    },
+                ))?);
+            }
+            match page.next {
+                Some(c) => lq.range.cursor = Some(c),
+                None => {
+                    complete = true;
+                    break;
+                }
+            }
+        }
+        let (live, shadow) = compare(&items);
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "tenant_id": tenant,
+                "from": lq.range.from,
+                "to": lq.range.to,
+                "live": live.json(),
+                "shadow": shadow.json(),
+                "only_live": only(&live, &shadow),
+                "only_shadow": only(&shadow, &live),
+                "complete": complete,
+            }),
+        ))
+    })();
+    finish(&api, R_SHADOW, answer)
+}
+
+// ------------------------------------------------------------------------------------------------
 // CSV (RFC 4180), the export administrators open in a spreadsheet.
 
 /// The export's columns.
@@ -377,6 +505,54 @@ fn csv_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trip(kind: &str, mailbox: &str, first: Millis, at: Millis, exempt: bool) -> ReportItem {
+        ReportItem {
+            event_id: format!("{kind}-{mailbox}"),
+            kind: kind.into(),
+            at,
+            mailbox: mailbox.into(),
+            incident_id: None,
+            detail: String::new(),
+            reason: None,
+            trip: Some(crate::api::view::ReportTrip {
+                strike: 1,
+                first_sent_at: first,
+                blocked_at: at,
+                exempt,
+            }),
+        }
+    }
+
+    #[test]
+    fn live_and_shadow_compare_by_trips_mailboxes_and_time_to_block() {
+        let items = [
+            trip("MAILBOX_BLOCKED", "a@t", 0, 100, false),
+            trip("SHADOW_TRIP", "a@t", 0, 40, false),
+            trip("SHADOW_TRIP", "b@t", 10, 30, false),
+            trip("TRIP_SIMULATED", "c@t", 0, 300, false),
+            trip("TRIP_EXEMPTED", "d@t", 0, 50, true),
+            trip("SHADOW_TRIP", "d@t", 0, 20, true),
+            trip("MAILBOX_WARNED", "e@t", 0, 1, false),
+        ];
+        let (live, shadow) = compare(&items);
+        assert_eq!((live.trips, shadow.trips), (3, 3));
+        assert_eq!(live.json()["median_time_to_block_ms"], 100);
+        assert_eq!(shadow.json()["median_time_to_block_ms"], 20);
+        assert_eq!(
+            only(&live, &shadow),
+            json!({"count": 1, "mailboxes": ["c@t"]})
+        );
+        assert_eq!(
+            only(&shadow, &live),
+            json!({"count": 1, "mailboxes": ["b@t"]})
+        );
+        assert_eq!(
+            live.json()["mailboxes_blocked"],
+            2,
+            "an exempt trip blocks nothing"
+        );
+    }
 
     #[test]
     fn csv_fields_are_quoted_and_formulas_defused() {

@@ -118,7 +118,30 @@ pub fn report_item(e: &EventLogEntry) -> serde_json::Value {
         "incident_id": e.incident_id,
         "detail": e.detail,
         "reason": e.reason.map(|r| r.as_str()),
+        // A trip's facts (live trips and SHADOW_TRIP), so live and shadow compare from the
+        // events alone.
+        "trip": e.trip.as_ref().map(|t| serde_json::json!({
+            "strike": t.strike,
+            "first_sent_at": t.first_sent_at,
+            "blocked_at": t.blocked_at,
+            "block_ms": t.block_ms,
+            "blocked_until": t.blocked_until,
+            "exempt": t.exempt,
+        })),
     })
+}
+
+/// A trip's facts as the events report serves them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReportTrip {
+    /// Strike applied (or that would have been).
+    pub strike: u32,
+    /// The first offending message of the tripping run.
+    pub first_sent_at: Millis,
+    /// The trip's `blocked_at`.
+    pub blocked_at: Millis,
+    /// An exemption was in force: nothing would have been blocked.
+    pub exempt: bool,
 }
 
 /// An item of the events report read back (for the CSV export).
@@ -138,6 +161,9 @@ pub struct ReportItem {
     pub detail: String,
     /// `COMMAND_REJECTED`'s reason code.
     pub reason: Option<String>,
+    /// A trip's facts.
+    #[serde(default)]
+    pub trip: Option<ReportTrip>,
 }
 
 /// The incident states a list can be filtered by.
