@@ -54,7 +54,7 @@ fn now_ms() -> i64 {
 
 fn tenant(i: usize) -> String {
     // Half of everything in one tenant, the rest in nine.
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         "big".into()
     } else {
         format!("t{}", i % 9)

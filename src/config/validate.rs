@@ -179,7 +179,7 @@ fn codec(c: &CodecConfig, p: &mut Problems) {
 fn view(a: &ApiConfig, s: &StateConfig, p: &mut Problems) {
     let (v, st) = (&a.view_dir(s), &s.dir);
     p.check(
-        !v.as_os_str().is_empty() && !(v.starts_with(st) || st.starts_with(v)),
+        !(v.as_os_str().is_empty() || v.starts_with(st) || st.starts_with(v)),
         "api.view_dir",
         "must be a directory of its own, apart from state.dir (it is emptied at every start)",
     );

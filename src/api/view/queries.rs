@@ -288,6 +288,9 @@ pub fn tenant_of(store: &ViewStore, mailbox: &str) -> Result<Option<String>, Sto
         .map(|(_, i)| i.tenant_id))
 }
 
+/// A page of the blocked list: mailbox, state, block state at the time asked; the next cursor.
+pub type BlockedPage = (Vec<(String, MailboxState, BlockState)>, Option<String>);
+
 /// A page of a tenant's blocked mailboxes after `cursor`, with their state at `now`.
 pub fn blocked_page(
     store: &ViewStore,
@@ -296,7 +299,7 @@ pub fn blocked_page(
     cursor: Option<&str>,
     limit: usize,
     now: Millis,
-) -> Result<(Vec<(String, MailboxState, BlockState)>, Option<String>), StoreError> {
+) -> Result<BlockedPage, StoreError> {
     let prefix = Key::new(Kind::Blocked).s(tenant).into_bytes();
     let start = cursor.map(|c| {
         Key::new(Kind::Blocked)

@@ -365,7 +365,7 @@ mod tests {
         drop(s);
         let s = ViewStore::open_empty(&dir.path().join("v")).unwrap();
         let mut n = 0;
-        s.scan(&[b'E'], None, |_, _| {
+        s.scan(b"E", None, |_, _| {
             n += 1;
             true
         })
