@@ -684,6 +684,13 @@ fn issue_token(principal: &str, role: &str, tenant: Option<&str>) -> Result<(), 
     Ok(())
 }
 
+/// A page's `next_cursor`, if there is more.
+fn next_cursor(page: &Value) -> Option<String> {
+    page.get("next_cursor")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
 /// `admin blocked`: every page of a tenant's blocked list.
 fn blocked(
     client: &ApiClient,
@@ -709,10 +716,7 @@ fn blocked(
         if let Some(a) = page.get("items").and_then(Value::as_array) {
             items.extend(a.iter().cloned());
         }
-        cursor = page
-            .get("next_cursor")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        cursor = next_cursor(&page);
         if cursor.is_none() {
             break;
         }
@@ -779,10 +783,7 @@ impl List {
                 writeln!(out, "{item}")?;
                 n += 1;
             }
-            cursor = page
-                .get("next_cursor")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            cursor = next_cursor(&page);
             if cursor.is_none() {
                 break;
             }

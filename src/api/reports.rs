@@ -178,6 +178,18 @@ fn raw_list(tenant: &str, items: &[Vec<u8>], next: Option<Cursor>) -> Response {
         .into_response()
 }
 
+/// Stored report items read back (the CSV export and the shadow comparison need their fields).
+fn parse_items(raw: &[Vec<u8>]) -> Result<Vec<ReportItem>, Fail> {
+    let items = raw
+        .iter()
+        .map(|i| serde_json::from_slice::<ReportItem>(i))
+        .collect::<Result<Vec<_>, _>>();
+    db(items.map_err(|e| crate::store::StoreError::Corrupt {
+        what: "report item",
+        reason: e.to_string(),
+    }))
+}
+
 pub(super) async fn events(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -192,15 +204,7 @@ pub(super) async fn events(
         };
         let page = db(queries::events(store(&api), &tenant, &filter, &lq.range))?;
         if lq.csv {
-            let items = page
-                .items
-                .iter()
-                .map(|i| serde_json::from_slice::<ReportItem>(i))
-                .collect::<Result<Vec<_>, _>>();
-            let items = db(items.map_err(|e| crate::store::StoreError::Corrupt {
-                what: "report item",
-                reason: e.to_string(),
-            }))?;
+            let items = parse_items(&page.items)?;
             return Ok(csv_response(&tenant, &lq, &items, page.next));
         }
         Ok(raw_list(&tenant, &page.items, page.next))
@@ -367,14 +371,7 @@ pub(super) async fn shadow(
         let mut complete = false;
         for _ in 0..SHADOW_PAGES {
             let page = db(queries::events(store(&api), &tenant, &filter, &lq.range))?;
-            for raw in &page.items {
-                items.push(db(serde_json::from_slice::<ReportItem>(raw).map_err(
-                    |e| crate::store::StoreError::Corrupt {
-                        what: "report item",
-                        reason: e.to_string(),
-                    },
-                ))?);
-            }
+            items.extend(parse_items(&page.items)?);
             match page.next {
                 Some(c) => lq.range.cursor = Some(c),
                 None => {
