@@ -1137,7 +1137,10 @@ fn all_pages(base: &str, path: &str, token: &str) -> Vec<Value> {
     for _ in 0..1_000 {
         let sep = if path.contains('?') { '&' } else { '?' };
         let url = match &cursor {
-            Some(c) => format!("{path}{sep}cursor={}", percent(c)),
+            Some(c) => format!(
+                "{path}{sep}cursor={}",
+                percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC)
+            ),
             None => path.to_owned(),
         };
         let (status, v) = get(base, &url, Some(token));
@@ -1149,15 +1152,6 @@ fn all_pages(base: &str, path: &str, token: &str) -> Vec<Value> {
         }
     }
     panic!("{path}: no end of pages");
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The events report of a tenant, paged over more than a thousand events: each exactly once,
