@@ -467,7 +467,7 @@ fn main() {
     // offers half mailguard's steady rate and what it achieves is taken as saturation; the goal
     // is measured at half of that, with a light load for reference. Each line shows offered and
     // achieved rate; where they differ, latency measures queueing in front of a saturated box.
-    let secs = Duration::from_secs(env_usize("E2E_LATENCY_SECS", 10) as u64);
+    let secs = Duration::from_secs(env_usize("E2E_LATENCY_SECS", 12) as u64);
     let probe = if steady_rate.is_finite() {
         steady_rate / 2.0
     } else {
@@ -591,7 +591,8 @@ fn main() {
 }
 
 /// Steady load at `rate` for `duration`: CLEAN background plus a burst of five SPAM for a new
-/// mailbox every 200 ms. Latency = produce time of the fifth (tripping) verdict → the block
+/// mailbox every `E2E_TRIP_EVERY_MS` (20 ms: 50 trips a second, so that a 12 s point holds
+/// about 600 trips and its p99 is not its maximum). Latency = produce time of the fifth (tripping) verdict → the block
 /// record visible to a read_committed consumer.
 fn latency(bootstrap: &str, cfg: &Config, rate: f64, duration: Duration) -> (Vec<f64>, f64) {
     let codec = Codec::default();
@@ -624,6 +625,7 @@ fn latency(bootstrap: &str, cfg: &Config, rate: f64, duration: Duration) -> (Vec
     let mut latencies = Vec::new();
     let mut next_burst = Instant::now();
     let mut burst_no = 0;
+    let trip_every = Duration::from_millis(env_usize("E2E_TRIP_EVERY_MS", 20) as u64);
     // Every call trips fresh mailboxes (an earlier call's are still blocked).
     let run: u32 = rand::random();
     let mut buf = Vec::new();
@@ -670,7 +672,7 @@ fn latency(bootstrap: &str, cfg: &Config, rate: f64, duration: Duration) -> (Vec
             }
             tripped_at.insert(mb, Instant::now());
             burst_no += 1;
-            next_burst += Duration::from_millis(200);
+            next_burst += trip_every;
         }
         p.poll(Duration::ZERO);
         while let Some(Ok(m)) = blocks_reader.poll(Duration::ZERO) {

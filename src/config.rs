@@ -305,6 +305,11 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u64,
     /// Upper bound of records per transaction, so a backlog does not make one huge transaction.
     pub max_batch_records: usize,
+    /// A transaction holding a block or unblock commits as soon as it is staged, rather than at
+    /// the end of `commit_interval_ms`, but no sooner than this after the previous commit ended
+    /// (so a burst of trips shares commits), in ms. At least `commit_interval_ms` turns early
+    /// commits off.
+    pub trip_commit_gap_ms: u64,
     /// `transaction.timeout.ms` of the producer.
     pub transaction_timeout_ms: u64,
     /// `session.timeout.ms` of the consumer.
@@ -326,6 +331,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("transactional_id_prefix", &self.transactional_id_prefix)
             .field("commit_interval_ms", &self.commit_interval_ms)
             .field("max_batch_records", &self.max_batch_records)
+            .field("trip_commit_gap_ms", &self.trip_commit_gap_ms)
             .field("transaction_timeout_ms", &self.transaction_timeout_ms)
             .field("session_timeout_ms", &self.session_timeout_ms)
             .field(
@@ -346,6 +352,7 @@ impl Default for KafkaConfig {
             transactional_id_prefix: "mailguard".into(),
             commit_interval_ms: 100,
             max_batch_records: 100_000,
+            trip_commit_gap_ms: 5,
             transaction_timeout_ms: 60_000,
             session_timeout_ms: 10_000,
             client_properties: BTreeMap::new(),

@@ -73,6 +73,11 @@ fn kafka(k: &KafkaConfig, p: &mut Problems) {
         "must be in 1..=60000",
     );
     p.check(
+        k.trip_commit_gap_ms <= 60_000,
+        "kafka.trip_commit_gap_ms",
+        "must be in 0..=60000",
+    );
+    p.check(
         k.max_batch_records >= 1,
         "kafka.max_batch_records",
         "must be >= 1",

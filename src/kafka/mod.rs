@@ -3,6 +3,7 @@
 //! ([`reader`]) that state restore, the tables, the API's view and `tail` share.
 
 pub mod admin;
+pub mod batch;
 pub mod client;
 pub mod partitioner;
 pub mod preflight;

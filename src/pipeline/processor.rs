@@ -15,8 +15,8 @@ use crate::pipeline::directory::TableDirectory;
 use crate::pipeline::dlq::{DeadLetter, DeadLetterQueue, Kind, Refusal, Source};
 use crate::pipeline::sink::{Sink, SinkError};
 use crate::policy::{
-    self, Effect, Exemption, Input, LimitError, Limits, MailboxKey, MailboxState, Millis, Policy,
-    ScanResult,
+    self, Effect, Exemption, Input, LimitError, Limits, MailboxKey, MailboxState, Millis, Outcome,
+    Policy, ScanResult,
 };
 use crate::store::{Batch, Store, StoreError};
 use crate::telemetry::events::{
@@ -102,6 +102,14 @@ impl Reject {
     }
 }
 
+/// An outcome of the open transaction, emitted once it commits.
+struct Deferred {
+    mailbox: String,
+    outcome: Outcome,
+    blocked_until: Option<Millis>,
+    now: Millis,
+}
+
 /// The per-session processing state.
 pub struct Processor {
     codec: Codec,
@@ -119,6 +127,12 @@ pub struct Processor {
     state_counts: HashMap<i32, i64>,
     /// Change of `state_counts` that the open transaction makes once it commits.
     pending_counts: HashMap<i32, i64>,
+    /// What the open transaction did (trips, unblocks, …), logged and counted once it commits:
+    /// an aborted and redone transaction counts once, not per attempt.
+    pending_outcomes: Vec<Deferred>,
+    /// The open transaction holds a block or unblock: worth committing now
+    /// (`kafka.trip_commit_gap_ms`), not at the end of the interval.
+    urgent: bool,
     timers: Timers,
     owned: BTreeSet<i32>,
     /// Where the idle-state sweep goes on: partition and the last mailbox it looked at.
@@ -150,6 +164,8 @@ impl Processor {
             fresh: HashSet::new(),
             state_counts: HashMap::new(),
             pending_counts: HashMap::new(),
+            pending_outcomes: Vec::new(),
+            urgent: false,
             timers: Timers::new(),
             owned: BTreeSet::new(),
             sweep_cursor: None,
@@ -280,6 +296,13 @@ impl Processor {
         self.dirty.clear();
         self.fresh.clear();
         self.pending_counts.clear();
+        self.pending_outcomes.clear();
+        self.urgent = false;
+    }
+
+    /// Whether the open transaction holds a block or unblock (cleared by the commit).
+    pub fn urgent(&self) -> bool {
+        self.urgent
     }
 
     /// The current state of a mailbox, and whether local state or this transaction holds it.
@@ -497,14 +520,19 @@ impl Processor {
         if result.clamped {
             VerdictClamped { mailbox }.emit(&self.metrics);
         }
-        for outcome in &result.outcomes {
-            PolicyOutcome {
-                mailbox,
+        for outcome in result.outcomes {
+            // Offending verdicts that only count emit nothing: no allocation on the hot path.
+            if !matches!(
                 outcome,
-                blocked_until,
-                now,
+                Outcome::NotOffending | Outcome::Counted | Outcome::Idle
+            ) {
+                self.pending_outcomes.push(Deferred {
+                    mailbox: mailbox.to_string(),
+                    outcome,
+                    blocked_until,
+                    now,
+                });
             }
-            .emit(&self.metrics);
         }
         for effect in &result.effects {
             self.send_effect(effect, sink)?;
@@ -529,7 +557,10 @@ impl Processor {
             .map_err(SinkError::from)?;
         let exemption_key;
         let (topic, key): (&str, &str) = match effect {
-            Effect::Block(b) => (&self.topics.blocks, &b.mailbox),
+            Effect::Block(b) => {
+                self.urgent = true;
+                (&self.topics.blocks, &b.mailbox)
+            }
             Effect::Scan(s) => (&self.topics.scan_requests, &s.device_id),
             Effect::Alert(a) => (&self.topics.alerts, &a.tenant_id),
             Effect::Event(e) => (&self.topics.events, &e.mailbox),
@@ -571,6 +602,7 @@ impl Processor {
         sink: &mut impl Sink,
     ) -> Result<Batch, ProcessError> {
         let mut batch = Batch::new();
+        self.urgent = false;
         let changelog = self.topics.changelog.clone();
         for ((partition, mailbox), state) in self.dirty.drain() {
             let fresh = self.fresh.remove(&(partition, mailbox.clone()));
@@ -608,7 +640,8 @@ impl Processor {
 
     /// Stage the restore positions reported by the producer (next offset per changelog
     /// partition) into the batch written after commit. Called once the transaction committed,
-    /// so the state counts of its changes take effect here.
+    /// so the state counts of its changes take effect here, and its outcomes are logged and
+    /// counted.
     pub fn stage_positions(&mut self, batch: &mut Batch, positions: &HashMap<i32, i64>) {
         for (p, next) in positions {
             self.store.stage_changelog_position(batch, *p, *next);
@@ -618,6 +651,15 @@ impl Processor {
                 *n = (*n + delta).max(0);
                 self.metrics.set_state_mailboxes(partition, *n);
             }
+        }
+        for d in self.pending_outcomes.drain(..) {
+            PolicyOutcome {
+                mailbox: &d.mailbox,
+                outcome: &d.outcome,
+                blocked_until: d.blocked_until,
+                now: d.now,
+            }
+            .emit(&self.metrics);
         }
     }
 

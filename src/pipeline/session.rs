@@ -1,11 +1,17 @@
 //! One exactly-once session: a group consumer, a transactional producer and a processor.
 //!
+//! Records are taken from the consumer in batches ([`crate::kafka::batch`]): one lock, one clock
+//! reading and one timer/commit check per batch, not per record.
+//!
 //! Every `commit_interval_ms` (or `max_batch_records`), the open transaction commits the records
 //! the processor sent, the changelog records of the states it changed, and the input offsets
 //! (`send_offsets_to_transaction` with the consumer's group metadata, so a zombie from an older
-//! generation is fenced). Only then is local state written. On revocation the open transaction
-//! commits inside the rebalance callback, before the partitions are given up; on assignment each
-//! partition is restored from its changelog before any of its records is processed.
+//! generation is fenced). A transaction holding a block or unblock does not wait for the interval:
+//! it commits `trip_commit_gap_ms` after the previous commit ended, so a trip is blocked in
+//! milliseconds while CLEAN traffic keeps the interval's cost. Only then is local state written.
+//! On revocation the open transaction commits inside the rebalance callback, before the
+//! partitions are given up; on assignment each partition is routed to the fetch queue and
+//! restored from its changelog before any of its records is processed.
 //!
 //! Any failure ends the session: the transaction is aborted (or left to be aborted when the next
 //! session's `init_transactions` fences it), uncommitted state is dropped, and `run` builds a new
@@ -30,6 +36,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::kafka::batch::{Batch, FetchQueue};
 use crate::kafka::{client, KafkaError};
 use crate::pipeline::processor::{InRecord, ProcessError, Processor};
 use crate::pipeline::restore::{restore_partitions, RestoreError};
@@ -157,18 +164,30 @@ const TXN_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Stored states one tick's sweep looks at (a few milliseconds of decoding).
 const SWEEP_BUDGET: usize = 5_000;
 
-/// Records handled per wake-up of the session loop before timers and commits are checked.
-const BURST: usize = 512;
+/// Records taken from the fetch queue per batch, before timers and commits are checked.
+const BATCH: usize = 1024;
+
+/// Entries of the consumer queue served per loop (it holds rebalances, statistics and errors;
+/// records only in the unexpected case described in [`Core::handle_polled`]).
+const BURST: usize = 64;
+
+/// Longest wait on the fetch queue: the consumer queue (rebalances) is looked at least this
+/// often while no record arrives.
+const MAX_FETCH_WAIT: Duration = Duration::from_millis(10);
 
 /// When the session commits and ticks, on the monotonic clock: a pure schedule, so a manual
 /// clock drives it in tests.
 #[derive(Debug, Clone)]
 struct Cadence {
     commit_interval: Duration,
+    /// A transaction holding a block commits this long after the previous commit ended.
+    trip_gap: Duration,
     tick_interval: Duration,
     max_batch_records: usize,
     /// When the open transaction began, if one is open.
     txn_started: Option<Instant>,
+    /// When the last commit ended.
+    last_commit: Instant,
     next_tick: Instant,
 }
 
@@ -176,9 +195,11 @@ impl Cadence {
     fn new(cfg: &Config, now: Instant) -> Self {
         Cadence {
             commit_interval: Duration::from_millis(cfg.kafka.commit_interval_ms),
+            trip_gap: Duration::from_millis(cfg.kafka.trip_commit_gap_ms),
             tick_interval: Duration::from_millis(cfg.state.tick_interval_ms),
             max_batch_records: cfg.kafka.max_batch_records,
             txn_started: None,
+            last_commit: now,
             next_tick: now,
         }
     }
@@ -187,13 +208,22 @@ impl Cadence {
         self.txn_started.is_some()
     }
 
+    /// When the open transaction is due: at the end of the interval, or, if it holds a block
+    /// (`urgent`), once the gap after the last commit has passed.
+    fn commit_at(&self, urgent: bool) -> Option<Instant> {
+        let at = self.txn_started? + self.commit_interval;
+        Some(if urgent {
+            at.min(self.last_commit + self.trip_gap)
+        } else {
+            at
+        })
+    }
+
     /// How long the loop may wait for input at `now`: until the open transaction is due, and
     /// never past the next tick.
-    fn poll_timeout(&self, now: Instant) -> Duration {
-        let to_commit = match self.txn_started {
-            Some(at) => self
-                .commit_interval
-                .saturating_sub(now.saturating_duration_since(at)),
+    fn poll_timeout(&self, now: Instant, urgent: bool) -> Duration {
+        let to_commit = match self.commit_at(urgent) {
+            Some(at) => at.saturating_duration_since(now),
             None => self.tick_interval,
         };
         to_commit
@@ -201,12 +231,17 @@ impl Cadence {
             .min(self.tick_interval)
     }
 
-    /// Whether the open transaction, holding `records` input records, should commit at `now`.
-    fn commit_due(&self, now: Instant, records: usize) -> bool {
-        self.txn_started.is_some_and(|at| {
-            records >= self.max_batch_records
-                || now.saturating_duration_since(at) >= self.commit_interval
-        })
+    /// Whether the open transaction, holding `records` input records (and a block if
+    /// `urgent`), should commit at `now`.
+    fn commit_due(&self, now: Instant, records: usize, urgent: bool) -> bool {
+        self.commit_at(urgent)
+            .is_some_and(|at| records >= self.max_batch_records || now >= at)
+    }
+
+    /// The open transaction committed at `now`.
+    fn committed(&mut self, now: Instant) {
+        self.txn_started = None;
+        self.last_commit = now;
     }
 
     /// Whether a tick is due at `now`; if so, the next one is scheduled.
@@ -267,6 +302,9 @@ struct Core {
     clock: Arc<dyn Clock>,
     watchdog: Arc<Watchdog>,
     cadence: Cadence,
+    /// The input topics, in [`input_topics`]' order (shared with the batch loop, which looks
+    /// records' topics up in it without holding the core).
+    inputs: Arc<[String; 4]>,
     /// Next offset per (input topic, as its index in [`Core::inputs`], partition): no
     /// allocation per record.
     offsets: HashMap<(u8, i32), i64>,
@@ -289,14 +327,34 @@ impl Core {
         Ok(())
     }
 
-    /// Process one input record at `now` (read once per burst of records by the caller).
-    fn handle(
+    /// Process one input record at `now` (read once per batch by the caller); `input` is the
+    /// topic's index in [`Core::inputs`].
+    fn handle(&mut self, input: u8, rec: InRecord<'_>, now: i64) -> Result<(), SessionError> {
+        self.begin()?;
+        let (partition, offset, timestamp) = (rec.partition, rec.offset, rec.timestamp);
+        let mut sink = ProducerSink {
+            producer: &self.producer,
+        };
+        self.processor.handle(rec, now, &mut sink)?;
+        self.offsets.insert((input, partition), offset + 1);
+        self.records += 1;
+        if let Some(ts) = timestamp {
+            if self.timestamps.len() < 100_000 {
+                self.timestamps.push(ts);
+            }
+        }
+        Ok(())
+    }
+
+    /// A record that reached the consumer queue instead of the fetch queue (not expected: every
+    /// assigned partition is routed before it is assigned; handled the same way if it happens).
+    fn handle_polled(
         &mut self,
         m: &rdkafka::message::BorrowedMessage<'_>,
         now: i64,
     ) -> Result<(), SessionError> {
-        self.begin()?;
         let topic = m.topic();
+        let input = self.inputs.iter().position(|t| t == topic).unwrap_or(0) as u8;
         let rec = InRecord {
             topic,
             partition: m.partition(),
@@ -305,19 +363,7 @@ impl Core {
             payload: m.payload(),
             timestamp: m.timestamp().to_millis(),
         };
-        let mut sink = ProducerSink {
-            producer: &self.producer,
-        };
-        self.processor.handle(rec, now, &mut sink)?;
-        let input = self.inputs().position(|t| t == topic).unwrap_or(0) as u8;
-        self.offsets.insert((input, m.partition()), m.offset() + 1);
-        self.records += 1;
-        if let Some(ts) = rec.timestamp {
-            if self.timestamps.len() < 100_000 {
-                self.timestamps.push(ts);
-            }
-        }
-        Ok(())
+        self.handle(input, rec, now)
     }
 
     fn tick(&mut self) -> Result<(), SessionError> {
@@ -343,12 +389,16 @@ impl Core {
     }
 
     fn poll_timeout(&self) -> Duration {
-        self.cadence.poll_timeout(self.clock.monotonic())
+        self.cadence
+            .poll_timeout(self.clock.monotonic(), self.processor.urgent())
     }
 
     fn due(&self) -> bool {
-        self.cadence
-            .commit_due(self.clock.monotonic(), self.records)
+        self.cadence.commit_due(
+            self.clock.monotonic(),
+            self.records,
+            self.processor.urgent(),
+        )
     }
 
     /// Commit the open transaction (outputs + changelog + offsets), then write local state.
@@ -381,7 +431,7 @@ impl Core {
         }
         stages.lap(Stage::SendOffsets);
         self.guarded(TxnOp::Commit, |p| p.commit_transaction(TXN_TIMEOUT))?;
-        self.cadence.txn_started = None;
+        self.cadence.committed(clock.monotonic());
         stages.lap(Stage::CommitTransaction);
         let committed_at = self.clock.now_ms();
         // `deliver_all` above served every delivery report, so the changelog positions are
@@ -408,15 +458,10 @@ impl Core {
     fn offsets_to_commit(&self) -> Result<TopicPartitionList, SessionError> {
         let mut tpl = TopicPartitionList::new();
         for ((input, p), next) in &self.offsets {
-            let topic = self.inputs().nth(usize::from(*input)).unwrap_or_default();
+            let topic = &self.inputs[usize::from(*input)];
             tpl.add_partition_offset(topic, *p, Offset::Offset(*next))?;
         }
         Ok(tpl)
-    }
-
-    /// The topics the session consumes, in a fixed order.
-    fn inputs(&self) -> impl Iterator<Item = &str> {
-        input_topics(&self.cfg).into_iter()
     }
 
     /// A transactional call under the watchdog, retried while librdkafka says it may be.
@@ -466,11 +511,32 @@ fn txn_error(e: TxnError) -> SessionError {
 
 struct SessionContext {
     core: Arc<Mutex<Core>>,
+    /// Where assigned partitions deliver their records; set once the consumer exists, taken
+    /// (and so destroyed) before the consumer is dropped.
+    fetch: Mutex<Option<Arc<FetchQueue>>>,
 }
 
 impl SessionContext {
     fn lock(&self) -> MutexGuard<'_, Core> {
         self.core.lock().expect("session core lock not poisoned")
+    }
+}
+
+impl SessionContext {
+    /// Route the partitions about to be assigned to the fetch queue (before `assign`, see
+    /// [`crate::kafka::batch`]). A partition that cannot be routed ends the session: its records
+    /// would arrive on another queue, out of order with the rest.
+    fn route(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let fetch = self.fetch.lock().expect("fetch queue lock").clone();
+        let Some(fetch) = fetch else {
+            return; // the session is closing
+        };
+        for e in tpl.elements() {
+            if let Err(e) = fetch.route(consumer, e.topic(), e.partition()) {
+                error!(error = %e, "partition not routed to the fetch queue");
+                self.lock().failed.get_or_insert(SessionError::Kafka(e));
+            }
+        }
     }
 }
 
@@ -491,8 +557,10 @@ impl ClientContext for SessionContext {
 
 impl ConsumerContext for SessionContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
+        let tpl = match rebalance {
+            Rebalance::Assign(tpl) => return self.route(consumer, tpl),
+            Rebalance::Revoke(tpl) => tpl,
+            Rebalance::Error(_) => return,
         };
         let mut core = self.lock();
         // Commit what was processed while we still own the partitions (and our generation is
@@ -612,6 +680,7 @@ pub fn run_session(
         clock: deps.clock.clone(),
         watchdog: deps.watchdog.clone(),
         cadence: Cadence::new(cfg, deps.clock.monotonic()),
+        inputs: Arc::new(input_topics(cfg).map(String::from)),
         offsets: HashMap::new(),
         records: 0,
         timestamps: Vec::new(),
@@ -619,7 +688,13 @@ pub fn run_session(
         next_sweep: deps.clock.now_ms(),
     }));
     let consumer: BaseConsumer<SessionContext> = client::group_consumer(&cfg.kafka)
-        .create_with_context(SessionContext { core: core.clone() })?;
+        .create_with_context(SessionContext {
+            core: core.clone(),
+            fetch: Mutex::new(None),
+        })?;
+    let fetch = Arc::new(FetchQueue::new(&consumer)?);
+    *consumer.context().fetch.lock().expect("fetch queue lock") = Some(fetch.clone());
+    let mut batch = Batch::with_capacity(BATCH);
     consumer.subscribe(&input_topics(cfg))?;
     info!(group = %cfg.kafka.group_id, transactional_id = %cfg.transactional_id(), "session started");
 
@@ -632,20 +707,21 @@ pub fn run_session(
             break Err(e);
         }
         let timeout = core.lock().expect("lock").poll_timeout();
-        let step = handle_burst(&consumer, &core, deps, timeout).and_then(|()| {
-            let mut c = core.lock().expect("lock");
-            // Serve delivery reports once per burst, so the producer queue never fills up
-            // between commits.
-            c.producer.poll(Duration::ZERO);
-            let now = c.clock.monotonic();
-            if c.cadence.tick_due(now) {
-                c.tick()?;
-            }
-            if c.due() {
-                c.commit(consumer.group_metadata())?;
-            }
-            Ok(())
-        });
+        let step =
+            handle_batch(&consumer, &fetch, &mut batch, &core, deps, timeout).and_then(|()| {
+                let mut c = core.lock().expect("lock");
+                // Serve delivery reports once per burst, so the producer queue never fills up
+                // between commits.
+                c.producer.poll(Duration::ZERO);
+                let now = c.clock.monotonic();
+                if c.cadence.tick_due(now) {
+                    c.tick()?;
+                }
+                if c.due() {
+                    c.commit(consumer.group_metadata())?;
+                }
+                Ok(())
+            });
         if let Err(e) = step {
             break Err(e);
         }
@@ -658,7 +734,17 @@ pub fn run_session(
         c.health.set_ready(false);
         c.health.rest();
     }
-    // Leaving the group runs the revoke callback, which must find the lock free.
+    // The fetched messages and the fetch queue go before the consumer (they hold references
+    // into its client). Leaving the group runs the revoke callback, which must find the lock
+    // free.
+    drop(batch);
+    consumer
+        .context()
+        .fetch
+        .lock()
+        .expect("fetch queue lock")
+        .take();
+    drop(fetch);
     consumer.unsubscribe();
     drop(consumer);
     result
@@ -693,34 +779,75 @@ fn open_producer(
     Ok((producer, tracker))
 }
 
-/// Waits up to `timeout` for the next record, then handles whatever else is ready (up to
-/// `BURST`) without waiting. Clock reads, timer and commit checks happen once per burst, in the
-/// caller: per record they were a fifth of the pipeline thread's time. The lock is released
-/// around every poll because poll may run the rebalance callbacks, which take it.
-fn handle_burst(
+/// Serves the consumer queue (rebalances, statistics, errors; never waits), then waits up to
+/// `timeout` (at most [`MAX_FETCH_WAIT`]) for records on the fetch queue and handles the batch
+/// under one lock, at one clock reading. Clock reads, timer and commit checks happen once per
+/// batch, in the caller. The lock is released around every poll because poll may run the
+/// rebalance callbacks, which take it.
+fn handle_batch(
     consumer: &BaseConsumer<SessionContext>,
+    fetch: &FetchQueue,
+    batch: &mut Batch,
     core: &Mutex<Core>,
     deps: &SessionDeps,
     timeout: Duration,
 ) -> Result<(), SessionError> {
-    let mut next = consumer.poll(timeout);
+    serve_consumer_queue(consumer, core, deps)?;
+    fetch.fetch(timeout.min(MAX_FETCH_WAIT), batch);
     deps.health.beat();
+    if batch.is_empty() {
+        return Ok(());
+    }
     let now = deps.clock.now_ms();
-    let mut handled = 0;
-    while let Some(polled) = next.take() {
-        match polled {
-            Ok(m) => core.lock().expect("lock").handle(&m, now)?,
-            Err(e) => {
+    let mut c = core.lock().expect("lock");
+    let inputs = c.inputs.clone();
+    for entry in batch.iter() {
+        let f = match entry {
+            Ok(f) => f,
+            Err(e) => match consumer_error(e, &deps.cfg) {
+                Some(fatal) => return Err(fatal),
+                None => continue,
+            },
+        };
+        let topic = f.topic();
+        let Some(input) = inputs.iter().position(|t| t.as_bytes() == topic) else {
+            // Only the input topics are subscribed, so only their partitions are routed here.
+            warn!(topic = %String::from_utf8_lossy(topic), "record of a topic not subscribed");
+            continue;
+        };
+        let rec = InRecord {
+            topic: &inputs[input],
+            partition: f.partition(),
+            offset: f.offset(),
+            key: f.key(),
+            payload: f.payload(),
+            timestamp: f.timestamp(),
+        };
+        c.handle(input as u8, rec, now)?;
+    }
+    Ok(())
+}
+
+/// Poll the consumer queue without waiting until it is empty (or [`BURST`] entries were
+/// served): rebalance callbacks run here, and a record that reached it is handled.
+fn serve_consumer_queue(
+    consumer: &BaseConsumer<SessionContext>,
+    core: &Mutex<Core>,
+    deps: &SessionDeps,
+) -> Result<(), SessionError> {
+    for _ in 0..BURST {
+        match consumer.poll(Duration::ZERO) {
+            None => break,
+            Some(Ok(m)) => {
+                let now = deps.clock.now_ms();
+                core.lock().expect("lock").handle_polled(&m, now)?;
+            }
+            Some(Err(e)) => {
                 if let Some(fatal) = consumer_error(e, &deps.cfg) {
                     return Err(fatal);
                 }
             }
         }
-        handled += 1;
-        if handled >= BURST {
-            break;
-        }
-        next = consumer.poll(Duration::ZERO);
     }
     Ok(())
 }
@@ -733,9 +860,11 @@ mod tests {
     fn cadence(clock: &ManualClock) -> Cadence {
         Cadence {
             commit_interval: Duration::from_millis(100),
+            trip_gap: Duration::from_millis(5),
             tick_interval: Duration::from_millis(250),
             max_batch_records: 10,
             txn_started: None,
+            last_commit: clock.monotonic(),
             next_tick: clock.monotonic(),
         }
     }
@@ -749,23 +878,65 @@ mod tests {
             "the first tick is due at once"
         );
         assert!(!c.tick_due(clock.monotonic()));
-        assert!(!c.commit_due(clock.monotonic(), 0), "no transaction open");
+        assert!(
+            !c.commit_due(clock.monotonic(), 0, true),
+            "no transaction open"
+        );
         assert_eq!(
-            c.poll_timeout(clock.monotonic()),
+            c.poll_timeout(clock.monotonic(), false),
             Duration::from_millis(250),
             "idle: wait until the next tick"
         );
         c.txn_started = Some(clock.monotonic());
         clock.advance(40);
-        assert!(!c.commit_due(clock.monotonic(), 9));
-        assert!(c.commit_due(clock.monotonic(), 10), "a full batch commits");
-        assert_eq!(c.poll_timeout(clock.monotonic()), Duration::from_millis(60));
+        assert!(!c.commit_due(clock.monotonic(), 9, false));
+        assert!(
+            c.commit_due(clock.monotonic(), 10, false),
+            "a full batch commits"
+        );
+        assert_eq!(
+            c.poll_timeout(clock.monotonic(), false),
+            Duration::from_millis(60)
+        );
         clock.advance(60);
-        assert!(c.commit_due(clock.monotonic(), 1), "the interval is up");
-        assert_eq!(c.poll_timeout(clock.monotonic()), Duration::ZERO);
+        assert!(
+            c.commit_due(clock.monotonic(), 1, false),
+            "the interval is up"
+        );
+        assert_eq!(c.poll_timeout(clock.monotonic(), false), Duration::ZERO);
         clock.advance(150);
         assert!(c.tick_due(clock.monotonic()));
         assert!(!c.tick_due(clock.monotonic()), "the next tick is scheduled");
+    }
+
+    #[test]
+    fn a_transaction_holding_a_block_commits_once_the_gap_after_the_last_commit_passed() {
+        let clock = ManualClock::frozen(0);
+        let mut c = cadence(&clock);
+        assert!(c.tick_due(clock.monotonic()));
+        c.txn_started = Some(clock.monotonic());
+        clock.advance(2);
+        assert!(!c.commit_due(clock.monotonic(), 1, true), "inside the gap");
+        assert_eq!(
+            c.poll_timeout(clock.monotonic(), true),
+            Duration::from_millis(3),
+            "wait only for the rest of the gap"
+        );
+        clock.advance(3);
+        assert!(c.commit_due(clock.monotonic(), 1, true));
+        assert!(
+            !c.commit_due(clock.monotonic(), 1, false),
+            "without a block the interval holds"
+        );
+        c.committed(clock.monotonic());
+        clock.advance(1);
+        c.txn_started = Some(clock.monotonic());
+        assert!(
+            !c.commit_due(clock.monotonic(), 1, true),
+            "the gap counts from the end of the last commit"
+        );
+        clock.advance(4);
+        assert!(c.commit_due(clock.monotonic(), 1, true));
     }
 
     #[test]
@@ -776,6 +947,6 @@ mod tests {
         c.txn_started = Some(clock.monotonic());
         clock.set(3_600_000);
         assert!(!c.tick_due(clock.monotonic()));
-        assert!(!c.commit_due(clock.monotonic(), 0));
+        assert!(!c.commit_due(clock.monotonic(), 0, false));
     }
 }
