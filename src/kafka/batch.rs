@@ -241,3 +241,156 @@ impl<'b> Fetched<'b> {
             .then_some(ts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+    use super::*;
+
+    fn produce(bootstrap: &str, topic: &str, partition: i32, from: usize, n: usize) {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        for i in from..from + n {
+            let key = format!("p{partition}-k{i}");
+            let value = format!("v{i}");
+            p.send(
+                BaseRecord::to(topic)
+                    .partition(partition)
+                    .key(&key)
+                    .payload(&value),
+            )
+            .unwrap();
+        }
+        p.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    /// Routes what is about to be assigned, as the session does.
+    #[derive(Default)]
+    struct Routing {
+        fetch: Mutex<Option<Arc<FetchQueue>>>,
+    }
+    impl ClientContext for Routing {}
+    impl ConsumerContext for Routing {
+        fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+            if let Rebalance::Assign(tpl) = rebalance {
+                let fetch = self.fetch.lock().unwrap().clone().expect("fetch queue set");
+                for e in tpl.elements() {
+                    fetch.route(consumer, e.topic(), e.partition()).unwrap();
+                }
+            }
+        }
+    }
+
+    fn consumer(bootstrap: &str, group: Option<&str>) -> BaseConsumer<Routing> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", bootstrap)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false");
+        c.set("group.id", group.unwrap_or("batch-test-manual"));
+        c.create_with_context(Routing::default()).unwrap()
+    }
+
+    /// (partition, offset, key, value) of what `fetch` returns until `n` records are read;
+    /// also checks nothing arrives on the consumer queue. Returns the largest batch seen.
+    fn read(
+        c: &BaseConsumer<Routing>,
+        q: &FetchQueue,
+        batch: &mut Batch,
+        n: usize,
+        out: &mut Vec<(i32, i64, String, String)>,
+    ) -> usize {
+        let mut largest = 0;
+        for _ in 0..500 {
+            if out.len() >= n {
+                return largest;
+            }
+            assert!(
+                c.poll(Duration::ZERO).is_none_or(|r| r.is_err()),
+                "a record reached the consumer queue"
+            );
+            largest = largest.max(q.fetch(Duration::from_millis(20), batch));
+            for f in batch.iter() {
+                let f = f.expect("no error entries");
+                assert_eq!(f.topic(), b"t");
+                assert!(f.timestamp().is_some());
+                let text = |b: Option<&[u8]>| String::from_utf8(b.unwrap().to_vec()).unwrap();
+                out.push((f.partition(), f.offset(), text(f.key()), text(f.payload())));
+            }
+        }
+        panic!("read {} of {n} records", out.len());
+    }
+
+    #[test]
+    fn a_group_member_reads_every_record_once_in_order_in_batches() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 2, 1).unwrap();
+        let bootstrap = mock.bootstrap_servers();
+        produce(&bootstrap, "t", 0, 0, 300);
+        produce(&bootstrap, "t", 1, 0, 200);
+        let c = consumer(&bootstrap, Some("batch-test-group"));
+        let q = Arc::new(FetchQueue::new(&c).unwrap());
+        *c.context().fetch.lock().unwrap() = Some(q.clone());
+        c.subscribe(&["t"]).unwrap();
+        let mut batch = Batch::with_capacity(64);
+        let mut got = Vec::new();
+        let largest = read(&c, &q, &mut batch, 500, &mut got);
+        assert!(largest > 1 && largest <= 64, "batches of {largest}");
+        for p in 0..2 {
+            let mine: Vec<_> = got.iter().filter(|r| r.0 == p).collect();
+            assert_eq!(mine.len(), [300, 200][p as usize]);
+            for (i, r) in mine.iter().enumerate() {
+                assert_eq!(r.1, i as i64, "partition {p} in offset order, once each");
+                assert_eq!(
+                    (r.2.as_str(), r.3.as_str()),
+                    (&*format!("p{p}-k{i}"), &*format!("v{i}"))
+                );
+            }
+        }
+        drop(batch);
+        c.context().fetch.lock().unwrap().take();
+        drop(q);
+    }
+
+    #[test]
+    fn every_assignment_routes_again_and_nothing_from_before_it_is_returned() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let bootstrap = mock.bootstrap_servers();
+        produce(&bootstrap, "t", 0, 0, 100);
+        let c = consumer(&bootstrap, None);
+        let q = FetchQueue::new(&c).unwrap();
+        let assign_at = |offset: i64| {
+            q.route(&c, "t", 0).unwrap();
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset("t", 0, Offset::Offset(offset))
+                .unwrap();
+            c.assign(&tpl).unwrap();
+        };
+        let mut batch = Batch::with_capacity(16);
+        assign_at(0);
+        let mut got = Vec::new();
+        read(&c, &q, &mut batch, 20, &mut got);
+        // Give the partition up with records still prefetched, then take it again further on.
+        c.assign(&TopicPartitionList::new()).unwrap();
+        produce(&bootstrap, "t", 0, 100, 10);
+        assign_at(90);
+        let mut again = Vec::new();
+        read(&c, &q, &mut batch, 20, &mut again);
+        let offsets: Vec<i64> = again.iter().map(|r| r.1).collect();
+        assert_eq!(
+            offsets,
+            (90..110).collect::<Vec<_>>(),
+            "only what follows the new start"
+        );
+        drop(batch);
+        drop(q);
+    }
+}
