@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
 };
 
 use super::StoreError;
@@ -109,6 +110,15 @@ impl Batch {
     }
 }
 
+/// Memtables of every column family together (RocksDB flushes the largest beyond it).
+const MEMTABLE_BUDGET: usize = 48 << 20;
+/// Memtable of the states (two of them at most: one filling, one flushing).
+const STATE_WRITE_BUFFER: usize = 16 << 20;
+/// Memtable of each table (owners, devices, tenants, exemptions, meta).
+const TABLE_WRITE_BUFFER: usize = 4 << 20;
+/// Block cache shared by every column family.
+const BLOCK_CACHE_BYTES: usize = 16 << 20;
+
 impl Store {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -116,10 +126,12 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // Small, hot per-mailbox values: a modest write buffer keeps RSS bounded.
-        opts.set_write_buffer_size(32 << 20);
-        opts.set_max_write_buffer_number(3);
         opts.increase_parallelism(2);
+        // The memory budget, measured with 1 M mailboxes (docs/PERFORMANCE.md): memtables of
+        // all column families together at most `MEMTABLE_BUDGET`, one small block cache, and
+        // the index and filter blocks with their table readers (about 1.3 bytes a key).
+        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let cfs = [
             CF_STATE,
             CF_META,
@@ -131,6 +143,19 @@ impl Store {
         .map(|name| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            // The states are written all the time; the tables rarely, in bulk at load.
+            let buffer = if name == CF_STATE {
+                STATE_WRITE_BUFFER
+            } else {
+                TABLE_WRITE_BUFFER
+            };
+            o.set_write_buffer_size(buffer);
+            o.set_max_write_buffer_number(2);
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            // A verdict of a mailbox without state looks up a key that is not there.
+            table.set_bloom_filter(10.0, false);
+            o.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(name, o)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
