@@ -281,6 +281,10 @@ fn pipeline_thread(
     mut new_processor: impl FnMut() -> Processor,
     stop: &AtomicBool,
 ) -> Result<(), PipelineError> {
+    // The producer's `init_transactions`, which after a crash waits for the broker to abort
+    // the predecessor's open transaction, overlaps the table load (a second off a restart after
+    // `kill -9`). Its failure is met again, and handled, by the first session.
+    let mut early = session::ready_producer(deps).ok();
     // Tables first: a trip needs the directory, and a trip computed against a half-loaded
     // directory would report OWNER_UNKNOWN for an owner that exists.
     loop {
@@ -299,7 +303,7 @@ fn pipeline_thread(
     let mut failures = 0u32;
     loop {
         let started = std::time::Instant::now();
-        let result = run_session(deps, new_processor(), stop);
+        let result = run_session(deps, new_processor(), stop, early.take());
         // A session that ran for a while was healthy: count failures in a row, not in a lifetime.
         if started.elapsed() > Duration::from_secs(60) {
             failures = 0;

@@ -662,14 +662,27 @@ pub struct SessionDeps {
     pub watchdog: Arc<Watchdog>,
 }
 
-/// Run one session until `stop` is set (Ok) or something fails (Err).
+/// A transactional producer whose `init_transactions` is done, ready for a session.
+pub struct ReadyProducer(BaseProducer<TrackingContext>, Arc<DeliveryTracker>);
+
+/// Open the session's producer ahead of the session (see [`run_session`]).
+pub fn ready_producer(deps: &SessionDeps) -> Result<ReadyProducer, SessionError> {
+    open_producer(&deps.cfg, &deps.watchdog).map(|(p, t)| ReadyProducer(p, t))
+}
+
+/// Run one session until `stop` is set (Ok) or something fails (Err). `producer` is one opened
+/// ahead ([`ready_producer`]), or `None` to open one now.
 pub fn run_session(
     deps: &SessionDeps,
     processor: Processor,
     stop: &AtomicBool,
+    producer: Option<ReadyProducer>,
 ) -> Result<(), SessionError> {
     let cfg = &deps.cfg;
-    let (producer, tracker) = open_producer(cfg, &deps.watchdog)?;
+    let (producer, tracker) = match producer {
+        Some(ReadyProducer(p, t)) => (p, t),
+        None => open_producer(cfg, &deps.watchdog)?,
+    };
     let core = Arc::new(Mutex::new(Core {
         cfg: cfg.clone(),
         processor,
