@@ -12,7 +12,10 @@
 //! 4. trip-to-block latency under a steady load at half the measured rate;
 //! 5. recovery: a fresh group over the same input, `kill -9` at the half-way mark, restart, time
 //!    to the first new commit;
-//! 6. state scale: 1 M mailboxes with state, peak RSS.
+//! 6. state scale: 1 M mailboxes with state, peak RSS;
+//! 7. scale-out: N = 1, 2, 3 instances (`E2E_INSTANCES`, default `1,2,3`) in a fresh group
+//!    each, over the same input, until the group's committed offsets reach its end: verdicts/s
+//!    and the ratio to the raw consumer (run before 6).
 //!
 //! Sizes are environment variables (`E2E_VERDICTS`, `E2E_MAILBOXES`, `E2E_STATE_MAILBOXES`),
 //! so a quick run is possible. Under `cargo test` (no `--bench` argument) it does nothing.
@@ -548,6 +551,9 @@ fn main() {
         recovery
     );
 
+    // 7. (before 6, whose input is another topic) Scale-out over the same input.
+    scale_out(&bootstrap, &run_id, &input, &ends, raw_rate);
+
     // 6. State scale: one offending verdict from each of `state_mailboxes` mailboxes.
     if state_mailboxes > 0 {
         let codec = Codec::default();
@@ -706,4 +712,67 @@ fn cpu_model() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Phase 7: N instances of one fresh group over `input` (the whole run's input), for each N of
+/// `E2E_INSTANCES`; the clock runs from the first spawn to the group's committed offsets at the
+/// end, and from the group's first commit (the steady part). All N share the machine's cores
+/// with the broker, so on a small machine this measures contention, not capacity.
+fn scale_out(bootstrap: &str, run_id: &str, input: &str, ends: &[i64], raw_rate: f64) {
+    let counts: Vec<usize> = std::env::var("E2E_INSTANCES")
+        .unwrap_or_else(|_| "1,2,3".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .collect();
+    let total: i64 = ends.iter().sum();
+    for n in counts {
+        let dir = tempfile::tempdir().unwrap();
+        let id = format!("{run_id}-n{n}");
+        let start = Instant::now();
+        let mut children: Vec<Child> = (0..n)
+            .map(|i| {
+                let sub = dir.path().join(format!("i{i}"));
+                std::fs::create_dir_all(&sub).unwrap();
+                let mut cfg = config(bootstrap, &id, input, &sub.join("state"));
+                cfg.kafka.instance_id = format!("{i}");
+                spawn(&cfg, &sub)
+            })
+            .collect();
+        let group = format!("{id}-group");
+        let mut first: Option<(Instant, i64)> = None;
+        loop {
+            let c = committed(bootstrap, &group, input);
+            let sum: i64 = c.iter().sum();
+            if first.is_none() && sum > 0 {
+                first = Some((Instant::now(), sum));
+            }
+            if c.iter().zip(ends).all(|(c, e)| c >= e) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(
+                start.elapsed() < Duration::from_secs(1800),
+                "{n} instances did not finish"
+            );
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let (first_at, first_sum) = first.expect("a commit");
+        // A run too short to see a commit before the end has no steady figure.
+        let steady = if first_sum < total {
+            (total - first_sum) as f64 / first_at.elapsed().as_secs_f64()
+        } else {
+            f64::NAN
+        };
+        for c in &mut children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let rate = total as f64 / secs;
+        println!(
+            "scale-out, {n} instance(s), {PARTITIONS} partitions: {secs:.2} s incl. start-up, {rate:.0} verdicts/s (ratio to raw {:.2}); steady {steady:.0} verdicts/s (ratio to raw {:.2})",
+            rate / raw_rate,
+            steady / raw_rate
+        );
+    }
 }
