@@ -315,7 +315,9 @@ pub struct KafkaConfig {
     pub group_protocol: GroupProtocol,
     /// Static membership (`group.instance.id` = `mailguard-<instance_id>`): a restart within the
     /// session timeout keeps the partitions without a rebalance, but a member that stops hands
-    /// its partitions over only when its session times out.
+    /// its partitions over only when its session times out (no LeaveGroup; with KIP-848 it
+    /// leaves with epoch -2, which keeps them too). Off by default: a planned stop then hands
+    /// over in about a second (docs/PERFORMANCE.md, "Hand-over and failover").
     pub static_membership: bool,
     /// Extra librdkafka properties for every client (e.g. security settings). A value that is
     /// exactly `${file:/path}` or `${env:NAME}` is read from there at start.
@@ -359,7 +361,7 @@ impl Default for KafkaConfig {
             transaction_timeout_ms: 60_000,
             session_timeout_ms: 10_000,
             group_protocol: GroupProtocol::Classic,
-            static_membership: true,
+            static_membership: false,
             client_properties: BTreeMap::new(),
             client_properties_file: None,
         }

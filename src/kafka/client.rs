@@ -359,7 +359,11 @@ mod tests {
         let g = group_consumer(&cfg);
         assert_eq!(g.get("isolation.level"), Some("read_committed"));
         assert_eq!(g.get("group.id"), Some("mailguard"));
-        assert_eq!(g.get("group.instance.id"), Some("mailguard-0"));
+        assert_eq!(
+            g.get("group.instance.id"),
+            None,
+            "dynamic membership by default"
+        );
         let r = reader(&cfg, "restore");
         assert_eq!(r.get("group.id"), Some("mailguard.reader.0.restore"));
         assert_eq!(r.get("enable.partition.eof"), Some("true"));
