@@ -308,7 +308,8 @@ pub struct KafkaConfig {
     /// `transaction.timeout.ms` of the producer.
     pub transaction_timeout_ms: u64,
     /// `session.timeout.ms` of the consumer (classic protocol only; with `consumer` the broker's
-    /// `group.consumer.session.timeout.ms` decides).
+    /// `group.consumer.session.timeout.ms` decides). 8 s: a dead instance's partitions move
+    /// within 10 s (session, then a heartbeat and the rebalance).
     pub session_timeout_ms: u64,
     /// The consumer group protocol: `classic` (JoinGroup/SyncGroup, client-side range
     /// assignment) or `consumer` (KIP-848, broker-side range assignment; Kafka >= 4.0).
@@ -359,7 +360,7 @@ impl Default for KafkaConfig {
             commit_interval_ms: 100,
             max_batch_records: 100_000,
             transaction_timeout_ms: 60_000,
-            session_timeout_ms: 10_000,
+            session_timeout_ms: 8_000,
             group_protocol: GroupProtocol::Classic,
             static_membership: false,
             client_properties: BTreeMap::new(),

@@ -396,8 +396,8 @@ mod tests {
         let g = group_consumer(&cfg);
         assert_eq!(g.get("group.protocol"), Some("classic"));
         assert_eq!(g.get("group.instance.id"), Some("mailguard-0"));
-        assert_eq!(g.get("session.timeout.ms"), Some("10000"));
-        assert_eq!(g.get("heartbeat.interval.ms"), Some("1000"));
+        assert_eq!(g.get("session.timeout.ms"), Some("8000"));
+        assert_eq!(g.get("heartbeat.interval.ms"), Some("800"));
         assert_eq!(g.get("partition.assignment.strategy"), Some("range"));
         assert_eq!(g.get("group.remote.assignor"), None);
 
