@@ -68,9 +68,10 @@ lint: ## rustfmt --check and clippy -D warnings
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --profile test -- -D warnings
 
-bench: deps ## criterion benches (policy, Avro decode, RocksDB), the end-to-end, backtest and API view benches
+bench: deps ## criterion benches (policy, Avro decode, RocksDB), the end-to-end, backtest, hand-over and API view benches
 	cargo bench --bench policy --bench avro_decode --bench store
 	scripts/bench-e2e
+	scripts/bench-handover
 	scripts/bench-view
 
 fuzz: ## Fuzz every decoder for FUZZ_RUNS inputs each (default 1 M; needs nightly and cargo-fuzz, installed if missing)

@@ -11,8 +11,12 @@
 //!    over the same stream in-process, so a fast wrong run cannot look good;
 //! 4. trip-to-block latency under a steady load at half the measured rate;
 //! 5. recovery: a fresh group over the same input, `kill -9` at the half-way mark, restart, time
-//!    to the first new commit;
-//! 6. state scale: 1 M mailboxes with state, peak RSS.
+//!    to the first new commit (static membership, so that it measures the restore and not the
+//!    old member's session timeout);
+//! 6. state scale: 1 M mailboxes with state, peak RSS;
+//! 7. scale-out: N = 1, 2, 3 instances (`E2E_INSTANCES`, default `1,2,3`) in a fresh group
+//!    each, over the same input, until the group's committed offsets reach its end: verdicts/s
+//!    and the ratio to the raw consumer (run before 6).
 //!
 //! Sizes are environment variables (`E2E_VERDICTS`, `E2E_MAILBOXES`, `E2E_STATE_MAILBOXES`),
 //! so a quick run is possible. Under `cargo test` (no `--bench` argument) it does nothing.
@@ -501,14 +505,18 @@ fn main() {
     let _ = inst.child.kill();
     let _ = inst.child.wait();
 
-    // 5. Recovery after kill -9 at the half-way mark.
+    // 5. Recovery after kill -9 at the half-way mark. Static membership, so the restart
+    // replaces its old member at once and the figure is the restore's: with the default dynamic
+    // membership the restart would first wait for the old member's session to time out
+    // (`kafka.session_timeout_ms`; docs/PERFORMANCE.md, "Hand-over and failover").
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
+    let mut cfg = config(
         &bootstrap,
         &format!("{run_id}-b"),
         &input,
         &dir.path().join("state"),
     );
+    cfg.kafka.static_membership = true;
     let mut child = spawn(&cfg, dir.path());
     let half: i64 = ends.iter().sum::<i64>() / 2;
     loop {
@@ -544,9 +552,12 @@ fn main() {
     let _ = child.kill();
     let _ = child.wait();
     println!(
-        "recovery after kill -9 at half-way: first new commit {:.2} s after restart",
+        "recovery after kill -9 at half-way (static membership): first new commit {:.2} s after restart",
         recovery
     );
+
+    // 7. (before 6, whose input is another topic) Scale-out over the same input.
+    scale_out(&bootstrap, &run_id, &input, &ends, raw_rate);
 
     // 6. State scale: one offending verdict from each of `state_mailboxes` mailboxes.
     if state_mailboxes > 0 {
@@ -708,4 +719,67 @@ fn cpu_model() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Phase 7: N instances of one fresh group over `input` (the whole run's input), for each N of
+/// `E2E_INSTANCES`; the clock runs from the first spawn to the group's committed offsets at the
+/// end, and from the group's first commit (the steady part). All N share the machine's cores
+/// with the broker, so on a small machine this measures contention, not capacity.
+fn scale_out(bootstrap: &str, run_id: &str, input: &str, ends: &[i64], raw_rate: f64) {
+    let counts: Vec<usize> = std::env::var("E2E_INSTANCES")
+        .unwrap_or_else(|_| "1,2,3".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .collect();
+    let total: i64 = ends.iter().sum();
+    for n in counts {
+        let dir = tempfile::tempdir().unwrap();
+        let id = format!("{run_id}-n{n}");
+        let start = Instant::now();
+        let mut children: Vec<Child> = (0..n)
+            .map(|i| {
+                let sub = dir.path().join(format!("i{i}"));
+                std::fs::create_dir_all(&sub).unwrap();
+                let mut cfg = config(bootstrap, &id, input, &sub.join("state"));
+                cfg.kafka.instance_id = format!("{i}");
+                spawn(&cfg, &sub)
+            })
+            .collect();
+        let group = format!("{id}-group");
+        let mut first: Option<(Instant, i64)> = None;
+        loop {
+            let c = committed(bootstrap, &group, input);
+            let sum: i64 = c.iter().sum();
+            if first.is_none() && sum > 0 {
+                first = Some((Instant::now(), sum));
+            }
+            if c.iter().zip(ends).all(|(c, e)| c >= e) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(
+                start.elapsed() < Duration::from_secs(1800),
+                "{n} instances did not finish"
+            );
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let (first_at, first_sum) = first.expect("a commit");
+        // A run too short to see a commit before the end has no steady figure.
+        let steady = if first_sum < total {
+            (total - first_sum) as f64 / first_at.elapsed().as_secs_f64()
+        } else {
+            f64::NAN
+        };
+        for c in &mut children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let rate = total as f64 / secs;
+        println!(
+            "scale-out, {n} instance(s), {PARTITIONS} partitions: {secs:.2} s incl. start-up, {rate:.0} verdicts/s (ratio to raw {:.2}); steady {steady:.0} verdicts/s (ratio to raw {:.2})",
+            rate / raw_rate,
+            steady / raw_rate
+        );
+    }
 }

@@ -312,8 +312,19 @@ pub struct KafkaConfig {
     pub trip_commit_gap_ms: u64,
     /// `transaction.timeout.ms` of the producer.
     pub transaction_timeout_ms: u64,
-    /// `session.timeout.ms` of the consumer.
+    /// `session.timeout.ms` of the consumer (classic protocol only; with `consumer` the broker's
+    /// `group.consumer.session.timeout.ms` decides). 8 s: a dead instance's partitions move
+    /// within 10 s (session, then a heartbeat and the rebalance).
     pub session_timeout_ms: u64,
+    /// The consumer group protocol: `classic` (JoinGroup/SyncGroup, client-side range
+    /// assignment) or `consumer` (KIP-848, broker-side range assignment; Kafka >= 4.0).
+    pub group_protocol: GroupProtocol,
+    /// Static membership (`group.instance.id` = `mailguard-<instance_id>`): a restart within the
+    /// session timeout keeps the partitions without a rebalance, but a member that stops hands
+    /// its partitions over only when its session times out (no LeaveGroup; with KIP-848 it
+    /// leaves with epoch -2, which keeps them too). Off by default: a planned stop then hands
+    /// over in about a second (docs/PERFORMANCE.md, "Hand-over and failover").
+    pub static_membership: bool,
     /// Extra librdkafka properties for every client (e.g. security settings). A value that is
     /// exactly `${file:/path}` or `${env:NAME}` is read from there at start.
     pub client_properties: BTreeMap<String, String>,
@@ -334,6 +345,8 @@ impl std::fmt::Debug for KafkaConfig {
             .field("trip_commit_gap_ms", &self.trip_commit_gap_ms)
             .field("transaction_timeout_ms", &self.transaction_timeout_ms)
             .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("group_protocol", &self.group_protocol)
+            .field("static_membership", &self.static_membership)
             .field(
                 "client_properties",
                 &secrets::redact_properties(&self.client_properties),
@@ -354,9 +367,34 @@ impl Default for KafkaConfig {
             max_batch_records: 100_000,
             trip_commit_gap_ms: 5,
             transaction_timeout_ms: 60_000,
-            session_timeout_ms: 10_000,
+            session_timeout_ms: 8_000,
+            group_protocol: GroupProtocol::Classic,
+            static_membership: false,
             client_properties: BTreeMap::new(),
             client_properties_file: None,
+        }
+    }
+}
+
+/// The consumer group protocol (`kafka.group_protocol`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// The classic protocol: JoinGroup/SyncGroup, range assignment by the group leader.
+    #[default]
+    Classic,
+    /// KIP-848 (`group.protocol=consumer`): the broker assigns (its `range` assignor) and
+    /// hands partitions over incrementally; the broker's `group.consumer.*` settings decide the
+    /// session timeout and heartbeat interval.
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// The value of librdkafka's `group.protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
         }
     }
 }

@@ -97,3 +97,86 @@ fn transactions_commit_visibly_and_abort_invisibly() {
     let got = consume_exactly(&t, 1, Duration::from_secs(30), Duration::from_millis(500));
     assert_eq!(got[0].value.as_deref(), Some(&b"committed"[..]));
 }
+
+/// Which partitions of each co-partitioned input topic a member owns.
+type Owned = [std::collections::BTreeSet<i32>; 3];
+
+fn owned(c: &rdkafka::consumer::BaseConsumer, topics: &[String; 3]) -> Owned {
+    use rdkafka::consumer::Consumer;
+    let a = c.assignment().unwrap_or_default();
+    topics.clone().map(|t| {
+        a.elements()
+            .iter()
+            .filter(|e| e.topic() == t)
+            .map(|e| e.partition())
+            .collect()
+    })
+}
+
+/// Three members of one group, built as mailguard builds its group consumer, polled until
+/// every partition is owned by one of them and nothing has moved for three seconds (KIP-848
+/// hands partitions over in steps); returns what each owns.
+fn settled_assignment(kafka: &mailguard::config::KafkaConfig, topics: &[String; 3]) -> Vec<Owned> {
+    use rdkafka::consumer::Consumer;
+    let members: Vec<rdkafka::consumer::BaseConsumer> = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            let mut k = kafka.clone();
+            k.instance_id = id.to_string();
+            let c: rdkafka::consumer::BaseConsumer = mailguard::kafka::client::group_consumer(&k)
+                .create()
+                .unwrap();
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            c.subscribe(&names).unwrap();
+            c
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let (mut last, mut since) = (Vec::new(), std::time::Instant::now());
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no settled assignment: {last:?}"
+        );
+        for m in &members {
+            let _ = m.poll(Duration::from_millis(50));
+        }
+        let now: Vec<Owned> = members.iter().map(|m| owned(m, topics)).collect();
+        let complete = (0..3).all(|t| now.iter().map(|o| o[t].len()).sum::<usize>() == 4)
+            && now.iter().all(|o| !o[0].is_empty());
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        } else if complete && since.elapsed() > Duration::from_secs(3) {
+            return last;
+        }
+    }
+}
+
+/// The pipeline relies on partition p of verdicts, commands and routed scan results going to
+/// one member (their state lives with the verdicts' partition): the range assignment of both
+/// group protocols, the classic one in the client and KIP-848's on the broker, gives that.
+#[test]
+fn both_group_protocols_keep_partition_p_of_the_inputs_on_one_member() {
+    use mailguard::config::GroupProtocol;
+    for protocol in [GroupProtocol::Classic, GroupProtocol::Consumer] {
+        let (mut cfg, _dir) = test_config(4);
+        create_topics(&cfg);
+        cfg.kafka.group_protocol = protocol;
+        cfg.kafka.static_membership = false;
+        let t = &cfg.topics;
+        let topics = [
+            t.verdicts.clone(),
+            t.commands.clone(),
+            t.scan_results_routed.clone(),
+        ];
+        let members = settled_assignment(&cfg.kafka, &topics);
+        for (i, [verdicts, commands, routed]) in members.iter().enumerate() {
+            assert_eq!(verdicts, commands, "{protocol:?} member {i}: {members:?}");
+            assert_eq!(verdicts, routed, "{protocol:?} member {i}: {members:?}");
+        }
+        eprintln!(
+            "{protocol:?}: verdict partitions by member {:?}",
+            members.iter().map(|o| &o[0]).collect::<Vec<_>>()
+        );
+    }
+}

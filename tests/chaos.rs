@@ -3,7 +3,8 @@
 //!
 //! - broker restarts, one short and one longer than the consumer session timeout, on a broker of
 //!   the test's own (the shared test broker cannot be restarted under the other tests);
-//! - `kill -9` of one of two instances in a group, with the failover time reported.
+//! - `kill -9` of one of two instances in a group, with the failover time reported;
+//! - three instances under a steady stream of trips: `kill -9` of one, then its restart.
 //!
 //! Found by trying it: after a broker restart the static consumer could be fenced
 //! (`FencedInstanceId`), log it, and go on processing nothing with `/healthz` green.
@@ -557,4 +558,272 @@ fn kill_9_inside_the_commit_path_loses_and_duplicates_nothing() {
         aborted > 0,
         "no kill landed between produce and commit: the test proved nothing"
     );
+}
+
+/// The directory of the three-instance test: mailbox i is owned by `owner-i` with the one
+/// device `device-i`, so each trip has one scan request.
+fn directory(cfg: &mailguard::config::Config, mailboxes: &[String]) {
+    use mailguard::codec::OwnerDevices;
+    use mailguard::policy::Owner;
+    let codec = Codec::default();
+    let (mut owners, mut devices) = (Vec::new(), Vec::new());
+    for (i, mb) in mailboxes.iter().enumerate() {
+        let owner = Owner {
+            owner_id: format!("owner-{i}"),
+            tenant_id: "tenant-1".into(),
+            owner_name: None,
+        };
+        let mut out = Vec::new();
+        codec.encode_owner(mb, &owner, &mut out).unwrap();
+        owners.push((mb.clone(), out));
+        let d = OwnerDevices {
+            owner_id: format!("owner-{i}"),
+            tenant_id: "tenant-1".into(),
+            device_ids: vec![format!("device-{i}")],
+        };
+        let mut out = Vec::new();
+        codec.encode_devices(&d, &mut out).unwrap();
+        devices.push((format!("owner-{i}"), out));
+    }
+    produce_keyed(&cfg.topics.mailboxes, &owners);
+    produce_keyed(&cfg.topics.devices, &devices);
+}
+
+/// A producer thread tripping `mailboxes[i]` (a burst of five) every `every`, in order, until
+/// `stop` is set or the list ends; `sent` counts the bursts the broker acknowledged.
+struct PacedTrips {
+    sent: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PacedTrips {
+    fn start(topic: String, mailboxes: Vec<String>, every: Duration) -> PacedTrips {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let sent = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (sent.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let p = producer();
+            let started = Instant::now();
+            for (i, mb) in mailboxes.iter().enumerate() {
+                if st.load(Ordering::Relaxed) {
+                    break;
+                }
+                let due = started + every * i as u32;
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                for (key, value) in burst(mb) {
+                    let r = BaseRecord::<str, [u8]>::to(&topic)
+                        .key(&key)
+                        .payload(&value);
+                    p.send(r).map_err(|(e, _)| e).expect("send");
+                }
+                // A broker stalled by a loaded machine answers late, not never: the records
+                // wait in the producer (for up to its message timeout) and are flushed again.
+                let deadline = Instant::now() + Duration::from_secs(300);
+                while let Err(e) = p.flush(Duration::from_secs(10)) {
+                    assert!(Instant::now() < deadline, "trips not acknowledged: {e}");
+                    eprintln!("trips: flush: {e}; flushing on");
+                }
+                s.store(i + 1, Ordering::SeqCst);
+            }
+        });
+        PacedTrips {
+            sent,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops the trips; returns how many mailboxes tripped.
+    fn finish(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().expect("producer thread");
+        self.sent()
+    }
+}
+
+impl Drop for PacedTrips {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Waits until every one of `partitions` partitions has a block of a mailbox from
+/// `mailboxes[from..]`: the group processes all partitions since that mailbox's trip.
+fn every_partition_blocks_from(
+    cfg: &mailguard::config::Config,
+    mailboxes: &[String],
+    from: usize,
+    what: &str,
+) {
+    use mailguard::kafka::partitioner::partition_for;
+    let n = cfg.topics.partitions;
+    let later: std::collections::HashSet<&str> =
+        mailboxes[from..].iter().map(String::as_str).collect();
+    let started = Instant::now();
+    consume_until(&cfg.topics.blocks, Duration::from_secs(180), |recs| {
+        let mut seen = std::collections::HashSet::new();
+        for k in recs.iter().filter_map(|r| r.key.as_deref()) {
+            if later.contains(k) {
+                seen.insert(partition_for(k.as_bytes(), n));
+            }
+        }
+        seen.len() == n as usize
+    });
+    eprintln!(
+        "{what}: every partition blocks again {:.1} s later",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The last "partitions assigned" line of an instance's log, after byte `from`, names a
+/// partition: the instance owns part of the group's input.
+fn owns_partitions(log: &Path, from: usize) -> bool {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text[from.min(text.len())..]).into_owned();
+    text.lines()
+        .rev()
+        .find(|l| l.contains("partitions assigned"))
+        .is_some_and(|l| !without_colours(l).contains("owned={}"))
+}
+
+/// `line` without its ANSI colour sequences (the binary colours its log lines).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Waits (on the log) until each of `logs` owns partitions.
+fn until_each_owns_partitions(logs: &[(PathBuf, usize)]) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !logs.iter().all(|(log, from)| owns_partitions(log, *from)) {
+        assert!(
+            Instant::now() < deadline,
+            "not every instance owns partitions"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Three instances in one group while a mailbox trips every 75 ms on six partitions: one is
+/// killed (-9) and, once the other two block on all partitions, restarted with its instance id
+/// and state directory while the trips go on. Every trip yields exactly one block, one alert
+/// and one scan request (decoded: the right mailbox, owner and device), nothing else.
+#[test]
+fn three_instances_kill_9_and_restart_of_one_under_load_exactly_once() {
+    let (mut cfg, dir) = test_config(6);
+    cfg.topics.create_missing = false;
+    create_topics(&cfg);
+    let mailboxes: Vec<String> = (0..1200)
+        .map(|i| format!("three-{i}@example.com"))
+        .collect();
+    directory(&cfg, &mailboxes);
+    let instance = |id: &str| {
+        let mut c = cfg.clone();
+        c.kafka.instance_id = id.into();
+        c.state.dir = dir.path().join(format!("state-{id}"));
+        c
+    };
+    let log = |id: &str| dir.path().join(format!("{id}.log"));
+    let _logs: Vec<LogOnFailure> = ["a", "b", "c"].map(|i| LogOnFailure(log(i))).into();
+    let mut a = spawn(&instance("a"), dir.path(), "a");
+    let mut b = spawn(&instance("b"), dir.path(), "b");
+    let mut c = spawn(&instance("c"), dir.path(), "c");
+    until_each_owns_partitions(&["a", "b", "c"].map(|i| (log(i), 0)));
+
+    let trips = PacedTrips::start(
+        cfg.topics.verdicts.clone(),
+        mailboxes.clone(),
+        Duration::from_millis(75),
+    );
+    every_partition_blocks_from(&cfg, &mailboxes, 0, "three instances");
+    b.kill().expect("kill -9");
+    b.wait().unwrap();
+    let killed_at = trips.sent();
+    every_partition_blocks_from(&cfg, &mailboxes, killed_at, "after kill -9 of b");
+    let log_b = std::fs::metadata(log("b")).map_or(0, |m| m.len() as usize);
+    b = spawn(&instance("b"), dir.path(), "b");
+    until_each_owns_partitions(&[(log("b"), log_b)]);
+    let rejoined_at = trips.sent();
+    every_partition_blocks_from(&cfg, &mailboxes, rejoined_at, "after b's restart");
+    let n = trips.finish();
+    assert!(
+        n < mailboxes.len(),
+        "the trips ran out before the test ended"
+    );
+    eprintln!("{n} trips; b killed after {killed_at}, back after {rejoined_at}");
+    exactly_one_block_alert_and_scan_each(&cfg, &mailboxes[..n]);
+    for i in [&mut a, &mut b, &mut c] {
+        i.kill().unwrap();
+        i.wait().unwrap();
+    }
+}
+
+/// Blocks, alerts and scan requests: one of each per mailbox of `tripped`, decoded.
+fn exactly_one_block_alert_and_scan_each(cfg: &mailguard::config::Config, tripped: &[String]) {
+    let codec = Codec::default();
+    let n = tripped.len();
+    let t = Duration::from_secs(120);
+    let decoded = |topic: &str, settle: Duration| -> Vec<Effect> {
+        consume_exactly(topic, n, t, settle)
+            .iter()
+            .map(|r| codec.decode_effect(r.value.as_deref().unwrap()).unwrap())
+            .collect()
+    };
+    let mut expected: Vec<String> = tripped.to_vec();
+    expected.sort();
+    let index = |mb: &str| {
+        mb.trim_start_matches("three-")
+            .trim_end_matches("@example.com")
+            .to_string()
+    };
+    let mut blocked = Vec::new();
+    for e in decoded(&cfg.topics.blocks, Duration::from_secs(3)) {
+        let Effect::Block(b) = e else { panic!("{e:?}") };
+        blocked.push(b.mailbox);
+    }
+    blocked.sort();
+    assert_eq!(blocked, expected, "every mailbox blocked exactly once");
+    let mut alerted = Vec::new();
+    for e in decoded(&cfg.topics.alerts, Duration::from_secs(1)) {
+        let Effect::Alert(a) = e else { panic!("{e:?}") };
+        assert_eq!(
+            a.owner_id,
+            Some(format!("owner-{}", index(&a.mailbox))),
+            "{a:?}"
+        );
+        alerted.push(a.mailbox);
+    }
+    alerted.sort();
+    assert_eq!(alerted, expected, "every mailbox alerted exactly once");
+    let mut scanned = Vec::new();
+    for e in decoded(&cfg.topics.scan_requests, Duration::from_secs(1)) {
+        let Effect::Scan(s) = e else { panic!("{e:?}") };
+        let i = index(&s.mailbox);
+        assert_eq!(
+            (s.owner_id.as_str(), s.device_id.as_str()),
+            (
+                format!("owner-{i}").as_str(),
+                format!("device-{i}").as_str()
+            ),
+            "{s:?}"
+        );
+        scanned.push(s.mailbox);
+    }
+    scanned.sort();
+    assert_eq!(scanned, expected, "one scan request for every trip");
+    consume_exactly(&cfg.topics.dlq, 0, t, Duration::from_millis(500));
 }

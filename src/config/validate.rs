@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 
 use super::{
-    ApiConfig, ApiRole, CodecConfig, Config, ConfigError, FieldError, HttpConfig, KafkaConfig,
-    RegistryConfig, StateConfig, TopicsConfig,
+    ApiConfig, ApiRole, CodecConfig, Config, ConfigError, FieldError, GroupProtocol, HttpConfig,
+    KafkaConfig, RegistryConfig, StateConfig, TopicsConfig,
 };
 use crate::policy::{Limits, Policy};
 
@@ -90,6 +90,34 @@ fn kafka(k: &KafkaConfig, p: &mut Problems) {
     for key in k.client_properties.keys() {
         if let Some(why) = crate::kafka::client::refused(key) {
             p.add(&format!("kafka.client_properties.{key}"), why);
+        }
+    }
+    group_protocol(k, p);
+}
+
+/// What the group protocol decides: the classic session timeout within librdkafka's range
+/// (and above the heartbeat mailguard derives from it); with KIP-848 the broker sets the
+/// heartbeat, and librdkafka refuses to start with the classic-only properties.
+fn group_protocol(k: &KafkaConfig, p: &mut Problems) {
+    match k.group_protocol {
+        GroupProtocol::Classic => p.check(
+            (1_000..=3_600_000).contains(&k.session_timeout_ms),
+            "kafka.session_timeout_ms",
+            "must be in 1000..=3600000 (and within the broker's group.min/max.session.timeout.ms)",
+        ),
+        GroupProtocol::Consumer => {
+            for key in ["heartbeat.interval.ms", "group.protocol.type"] {
+                if k.client_properties
+                    .keys()
+                    .any(|k| k.trim().eq_ignore_ascii_case(key))
+                {
+                    p.add(
+                        &format!("kafka.client_properties.{key}"),
+                        "not supported with kafka.group_protocol = \"consumer\": the broker's \
+                         group.consumer.* settings decide",
+                    );
+                }
+            }
         }
     }
 }
@@ -390,5 +418,37 @@ mod tests {
         c.api.tokens[0].principal = "p".repeat(10);
         c.api.tokens[0].tenant = Some("t".repeat(4));
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_group_protocol_decides_which_consumer_settings_make_sense() {
+        let mut c = Config::default();
+        c.kafka.session_timeout_ms = 500;
+        c.kafka
+            .client_properties
+            .insert("heartbeat.interval.ms".into(), "300".into());
+        let fields = |c: &Config| -> Vec<String> {
+            c.problems()
+                .into_iter()
+                .map(|e| e.field)
+                .collect::<Vec<_>>()
+        };
+        // Classic: the session timeout is librdkafka's; a heartbeat of the user's is tuning.
+        assert_eq!(fields(&c), ["kafka.session_timeout_ms"]);
+        // KIP-848: the broker decides both; librdkafka would refuse to start on the heartbeat.
+        c.kafka.group_protocol = GroupProtocol::Consumer;
+        assert_eq!(
+            fields(&c),
+            ["kafka.client_properties.heartbeat.interval.ms"]
+        );
+        c.kafka.client_properties.clear();
+        c.kafka.static_membership = false;
+        assert_eq!(fields(&c), Vec::<String>::new());
+        let parsed: super::super::KafkaConfig =
+            toml::from_str("group_protocol = \"consumer\"\nstatic_membership = false").unwrap();
+        assert_eq!(parsed.group_protocol, GroupProtocol::Consumer);
+        assert!(
+            toml::from_str::<super::super::KafkaConfig>("group_protocol = \"kip848\"").is_err()
+        );
     }
 }

@@ -9,7 +9,7 @@
 
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaConfig;
+use crate::config::{GroupProtocol, KafkaConfig};
 
 /// The kinds of client mailguard creates.
 #[derive(Debug, Clone, Copy)]
@@ -38,9 +38,9 @@ pub enum Role<'a> {
 ///   and loses nothing;
 /// - `enable.idempotence` and `partitioner`: exactly-once writes, and the Java client's
 ///   murmur2 placement that co-partitioning with other producers relies on;
-/// - `partition.assignment.strategy` (range) and the KIP-848 `group.protocol` /
-///   `group.remote.assignor` (which assign on the broker and ignore it): partition p of verdicts
-///   and of commands go to the same member;
+/// - `group.protocol` (from `kafka.group_protocol`) and the `range` assignment of either
+///   protocol (`partition.assignment.strategy`, KIP-848's `group.remote.assignor`): partition p
+///   of verdicts and of commands go to the same member;
 /// - `enable.partition.eof`: how the readers know a restore or table load is complete.
 pub const REFUSED: &[(&str, &str)] = &[
     ("bootstrap.servers", "use kafka.bootstrap_servers"),
@@ -51,7 +51,7 @@ pub const REFUSED: &[(&str, &str)] = &[
     ),
     (
         "group.instance.id",
-        "derived from kafka.instance_id (static membership)",
+        "derived from kafka.instance_id when kafka.static_membership is on",
     ),
     (
         "transactional.id",
@@ -91,13 +91,10 @@ pub const REFUSED: &[(&str, &str)] = &[
         "partition.assignment.strategy",
         "range assignment keeps verdicts and commands co-partitioned",
     ),
-    (
-        "group.protocol",
-        "the classic protocol's range assignment keeps verdicts and commands co-partitioned",
-    ),
+    ("group.protocol", "use kafka.group_protocol"),
     (
         "group.remote.assignor",
-        "the classic protocol's range assignment keeps verdicts and commands co-partitioned",
+        "the broker's range assignor keeps verdicts and commands co-partitioned",
     ),
     (
         "enable.partition.eof",
@@ -155,12 +152,20 @@ fn tuning(cfg: &KafkaConfig, role: Role<'_>) -> Vec<(&'static str, String)> {
         // 64 MiB): a queued record costs librdkafka about 250 bytes besides its own, so with
         // small verdicts the default held over 200 MB, a tenth of a second's worth of input is
         // all the batches need.
-        Role::GroupConsumer => &[
-            ("fetch.queue.backoff.ms", "10"),
-            ("statistics.interval.ms", "5000"),
-            ("queued.max.messages.kbytes", "8192"),
-            ("queued.min.messages", "20000"),
-        ],
+        Role::GroupConsumer => {
+            if cfg.group_protocol == GroupProtocol::Classic {
+                t.push((
+                    "heartbeat.interval.ms",
+                    classic_heartbeat_ms(cfg).to_string(),
+                ));
+            }
+            &[
+                ("fetch.queue.backoff.ms", "10"),
+                ("statistics.interval.ms", "5000"),
+                ("queued.max.messages.kbytes", "8192"),
+                ("queued.min.messages", "20000"),
+            ]
+        }
         Role::TransactionalProducer(_) => &[
             ("linger.ms", "5"),
             ("compression.type", "lz4"),
@@ -194,22 +199,12 @@ fn essentials(cfg: &KafkaConfig, role: Role<'_>) -> Vec<(&'static str, String)> 
     ];
     match role {
         // Offsets are never auto-committed: they travel inside the producer's transaction
-        // (`send_offsets_to_transaction`). `range` assignment gives partition p of verdicts and
-        // of commands to the same member, which co-partitioning relies on. Static membership: a
-        // restarted instance (same instance_id) takes its partitions back at once instead of
-        // waiting for the old member's session to time out.
+        // (`send_offsets_to_transaction`).
         Role::GroupConsumer => {
             e.push(("group.id", cfg.group_id.clone()));
-            e.push((
-                "group.instance.id",
-                format!("mailguard-{}", cfg.instance_id),
-            ));
-            e.push(("session.timeout.ms", cfg.session_timeout_ms.to_string()));
+            e.extend(group_membership(cfg));
             e.extend(owned(&never_auto_commit));
-            e.extend(owned(&[
-                ("partition.assignment.strategy", "range"),
-                ("enable.partition.eof", "false"),
-            ]));
+            e.push(("enable.partition.eof", "false".into()));
         }
         // `murmur2_random` is the Java client's partitioner, so any producer in any language
         // agrees on where a key lives.
@@ -239,6 +234,40 @@ fn essentials(cfg: &KafkaConfig, role: Role<'_>) -> Vec<(&'static str, String)> 
         Role::Admin => {}
     }
     e
+}
+
+/// How the group consumer takes part in the group (`kafka.group_protocol`,
+/// `kafka.static_membership`). Both protocols assign by `range`, which gives partition p of
+/// verdicts, commands and routed scan results to the same member (co-partitioning): the
+/// classic protocol in the client (`partition.assignment.strategy`), KIP-848 on the broker
+/// (`group.remote.assignor`). With KIP-848 the broker's `group.consumer.session.timeout.ms` and
+/// `group.consumer.heartbeat.interval.ms` replace the client's session timeout and heartbeat
+/// (librdkafka refuses them there). A static member (`group.instance.id`) that restarts within
+/// the session timeout keeps its partitions; one that stops keeps them until it times out.
+fn group_membership(cfg: &KafkaConfig) -> Vec<(&'static str, String)> {
+    let mut e = vec![("group.protocol", cfg.group_protocol.as_str().to_string())];
+    if cfg.static_membership {
+        e.push((
+            "group.instance.id",
+            format!("mailguard-{}", cfg.instance_id),
+        ));
+    }
+    match cfg.group_protocol {
+        GroupProtocol::Classic => {
+            e.push(("session.timeout.ms", cfg.session_timeout_ms.to_string()));
+            e.push(("partition.assignment.strategy", "range".into()));
+        }
+        GroupProtocol::Consumer => e.push(("group.remote.assignor", "range".into())),
+    }
+    e
+}
+
+/// The classic protocol's heartbeat: a tenth of the session timeout (librdkafka's default is
+/// 3 s), within 100 ms..=3 s. A member learns of a rebalance (another member left or joined)
+/// only from a heartbeat's answer, so this bounds how long a planned hand-over waits before
+/// it starts.
+fn classic_heartbeat_ms(cfg: &KafkaConfig) -> u64 {
+    (cfg.session_timeout_ms / 10).clamp(100, 3_000)
 }
 
 /// The group consumer of the input topics ([`Role::GroupConsumer`]).
@@ -335,7 +364,11 @@ mod tests {
         let g = group_consumer(&cfg);
         assert_eq!(g.get("isolation.level"), Some("read_committed"));
         assert_eq!(g.get("group.id"), Some("mailguard"));
-        assert_eq!(g.get("group.instance.id"), Some("mailguard-0"));
+        assert_eq!(
+            g.get("group.instance.id"),
+            None,
+            "dynamic membership by default"
+        );
         let r = reader(&cfg, "restore");
         assert_eq!(r.get("group.id"), Some("mailguard.reader.0.restore"));
         assert_eq!(r.get("enable.partition.eof"), Some("true"));
@@ -356,5 +389,38 @@ mod tests {
             .contains("kafka.bootstrap_servers"));
         assert_eq!(refused("sasl.password"), None);
         assert_eq!(refused("linger.ms"), None);
+    }
+
+    #[test]
+    fn each_group_protocol_gets_only_the_settings_librdkafka_accepts_for_it() {
+        let mut cfg = KafkaConfig {
+            group_protocol: GroupProtocol::Classic,
+            static_membership: true,
+            ..KafkaConfig::default()
+        };
+        let g = group_consumer(&cfg);
+        assert_eq!(g.get("group.protocol"), Some("classic"));
+        assert_eq!(g.get("group.instance.id"), Some("mailguard-0"));
+        assert_eq!(g.get("session.timeout.ms"), Some("8000"));
+        assert_eq!(g.get("heartbeat.interval.ms"), Some("800"));
+        assert_eq!(g.get("partition.assignment.strategy"), Some("range"));
+        assert_eq!(g.get("group.remote.assignor"), None);
+
+        cfg.group_protocol = GroupProtocol::Consumer;
+        cfg.static_membership = false;
+        let g = group_consumer(&cfg);
+        assert_eq!(g.get("group.protocol"), Some("consumer"));
+        assert_eq!(g.get("group.remote.assignor"), Some("range"));
+        for classic_only in [
+            "group.instance.id",
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+            "partition.assignment.strategy",
+        ] {
+            assert_eq!(g.get(classic_only), None, "{classic_only}");
+        }
+        // librdkafka itself accepts the result (it refuses classic-only keys with KIP-848).
+        let consumer: Result<rdkafka::consumer::BaseConsumer, _> = g.create();
+        assert!(consumer.is_ok(), "{:?}", consumer.err());
     }
 }

@@ -45,6 +45,7 @@ pub fn test_config(partitions: i32) -> (Config, tempfile::TempDir) {
     cfg.kafka.transactional_id_prefix = format!("{id}-tx");
     cfg.kafka.commit_interval_ms = 50;
     cfg.kafka.session_timeout_ms = 6_000;
+    group_protocol_of_the_run(&mut cfg.kafka);
     let t = &mut cfg.topics;
     t.verdicts = format!("{id}.verdicts");
     t.mailboxes = format!("{id}.mailboxes");
@@ -69,6 +70,24 @@ pub fn test_config(partitions: i32) -> (Config, tempfile::TempDir) {
     // a burst predate it; the tests of the warning turn it back on (`warn_threshold = None`).
     cfg.policy.warn_threshold = Some(0);
     (cfg, dir)
+}
+
+/// The group protocol and membership the tests run under: the defaults unless
+/// `MAILGUARD_TEST_GROUP_PROTOCOL` (`classic` | `consumer`) or `MAILGUARD_TEST_STATIC_MEMBERSHIP`
+/// (`true` | `false`) say otherwise, so the pipeline and chaos tests run under either protocol.
+pub fn group_protocol_of_the_run(k: &mut mailguard::config::KafkaConfig) {
+    if let Ok(p) = std::env::var("MAILGUARD_TEST_GROUP_PROTOCOL") {
+        k.group_protocol = match p.as_str() {
+            "classic" => mailguard::config::GroupProtocol::Classic,
+            "consumer" => mailguard::config::GroupProtocol::Consumer,
+            other => panic!("MAILGUARD_TEST_GROUP_PROTOCOL={other}: classic or consumer"),
+        };
+    }
+    if let Ok(s) = std::env::var("MAILGUARD_TEST_STATIC_MEMBERSHIP") {
+        k.static_membership = s
+            .parse()
+            .expect("MAILGUARD_TEST_STATIC_MEMBERSHIP: true or false");
+    }
 }
 
 /// Create the configuration's topics now (tests that produce before the pipeline starts).
