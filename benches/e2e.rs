@@ -311,33 +311,48 @@ struct Run {
     instance: Instance,
 }
 
-/// Run mailguard over `input` until its committed offsets reach `ends`.
-fn run_to_end(cfg: &Config, dir: tempfile::TempDir, ends: &[i64]) -> Run {
-    let start = Instant::now();
-    let child = spawn(cfg, dir.path());
-    let mut rss = 0.0f64;
+/// Poll `group`'s committed offsets of `topic` (calling `each` every round) until they reach
+/// `ends`; returns when the first commit was seen and how many records it covered.
+fn wait_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    ends: &[i64],
+    start: Instant,
+    mut each: impl FnMut(),
+) -> (Instant, i64) {
     let mut first: Option<(Instant, i64)> = None;
     loop {
-        rss = rss.max(peak_rss_mb(child.id()));
-        let c = committed(
-            &cfg.kafka.bootstrap_servers,
-            &cfg.kafka.group_id,
-            &cfg.topics.verdicts,
-        );
+        each();
+        let c = committed(bootstrap, group, topic);
         let sum: i64 = c.iter().sum();
         if first.is_none() && sum > 0 {
             first = Some((Instant::now(), sum));
         }
         if c.iter().zip(ends).all(|(c, e)| c >= e) {
-            break;
+            return first.expect("at least one commit");
         }
         std::thread::sleep(Duration::from_millis(20));
         assert!(
             start.elapsed() < Duration::from_secs(1800),
-            "mailguard did not finish"
+            "mailguard ({group}) did not finish"
         );
     }
-    let (first_at, first_committed) = first.expect("at least one commit");
+}
+
+/// Run mailguard over `input` until its committed offsets reach `ends`.
+fn run_to_end(cfg: &Config, dir: tempfile::TempDir, ends: &[i64]) -> Run {
+    let start = Instant::now();
+    let child = spawn(cfg, dir.path());
+    let mut rss = 0.0f64;
+    let (first_at, first_committed) = wait_committed(
+        &cfg.kafka.bootstrap_servers,
+        &cfg.kafka.group_id,
+        &cfg.topics.verdicts,
+        ends,
+        start,
+        || rss = rss.max(peak_rss_mb(child.id())),
+    );
     Run {
         secs: start.elapsed().as_secs_f64(),
         steady_secs: first_at.elapsed().as_secs_f64(),
@@ -747,24 +762,8 @@ fn scale_out(bootstrap: &str, run_id: &str, input: &str, ends: &[i64], raw_rate:
             })
             .collect();
         let group = format!("{id}-group");
-        let mut first: Option<(Instant, i64)> = None;
-        loop {
-            let c = committed(bootstrap, &group, input);
-            let sum: i64 = c.iter().sum();
-            if first.is_none() && sum > 0 {
-                first = Some((Instant::now(), sum));
-            }
-            if c.iter().zip(ends).all(|(c, e)| c >= e) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            assert!(
-                start.elapsed() < Duration::from_secs(1800),
-                "{n} instances did not finish"
-            );
-        }
+        let (first_at, first_sum) = wait_committed(bootstrap, &group, input, ends, start, || ());
         let secs = start.elapsed().as_secs_f64();
-        let (first_at, first_sum) = first.expect("a commit");
         // A run too short to see a commit before the end has no steady figure.
         let steady = if first_sum < total {
             (total - first_sum) as f64 / first_at.elapsed().as_secs_f64()
