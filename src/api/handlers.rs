@@ -76,7 +76,20 @@ pub fn router(api: Api) -> Router {
 }
 
 /// A refusal: status and message, rendered as `{"error": …}` by [`finish`].
+#[derive(Debug)]
 pub(crate) struct Fail(StatusCode, String);
+
+impl Fail {
+    /// The status it is answered with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.0
+    }
+
+    /// What it says (no secret, no other tenant's data).
+    pub(crate) fn message(&self) -> &str {
+        &self.1
+    }
+}
 
 pub(super) type Answer = Result<Response, Fail>;
 
@@ -133,12 +146,13 @@ pub(super) fn now_ms(api: &Api) -> Millis {
     api.inner.clock.now_ms()
 }
 
-/// 401 without a known bearer token, 403 without the role or outside the tenant scope.
-pub(super) fn authorize(api: &Api, headers: &HeaderMap, role: ApiRole) -> Result<Principal, Fail> {
+/// The caller of a `/v1` request (401 without a known bearer token). What the caller may do is
+/// decided by the operation it calls ([`permit`]), for the API and the console alike.
+pub(crate) fn authenticate(api: &Api, headers: &HeaderMap) -> Result<Principal, Fail> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let p = api.inner.auth.authenticate(authorization).map_err(|e| {
+    api.inner.auth.authenticate(authorization).map_err(|e| {
         error(
             StatusCode::UNAUTHORIZED,
             match e {
@@ -146,18 +160,29 @@ pub(super) fn authorize(api: &Api, headers: &HeaderMap, role: ApiRole) -> Result
                 AuthError::Unknown => "unknown token",
             },
         )
-    })?;
-    if !p.has_role(role) {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "role {} may not do this (needs {})",
-                p.role.as_str(),
-                role.as_str()
-            ),
-        ));
+    })
+}
+
+/// 403 unless the principal has at least `role`.
+pub(crate) fn permit_role(who: &Principal, role: ApiRole) -> Result<(), Fail> {
+    if who.has_role(role) {
+        return Ok(());
     }
-    Ok(p)
+    Err(error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "role {} may not do this (needs {})",
+            who.role.as_str(),
+            role.as_str()
+        ),
+    ))
+}
+
+/// The one check of every operation, API and console: 403 without `role`, then 403 unless the
+/// principal's scope covers `tenant`.
+pub(crate) fn permit(who: &Principal, role: ApiRole, tenant: &str) -> Result<(), Fail> {
+    permit_role(who, role)?;
+    scope(who, tenant)
 }
 
 pub(super) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, Fail> {
@@ -166,7 +191,7 @@ pub(super) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, Fail> {
 }
 
 /// 403 unless the principal's scope covers the path's tenant.
-pub(super) fn scope(p: &Principal, tenant: &str) -> Result<(), Fail> {
+fn scope(p: &Principal, tenant: &str) -> Result<(), Fail> {
     if p.may_access(tenant) {
         Ok(())
     } else {
@@ -233,8 +258,9 @@ fn tenant_policy(api: &Api, v: &ViewData, tenant: &str) -> Policy {
 // ------------------------------------------------------------------------------------------------
 
 async fn openapi(State(api): State<Api>, headers: HeaderMap) -> Response {
-    let answer = authorize(&api, &headers, ApiRole::Viewer)
-        .map(|_| ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response());
+    let answer = authenticate(&api, &headers)
+        .and_then(|who| permit_role(&who, ApiRole::Viewer))
+        .map(|()| ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response());
     finish(&api, R_OPENAPI, answer)
 }
 
@@ -244,29 +270,44 @@ async fn mailbox(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
     let answer = (|| {
-        let who = authorize(&api, &headers, ApiRole::Viewer)?;
+        let who = authenticate(&api, &headers)?;
         let (tenant, mailbox) = path(p)?;
-        scope(&who, &tenant)?;
-        let mailbox = crate::policy::Mailbox::new(&mailbox).into_string();
-        let v = read_view(&api)?;
-        if db(queries::tenant_of(store(&api), &mailbox))?.as_deref() != Some(tenant.as_str()) {
-            return Err(not_found("mailbox"));
-        }
-        let policy = tenant_policy(&api, &v, &tenant);
-        let mode = v
-            .tenants
-            .get(&tenant)
-            .unwrap_or(&api.inner.tenant_defaults)
-            .mode;
-        let now = now_ms(&api);
-        let mut body = mailbox_json(store(&api), &mailbox, &tenant, (&policy, mode), now)?;
-        // A trip now would meet this exemption (exact or domain) and block nothing.
-        body["exemption"] = db(queries::exemption_for(store(&api), &tenant, &mailbox, now))?
-            .as_ref()
-            .map_or(Value::Null, exemption_json);
-        Ok(json_response(StatusCode::OK, &body))
+        ok(mailbox_view(&api, &who, &tenant, &mailbox))
     })();
     finish(&api, R_MAILBOX, answer)
+}
+
+/// 200 with the operation's answer.
+fn ok(v: Result<Value, Fail>) -> Answer {
+    v.map(|v| json_response(StatusCode::OK, &v))
+}
+
+/// A mailbox: state, strikes, window and next trip, incidents, exemption (VIEWER).
+pub(crate) fn mailbox_view(
+    api: &Api,
+    who: &Principal,
+    tenant: &str,
+    mailbox: &str,
+) -> Result<Value, Fail> {
+    permit(who, ApiRole::Viewer, tenant)?;
+    let mailbox = crate::policy::Mailbox::new(mailbox).into_string();
+    let v = read_view(api)?;
+    if db(queries::tenant_of(store(api), &mailbox))?.as_deref() != Some(tenant) {
+        return Err(not_found("mailbox"));
+    }
+    let policy = tenant_policy(api, &v, tenant);
+    let mode = v
+        .tenants
+        .get(tenant)
+        .unwrap_or(&api.inner.tenant_defaults)
+        .mode;
+    let now = now_ms(api);
+    let mut body = mailbox_json(store(api), &mailbox, tenant, (&policy, mode), now)?;
+    // A trip now would meet this exemption (exact or domain) and block nothing.
+    body["exemption"] = db(queries::exemption_for(store(api), tenant, &mailbox, now))?
+        .as_ref()
+        .map_or(Value::Null, exemption_json);
+    Ok(body)
 }
 
 pub(super) fn incident_summary(id: &str, i: &view::Incident) -> Value {
@@ -367,13 +408,27 @@ async fn blocked(
     RawQuery(q): RawQuery,
 ) -> Response {
     let answer = (|| {
-        let who = authorize(&api, &headers, ApiRole::Viewer)?;
+        let who = authenticate(&api, &headers)?;
         let tenant = path(p)?;
-        scope(&who, &tenant)?;
+        let pairs = query_pairs(q.as_deref().unwrap_or(""))?;
+        ok(blocked_view(&api, &who, &tenant, &pairs))
+    })();
+    finish(&api, R_BLOCKED, answer)
+}
+
+/// A page of the tenant's blocked mailboxes (VIEWER): `state`, `limit`, `cursor`.
+pub(crate) fn blocked_view(
+    api: &Api,
+    who: &Principal,
+    tenant: &str,
+    pairs: &[(String, String)],
+) -> Result<Value, Fail> {
+    permit(who, ApiRole::Viewer, tenant)?;
+    {
         let mut filter = None;
         let mut limit = DEFAULT_LIMIT;
         let mut cursor = None;
-        for (k, value) in query_pairs(q.as_deref().unwrap_or(""))? {
+        for (k, value) in pairs {
             match k.as_str() {
                 "state" => {
                     filter = Some(match value.as_str() {
@@ -399,18 +454,18 @@ async fn blocked(
                             )
                         })?
                 }
-                "cursor" => cursor = Some(value),
+                "cursor" => cursor = Some(value.as_str()),
                 _ => {}
             }
         }
-        ready(&api)?;
+        ready(api)?;
         let (items, next) = db(queries::blocked_page(
-            store(&api),
-            &tenant,
+            store(api),
+            tenant,
             filter,
-            cursor.as_deref(),
+            cursor,
             limit,
-            now_ms(&api),
+            now_ms(api),
         ))?;
         let items: Vec<Value> = items
             .into_iter()
@@ -425,12 +480,8 @@ async fn blocked(
                 })
             })
             .collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({ "tenant_id": tenant, "items": items, "next_cursor": next }),
-        ))
-    })();
-    finish(&api, R_BLOCKED, answer)
+        Ok(json!({ "tenant_id": tenant, "items": items, "next_cursor": next }))
+    }
 }
 
 async fn incident(
@@ -439,20 +490,33 @@ async fn incident(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
     let answer = (|| {
-        let who = authorize(&api, &headers, ApiRole::Admin)?;
+        let who = authenticate(&api, &headers)?;
         let (tenant, id) = path(p)?;
-        scope(&who, &tenant)?;
-        ready(&api)?;
-        let found = db(queries::incident(store(&api), &id))?;
+        ok(incident_view(&api, &who, &tenant, &id))
+    })();
+    finish(&api, R_INCIDENT, answer)
+}
+
+/// An incident: summary, scans per device, timeline (ADMIN).
+pub(crate) fn incident_view(
+    api: &Api,
+    who: &Principal,
+    tenant: &str,
+    id: &str,
+) -> Result<Value, Fail> {
+    permit(who, ApiRole::Admin, tenant)?;
+    {
+        ready(api)?;
+        let found = db(queries::incident(store(api), id))?;
         let Some(i) = found.filter(|i| i.tenant_id == tenant) else {
             return Err(not_found("incident"));
         };
-        let events = db(queries::incident_events(store(&api), &id))?;
-        let mut body = incident_summary(&id, &i);
+        let events = db(queries::incident_events(store(api), id))?;
+        let mut body = incident_summary(id, &i);
         body["mailbox"] = json!(i.mailbox);
         body["tenant_id"] = json!(i.tenant_id);
         body["state"] = json!(i.state());
-        body["scan"] = scan_json(&id, &i, &events);
+        body["scan"] = scan_json(id, &i, &events);
         body["timeline"] = events
             .iter()
             .map(|e| {
@@ -464,9 +528,8 @@ async fn incident(
                 })
             })
             .collect();
-        Ok(json_response(StatusCode::OK, &body))
-    })();
-    finish(&api, R_INCIDENT, answer)
+        Ok(body)
+    }
 }
 
 /// The incident's scans as its events tell them: `state` (`OPEN`, `REMEDIATED`,
@@ -527,18 +590,24 @@ fn parse_ticket(body: &[u8]) -> Result<String, Fail> {
         .get("ticket")
         .and_then(Value::as_str)
         .ok_or_else(|| bad("`ticket` (string) is required"))?;
-    if ticket.trim().is_empty() || ticket.chars().count() > MAX_TICKET {
-        return Err(bad(&format!(
-            "`ticket` must be 1 to {MAX_TICKET} characters, not blank"
-        )));
-    }
     Ok(ticket.to_string())
+}
+
+/// A support ticket reference: 1 to [`MAX_TICKET`] characters, not blank.
+fn check_ticket(ticket: &str) -> Result<(), Fail> {
+    if ticket.trim().is_empty() || ticket.chars().count() > MAX_TICKET {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("`ticket` must be 1 to {MAX_TICKET} characters, not blank"),
+        ));
+    }
+    Ok(())
 }
 
 /// The request body, read only now that the caller is authenticated and authorised: 413 at once
 /// when `Content-Length` announces more than `limit`, or as soon as more than `limit` arrived;
 /// 408 when it has not all arrived within `timeout`. Nothing beyond `limit` is buffered.
-async fn read_body(
+pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -584,46 +653,84 @@ async fn support_unblock(
     p: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Response {
-    let answer = unblock_inner(&api, &headers, p, body).await;
+    let answer = async {
+        let who = authenticate(&api, &headers)?;
+        let (tenant, mailbox) = path(p)?;
+        let ticket =
+            async { parse_ticket(&read_body(&headers, body, MAX_BODY, BODY_READ_TIMEOUT).await?) };
+        sent(request_support_unblock(&api, &who, &tenant, &mailbox, ticket).await)
+    }
+    .await;
     finish(&api, R_UNBLOCK, answer)
 }
 
-async fn unblock_inner(
+/// A command on its way: the broker has it, or has not acknowledged it in time (it may still
+/// land, exactly once; `status_url` tells).
+pub(crate) enum Sent {
+    Acknowledged {
+        command_id: String,
+        status_url: String,
+    },
+    Unacknowledged {
+        command_id: String,
+        status_url: String,
+    },
+}
+
+/// 202 with the command id and status URL, or the 503 of [`unacknowledged`].
+fn sent(r: Result<Sent, Fail>) -> Answer {
+    Ok(match r? {
+        Sent::Acknowledged {
+            command_id,
+            status_url,
+        } => json_response(
+            StatusCode::ACCEPTED,
+            &json!({ "command_id": command_id, "status": "PENDING", "status_url": status_url }),
+        ),
+        Sent::Unacknowledged {
+            command_id,
+            status_url,
+        } => unacknowledged(&command_id, &status_url),
+    })
+}
+
+/// Asks the pipeline to lift a permanent block (SUPPORT). `ticket` is awaited only once the
+/// caller is permitted: the API reads its request body then.
+pub(crate) async fn request_support_unblock(
     api: &Api,
-    headers: &HeaderMap,
-    p: Result<Path<(String, String)>, PathRejection>,
-    body: Body,
-) -> Answer {
-    let principal = authorize(api, headers, ApiRole::Support)?;
-    let (tenant, mailbox) = path(p)?;
-    scope(&principal, &tenant)?;
-    let mailbox = crate::policy::Mailbox::new(&mailbox).into_string();
-    let body = read_body(headers, body, MAX_BODY, BODY_READ_TIMEOUT).await?;
-    let ticket = parse_ticket(&body)?;
+    who: &Principal,
+    tenant: &str,
+    mailbox: &str,
+    ticket: impl std::future::Future<Output = Result<String, Fail>>,
+) -> Result<Sent, Fail> {
+    permit(who, ApiRole::Support, tenant)?;
+    let mailbox = crate::policy::Mailbox::new(mailbox).into_string();
+    let ticket = ticket.await?;
+    check_ticket(&ticket)?;
     {
         ready(api)?;
-        if db(queries::tenant_of(store(api), &mailbox))?.as_deref() != Some(tenant.as_str()) {
+        if db(queries::tenant_of(store(api), &mailbox))?.as_deref() != Some(tenant) {
             return Err(not_found("mailbox"));
         }
     }
     let cmd = Command {
         command_id: new_command_id(),
-        mailbox: mailbox.clone(),
-        tenant_id: tenant.clone(),
+        mailbox,
+        tenant_id: tenant.to_owned(),
         kind: CommandKind::SupportUnblock,
-        actor: principal.name.clone(),
+        actor: who.name.clone(),
         actor_role: ActorRole::Support,
         ticket,
         issued_at: now_ms(api),
         reason: None,
         expires_at: None,
     };
-    send_command(api, &principal, cmd).await
+    send_command(api, who, cmd).await
 }
 
-/// Sends `cmd` (keyed by its target) and waits a bounded time for the broker: 202 with the
-/// command id and its status URL, or 503 (nothing sent, or not acknowledged in time).
-async fn send_command(api: &Api, principal: &Principal, cmd: Command) -> Answer {
+/// Sends `cmd` (keyed by its target) and waits a bounded time for the broker; 503 when nothing
+/// was sent.
+async fn send_command(api: &Api, principal: &Principal, cmd: Command) -> Result<Sent, Fail> {
     // The pipeline's own limits: a command over them would be dead-lettered, never decided.
     api.inner
         .limits
@@ -656,15 +763,14 @@ async fn send_command(api: &Api, principal: &Principal, cmd: Command) -> Answer 
         // "Nothing was sent" would be false here; 503 with the id and where to look is true.
         Delivery::Unacknowledged => {
             tracing::warn!(command_id = %cmd.command_id, %kind, "command: no acknowledgement in time");
-            return Ok(unacknowledged(&cmd.command_id, &status_url));
+            return Ok(Sent::Unacknowledged {
+                command_id: cmd.command_id,
+                status_url,
+            });
         }
     }
     tracing::info!(principal = %principal.name, tenant = %cmd.tenant_id, command_id = %cmd.command_id, %kind, "command sent");
-    let body = json!({
-        "command_id": cmd.command_id,
-        "status": "PENDING",
-        "status_url": status_url,
-    });
+    let command_id = cmd.command_id.clone();
     api.inner
         .view
         .data
@@ -672,7 +778,10 @@ async fn send_command(api: &Api, principal: &Principal, cmd: Command) -> Answer 
         .expect("view lock")
         .commands
         .insert(cmd.command_id.clone(), cmd);
-    Ok(json_response(StatusCode::ACCEPTED, &body))
+    Ok(Sent::Acknowledged {
+        command_id,
+        status_url,
+    })
 }
 
 /// What became of a record sent to the commands topic.
@@ -738,14 +847,28 @@ async fn command(
     p: Result<Path<(String, String, String)>, PathRejection>,
 ) -> Response {
     let answer = (|| {
-        let who = authorize(&api, &headers, ApiRole::Admin)?;
+        let who = authenticate(&api, &headers)?;
         let (tenant, mailbox, id) = path(p)?;
-        scope(&who, &tenant)?;
-        let mailbox = crate::policy::Mailbox::new(&mailbox).into_string();
-        let v = read_view(&api)?;
+        ok(command_view(&api, &who, &tenant, &mailbox, &id))
+    })();
+    finish(&api, R_COMMAND, answer)
+}
+
+/// A command sent through this instance and what became of it (ADMIN).
+pub(crate) fn command_view(
+    api: &Api,
+    who: &Principal,
+    tenant: &str,
+    mailbox: &str,
+    id: &str,
+) -> Result<Value, Fail> {
+    permit(who, ApiRole::Admin, tenant)?;
+    {
+        let mailbox = crate::policy::Mailbox::new(mailbox).into_string();
+        let v = read_view(api)?;
         let Some(c) = v
             .commands
-            .get(&id)
+            .get(id)
             .filter(|c| c.tenant_id == tenant && c.mailbox == mailbox)
         else {
             return Err(not_found("command"));
@@ -759,7 +882,7 @@ async fn command(
         .into_iter()
         .find_map(|k| {
             v.command_events
-                .get(&ids::event_id(&mailbox, &id, k, "").to_string())
+                .get(&ids::event_id(&mailbox, id, k, "").to_string())
         });
         // The outcome is data: the event's kind and reason code, never parsed from its text.
         let (status, reason, detail, at) = match decided {
@@ -774,9 +897,7 @@ async fn command(
                 Some(e.at),
             ),
         };
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({
+        Ok(json!({
                 "command_id": c.command_id,
                 "tenant_id": c.tenant_id,
                 "mailbox": c.mailbox,
@@ -789,10 +910,8 @@ async fn command(
                 "reason": reason,
                 "detail": detail,
                 "decided_at": at,
-            }),
-        ))
-    })();
-    finish(&api, R_COMMAND, answer)
+        }))
+    }
 }
 
 async fn settings(
@@ -801,17 +920,23 @@ async fn settings(
     p: Result<Path<String>, PathRejection>,
 ) -> Response {
     let answer = (|| {
-        let who = authorize(&api, &headers, ApiRole::Admin)?;
+        let who = authenticate(&api, &headers)?;
         let tenant = path(p)?;
-        scope(&who, &tenant)?;
-        let v = read_view(&api)?;
-        let known = v.tenants.get(&tenant);
+        ok(settings_view(&api, &who, &tenant))
+    })();
+    finish(&api, R_SETTINGS, answer)
+}
+
+/// The tenant's settings and effective policy (ADMIN).
+pub(crate) fn settings_view(api: &Api, who: &Principal, tenant: &str) -> Result<Value, Fail> {
+    permit(who, ApiRole::Admin, tenant)?;
+    {
+        let v = read_view(api)?;
+        let known = v.tenants.get(tenant);
         let s = known.unwrap_or(&api.inner.tenant_defaults);
         let p = api.inner.policy.with_overrides(&s.overrides);
         let o = &s.overrides;
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({
+        Ok(json!({
                 "tenant_id": tenant,
                 "source": if known.is_some() { "TENANT_TABLE" } else { "DEFAULTS" },
                 "sync_security_enabled": s.sync_security_enabled,
@@ -835,10 +960,8 @@ async fn settings(
                     "state_idle_ttl_ms": p.state_idle_ttl_ms,
                     "warn_threshold": p.warn_at().unwrap_or(0),
                 },
-            }),
-        ))
-    })();
-    finish(&api, R_SETTINGS, answer)
+        }))
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -862,28 +985,31 @@ async fn exemptions(
     p: Result<Path<String>, PathRejection>,
 ) -> Response {
     let answer = (|| {
-        let who = authorize(&api, &headers, ApiRole::Viewer)?;
+        let who = authenticate(&api, &headers)?;
         let tenant = path(p)?;
-        scope(&who, &tenant)?;
-        ready(&api)?;
-        let items: Vec<Value> = db(queries::exemptions_of(store(&api), &tenant, now_ms(&api)))?
-            .iter()
-            .map(exemption_json)
-            .collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({
-                "tenant_id": tenant,
-                "items": items,
-                "max_exemptions": api.inner.limits.max_exemptions_per_tenant,
-            }),
-        ))
+        ok(exemptions_view(&api, &who, &tenant))
     })();
     finish(&api, R_EXEMPTIONS, answer)
 }
 
-/// The PUT body: `{"reason": "…", "expires_at": ms or null}`.
-fn parse_exemption(body: &[u8], now: Millis) -> Result<(String, Option<Millis>), Fail> {
+/// The tenant's exemptions in force (VIEWER).
+pub(crate) fn exemptions_view(api: &Api, who: &Principal, tenant: &str) -> Result<Value, Fail> {
+    permit(who, ApiRole::Viewer, tenant)?;
+    ready(api)?;
+    let items: Vec<Value> = db(queries::exemptions_of(store(api), tenant, now_ms(api)))?
+        .iter()
+        .map(exemption_json)
+        .collect();
+    Ok(json!({
+        "tenant_id": tenant,
+        "items": items,
+        "max_exemptions": api.inner.limits.max_exemptions_per_tenant,
+    }))
+}
+
+/// The PUT body: `{"reason": "…", "expires_at": ms or null}` (its shape; [`check_exemption`]
+/// its values).
+fn parse_exemption(body: &[u8]) -> Result<(String, Option<Millis>), Fail> {
     let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("body: {e}")))?;
     let obj = v
@@ -899,57 +1025,61 @@ fn parse_exemption(body: &[u8], now: Millis) -> Result<(String, Option<Millis>),
         .get("reason")
         .and_then(Value::as_str)
         .ok_or_else(|| bad("`reason` (string) is required".into()))?;
-    if reason.trim().is_empty() || reason.chars().count() > MAX_REASON {
-        return Err(bad(format!(
-            "`reason` must be 1 to {MAX_REASON} characters, not blank"
-        )));
-    }
     let expires_at = match obj.get("expires_at") {
         None | Some(Value::Null) => None,
         Some(x) => Some(x.as_i64().ok_or_else(|| {
             bad("`expires_at` must be milliseconds since the Unix epoch, or null".into())
         })?),
     };
+    Ok((reason.to_owned(), expires_at))
+}
+
+/// An exemption's reason (1 to [`MAX_REASON`] characters, not blank) and expiry (in the future).
+fn check_exemption(reason: &str, expires_at: Option<Millis>, now: Millis) -> Result<(), Fail> {
+    if reason.trim().is_empty() || reason.chars().count() > MAX_REASON {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("`reason` must be 1 to {MAX_REASON} characters, not blank"),
+        ));
+    }
     if let Some(x) = expires_at.filter(|&x| x <= now) {
         return Err(error(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("`expires_at` {x} is not in the future"),
         ));
     }
-    Ok((reason.to_owned(), expires_at))
+    Ok(())
 }
 
-/// Authorises an exemption change (role ADMIN or above, the path's tenant in scope; the pattern
+/// Authorises an exemption change (role ADMIN or above, the tenant in scope; the pattern
 /// lower-cased and checked) and builds its command.
 fn exemption_command(
     api: &Api,
-    headers: &HeaderMap,
-    p: Result<Path<(String, String)>, PathRejection>,
+    who: &Principal,
+    tenant: &str,
+    pattern: &str,
     kind: CommandKind,
-) -> Result<(Principal, Command), Fail> {
-    let principal = authorize(api, headers, ApiRole::Admin)?;
-    let (tenant, pattern) = path(p)?;
-    scope(&principal, &tenant)?;
-    let pattern = crate::policy::Mailbox::new(&pattern).into_string();
+) -> Result<Command, Fail> {
+    permit(who, ApiRole::Admin, tenant)?;
+    let pattern = crate::policy::Mailbox::new(pattern).into_string();
     check_pattern(&pattern)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("`{pattern}`: {e}")))?;
-    let actor_role = match principal.role {
+    let actor_role = match who.role {
         ApiRole::Support => ActorRole::Support,
         _ => ActorRole::Admin,
     };
-    let cmd = Command {
+    Ok(Command {
         command_id: new_command_id(),
         mailbox: pattern,
-        tenant_id: tenant,
+        tenant_id: tenant.to_owned(),
         kind,
-        actor: principal.name.clone(),
+        actor: who.name.clone(),
         actor_role,
         ticket: String::new(),
         issued_at: now_ms(api),
         reason: None,
         expires_at: None,
-    };
-    Ok((principal, cmd))
+    })
 }
 
 async fn exemption_put(
@@ -959,29 +1089,42 @@ async fn exemption_put(
     body: Body,
 ) -> Response {
     let answer = async {
-        let (principal, mut cmd) = exemption_command(&api, &headers, p, CommandKind::ExemptionPut)?;
-        let body = read_body(&headers, body, MAX_BODY, BODY_READ_TIMEOUT).await?;
-        let (reason, expires_at) = parse_exemption(&body, cmd.issued_at)?;
-        (cmd.reason, cmd.expires_at) = (Some(reason), expires_at);
-        {
-            ready(&api)?;
-            let held = db(queries::exemptions_of(
-                store(&api),
-                &cmd.tenant_id,
-                cmd.issued_at,
-            ))?;
-            let max = api.inner.limits.max_exemptions_per_tenant;
-            if held.len() >= max && !held.iter().any(|e| e.pattern == cmd.mailbox) {
-                return Err(error(
-                    StatusCode::CONFLICT,
-                    format!("the tenant holds {max} exemptions (limits.max_exemptions_per_tenant)"),
-                ));
-            }
-        }
-        send_command(&api, &principal, cmd).await
+        let who = authenticate(&api, &headers)?;
+        let (tenant, pattern) = path(p)?;
+        let input = async {
+            parse_exemption(&read_body(&headers, body, MAX_BODY, BODY_READ_TIMEOUT).await?)
+        };
+        sent(put_exemption(&api, &who, &tenant, &pattern, input).await)
     }
     .await;
     finish(&api, R_EXEMPTION, answer)
+}
+
+/// Adds or replaces an exemption (ADMIN). `input` (reason, expiry) is awaited only once the
+/// caller is permitted.
+pub(crate) async fn put_exemption(
+    api: &Api,
+    who: &Principal,
+    tenant: &str,
+    pattern: &str,
+    input: impl std::future::Future<Output = Result<(String, Option<Millis>), Fail>>,
+) -> Result<Sent, Fail> {
+    let mut cmd = exemption_command(api, who, tenant, pattern, CommandKind::ExemptionPut)?;
+    let (reason, expires_at) = input.await?;
+    check_exemption(&reason, expires_at, cmd.issued_at)?;
+    (cmd.reason, cmd.expires_at) = (Some(reason), expires_at);
+    {
+        ready(api)?;
+        let held = db(queries::exemptions_of(store(api), tenant, cmd.issued_at))?;
+        let max = api.inner.limits.max_exemptions_per_tenant;
+        if held.len() >= max && !held.iter().any(|e| e.pattern == cmd.mailbox) {
+            return Err(error(
+                StatusCode::CONFLICT,
+                format!("the tenant holds {max} exemptions (limits.max_exemptions_per_tenant)"),
+            ));
+        }
+    }
+    send_command(api, who, cmd).await
 }
 
 async fn exemption_delete(
@@ -990,21 +1133,33 @@ async fn exemption_delete(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
     let answer = async {
-        let (principal, cmd) = exemption_command(&api, &headers, p, CommandKind::ExemptionDelete)?;
-        {
-            ready(&api)?;
-            let state = db(queries::state(store(&api), &cmd.mailbox))?;
-            if state
-                .and_then(|s| s.exemption_of(&cmd.tenant_id).cloned())
-                .is_none()
-            {
-                return Err(not_found("exemption"));
-            }
-        }
-        send_command(&api, &principal, cmd).await
+        let who = authenticate(&api, &headers)?;
+        let (tenant, pattern) = path(p)?;
+        sent(delete_exemption(&api, &who, &tenant, &pattern).await)
     }
     .await;
     finish(&api, R_EXEMPTION, answer)
+}
+
+/// Removes an exemption (ADMIN); 404 when the tenant holds none for the pattern.
+pub(crate) async fn delete_exemption(
+    api: &Api,
+    who: &Principal,
+    tenant: &str,
+    pattern: &str,
+) -> Result<Sent, Fail> {
+    let cmd = exemption_command(api, who, tenant, pattern, CommandKind::ExemptionDelete)?;
+    {
+        ready(api)?;
+        let state = db(queries::state(store(api), &cmd.mailbox))?;
+        if state
+            .and_then(|s| s.exemption_of(tenant).cloned())
+            .is_none()
+        {
+            return Err(not_found("exemption"));
+        }
+    }
+    send_command(api, who, cmd).await
 }
 
 #[cfg(test)]
@@ -1161,7 +1316,8 @@ mod tests {
         );
         let read = status_of(read.await).expect("within the limit");
         assert_eq!(read, body.as_bytes());
-        let parsed = parse_ticket(&read).ok().expect("a valid ticket");
+        let parsed = parse_ticket(&read).ok().expect("a ticket");
+        assert!(check_ticket(&parsed).is_ok());
         assert_eq!(parsed.chars().count(), MAX_TICKET);
     }
 

@@ -11,9 +11,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::auth::Principal;
 use super::handlers::{
-    authorize, db, enc, error, finish, incident_summary, json_response, now_ms, path, query_pairs,
-    ready, scope, store, Answer, Fail,
+    authenticate, db, enc, error, finish, incident_summary, json_response, now_ms, path, permit,
+    query_pairs, ready, store, Answer, Fail,
 };
 use super::view::queries::{self, Cursor, EventFilter, TimeRange};
 use super::view::{ReportItem, INCIDENT_STATES};
@@ -34,14 +35,14 @@ const MAX_CSV_LIMIT: usize = 10_000;
 
 /// The query of a list, parsed once.
 #[derive(Default)]
-struct ListQuery {
-    range: TimeRange,
-    csv: bool,
-    kinds: Vec<String>,
-    mailbox: Option<String>,
-    state: Option<String>,
+pub(crate) struct ListQuery {
+    pub(crate) range: TimeRange,
+    pub(crate) csv: bool,
+    pub(crate) kinds: Vec<String>,
+    pub(crate) mailbox: Option<String>,
+    pub(crate) state: Option<String>,
     /// The pairs as given (for the CSV export's `Link` to its next page).
-    pairs: Vec<(String, String)>,
+    pub(crate) pairs: Vec<(String, String)>,
 }
 
 fn bad(message: impl Into<String>) -> Fail {
@@ -53,23 +54,27 @@ fn millis(name: &str, v: &str) -> Result<Millis, Fail> {
         .map_err(|_| bad(format!("{name} must be milliseconds since the Unix epoch")))
 }
 
+/// Whether the request asks for CSV (`Accept: text/csv`).
+fn accepts_csv(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/csv"))
+}
+
 /// Parses the query of `route` (`kind`, `mailbox` only for events, `state` only for incidents;
 /// other names are ignored) and whether CSV was asked for.
 fn list_query(
     api: &Api,
-    headers: &HeaderMap,
-    q: Option<&str>,
+    pairs: Vec<(String, String)>,
+    accept_csv: bool,
     route: &str,
 ) -> Result<ListQuery, Fail> {
     let mut lq = ListQuery {
-        pairs: query_pairs(q.unwrap_or(""))?,
+        pairs,
         ..ListQuery::default()
     };
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    lq.csv = route == R_EVENTS && accept.contains("text/csv");
+    lq.csv = route == R_EVENTS && accept_csv;
     let mut limit = None;
     for (k, v) in lq.pairs.clone() {
         match (k.as_str(), route) {
@@ -127,31 +132,43 @@ fn list_query(
     Ok(lq)
 }
 
-/// Authenticates (ADMIN), checks the tenant, parses the query and checks the view is fresh.
-fn begin(
+/// A list request of the API: the caller, the path's tenant and the query's pairs.
+fn request(
     api: &Api,
     headers: &HeaderMap,
     p: Result<Path<String>, PathRejection>,
     q: Option<&str>,
-    route: &str,
-) -> Result<(String, ListQuery), Fail> {
-    let who = authorize(api, headers, ApiRole::Admin)?;
+) -> Result<(Principal, String, Vec<(String, String)>), Fail> {
+    let who = authenticate(api, headers)?;
     let tenant = path(p)?;
-    scope(&who, &tenant)?;
-    let lq = list_query(api, headers, q, route)?;
-    ready(api)?;
-    Ok((tenant, lq))
+    Ok((who, tenant, query_pairs(q.unwrap_or(""))?))
 }
 
-fn list(tenant: &str, items: Vec<Value>, next: Option<Cursor>) -> Response {
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "tenant_id": tenant,
-            "items": items,
-            "next_cursor": next.map(|c| c.to_string()),
-        }),
-    )
+/// Every list's checks: ADMIN with the tenant in scope, the query parsed, the view fresh.
+fn begin(
+    api: &Api,
+    who: &Principal,
+    tenant: &str,
+    pairs: Vec<(String, String)>,
+    accept_csv: bool,
+    route: &str,
+) -> Result<ListQuery, Fail> {
+    permit(who, ApiRole::Admin, tenant)?;
+    let lq = list_query(api, pairs, accept_csv, route)?;
+    ready(api)?;
+    Ok(lq)
+}
+
+fn list(tenant: &str, items: Vec<Value>, next: Option<Cursor>) -> Value {
+    json!({
+        "tenant_id": tenant,
+        "items": items,
+        "next_cursor": next.map(|c| c.to_string()),
+    })
+}
+
+fn list_response(v: Value) -> Response {
+    json_response(StatusCode::OK, &v)
 }
 
 /// A page of raw JSON items, as `list` would render it, without parsing them again.
@@ -179,7 +196,7 @@ fn raw_list(tenant: &str, items: &[Vec<u8>], next: Option<Cursor>) -> Response {
 }
 
 /// Stored report items read back (the CSV export and the shadow comparison need their fields).
-fn parse_items(raw: &[Vec<u8>]) -> Result<Vec<ReportItem>, Fail> {
+pub(crate) fn parse_items(raw: &[Vec<u8>]) -> Result<Vec<ReportItem>, Fail> {
     let items = raw
         .iter()
         .map(|i| serde_json::from_slice::<ReportItem>(i))
@@ -197,19 +214,33 @@ pub(super) async fn events(
     RawQuery(q): RawQuery,
 ) -> Response {
     let answer = (|| -> Answer {
-        let (tenant, lq) = begin(&api, &headers, p, q.as_deref(), R_EVENTS)?;
-        let filter = EventFilter {
-            kinds: lq.kinds.clone(),
-            mailbox: lq.mailbox.clone(),
-        };
-        let page = db(queries::events(store(&api), &tenant, &filter, &lq.range))?;
+        let (who, tenant, pairs) = request(&api, &headers, p, q.as_deref())?;
+        let (lq, page) = events_page(&api, &who, &tenant, pairs, accepts_csv(&headers))?;
         if lq.csv {
             let items = parse_items(&page.items)?;
-            return Ok(csv_response(&tenant, &lq, &items, page.next));
+            let export = format!("/v1/tenants/{}/events", enc(&tenant));
+            return Ok(csv_response(&lq, &items, page.next, &export));
         }
         Ok(raw_list(&tenant, &page.items, page.next))
     })();
     finish(&api, R_EVENTS, answer)
+}
+
+/// A page of the events report (ADMIN): its parsed query and raw items.
+pub(crate) fn events_page(
+    api: &Api,
+    who: &Principal,
+    tenant: &str,
+    pairs: Vec<(String, String)>,
+    accept_csv: bool,
+) -> Result<(ListQuery, queries::Page<Vec<u8>>), Fail> {
+    let lq = begin(api, who, tenant, pairs, accept_csv, R_EVENTS)?;
+    let filter = EventFilter {
+        kinds: lq.kinds.clone(),
+        mailbox: lq.mailbox.clone(),
+    };
+    let page = db(queries::events(store(api), tenant, &filter, &lq.range))?;
+    Ok((lq, page))
 }
 
 pub(super) async fn incidents(
@@ -219,10 +250,24 @@ pub(super) async fn incidents(
     RawQuery(q): RawQuery,
 ) -> Response {
     let answer = (|| -> Answer {
-        let (tenant, lq) = begin(&api, &headers, p, q.as_deref(), R_INCIDENTS)?;
+        let (who, tenant, pairs) = request(&api, &headers, p, q.as_deref())?;
+        Ok(list_response(incidents_list(&api, &who, &tenant, pairs)?))
+    })();
+    finish(&api, R_INCIDENTS, answer)
+}
+
+/// The tenant's incidents, newest first (ADMIN): `state`, `from`, `to`, `limit`, `cursor`.
+pub(crate) fn incidents_list(
+    api: &Api,
+    who: &Principal,
+    tenant: &str,
+    pairs: Vec<(String, String)>,
+) -> Result<Value, Fail> {
+    {
+        let lq = begin(api, who, tenant, pairs, false, R_INCIDENTS)?;
         let page = db(queries::incidents(
-            store(&api),
-            &tenant,
+            store(api),
+            tenant,
             lq.state.as_deref(),
             &lq.range,
         ))?;
@@ -237,9 +282,8 @@ pub(super) async fn incidents(
                 v
             })
             .collect();
-        Ok(list(&tenant, items, page.next))
-    })();
-    finish(&api, R_INCIDENTS, answer)
+        Ok(list(tenant, items, page.next))
+    }
 }
 
 fn alert_json(at: Millis, a: &Alert) -> Value {
@@ -266,16 +310,27 @@ pub(super) async fn alerts(
     RawQuery(q): RawQuery,
 ) -> Response {
     let answer = (|| -> Answer {
-        let (tenant, lq) = begin(&api, &headers, p, q.as_deref(), R_ALERTS)?;
-        let page = db(queries::alerts(store(&api), &tenant, &lq.range))?;
-        let items = page
-            .items
-            .iter()
-            .map(|(at, a)| alert_json(*at, a))
-            .collect();
-        Ok(list(&tenant, items, page.next))
+        let (who, tenant, pairs) = request(&api, &headers, p, q.as_deref())?;
+        Ok(list_response(alerts_list(&api, &who, &tenant, pairs)?))
     })();
     finish(&api, R_ALERTS, answer)
+}
+
+/// The tenant's alerts, newest first (ADMIN).
+pub(crate) fn alerts_list(
+    api: &Api,
+    who: &Principal,
+    tenant: &str,
+    pairs: Vec<(String, String)>,
+) -> Result<Value, Fail> {
+    let lq = begin(api, who, tenant, pairs, false, R_ALERTS)?;
+    let page = db(queries::alerts(store(api), tenant, &lq.range))?;
+    let items = page
+        .items
+        .iter()
+        .map(|(at, a)| alert_json(*at, a))
+        .collect();
+    Ok(list(tenant, items, page.next))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -356,7 +411,23 @@ pub(super) async fn shadow(
     RawQuery(q): RawQuery,
 ) -> Response {
     let answer = (|| -> Answer {
-        let (tenant, mut lq) = begin(&api, &headers, p, q.as_deref(), R_SHADOW)?;
+        let (who, tenant, pairs) = request(&api, &headers, p, q.as_deref())?;
+        Ok(list_response(shadow_comparison(
+            &api, &who, &tenant, pairs,
+        )?))
+    })();
+    finish(&api, R_SHADOW, answer)
+}
+
+/// Live against shadow over `from`..`to` (ADMIN).
+pub(crate) fn shadow_comparison(
+    api: &Api,
+    who: &Principal,
+    tenant: &str,
+    pairs: Vec<(String, String)>,
+) -> Result<Value, Fail> {
+    {
+        let mut lq = begin(api, who, tenant, pairs, false, R_SHADOW)?;
         let filter = EventFilter {
             kinds: LIVE_TRIPS
                 .iter()
@@ -370,7 +441,7 @@ pub(super) async fn shadow(
         let mut items = Vec::new();
         let mut complete = false;
         for _ in 0..SHADOW_PAGES {
-            let page = db(queries::events(store(&api), &tenant, &filter, &lq.range))?;
+            let page = db(queries::events(store(api), tenant, &filter, &lq.range))?;
             items.extend(parse_items(&page.items)?);
             match page.next {
                 Some(c) => lq.range.cursor = Some(c),
@@ -381,9 +452,7 @@ pub(super) async fn shadow(
             }
         }
         let (live, shadow) = compare(&items);
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({
+        Ok(json!({
                 "tenant_id": tenant,
                 "from": lq.range.from,
                 "to": lq.range.to,
@@ -392,10 +461,8 @@ pub(super) async fn shadow(
                 "only_live": only(&live, &shadow),
                 "only_shadow": only(&shadow, &live),
                 "complete": complete,
-            }),
-        ))
-    })();
-    finish(&api, R_SHADOW, answer)
+        }))
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -453,12 +520,13 @@ pub fn events_csv(events: &[ReportItem]) -> String {
     out
 }
 
-/// The CSV answer; its next page, if any, in `Link` (`rel="next"`) and `X-Next-Cursor`.
-fn csv_response(
-    tenant: &str,
+/// The CSV answer; its next page, if any, in `Link` (`rel="next"`: `export` with the query and the
+/// next cursor; the API's or the console's path) and `X-Next-Cursor`.
+pub(crate) fn csv_response(
     lq: &ListQuery,
     events: &[ReportItem],
     next: Option<Cursor>,
+    export: &str,
 ) -> Response {
     let mut r = (
         StatusCode::OK,
@@ -483,11 +551,7 @@ fn csv_response(
             .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
             .collect();
         q.push(format!("cursor={}", enc(&c.to_string())));
-        let link = format!(
-            "</v1/tenants/{}/events?{}>; rel=\"next\"",
-            enc(tenant),
-            q.join("&")
-        );
+        let link = format!("<{export}?{}>; rel=\"next\"", q.join("&"));
         let h = r.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&link) {
             h.insert(header::LINK, v);
