@@ -3,6 +3,7 @@
 //! arriving), never for a fixed time.
 #![allow(dead_code)]
 
+pub mod api;
 mod builders;
 #[allow(unused_imports)] // each test binary uses some
 pub use builders::{verdict_bytes, NoDirectory};
