@@ -1,13 +1,14 @@
 //! HTTP adapter: `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz` (readiness),
-//! and, when `api.enabled`, the admin and query API under `/v1` ([`crate::api`]).
+//! and, when `api.enabled`, the admin and query API under `/v1` and its console under `/ui`
+//! ([`crate::api`]).
 //!
 //! Kept separate from the pipeline: the API is one more router here, not a change to the
 //! processing loop. Health and metrics answer without credentials; everything under `/v1`
-//! requires a bearer token.
+//! requires a bearer token, everything under `/ui` but its sign-in page and stylesheet a session.
 //!
 //! The port is open to whoever reaches it, so every count and wait of the server is bounded
 //! ([`Limits`]): connections, the time a request's headers may take, the request head's size,
-//! `/v1` requests in progress (beyond it 503 at once, so a flood of API calls never queues in
+//! `/v1` and `/ui` requests in progress (beyond it 503 at once, so a flood of API calls never queues in
 //! front of `/healthz` and `/metrics`), and the graceful shutdown. Request bodies are read only by
 //! the handler that needs one, after authenticating (`api::handlers`).
 

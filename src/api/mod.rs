@@ -9,11 +9,13 @@
 //!   `/v1/openapi.json`.
 //! - [`reports`] — the tenant's time-ordered lists: the events report (JSON or CSV), incidents
 //!   and alerts.
+//! - [`console`] — the browser pages under `/ui`, on the same operations and checks.
 //!
 //! A support unblock is not applied here: it becomes an `AdminCommand` on the commands topic,
 //! exactly what an operator's producer would send, and the pipeline decides and audits it.
 
 pub mod auth;
+pub mod console;
 pub mod handlers;
 pub mod reports;
 pub mod view;
@@ -62,6 +64,7 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: Limits,
+    pub(crate) sessions: console::session::Sessions,
     stop: Arc<AtomicBool>,
     reader: std::sync::Mutex<Option<view::ViewReader>>,
 }
@@ -105,6 +108,7 @@ impl Api {
                 metrics,
                 clock,
                 limits: cfg.limits.clone(),
+                sessions: console::session::Sessions::default(),
                 stop,
                 reader: std::sync::Mutex::new(Some(reader)),
             }),
@@ -125,8 +129,8 @@ impl Api {
         }
     }
 
-    /// The `/v1` router.
+    /// The `/v1` router and the console's `/ui`.
     pub fn router(&self) -> axum::Router {
-        handlers::router(self.clone())
+        handlers::router(self.clone()).merge(console::router(self.clone()))
     }
 }
