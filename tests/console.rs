@@ -248,6 +248,21 @@ fn every_console_page_and_action_answers_as_its_api_endpoint_does() {
     for who in callers {
         let mut c = Client::new(base);
         assert_eq!(c.sign_in(&who.secret).status, 303, "{}", who.principal);
+        // The overview shows a role only what its operations answer it.
+        let home = who.tenant.as_deref().unwrap_or("acme");
+        let overview = c.get(&format!("/ui/t/{home}")).body;
+        let admin = who.role != "VIEWER";
+        for part in [
+            "id=\"trips-plot\"",
+            "id=\"policy\"",
+            "Incidents that need attention",
+        ] {
+            assert_eq!(overview.contains(part), admin, "{}: {part}", who.principal);
+        }
+        assert_eq!(
+            overview.contains("href=\"/ui/t/acme/events\""),
+            admin && home == "acme"
+        );
         for (ui, v1) in &cases {
             let (api_status, _) = get(base, v1, Some(&who.secret));
             let page = c.get(ui);

@@ -628,7 +628,12 @@ fn incident_row(t: &str, admin: bool, i: &Value) -> IncidentRow {
         id,
         mailbox_href: format!("/ui/t/{t}/mailboxes/{}", enc(&mailbox)),
         mailbox,
-        state: s(&i["state"]),
+        // A list's incidents carry `state`; a mailbox's recent ones their block's `last_state`.
+        state: s(if i["state"].is_null() {
+            &i["last_state"]
+        } else {
+            &i["state"]
+        }),
         strike: s(&i["strike"]),
         at: time(&i["blocked_at"]),
     }
