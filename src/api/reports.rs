@@ -133,12 +133,14 @@ fn list_query(
 }
 
 /// A list request of the API: the caller, the path's tenant and the query's pairs.
+type ListRequest = (Principal, String, Vec<(String, String)>);
+
 fn request(
     api: &Api,
     headers: &HeaderMap,
     p: Result<Path<String>, PathRejection>,
     q: Option<&str>,
-) -> Result<(Principal, String, Vec<(String, String)>), Fail> {
+) -> Result<ListRequest, Fail> {
     let who = authenticate(api, headers)?;
     let tenant = path(p)?;
     Ok((who, tenant, query_pairs(q.unwrap_or(""))?))

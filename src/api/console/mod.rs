@@ -133,11 +133,13 @@ fn session(api: &Api, headers: &HeaderMap) -> Option<(String, SignedIn)> {
     Some((id.to_owned(), s))
 }
 
-/// The signed-in caller, or the answer for a caller who is not: to the sign-in page.
-fn signed_in(api: &Api, headers: &HeaderMap) -> Result<SignedIn, Response> {
-    session(api, headers)
-        .map(|(_, s)| s)
-        .ok_or_else(|| see_other(R_LOGIN))
+/// The signed-in caller (one who is not is sent to the sign-in page: [`to_login`]).
+fn signed_in(api: &Api, headers: &HeaderMap) -> Option<SignedIn> {
+    session(api, headers).map(|(_, s)| s)
+}
+
+fn to_login() -> Response {
+    see_other(R_LOGIN)
 }
 
 /// POSTs come from the console's own pages: a browser's `Origin` (when sent) names this host,
@@ -217,8 +219,8 @@ fn page(
     build: impl FnOnce(&SignedIn, Nav) -> Result<Page, Fail>,
 ) -> Response {
     let r = match signed_in(api, headers) {
-        Err(r) => r,
-        Ok(s) => match build(&s, nav(&s, tenant)) {
+        None => to_login(),
+        Some(s) => match build(&s, nav(&s, tenant)) {
             Ok(p) => p.render(),
             Err(f) => refusal(Some(&s), tenant, &f),
         },
@@ -255,8 +257,8 @@ async fn favicon(State(api): State<Api>) -> Response {
 
 async fn home(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let r = match signed_in(&api, &headers) {
-        Err(r) => r,
-        Ok(s) => {
+        None => to_login(),
+        Some(s) => {
             let asked = query_pairs(q.as_deref().unwrap_or(""))
                 .ok()
                 .and_then(|p| p.into_iter().find(|(k, _)| k == "tenant").map(|(_, v)| v))
@@ -380,8 +382,8 @@ async fn export(
     RawQuery(q): RawQuery,
 ) -> Response {
     let r = match signed_in(&api, &headers) {
-        Err(r) => r,
-        Ok(s) => {
+        None => to_login(),
+        Some(s) => {
             let csv = (|| {
                 let filter = pages::EventsFilter::from_pairs(&pairs(&q)?)?;
                 let (lq, page) = reports::events_page(
@@ -496,8 +498,8 @@ async fn unblock(
     body: Body,
 ) -> Response {
     let r = match signed_in(&api, &headers) {
-        Err(r) => r,
-        Ok(s) => {
+        None => to_login(),
+        Some(s) => {
             // The form is read only once the API's check has passed (in the operation).
             let ticket = async {
                 let form = read_form(&headers, body).await?;
@@ -528,8 +530,8 @@ async fn exemption_add(
     body: Body,
 ) -> Response {
     let r = match signed_in(&api, &headers) {
-        Err(r) => r,
-        Ok(s) => {
+        None => to_login(),
+        Some(s) => {
             let added = async {
                 // The API's check before the form is read (the operation checks again: the pattern
                 // is a field of the form).
@@ -566,8 +568,8 @@ async fn exemption_remove(
     body: Body,
 ) -> Response {
     let r = match signed_in(&api, &headers) {
-        Err(r) => r,
-        Ok(s) => {
+        None => to_login(),
+        Some(s) => {
             let removed = async {
                 handlers::permit(&s.principal, ApiRole::Admin, &tenant)?;
                 let form = read_form(&headers, body).await?;
