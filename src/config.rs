@@ -307,8 +307,8 @@ pub struct KafkaConfig {
     pub max_batch_records: usize,
     /// A transaction holding a block or unblock commits as soon as it is staged, rather than at
     /// the end of `commit_interval_ms`, but no sooner than this after the previous commit ended
-    /// (so a burst of trips shares commits), in ms. At least `commit_interval_ms` turns early
-    /// commits off.
+    /// (so a burst of trips shares commits), in ms; or four times the previous commit's duration
+    /// if that is longer. At least `commit_interval_ms` turns early commits off.
     pub trip_commit_gap_ms: u64,
     /// `transaction.timeout.ms` of the producer.
     pub transaction_timeout_ms: u64,
