@@ -552,6 +552,11 @@ fn a_person_uses_the_console_in_chromium() {
             .contains("may not access this tenant"),
         "{r}"
     );
+    assert_eq!(
+        r["refused_nav"],
+        json!(["/ui/t/globex", "/ui/t/globex/exemptions"]),
+        "the refusal's links lead to the caller's own tenant: {r}"
+    );
     // The API agrees with what the person saw.
     let (_, v) = get(
         &base,

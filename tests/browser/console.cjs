@@ -68,8 +68,10 @@ async function main() {
     });
     page.on('pageerror', (e) => out.errors.push(`page: ${e.message}`));
     page.on('requestfailed', (r) => {
-      // A download is handed to the browser, not failed.
-      if (!r.url().includes('events.csv')) out.errors.push(`request failed: ${r.url()}`);
+      // Aborted is not failed: a download handed to the browser, or a favicon fetch that the
+      // next navigation cancelled.
+      const why = (r.failure() || {}).errorText || '';
+      if (!why.includes('ERR_ABORTED')) out.errors.push(`request failed: ${r.url()} (${why})`);
     });
     page.on('request', (r) => { if (!r.url().startsWith(BASE)) out.errors.push(`off-site request: ${r.url()}`); });
 
@@ -143,6 +145,8 @@ async function main() {
     const refused = await page.goto(`${BASE}/ui/t/acme/mailboxes/${encodeURIComponent(MAILBOX)}`, { waitUntil: 'load' });
     out.other_tenant_status = refused.status();
     out.other_tenant_text = (await page.textContent('main')).trim();
+    // Its links lead to its own tenant, not to the one refused.
+    out.refused_nav = await page.$$eval('header nav a', (as) => as.map((a) => a.getAttribute('href')));
     await check(page, 'refused');
   } finally {
     await browser.close();

@@ -197,9 +197,14 @@ fn nav(s: &SignedIn, tenant: Option<&str>) -> Nav {
     Nav::new(&s.principal, &s.csrf, tenant)
 }
 
-/// An operation's refusal as a page of its status.
+/// An operation's refusal as a page of its status. Its links lead to the caller's own tenant,
+/// not to the one refused.
 fn refusal(s: Option<&SignedIn>, tenant: Option<&str>, f: &Fail) -> Response {
-    let nav = s.map(|s| nav(s, tenant));
+    let nav = s.map(|s| {
+        let p = &s.principal;
+        let own = tenant.filter(|t| p.may_access(t)).or(p.tenant.as_deref());
+        nav(s, own)
+    });
     let mut r = Page::error(nav, f.status().as_u16(), f.message()).render();
     *r.status_mut() = f.status();
     if f.status() == StatusCode::SERVICE_UNAVAILABLE {
