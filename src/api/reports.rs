@@ -345,7 +345,7 @@ const SHADOW_PAGES: usize = 50;
 const SHADOW_NAMES: usize = 100;
 
 /// Live trip kinds, then the shadow's.
-const LIVE_TRIPS: [&str; 4] = [
+pub(crate) const LIVE_TRIPS: [&str; 4] = [
     "MAILBOX_BLOCKED",
     "MAILBOX_PERMANENTLY_BLOCKED",
     "TRIP_SIMULATED",

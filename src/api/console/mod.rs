@@ -284,8 +284,9 @@ async fn home(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQuery)
 /// The tenants of the tenant table (for a caller of every tenant), at most 500.
 fn known_tenants(api: &Api) -> Vec<String> {
     let v = api.inner.view.data.read().expect("view lock");
-    let mut t: Vec<String> = v.tenants.keys().take(500).cloned().collect();
+    let mut t: Vec<String> = v.tenants.keys().cloned().collect();
     t.sort();
+    t.truncate(500);
     t
 }
 

@@ -20,13 +20,6 @@ const PLOT_DAYS: usize = 14;
 const PLOT_PAGES: usize = 20;
 /// Events per page of the events report.
 const EVENTS_PER_PAGE: usize = 50;
-/// The kinds counted as trips in the plot (enforced, simulated and exempt).
-const TRIP_KINDS: [&str; 4] = [
-    "MAILBOX_BLOCKED",
-    "MAILBOX_PERMANENTLY_BLOCKED",
-    "TRIP_SIMULATED",
-    "TRIP_EXEMPTED",
-];
 
 /// The frame every page shares: who is signed in, the tenant, the links the role may follow.
 pub struct Nav {
@@ -257,10 +250,7 @@ impl Page {
                     reason: s(&e["reason"]),
                     actor: format!("{} ({})", s(&e["actor"]), s(&e["actor_role"])),
                     created_at: time(&e["created_at"]),
-                    expires_at: match e["expires_at"].as_i64() {
-                        Some(x) => fmt_time(x),
-                        None => "never".to_owned(),
-                    },
+                    expires_at: time_or(&e["expires_at"], "never"),
                 }
             })
             .collect();
@@ -291,10 +281,7 @@ pub fn overview(api: &Api, who: &Principal, tenant: &str, nav: Nav) -> Result<Pa
                 state: s(&b["state"]),
                 strikes: s(&b["strikes"]),
                 blocked_at: time(&b["blocked_at"]),
-                until: match b["blocked_until"].as_i64() {
-                    Some(u) => fmt_time(u),
-                    None => "permanent".to_owned(),
-                },
+                until: time_or(&b["blocked_until"], "permanent"),
             }
         })
         .collect();
@@ -354,7 +341,8 @@ fn trips_plot(api: &Api, who: &Principal, tenant: &str) -> Result<Plot, Fail> {
     let first_day = now.div_euclid(DAY) * DAY - (PLOT_DAYS as Millis - 1) * DAY;
     let mut trips = [0u64; PLOT_DAYS];
     let mut warnings = [0u64; PLOT_DAYS];
-    let kinds = TRIP_KINDS.join(",") + ",MAILBOX_WARNED";
+    // Trips as the shadow comparison counts them (enforced, simulated and exempt), and warnings.
+    let kinds = reports::LIVE_TRIPS.join(",") + ",MAILBOX_WARNED";
     let mut cursor: Option<String> = None;
     let mut complete = false;
     for _ in 0..PLOT_PAGES {
@@ -581,7 +569,12 @@ pub fn fmt_time(ms: Millis) -> String {
 }
 
 fn time(v: &Value) -> String {
-    v.as_i64().map_or_else(|| "—".to_owned(), fmt_time)
+    time_or(v, "—")
+}
+
+/// A time field, or `absent` when it is null.
+fn time_or(v: &Value, absent: &str) -> String {
+    v.as_i64().map_or_else(|| absent.to_owned(), fmt_time)
 }
 
 /// A time a person types: `YYYY-MM-DDTHH:MM` (what a `datetime-local` field sends, taken as
