@@ -307,10 +307,15 @@ pub struct KafkaConfig {
     pub max_batch_records: usize,
     /// A transaction holding a block or unblock commits as soon as it is staged, rather than at
     /// the end of `commit_interval_ms`, but no sooner than this after the previous commit ended
-    /// (so a burst of trips shares commits), in ms; or four times the previous commit's duration
-    /// if that is longer. At least `commit_interval_ms` turns early commits off.
+    /// (so a burst of trips shares commits), in ms; or the previous commit's duration (four times
+    /// it while the pipeline is behind its input) if that is longer. At least
+    /// `commit_interval_ms` turns early commits off.
     pub trip_commit_gap_ms: u64,
-    /// `transaction.timeout.ms` of the producer.
+    /// `transaction.timeout.ms` of the producer: how long the broker keeps a transaction of an
+    /// instance that died open before aborting it. While it is open, `read_committed` readers of
+    /// the partitions it wrote to see nothing after it — the survivors' new blocks included. 10 s
+    /// (Kafka Streams' default under exactly-once too): a transaction lives one commit interval
+    /// plus a commit of milliseconds, and one that outlives this is aborted and redone.
     pub transaction_timeout_ms: u64,
     /// `session.timeout.ms` of the consumer (classic protocol only; with `consumer` the broker's
     /// `group.consumer.session.timeout.ms` decides). 8 s: a dead instance's partitions move
@@ -366,7 +371,7 @@ impl Default for KafkaConfig {
             commit_interval_ms: 100,
             max_batch_records: 100_000,
             trip_commit_gap_ms: 5,
-            transaction_timeout_ms: 60_000,
+            transaction_timeout_ms: 10_000,
             session_timeout_ms: 8_000,
             group_protocol: GroupProtocol::Classic,
             static_membership: false,

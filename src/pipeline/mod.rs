@@ -122,6 +122,8 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PipelineError> {
+    let watchdog = Arc::new(Watchdog::default());
+    let early = early_producer(&cfg, &watchdog);
     let (store, codec) = prepare(&cfg).await?;
     let tenants = Arc::new(RwLock::new(HashMap::new()));
     let exemptions = directory::ExemptionMap::default();
@@ -136,7 +138,6 @@ pub async fn run(
         stop.clone(),
     )?;
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-    let watchdog = Arc::new(Watchdog::default());
     let directory = TableDirectory::new(
         store.clone(),
         codec.clone(),
@@ -151,7 +152,16 @@ pub async fn run(
         clock,
         watchdog: watchdog.clone(),
     };
-    let worker = spawn_worker(deps, loader, directory, store, codec, stop.clone(), done_tx);
+    let worker = spawn_worker(
+        deps,
+        early,
+        loader,
+        directory,
+        store,
+        codec,
+        stop.clone(),
+        done_tx,
+    );
     let stopped = supervise(shutdown, &stop, &mut done_rx, &watchdog, SHUTDOWN_GRACE).await;
     stop.store(true, Ordering::Relaxed);
     // The pipeline thread is joined only once it has said it is done: a thread stuck in
@@ -167,6 +177,24 @@ pub async fn run(
         health.set_failed();
     }
     result
+}
+
+/// The transactional producer being made ready on a thread of its own.
+type EarlyProducer = std::thread::JoinHandle<Option<session::ReadyProducer>>;
+
+/// Start the transactional producer and its `init_transactions` at once, beside the topic
+/// checks, the preflight and the table load, rather than after them. After a `kill -9` the
+/// broker must first abort the predecessor's open transaction: librdkafka's `InitProducerId`
+/// gets CONCURRENT_TRANSACTIONS and tries again only after a fixed 500 ms (as it does when no
+/// connection to the coordinator is up yet), so `init_transactions` takes 0.6–1.3 s
+/// (measured, e2e bench's restart), which the rest of the start-up now hides. A failure here is
+/// met again, and reported, by the first session.
+fn early_producer(cfg: &Config, watchdog: &Arc<Watchdog>) -> EarlyProducer {
+    let (cfg, watchdog) = (cfg.clone(), watchdog.clone());
+    std::thread::Builder::new()
+        .name("mailguard-txn-init".into())
+        .spawn(move || session::ready_producer(&cfg, &watchdog).ok())
+        .expect("spawn producer init thread")
 }
 
 /// What must hold before any work starts: topics (created if configured), the connection and
@@ -202,8 +230,10 @@ async fn prepare(cfg: &Config) -> Result<(Store, Codec), PipelineError> {
 
 /// The pipeline thread: sessions until `stop` (or a fatal error), then the table loader's end;
 /// says so on `done`.
+#[allow(clippy::too_many_arguments)]
 fn spawn_worker(
     deps: SessionDeps,
+    early: EarlyProducer,
     loader: tables::TableLoader,
     directory: TableDirectory,
     store: Store,
@@ -216,6 +246,7 @@ fn spawn_worker(
         .spawn(move || {
             let result = pipeline_thread(
                 &deps,
+                early,
                 &loader.loaded,
                 || {
                     Processor::new(
@@ -277,14 +308,11 @@ async fn supervise(
 
 fn pipeline_thread(
     deps: &SessionDeps,
+    early: EarlyProducer,
     loaded: &std::sync::mpsc::Receiver<()>,
     mut new_processor: impl FnMut() -> Processor,
     stop: &AtomicBool,
 ) -> Result<(), PipelineError> {
-    // The producer's `init_transactions`, which after a crash waits for the broker to abort
-    // the predecessor's open transaction, overlaps the table load (a second off a restart after
-    // `kill -9`). Its failure is met again, and handled, by the first session.
-    let mut early = session::ready_producer(deps).ok();
     // Tables first: a trip needs the directory, and a trip computed against a half-loaded
     // directory would report OWNER_UNKNOWN for an owner that exists.
     loop {
@@ -300,6 +328,9 @@ fn pipeline_thread(
             }
         }
     }
+    // The producer made ready beside the start-up; `None` (it failed, or its thread did) and the
+    // first session opens one itself, meeting the failure again and reporting it.
+    let mut early = early.join().ok().flatten();
     let mut failures = 0u32;
     loop {
         let started = std::time::Instant::now();

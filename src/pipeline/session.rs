@@ -176,11 +176,16 @@ const BURST: usize = 64;
 const MAX_FETCH_WAIT: Duration = Duration::from_millis(10);
 
 /// An early commit (a transaction holding a block) waits at least this many times as long as
-/// the last commit took. While trips are frequent — a wave of compromised mailboxes, or the
-/// bench's 50 trips a second — commits then take at most a fifth of the pipeline's time instead
-/// of most of it (a fixed 5 ms gap measured 0.20 of the raw consumer and 311 ms trip → block at
-/// light load), and a lone trip still commits within a few commit durations.
+/// the last commit took while the pipeline is behind its input (its last batch was full).
+/// While trips are frequent — a wave of compromised mailboxes, or the bench's 50 trips a
+/// second — commits then take at most a fifth of the pipeline's time instead of most of it (a
+/// fixed 5 ms gap measured 0.20 of the raw consumer and 311 ms trip → block at light load).
 const EARLY_COMMIT_COST_FACTOR: u32 = 4;
+
+/// The same factor while the pipeline has caught up with its input (its last batch was not
+/// full): the time spent committing is then time it would have spent waiting, so an early
+/// commit waits only as long as the last commit took (at most half the time commits).
+const EARLY_COMMIT_COST_FACTOR_CAUGHT_UP: u32 = 1;
 
 /// When the session commits and ticks, on the monotonic clock: a pure schedule, so a manual
 /// clock drives it in tests.
@@ -197,6 +202,8 @@ struct Cadence {
     last_commit: Instant,
     /// How long the last commit took.
     last_commit_cost: Duration,
+    /// Whether the last batch taken from the fetch queue was full: more input is waiting.
+    behind: bool,
     next_tick: Instant,
 }
 
@@ -210,6 +217,7 @@ impl Cadence {
             txn_started: None,
             last_commit: now,
             last_commit_cost: Duration::ZERO,
+            behind: false,
             next_tick: now,
         }
     }
@@ -220,12 +228,16 @@ impl Cadence {
 
     /// When the open transaction is due: at the end of the interval, or, if it holds a block
     /// (`urgent`), once the gap after the last commit has passed — `trip_commit_gap_ms`, or
-    /// [`EARLY_COMMIT_COST_FACTOR`] times the last commit's duration if that is longer.
+    /// [`EARLY_COMMIT_COST_FACTOR`] (caught up: [`EARLY_COMMIT_COST_FACTOR_CAUGHT_UP`]) times
+    /// the last commit's duration if that is longer.
     fn commit_at(&self, urgent: bool) -> Option<Instant> {
         let at = self.txn_started? + self.commit_interval;
-        let gap = self
-            .trip_gap
-            .max(self.last_commit_cost * EARLY_COMMIT_COST_FACTOR);
+        let factor = if self.behind {
+            EARLY_COMMIT_COST_FACTOR
+        } else {
+            EARLY_COMMIT_COST_FACTOR_CAUGHT_UP
+        };
+        let gap = self.trip_gap.max(self.last_commit_cost * factor);
         Some(if urgent {
             at.min(self.last_commit + gap)
         } else {
@@ -433,11 +445,10 @@ impl Core {
         stages.lap(Stage::StageChangelog);
         let tpl = self.offsets_to_commit()?;
         stages.skip();
-        txn::retry(TxnOp::Deliver, TXN_RETRY_PAUSE, || {
-            deliver_all(&self.producer, TXN_TIMEOUT)
-        })
-        .map_err(txn_error)?;
-        stages.lap(Stage::Deliver);
+        // The offsets go first: their two round trips (AddOffsetsToTxn, TxnOffsetCommit) overlap
+        // the deliveries still in flight — the changelog records just staged, the outputs of
+        // the last records — instead of following them. Order within a transaction does not
+        // matter: nothing of it is visible, offsets included, before the commit.
         if tpl.count() > 0 {
             let cgm = cgm.ok_or(SessionError::NoGroupMetadata)?;
             self.guarded(TxnOp::SendOffsets, |p| {
@@ -445,6 +456,11 @@ impl Core {
             })?;
         }
         stages.lap(Stage::SendOffsets);
+        txn::retry(TxnOp::Deliver, TXN_RETRY_PAUSE, || {
+            deliver_all(&self.producer, TXN_TIMEOUT)
+        })
+        .map_err(txn_error)?;
+        stages.lap(Stage::Deliver);
         self.guarded(TxnOp::Commit, |p| p.commit_transaction(TXN_TIMEOUT))?;
         self.cadence.committed(started, clock.monotonic());
         stages.lap(Stage::CommitTransaction);
@@ -606,6 +622,18 @@ impl ConsumerContext for SessionContext {
                     .map(|e| e.partition())
                     .collect();
                 core.health.set_ready(false);
+                // An incremental assignment (KIP-848) can arrive while a transaction holding
+                // other partitions' records is open: it commits before the restore, which may
+                // take seconds, so that its blocks do not wait for it and it cannot outlive
+                // `kafka.transaction_timeout_ms`. (Under the classic protocol every partition
+                // was revoked first, and the revocation committed.)
+                if core.failed.is_none() {
+                    if let Err(e) = core.commit(consumer.group_metadata()) {
+                        error!(error = %e, "commit before restoring assigned partitions failed");
+                        core.abort(&e);
+                        core.failed.get_or_insert(e);
+                    }
+                }
                 // Kafka Streams' order: committed offsets first, then restore. A read_committed
                 // consumer's offset fetch is "stable" (KIP-447): it waits while a previous
                 // owner's transaction holding offsets for these partitions is still open. Only
@@ -681,8 +709,8 @@ pub struct SessionDeps {
 pub struct ReadyProducer(BaseProducer<TrackingContext>, Arc<DeliveryTracker>);
 
 /// Open the session's producer ahead of the session (see [`run_session`]).
-pub fn ready_producer(deps: &SessionDeps) -> Result<ReadyProducer, SessionError> {
-    open_producer(&deps.cfg, &deps.watchdog).map(|(p, t)| ReadyProducer(p, t))
+pub fn ready_producer(cfg: &Config, watchdog: &Watchdog) -> Result<ReadyProducer, SessionError> {
+    open_producer(cfg, watchdog).map(|(p, t)| ReadyProducer(p, t))
 }
 
 /// Run one session until `stop` is set (Ok) or something fails (Err). `producer` is one opened
@@ -824,10 +852,12 @@ fn handle_batch(
     fetch.fetch(timeout.min(MAX_FETCH_WAIT), batch);
     deps.health.beat();
     if batch.is_empty() {
+        core.lock().expect("lock").cadence.behind = false;
         return Ok(());
     }
     let now = deps.clock.now_ms();
     let mut c = core.lock().expect("lock");
+    c.cadence.behind = batch.len() >= BATCH;
     let inputs = c.inputs.clone();
     for entry in batch.iter() {
         let f = match entry {
@@ -894,6 +924,7 @@ mod tests {
             txn_started: None,
             last_commit: clock.monotonic(),
             last_commit_cost: Duration::ZERO,
+            behind: true,
             next_tick: clock.monotonic(),
         }
     }
@@ -995,6 +1026,31 @@ mod tests {
         clock.advance(99);
         assert!(!c.commit_due(clock.monotonic(), 1, true));
         clock.advance(1);
+        assert!(c.commit_due(clock.monotonic(), 1, true));
+    }
+
+    #[test]
+    fn caught_up_an_early_commit_waits_only_as_long_as_the_last_commit_took() {
+        let clock = ManualClock::frozen(0);
+        let mut c = cadence(&clock);
+        c.behind = false;
+        let started = clock.monotonic();
+        clock.advance(10);
+        c.committed(started, clock.monotonic());
+        c.txn_started = Some(clock.monotonic());
+        clock.advance(9);
+        assert!(!c.commit_due(clock.monotonic(), 1, true));
+        clock.advance(1);
+        assert!(
+            c.commit_due(clock.monotonic(), 1, true),
+            "one commit's duration"
+        );
+        c.behind = true;
+        assert!(
+            !c.commit_due(clock.monotonic(), 1, true),
+            "behind its input, the pipeline waits four"
+        );
+        clock.advance(30);
         assert!(c.commit_due(clock.monotonic(), 1, true));
     }
 
