@@ -41,7 +41,8 @@ use crate::kafka::{client, KafkaError};
 use crate::pipeline::processor::{InRecord, ProcessError, Processor};
 use crate::pipeline::restore::{restore_partitions, RestoreError};
 use crate::pipeline::sink::{
-    deliver_all, take_deliveries, DeliveryError, DeliveryTracker, ProducerSink, TrackingContext,
+    deliver_all, drain_for_abort, take_deliveries, DeliveryError, DeliveryTracker, ProducerSink,
+    TrackingContext,
 };
 use crate::pipeline::txn::{self, Action, TxnError, TxnOp};
 use crate::pipeline::watchdog::Watchdog;
@@ -514,6 +515,9 @@ impl Core {
     fn abort(&mut self, failure: &SessionError) {
         if self.cadence.txn_open() {
             if failure.needs_abort() {
+                if !drain_for_abort(&self.producer, TXN_TIMEOUT) {
+                    warn!("records of the aborted transaction still outstanding");
+                }
                 let aborted = self.watchdog.guard("abort_transaction", TXN_TIMEOUT, || {
                     self.producer.abort_transaction(TXN_TIMEOUT)
                 });

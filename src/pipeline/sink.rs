@@ -224,6 +224,29 @@ pub fn take_deliveries(tracker: &DeliveryTracker) -> Result<HashMap<i32, i64>, D
     }
 }
 
+/// Before `abort_transaction`: purge the records still queued (an aborted transaction discards
+/// them anyway) and serve the delivery reports of those already sent until none is
+/// outstanding, for at most `timeout`; whether none is. librdkafka's abort purges and then waits
+/// for the outstanding count to reach zero, but under the event API rust-rdkafka uses, only the
+/// application serves the reports — and it is blocked in that very abort. Without this, an abort
+/// with records outstanding lasted its whole timeout (30 s) and failed ("the event queue must be
+/// polled"): measured in the hand-over bench, a survivor whose send_offsets met a new group
+/// epoch took 42 s to block again after a kill -9.
+pub fn drain_for_abort(producer: &BaseProducer<TrackingContext>, timeout: Duration) -> bool {
+    producer.purge(rdkafka::producer::PurgeConfig::default().queue());
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() == 0 {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+}
+
 /// Wait until every record sent so far is acknowledged and its delivery report served.
 ///
 /// rust-rdkafka's `BaseProducer::flush` (which `commit_transaction` calls first) polls in slices
@@ -246,5 +269,57 @@ pub fn deliver_all(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::{MockCluster, MockCoordinator};
+    use rdkafka::ClientConfig;
+
+    /// A record for a partition whose leader is down stays outstanding; an abort without the
+    /// drain waits for its report, which nobody serves, for its whole timeout, and fails.
+    #[test]
+    fn an_abort_after_the_drain_does_not_wait_for_reports_nobody_serves() {
+        let mock = MockCluster::new(2).expect("mock cluster");
+        mock.create_topic("out", 1, 1).unwrap();
+        mock.coordinator(MockCoordinator::Transaction("t".into()), 1)
+            .unwrap();
+        let producer = |id: &str| -> BaseProducer<TrackingContext> {
+            let p: BaseProducer<TrackingContext> = ClientConfig::new()
+                .set("bootstrap.servers", mock.bootstrap_servers())
+                .set("transactional.id", id)
+                .set("log_level", "0")
+                .create_with_context(TrackingContext(DeliveryTracker::new("changelog")))
+                .unwrap();
+            p.init_transactions(Duration::from_secs(10)).unwrap();
+            p
+        };
+        let stuck = |p: &BaseProducer<TrackingContext>| {
+            p.begin_transaction().unwrap();
+            p.send(BaseRecord::<str, str>::to("out").key("k").payload("v"))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        };
+        let (a, b) = (producer("t"), producer("t2"));
+        mock.coordinator(MockCoordinator::Transaction("t2".into()), 1)
+            .unwrap();
+        // The partition's leader: the broker that is not the coordinator.
+        mock.partition_leader("out", 0, Some(2)).unwrap();
+        mock.broker_down(2).unwrap();
+
+        stuck(&a);
+        let started = std::time::Instant::now();
+        assert!(
+            a.abort_transaction(Duration::from_secs(2)).is_err(),
+            "without the drain the abort times out"
+        );
+        assert!(started.elapsed() >= Duration::from_secs(2));
+
+        stuck(&b);
+        assert!(drain_for_abort(&b, Duration::from_secs(5)));
+        b.abort_transaction(Duration::from_secs(5))
+            .expect("the abort after the drain");
     }
 }
