@@ -446,10 +446,11 @@ impl Core {
         stages.lap(Stage::StageChangelog);
         let tpl = self.offsets_to_commit()?;
         stages.skip();
-        // The offsets go first: their two round trips (AddOffsetsToTxn, TxnOffsetCommit) overlap
-        // the deliveries still in flight — the changelog records just staged, the outputs of
-        // the last records — instead of following them. Order within a transaction does not
-        // matter: nothing of it is visible, offsets included, before the commit.
+        txn::retry(TxnOp::Deliver, TXN_RETRY_PAUSE, || {
+            deliver_all(&self.producer, TXN_TIMEOUT)
+        })
+        .map_err(txn_error)?;
+        stages.lap(Stage::Deliver);
         if tpl.count() > 0 {
             let cgm = cgm.ok_or(SessionError::NoGroupMetadata)?;
             self.guarded(TxnOp::SendOffsets, |p| {
@@ -457,11 +458,6 @@ impl Core {
             })?;
         }
         stages.lap(Stage::SendOffsets);
-        txn::retry(TxnOp::Deliver, TXN_RETRY_PAUSE, || {
-            deliver_all(&self.producer, TXN_TIMEOUT)
-        })
-        .map_err(txn_error)?;
-        stages.lap(Stage::Deliver);
         self.guarded(TxnOp::Commit, |p| p.commit_transaction(TXN_TIMEOUT))?;
         self.cadence.committed(started, clock.monotonic());
         stages.lap(Stage::CommitTransaction);
