@@ -406,6 +406,20 @@ fn run_to_end(cfg: &Config, dir: tempfile::TempDir, ends: &[i64]) -> Run {
     }
 }
 
+/// Produce `records` to a new input topic `input`, run a fresh instance (group and topics of
+/// `id`) over it to its end, and stop it.
+fn run_fresh(bootstrap: &str, input: &str, id: &str, records: &[(String, Vec<u8>)]) -> Run {
+    create_input(bootstrap, input);
+    produce_all(bootstrap, input, records);
+    let ends = end_offsets(bootstrap, input);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(bootstrap, id, input, &dir.path().join("state"));
+    let mut run = run_to_end(&cfg, dir, &ends);
+    let _ = run.instance.child.kill();
+    let _ = run.instance.child.wait();
+    run
+}
+
 fn count(bootstrap: &str, topic: &str, expect_at_least: usize, timeout: Duration) -> usize {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -550,20 +564,12 @@ fn main() {
     // consumer below only reads. Printed, not hidden.
     let warm_n = (n / 5).max(10_000);
     let (warm_stream, _) = generate(warm_n, mailboxes, t0, 7);
-    let warm_input = format!("{run_id}.warmup-verdicts");
-    create_input(&bootstrap, &warm_input);
-    produce_all(&bootstrap, &warm_input, &warm_stream);
-    let warm_ends = end_offsets(&bootstrap, &warm_input);
-    let warm_dir = tempfile::tempdir().unwrap();
-    let warm_cfg = config(
+    let warm = run_fresh(
         &bootstrap,
+        &format!("{run_id}.warmup-verdicts"),
         &format!("{run_id}-w"),
-        &warm_input,
-        &warm_dir.path().join("state"),
+        &warm_stream,
     );
-    let mut warm = run_to_end(&warm_cfg, warm_dir, &warm_ends);
-    let _ = warm.instance.child.kill();
-    let _ = warm.instance.child.wait();
     println!(
         "warm-up run (not a result): {} verdicts in {:.2} s incl. start-up",
         warm_stream.len(),
@@ -729,7 +735,6 @@ fn main() {
     if state_mailboxes > 0 {
         let codec = Codec::default();
         let input2 = format!("{run_id}.state-verdicts");
-        create_input(&bootstrap, &input2);
         let mut recs = Vec::with_capacity(state_mailboxes);
         let mut buf = Vec::new();
         let t = now_ms();
@@ -746,18 +751,7 @@ fn main() {
             codec.encode_verdict(&v, &mut buf).unwrap();
             recs.push((mb, buf.clone()));
         }
-        produce_all(&bootstrap, &input2, &recs);
-        let ends2 = end_offsets(&bootstrap, &input2);
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = config(
-            &bootstrap,
-            &format!("{run_id}-c"),
-            &input2,
-            &dir.path().join("state"),
-        );
-        let mut run = run_to_end(&cfg, dir, &ends2);
-        let _ = run.instance.child.kill();
-        let _ = run.instance.child.wait();
+        let run = run_fresh(&bootstrap, &input2, &format!("{run_id}-c"), &recs);
         println!(
             "state scale: {state_mailboxes} mailboxes with state in {:.1} s ({:.0} offending verdicts/s), peak RSS {:.0} MB",
             run.secs,
